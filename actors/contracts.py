@@ -1,0 +1,66 @@
+"""The contracts between the actors and whoever runs them: Ready, the state machine, recovered state.
+
+A runtime drives a NodeActor like this (etcd-raft's Ready/Advance shape):
+
+    node.step(message, now) / node.tick(now) / node.propose(...)   # any number of times
+    rd = node.ready(now)                                           # what happened, batched
+    storage.persist(rd.hard_state, rd.truncate_from, rd.entries, rd.snapshot)   # one write + one fsync
+    send(rd.messages)                                              # only after the fsync
+    node.advance(rd, now)                                          # the persisted state counts from now on
+
+Between ready() and advance() the runtime may keep stepping messages in, but must not call ready() again.
+Messages in a Ready never leave before its persistent parts are durable (DESIGN.md rule 3: persist before
+you speak); that is what makes votes and acknowledgements safe across crashes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from actors.messages import Entry, HardState, Message, Snapshot
+
+
+@dataclass(slots=True)
+class Ready:
+    hard_state: HardState | None = None  # new term/vote/commit to persist, None when unchanged
+    truncate_from: int | None = None  # drop every persisted entry with index >= this before appending
+    entries: list[Entry] = field(default_factory=list)  # to append, in index order
+    snapshot: Snapshot | None = None  # a snapshot to persist (taken locally or installed from the leader)
+    messages: list[Message] = field(default_factory=list)  # to send once the above is durable
+
+    def needs_persist(self) -> bool:
+        return (
+            self.hard_state is not None
+            or self.truncate_from is not None
+            or bool(self.entries)
+            or self.snapshot is not None
+        )
+
+    def is_empty(self) -> bool:
+        return not self.needs_persist() and not self.messages
+
+
+@dataclass(slots=True)
+class Recovered:
+    """What storage hands a restarting node: the newest valid snapshot and the log entries after it."""
+
+    hard_state: HardState
+    snapshot: Snapshot | None
+    entries: list[Entry]
+
+
+class StateMachine(Protocol):
+    """The replicated state machine (hashicorp/raft's FSM shape). Deterministic: no clock, no I/O."""
+
+    def apply(self, index: int, command: bytes) -> bytes:
+        """Apply one committed command; return the msgpack-encoded result for the client."""
+
+    def query(self, query: bytes) -> bytes:
+        """Answer a read-only query; return the msgpack-encoded result."""
+
+    def snapshot(self) -> bytes:
+        """Encode the whole state, including the client session table."""
+
+    def restore(self, data: bytes) -> None:
+        """Replace the whole state with a snapshot's."""
