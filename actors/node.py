@@ -1,0 +1,723 @@
+"""NodeActor: one Raft node. The only owner and writer of term, vote, log, commit and applied index.
+
+Every input (a peer or client message, a clock tick, a proposal) goes through step()/tick(); all effects
+come out batched through ready() and are acknowledged by advance() once durable (see actors/contracts.py).
+Each incoming peer message passes one term check before role-specific handling; role behaviour is a
+handler table swapped on role change (DESIGN.md rule 4). Election and replication decisions come from
+ElectionActor and ReplicationActor, which own their own state and never touch ours.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+import msgpack
+
+from actors.config import RaftConfig
+from actors.contracts import Ready, Recovered, StateMachine
+from actors.election import ElectionActor, Tally
+from actors.log import RaftLog
+from actors.messages import (
+    AppendEntries,
+    AppendEntriesResponse,
+    ClientRequest,
+    ClientResponse,
+    Entry,
+    EntryKind,
+    HardState,
+    InstallSnapshot,
+    InstallSnapshotResponse,
+    Message,
+    NodeId,
+    RequestKind,
+    RequestVote,
+    RequestVoteResponse,
+    Snapshot,
+    SnapshotMeta,
+    Status,
+    TimeoutNow,
+)
+from actors.replication import LeaderContext, ReplicationActor
+
+
+class Role(Enum):
+    FOLLOWER = "follower"
+    PRE_CANDIDATE = "pre-candidate"
+    CANDIDATE = "candidate"
+    LEADER = "leader"
+
+
+class SafetyViolation(AssertionError):
+    """An internal invariant of Raft broke: a bug, never a peer's fault."""
+
+
+@dataclass(slots=True)
+class PendingRead:
+    client: NodeId
+    req_id: int
+    query: bytes
+    round: int  # the heartbeat round that must be confirmed by a majority
+    index: int | None  # the read index; None until an entry of this term commits
+
+
+@dataclass(slots=True)
+class Proposal:
+    client: NodeId
+    req_id: int
+    term: int
+
+
+Handler = Callable[[Any, float], None]
+
+
+class NodeActor:
+    def __init__(
+        self,
+        node_id: NodeId,
+        members: tuple[NodeId, ...],
+        config: RaftConfig,
+        state_machine: StateMachine,
+        rng: random.Random,
+        recovered: Recovered | None = None,
+        now: float = 0.0,
+    ) -> None:
+        if node_id not in members:
+            raise ValueError(f"{node_id!r} is not one of the members {members}")
+        self.id = node_id
+        self._members = tuple(sorted(members))
+        self._peers = tuple(m for m in self._members if m != node_id)
+        self._config = config
+        self._sm = state_machine
+        rec = recovered or Recovered(HardState(0, None, 0), None, [])
+        self._term = rec.hard_state.term
+        self._vote = rec.hard_state.vote
+        self._snapshot: Snapshot | None = rec.snapshot
+        base_index, base_term = (rec.snapshot.meta.index, rec.snapshot.meta.term) if rec.snapshot else (0, 0)
+        self._log = RaftLog(base_index, base_term, rec.entries)
+        if rec.snapshot is not None:
+            self._sm.restore(rec.snapshot.data)
+        self._applied = base_index
+        self._commit = max(base_index, min(rec.hard_state.commit, self._log.last_index()))
+        self._stable_index = self._log.last_index()  # everything recovered is on disk
+        self._handed_hs = HardState(self._term, self._vote, self._commit)
+        self._unstable_from = self._log.last_index() + 1
+        self._pending_truncate: int | None = None
+        self._pending_snapshot: Snapshot | None = None
+        self._outbox: list[Message] = []
+        self._leader: NodeId | None = None
+        self._role = Role.FOLLOWER
+        self._handlers: dict[type, Handler] = {}
+        self._election = ElectionActor(node_id, self._members, config, rng)
+        self._replication = ReplicationActor(node_id, self._peers, config)
+        self._proposals: dict[int, Proposal] = {}
+        self._reads: list[PendingRead] = []
+        self._read_round = 0
+        self._round_wanted = False
+        self._broadcast_wanted = False
+        self._heartbeat_due = 0.0
+        self._incoming: tuple[SnapshotMeta, bytearray] | None = None
+        self._transfer: tuple[NodeId, float] | None = None
+        self._ready_out = False
+        self._stats = {"proposals": 0, "applied": 0, "snapshots": 0, "elections": 0, "dropped": 0}
+        self._election.reset_timer(now)
+        self._set_role(Role.FOLLOWER)
+
+    # --- read-only facts, for the runtime, status and tests -----------------------------------------
+
+    @property
+    def role(self) -> Role:
+        return self._role
+
+    @property
+    def term(self) -> int:
+        return self._term
+
+    @property
+    def leader(self) -> NodeId | None:
+        return self._leader
+
+    @property
+    def commit_index(self) -> int:
+        return self._commit
+
+    @property
+    def applied_index(self) -> int:
+        return self._applied
+
+    @property
+    def log(self) -> RaftLog:
+        """Read-only by convention: only this actor writes the log."""
+        return self._log
+
+    @property
+    def latest_snapshot(self) -> Snapshot | None:
+        return self._snapshot
+
+    def status(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "id": self.id,
+            "role": self._role.value,
+            "term": self._term,
+            "leader": self._leader or "",
+            "commit": self._commit,
+            "applied": self._applied,
+            "last_index": self._log.last_index(),
+            "snapshot_index": self._snapshot.meta.index if self._snapshot else 0,
+            "members": list(self._members),
+            "stats": dict(self._stats),
+        }
+        if self._role is Role.LEADER:
+            out["progress"] = self._replication.describe()
+        return out
+
+    # --- inputs ---------------------------------------------------------------------------------------
+
+    def step(self, msg: Message, now: float) -> None:
+        """Handle one incoming message. Term check first, then the current role's handler."""
+        if isinstance(msg, ClientRequest):
+            self._on_client_request(msg, now)
+            return
+        if isinstance(msg, ClientResponse):
+            self._stats["dropped"] += 1
+            return
+        if msg.src not in self._peers or msg.dst != self.id:
+            self._stats["dropped"] += 1
+            return
+        if msg.term > self._term:
+            if isinstance(msg, RequestVote):
+                if not msg.transfer and self._election.in_lease(now, self._leader is not None):
+                    return  # a leader is alive: ignore a disruptive (pre-)candidate (dissertation 9.6)
+                if not msg.pre_vote:
+                    self._become_follower(msg.term, None, now)
+            elif isinstance(msg, RequestVoteResponse) and msg.pre_vote and msg.granted:
+                pass  # a granted pre-vote carries the term we asked about, not a newer real term
+            else:
+                leader = msg.src if isinstance(msg, AppendEntries | InstallSnapshot) else None
+                self._become_follower(msg.term, leader, now)
+        elif msg.term < self._term:
+            self._answer_stale(msg)
+            return
+        self._handlers[type(msg)](msg, now)
+
+    def tick(self, now: float) -> None:
+        """Fire whatever timers are due."""
+        if self._role is Role.LEADER:
+            if self._transfer is not None and now >= self._transfer[1]:
+                self._transfer = None  # the target did not take over in time; serve again
+            if now >= self._election.quorum_deadline() and not self._election.check_quorum(now):
+                self._become_follower(self._term, None, now)
+                return
+            if now >= self._heartbeat_due:
+                self._send_heartbeats(now)
+        elif self._election.expired(now):
+            self._campaign(now, pre_vote=self._config.pre_vote, transfer=False)
+
+    def next_deadline(self) -> float:
+        if self._role is Role.LEADER:
+            deadline = min(self._heartbeat_due, self._election.quorum_deadline())
+            if self._transfer is not None:
+                deadline = min(deadline, self._transfer[1])
+            return deadline
+        return self._election.deadline()
+
+    def transfer_leadership(self, now: float, target: NodeId | None = None) -> NodeId | None:
+        """Hand leadership to `target` (default: the most up-to-date follower). Dissertation 3.10."""
+        if self._role is not Role.LEADER or not self._peers:
+            return None
+        target = target or self._replication.most_up_to_date()
+        if target is None or target not in self._peers:
+            return None
+        self._transfer = (target, now + self._config.election_timeout)
+        self._maybe_send_timeout_now(now)
+        self._broadcast_wanted = True
+        return target
+
+    # --- outputs --------------------------------------------------------------------------------------
+
+    def has_ready(self) -> bool:
+        return bool(
+            self._outbox
+            or self._broadcast_wanted
+            or self._round_wanted
+            or self._log.last_index() >= self._unstable_from
+            or self._pending_truncate is not None
+            or self._pending_snapshot is not None
+            or self._hard_state() != self._handed_hs
+            or self._applied < min(self._commit, self._stable_index)
+        )
+
+    def ready(self, now: float) -> Ready:
+        """Everything to persist and send since the last Ready. Call advance() once it is durable."""
+        if self._ready_out:
+            raise RuntimeError("ready() called again before advance()")
+        self._apply_committed()
+        round_wanted, self._round_wanted = self._round_wanted, False
+        broadcast_wanted, self._broadcast_wanted = self._broadcast_wanted, False
+        if self._role is Role.LEADER:
+            if round_wanted:
+                self._send_heartbeats(now)
+            self._serve_reads()
+            if broadcast_wanted:
+                self._outbox.extend(self._replication.send_all(self._leader_context(now)))
+        self._maybe_snapshot()
+        hs = self._hard_state()
+        rd = Ready(
+            hard_state=hs if hs != self._handed_hs else None,
+            truncate_from=self._pending_truncate,
+            entries=self._log.entries_from(self._unstable_from),
+            snapshot=self._pending_snapshot,
+            messages=self._outbox,
+        )
+        self._handed_hs = hs
+        self._pending_truncate = None
+        self._pending_snapshot = None
+        self._unstable_from = self._log.last_index() + 1
+        self._outbox = []
+        self._ready_out = True
+        return rd
+
+    def advance(self, rd: Ready, now: float) -> None:
+        """The Ready's entries, hard state and snapshot are durable; its messages have been sent."""
+        self._ready_out = False
+        if rd.entries:
+            last = rd.entries[-1]
+            if self._log.term_at(last.index) == last.term:  # not truncated meanwhile
+                self._stable_index = max(self._stable_index, last.index)
+        if self._role is Role.LEADER:
+            self._maybe_commit(now)
+
+    # --- role changes ---------------------------------------------------------------------------------
+
+    def _set_role(self, role: Role) -> None:
+        self._role = role
+        self._handlers = {
+            Role.FOLLOWER: self._follower_handlers,
+            Role.PRE_CANDIDATE: self._candidate_handlers,
+            Role.CANDIDATE: self._candidate_handlers,
+            Role.LEADER: self._leader_handlers,
+        }[role]()
+
+    def _follower_handlers(self) -> dict[type, Handler]:
+        return {
+            RequestVote: self._on_request_vote,
+            RequestVoteResponse: self._ignore,
+            AppendEntries: self._on_append_entries,
+            AppendEntriesResponse: self._ignore,
+            InstallSnapshot: self._on_install_snapshot,
+            InstallSnapshotResponse: self._ignore,
+            TimeoutNow: self._on_timeout_now,
+        }
+
+    def _candidate_handlers(self) -> dict[type, Handler]:
+        return {
+            RequestVote: self._on_request_vote,
+            RequestVoteResponse: self._on_vote_response,
+            AppendEntries: self._follow_then(self._on_append_entries),
+            AppendEntriesResponse: self._ignore,
+            InstallSnapshot: self._follow_then(self._on_install_snapshot),
+            InstallSnapshotResponse: self._ignore,
+            TimeoutNow: self._ignore,
+        }
+
+    def _leader_handlers(self) -> dict[type, Handler]:
+        return {
+            RequestVote: self._on_request_vote,
+            RequestVoteResponse: self._ignore,
+            AppendEntries: self._on_second_leader,
+            AppendEntriesResponse: self._on_append_response,
+            InstallSnapshot: self._on_second_leader,
+            InstallSnapshotResponse: self._on_snapshot_response,
+            TimeoutNow: self._ignore,
+        }
+
+    def _become_follower(self, term: int, leader: NodeId | None, now: float) -> None:
+        if term > self._term:
+            self._term = term
+            self._vote = None
+        was_leader = self._role is Role.LEADER
+        self._leader = leader
+        self._set_role(Role.FOLLOWER)
+        self._election.reset_timer(now)
+        if was_leader:
+            self._abandon_client_work()
+
+    def _follow_then(self, handler: Handler) -> Handler:
+        """A (pre-)candidate that hears from the leader of its term becomes its follower (paper 5.2)."""
+
+        def follow(msg: AppendEntries | InstallSnapshot, now: float) -> None:
+            self._become_follower(msg.term, msg.src, now)
+            handler(msg, now)
+
+        return follow
+
+    def _campaign(self, now: float, pre_vote: bool, transfer: bool) -> None:
+        self._election.reset_timer(now)
+        if pre_vote:
+            self._set_role(Role.PRE_CANDIDATE)
+            vote_term = self._term + 1
+        else:
+            self._term += 1
+            self._vote = self.id
+            self._leader = None
+            self._set_role(Role.CANDIDATE)
+            vote_term = self._term
+            self._stats["elections"] += 1
+        if self._election.start_tally() is Tally.WON:
+            self._on_won(now, pre_vote)
+            return
+        for peer in self._peers:
+            self._outbox.append(
+                RequestVote(
+                    src=self.id,
+                    dst=peer,
+                    term=vote_term,
+                    last_log_index=self._log.last_index(),
+                    last_log_term=self._log.last_term(),
+                    pre_vote=pre_vote,
+                    transfer=transfer,
+                )
+            )
+
+    def _on_won(self, now: float, pre_vote: bool) -> None:
+        if pre_vote:
+            self._campaign(now, pre_vote=False, transfer=False)
+        else:
+            self._become_leader(now)
+
+    def _become_leader(self, now: float) -> None:
+        self._set_role(Role.LEADER)
+        self._leader = self.id
+        self._transfer = None
+        self._election.start_leading(now)
+        self._replication.start(self._log.last_index(), now)
+        self._append(EntryKind.NOOP, b"")  # commits earlier terms' entries once it commits (paper 5.4.2)
+        self._heartbeat_due = now + self._config.heartbeat_interval
+        self._maybe_commit(now)
+
+    # --- votes ----------------------------------------------------------------------------------------
+
+    def _on_request_vote(self, msg: RequestVote, now: float) -> None:
+        up_to_date = self._log.is_up_to_date(msg.last_log_index, msg.last_log_term)
+        if msg.pre_vote:
+            free = msg.term > self._term or (self._vote in (None, msg.src) and self._leader is None)
+            granted = free and up_to_date
+            reply_term = msg.term if granted else self._term
+        else:
+            granted = self._vote in (None, msg.src) and up_to_date
+            if granted:
+                self._vote = msg.src
+                self._election.reset_timer(now)
+            reply_term = self._term
+        self._outbox.append(
+            RequestVoteResponse(
+                src=self.id, dst=msg.src, term=reply_term, granted=granted, pre_vote=msg.pre_vote
+            )
+        )
+
+    def _on_vote_response(self, msg: RequestVoteResponse, now: float) -> None:
+        expecting_pre = self._role is Role.PRE_CANDIDATE
+        if msg.pre_vote != expecting_pre:
+            return
+        if msg.granted and msg.term != (self._term + 1 if expecting_pre else self._term):
+            return
+        tally = self._election.record_vote(msg.src, msg.granted)
+        if tally is Tally.WON:
+            self._on_won(now, expecting_pre)
+        elif tally is Tally.LOST:
+            self._become_follower(self._term, None, now)
+
+    def _on_timeout_now(self, msg: TimeoutNow, now: float) -> None:
+        self._campaign(now, pre_vote=False, transfer=True)
+
+    # --- follower: replication ---------------------------------------------------------------------
+
+    def _on_append_entries(self, msg: AppendEntries, now: float) -> None:
+        self._leader = msg.src
+        self._election.heard_from_leader(now)
+        prev = msg.prev_log_index
+        entries = msg.entries
+        if prev < self._log.base_index:
+            # Entries up to our snapshot are committed, so they match the leader's (leader completeness).
+            entries = tuple(e for e in entries if e.index > self._log.base_index)
+            prev, prev_term = self._log.base_index, self._log.base_term
+        else:
+            prev_term = msg.prev_log_term
+        local_term = self._log.term_at(prev)
+        if local_term is None or local_term != prev_term:
+            if local_term is None:
+                conflict_index, conflict_term = self._log.last_index() + 1, 0
+            else:
+                conflict_term = local_term
+                conflict_index = max(self._log.first_index_of_term_at(prev), self._commit + 1)
+            self._outbox.append(
+                AppendEntriesResponse(
+                    src=self.id,
+                    dst=msg.src,
+                    term=self._term,
+                    success=False,
+                    match_index=msg.prev_log_index,
+                    conflict_index=conflict_index,
+                    conflict_term=conflict_term,
+                    read_round=msg.read_round,
+                )
+            )
+            return
+        self._merge(entries)
+        last_new = msg.prev_log_index + len(msg.entries)
+        new_commit = min(msg.leader_commit, last_new)
+        if new_commit > self._commit:
+            self._commit = new_commit
+        self._outbox.append(
+            AppendEntriesResponse(
+                src=self.id,
+                dst=msg.src,
+                term=self._term,
+                success=True,
+                match_index=last_new,
+                conflict_index=0,
+                conflict_term=0,
+                read_round=msg.read_round,
+            )
+        )
+
+    def _merge(self, entries: tuple[Entry, ...]) -> None:
+        """Append what we lack; truncate only at a real conflict, never entries that match (paper 5.3)."""
+        for pos, entry in enumerate(entries):
+            local = self._log.term_at(entry.index)
+            if local == entry.term:
+                continue
+            if local is not None:
+                if entry.index <= self._commit:
+                    raise SafetyViolation(f"{self.id}: conflict at committed index {entry.index}")
+                self._log.truncate_from(entry.index)
+                self._stable_index = min(self._stable_index, entry.index - 1)
+                self._pending_truncate = min(self._pending_truncate or entry.index, entry.index)
+                self._unstable_from = min(self._unstable_from, entry.index)
+            for new in entries[pos:]:
+                self._log.append(new)
+            return
+
+    def _on_install_snapshot(self, msg: InstallSnapshot, now: float) -> None:
+        self._leader = msg.src
+        self._election.heard_from_leader(now)
+        meta = msg.meta
+        if meta.index <= self._commit:
+            self._incoming = None
+            self._answer_snapshot(msg, meta.index, done=True)
+            return
+        if msg.offset == 0:
+            self._incoming = (meta, bytearray())
+        incoming = self._incoming
+        if incoming is None or incoming[0] != meta or msg.offset != len(incoming[1]):
+            held = len(incoming[1]) if incoming is not None and incoming[0] == meta else 0
+            self._answer_snapshot(msg, held, done=False)
+            return
+        incoming[1].extend(msg.data)
+        if not msg.done:
+            self._answer_snapshot(msg, len(incoming[1]), done=False)
+            return
+        self._incoming = None
+        self._install(Snapshot(meta, bytes(incoming[1])))
+        self._answer_snapshot(msg, meta.index, done=True)
+
+    def _install(self, snap: Snapshot) -> None:
+        meta = snap.meta
+        if self._log.term_at(meta.index) == meta.term:
+            self._log.compact_to(meta.index)  # our log continues the snapshot: keep the suffix
+        else:
+            self._log.reset(meta.index, meta.term)
+            self._pending_truncate = meta.index + 1
+            self._unstable_from = meta.index + 1
+            self._stable_index = meta.index
+        self._sm.restore(snap.data)
+        self._applied = meta.index
+        self._commit = max(self._commit, meta.index)
+        self._snapshot = snap
+        self._pending_snapshot = snap
+
+    def _answer_snapshot(self, msg: InstallSnapshot, next_offset: int, done: bool) -> None:
+        self._outbox.append(
+            InstallSnapshotResponse(
+                src=self.id,
+                dst=msg.src,
+                term=self._term,
+                snapshot_index=msg.meta.index,
+                next_offset=next_offset,
+                done=done,
+            )
+        )
+
+    # --- leader ---------------------------------------------------------------------------------------
+
+    def _leader_context(self, now: float) -> LeaderContext:
+        return LeaderContext(
+            node_id=self.id,
+            term=self._term,
+            commit=self._commit,
+            read_round=self._read_round,
+            log=self._log,
+            snapshot=self._snapshot,
+            now=now,
+        )
+
+    def _send_heartbeats(self, now: float) -> None:
+        self._heartbeat_due = now + self._config.heartbeat_interval
+        self._read_round += 1
+        self._outbox.extend(self._replication.heartbeat(self._leader_context(now)))
+        self._confirm_reads()
+
+    def _on_append_response(self, msg: AppendEntriesResponse, now: float) -> None:
+        self._election.heard_from_peer(msg.src, now)
+        ctx = self._leader_context(now)
+        if self._replication.on_append_response(msg, ctx):
+            self._maybe_commit(now)
+            self._maybe_send_timeout_now(now)
+        self._outbox.extend(self._replication.send_to(msg.src, self._leader_context(now)))
+        self._confirm_reads()
+
+    def _on_snapshot_response(self, msg: InstallSnapshotResponse, now: float) -> None:
+        self._election.heard_from_peer(msg.src, now)
+        self._outbox.extend(self._replication.on_snapshot_response(msg, self._leader_context(now)))
+
+    def _on_second_leader(self, msg: AppendEntries | InstallSnapshot, now: float) -> None:
+        raise SafetyViolation(f"{self.id}: {msg.src} also leads term {msg.term}")
+
+    def _maybe_commit(self, now: float) -> None:
+        quorum = self._replication.quorum_match(self._stable_index)
+        # Only entries of the current term commit by counting replicas (paper 5.4.2).
+        if quorum > self._commit and self._log.term_at(quorum) == self._term:
+            self._commit = quorum
+            for read in self._reads:  # reads that waited for the first commit of this term
+                if read.index is None:
+                    read.index = self._commit
+
+    def _maybe_send_timeout_now(self, now: float) -> None:
+        if self._transfer is None:
+            return
+        target = self._transfer[0]
+        if self._replication.match_of(target) == self._log.last_index():
+            self._outbox.append(TimeoutNow(src=self.id, dst=target, term=self._term))
+
+    def _append(self, kind: EntryKind, data: bytes) -> int:
+        index = self._log.last_index() + 1
+        self._log.append(Entry(term=self._term, index=index, kind=kind, data=data))
+        self._broadcast_wanted = True
+        return index
+
+    # --- clients --------------------------------------------------------------------------------------
+
+    def _on_client_request(self, msg: ClientRequest, now: float) -> None:
+        kind = msg.kind
+        if kind == RequestKind.SERIAL_READ:
+            self._reply(msg.src, msg.req_id, Status.OK, self._sm.query(msg.payload))
+        elif kind == RequestKind.STATUS:
+            self._reply(msg.src, msg.req_id, Status.OK, msgpack.packb(self.status(), use_bin_type=True))
+        elif kind not in (RequestKind.WRITE, RequestKind.READ):
+            self._reply(msg.src, msg.req_id, Status.BAD_REQUEST, b"unknown request kind")
+        elif self._role is not Role.LEADER:
+            self._reply(msg.src, msg.req_id, Status.NOT_LEADER, b"")
+        elif self._transfer is not None:
+            self._reply(msg.src, msg.req_id, Status.UNAVAILABLE, b"leadership transfer in progress")
+        elif kind == RequestKind.WRITE:
+            index = self._append(EntryKind.COMMAND, msg.payload)
+            self._proposals[index] = Proposal(msg.src, msg.req_id, self._term)
+            self._stats["proposals"] += 1
+        elif len(self._reads) >= self._config.max_pending_reads:
+            self._reply(msg.src, msg.req_id, Status.UNAVAILABLE, b"too many pending reads")
+        else:
+            committed_in_term = self._log.term_at(self._commit) == self._term
+            self._reads.append(
+                PendingRead(
+                    msg.src,
+                    msg.req_id,
+                    msg.payload,
+                    self._read_round + 1,
+                    self._commit if committed_in_term else None,
+                )
+            )
+            self._round_wanted = True
+
+    def _confirm_reads(self) -> None:
+        """Nothing to do here beyond serving: confirmation is recomputed from the quorum round."""
+        if self._reads:
+            self._serve_reads()
+
+    def _serve_reads(self) -> None:
+        if not self._reads:
+            return
+        confirmed = self._replication.quorum_round(self._read_round) if self._peers else self._read_round
+        waiting: list[PendingRead] = []
+        for read in self._reads:
+            if read.round <= confirmed and read.index is not None and read.index <= self._applied:
+                self._reply(read.client, read.req_id, Status.OK, self._sm.query(read.query))
+            else:
+                waiting.append(read)
+        self._reads = waiting
+
+    def _abandon_client_work(self) -> None:
+        """We lost leadership: proposals may or may not commit, reads cannot be confirmed by us."""
+        hint = self._leader or ""
+        for prop in self._proposals.values():
+            self._outbox.append(ClientResponse(self.id, prop.client, prop.req_id, Status.UNKNOWN, b"", hint))
+        for read in self._reads:
+            self._outbox.append(
+                ClientResponse(self.id, read.client, read.req_id, Status.NOT_LEADER, b"", hint)
+            )
+        self._proposals = {}
+        self._reads = []
+        self._transfer = None
+
+    def _reply(self, client: NodeId, req_id: int, status: Status, result: bytes) -> None:
+        hint = (self._leader or "") if status is not Status.OK else ""
+        self._outbox.append(ClientResponse(self.id, client, req_id, status, result, hint))
+
+    # --- apply and snapshots --------------------------------------------------------------------------
+
+    def _apply_committed(self) -> None:
+        upto = min(self._commit, self._stable_index)
+        while self._applied < upto:
+            entry = self._log.entry(self._applied + 1)
+            result = self._sm.apply(entry.index, entry.data) if entry.kind == EntryKind.COMMAND else b""
+            self._applied = entry.index
+            self._stats["applied"] += 1
+            prop = self._proposals.pop(entry.index, None)
+            if prop is not None and prop.term == entry.term:
+                self._reply(prop.client, prop.req_id, Status.OK, result)
+
+    def _maybe_snapshot(self) -> None:
+        threshold = self._config.snapshot_threshold
+        last_snap = self._snapshot.meta.index if self._snapshot else 0
+        if threshold <= 0 or self._applied - last_snap < threshold:
+            return
+        term = self._log.term_at(self._applied)
+        assert term is not None
+        snap = Snapshot(SnapshotMeta(self._applied, term, self._members), self._sm.snapshot())
+        self._snapshot = snap
+        self._pending_snapshot = snap
+        self._stats["snapshots"] += 1
+        self._log.compact_to(max(self._log.base_index, self._applied - self._config.snapshot_keep))
+
+    # --- small helpers --------------------------------------------------------------------------------
+
+    def _hard_state(self) -> HardState:
+        return HardState(self._term, self._vote, self._commit)
+
+    def _answer_stale(self, msg: Message) -> None:
+        """Tell a sender from an older term about ours, so a deposed leader or candidate steps down."""
+        if isinstance(msg, AppendEntries):
+            self._outbox.append(
+                AppendEntriesResponse(self.id, msg.src, self._term, False, msg.prev_log_index, 0, 0, 0)
+            )
+        elif isinstance(msg, InstallSnapshot):
+            self._outbox.append(
+                InstallSnapshotResponse(self.id, msg.src, self._term, msg.meta.index, 0, False)
+            )
+        elif isinstance(msg, RequestVote):
+            self._outbox.append(RequestVoteResponse(self.id, msg.src, self._term, False, msg.pre_vote))
+
+    def _ignore(self, msg: Message, now: float) -> None:
+        pass
