@@ -1,0 +1,573 @@
+"""The wire codec: zraft messages to msgpack frames and back, validating everything it decodes.
+
+This module owns the byte layout of every message that crosses the wire and of a log entry as the
+write-ahead log stores it. actors/messages.py owns the vocabulary; this module owns only its encoding.
+
+Frame layout: one msgpack array ``[PROTOCOL_VERSION, tag, field1, field2, ...]``, with the fields in
+dataclass field order. Nested values are arrays too: an Entry is ``[term, index, kind, data]`` and a
+SnapshotMeta is ``[index, term, [members...]]``. Tags come from the fixed table ``TAGS``. Each number is
+written out by hand, so adding a message class never renumbers the others. A number is never reused:
+retire it instead.
+
+Never trust the wire (DESIGN.md rule 7). ``decode`` checks the frame size, the protocol version, the
+tag, the exact field count and every field's type and range. Any problem raises ``DecodeError`` (a
+ValueError) with a short reason, and nothing else escapes it for any input bytes. The msgpack limits
+come from the frame size, so a few hostile bytes cannot make the unpacker allocate a huge buffer.
+
+Encode once (DESIGN.md rule 6): ``encode_entry`` gives the bytes the WAL stores for an entry.
+``encode_append_entries`` puts such bytes into an AppendEntries frame as they are, without encoding
+them again. Its output is byte-for-byte what ``encode`` produces.
+
+``encode`` trusts its input, because the node builds those messages itself. It does not validate them
+or cap the frame size. Whoever batches entries must keep frames under the receiver's limit
+(MAX_FRAME_BYTES, MAX_ENTRIES_PER_MESSAGE).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from operator import attrgetter, itemgetter
+from typing import Any, Final
+
+from msgpack import UnpackException, packb, unpackb
+
+from actors.messages import (
+    AppendEntries,
+    AppendEntriesResponse,
+    ClientRequest,
+    ClientResponse,
+    Entry,
+    EntryKind,
+    InstallSnapshot,
+    InstallSnapshotResponse,
+    Message,
+    RequestKind,
+    RequestVote,
+    RequestVoteResponse,
+    SnapshotMeta,
+    Status,
+    TimeoutNow,
+)
+
+__all__ = [
+    "MAX_ENTRIES_PER_MESSAGE",
+    "MAX_FRAME_BYTES",
+    "MAX_MEMBERS",
+    "MAX_NODE_ID_CHARS",
+    "PROTOCOL_VERSION",
+    "TAGS",
+    "DecodeError",
+    "decode",
+    "decode_entry",
+    "encode",
+    "encode_append_entries",
+    "encode_entry",
+]
+
+PROTOCOL_VERSION: Final = 1
+MAX_FRAME_BYTES: Final = 16 * 1024 * 1024  # default limit for one frame (decode's max_bytes)
+MAX_NODE_ID_CHARS: Final = 256  # src, dst, leader_hint and snapshot members
+MAX_ENTRIES_PER_MESSAGE: Final = 65536  # entries in one AppendEntries
+MAX_MEMBERS: Final = 1024  # members in one SnapshotMeta
+
+_U63_MAX: Final = 2**63 - 1  # indexes, terms, ids, offsets and counters are all in 0.._U63_MAX
+_MAX_STR_BYTES: Final = 4 * MAX_NODE_ID_CHARS  # every str on the wire is a node id
+_MAX_ARRAY_LEN: Final = max(MAX_ENTRIES_PER_MESSAGE, MAX_MEMBERS, 16)  # the biggest array a message holds
+
+# The tag table. Fixed and explicit: never derive it from class order, and never reuse a retired number.
+TAGS: Final[dict[type, int]] = {
+    RequestVote: 1,
+    RequestVoteResponse: 2,
+    AppendEntries: 3,
+    AppendEntriesResponse: 4,
+    InstallSnapshot: 5,
+    InstallSnapshotResponse: 6,
+    TimeoutNow: 7,
+    ClientRequest: 8,
+    ClientResponse: 9,
+}
+
+
+class DecodeError(ValueError):
+    """A frame or stored entry is not a valid zraft encoding. The message is a short reason."""
+
+
+# --- schema -----------------------------------------------------------------------------------------
+# Field kinds. Each kind fixes the Python type that msgpack decodes it to (with raw=False, use_list=False)
+# and the extra checks applied to it.
+_U63 = "u63"  # int (not bool) in 0.._U63_MAX
+_BOOL = "bool"
+_NODE = "node"  # str of at most MAX_NODE_ID_CHARS characters
+_BYTES = "bytes"
+_ENTRIES = "entries"  # array of [term, index, kind, data], at most MAX_ENTRIES_PER_MESSAGE
+_META = "meta"  # [index, term, [members...]]
+_REQUEST_KIND = "request_kind"  # int, a RequestKind value
+_STATUS = "status"  # int, a Status value
+
+_PY_TYPE: Final[dict[str, type]] = {
+    _U63: int,
+    _BOOL: bool,
+    _NODE: str,
+    _BYTES: bytes,
+    _ENTRIES: tuple,
+    _META: tuple,
+    _REQUEST_KIND: int,
+    _STATUS: int,
+}
+_ENTRY_KINDS: Final = frozenset(int(k) for k in EntryKind)
+_ENUM_VALUES: Final[dict[str, frozenset[int]]] = {
+    _REQUEST_KIND: frozenset(int(k) for k in RequestKind),
+    _STATUS: frozenset(int(s) for s in Status),
+}
+
+# Per message class: (field name, kind) in dataclass field order. The import-time check below makes sure
+# this stays in step with actors/messages.py.
+_SCHEMA: Final[dict[type, tuple[tuple[str, str], ...]]] = {
+    RequestVote: (
+        ("src", _NODE),
+        ("dst", _NODE),
+        ("term", _U63),
+        ("last_log_index", _U63),
+        ("last_log_term", _U63),
+        ("pre_vote", _BOOL),
+        ("transfer", _BOOL),
+    ),
+    RequestVoteResponse: (
+        ("src", _NODE),
+        ("dst", _NODE),
+        ("term", _U63),
+        ("granted", _BOOL),
+        ("pre_vote", _BOOL),
+    ),
+    AppendEntries: (
+        ("src", _NODE),
+        ("dst", _NODE),
+        ("term", _U63),
+        ("prev_log_index", _U63),
+        ("prev_log_term", _U63),
+        ("entries", _ENTRIES),
+        ("leader_commit", _U63),
+        ("read_round", _U63),
+    ),
+    AppendEntriesResponse: (
+        ("src", _NODE),
+        ("dst", _NODE),
+        ("term", _U63),
+        ("success", _BOOL),
+        ("match_index", _U63),
+        ("conflict_index", _U63),
+        ("conflict_term", _U63),
+        ("read_round", _U63),
+    ),
+    InstallSnapshot: (
+        ("src", _NODE),
+        ("dst", _NODE),
+        ("term", _U63),
+        ("meta", _META),
+        ("offset", _U63),
+        ("data", _BYTES),
+        ("done", _BOOL),
+    ),
+    InstallSnapshotResponse: (
+        ("src", _NODE),
+        ("dst", _NODE),
+        ("term", _U63),
+        ("snapshot_index", _U63),
+        ("next_offset", _U63),
+        ("done", _BOOL),
+    ),
+    TimeoutNow: (
+        ("src", _NODE),
+        ("dst", _NODE),
+        ("term", _U63),
+    ),
+    ClientRequest: (
+        ("src", _NODE),
+        ("dst", _NODE),
+        ("req_id", _U63),
+        ("kind", _REQUEST_KIND),
+        ("payload", _BYTES),
+    ),
+    ClientResponse: (
+        ("src", _NODE),
+        ("dst", _NODE),
+        ("req_id", _U63),
+        ("status", _STATUS),
+        ("result", _BYTES),
+        ("leader_hint", _NODE),
+    ),
+}
+
+
+def _check_schema() -> None:
+    """Fail at import, not on the wire, when messages.py and this codec disagree."""
+    if set(_SCHEMA) != set(TAGS):
+        raise RuntimeError("transport/codec.py: _SCHEMA and TAGS list different classes")
+    if len(set(TAGS.values())) != len(TAGS):
+        raise RuntimeError("transport/codec.py: two message classes share a tag")
+    for cls, fields in _SCHEMA.items():
+        actual = tuple(f.name for f in dataclasses.fields(cls))
+        if actual != tuple(name for name, _ in fields):
+            raise RuntimeError(
+                f"transport/codec.py: schema for {cls.__name__} lists {[n for n, _ in fields]}, "
+                f"but actors/messages.py has {list(actual)}"
+            )
+    if tuple(f.name for f in dataclasses.fields(Entry)) != ("term", "index", "kind", "data"):
+        raise RuntimeError("transport/codec.py: Entry fields changed; update the entry layout")
+    if tuple(f.name for f in dataclasses.fields(SnapshotMeta)) != ("index", "term", "members"):
+        raise RuntimeError("transport/codec.py: SnapshotMeta fields changed; update the meta layout")
+
+
+_check_schema()
+
+
+# --- helpers ------------------------------------------------------------------------------------------
+
+
+def _type_name(value: object) -> str:
+    return type(value).__name__
+
+
+def _unpack(data: Any, max_bytes: int) -> Any:
+    """Unpack one msgpack object from an untrusted buffer. Raises only DecodeError."""
+    if type(data) is bytes:
+        size = len(data)
+    elif isinstance(data, bytearray | memoryview):
+        size = memoryview(data).nbytes
+    else:
+        raise DecodeError(f"expected bytes, got {_type_name(data)}")
+    if size == 0:
+        raise DecodeError("empty frame")
+    if size > max_bytes:
+        raise DecodeError(f"frame of {size} bytes exceeds the {max_bytes}-byte limit")
+    try:
+        return unpackb(
+            data,
+            use_list=False,
+            raw=False,
+            strict_map_key=True,
+            # No object can be longer than the frame holding it. No message has an array longer than
+            # _MAX_ARRAY_LEN, a str other than a node id (at most 4 UTF-8 bytes per char), or any map
+            # or ext value. These limits stop a few hostile header bytes from making the unpacker
+            # allocate a huge list, str or bytes buffer.
+            max_bin_len=size,
+            max_str_len=min(size, _MAX_STR_BYTES),
+            max_array_len=min(size, _MAX_ARRAY_LEN),
+            max_map_len=0,
+            max_ext_len=0,
+        )
+    except (ValueError, TypeError, OverflowError, BufferError, RecursionError, UnpackException) as exc:
+        detail = str(exc)[:80]
+        reason = f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
+        raise DecodeError(f"malformed msgpack ({reason})") from None
+
+
+def _u63_problem(value: object) -> str | None:
+    if type(value) is not int:
+        return f"expected int, got {_type_name(value)}"
+    if not 0 <= value <= _U63_MAX:
+        return f"int {value} out of range 0..2**63-1"
+    return None
+
+
+def _node_problem(value: object) -> str | None:
+    if type(value) is not str:
+        return f"expected str, got {_type_name(value)}"
+    if len(value) > MAX_NODE_ID_CHARS:
+        return f"node id of {len(value)} chars exceeds {MAX_NODE_ID_CHARS}"
+    return None
+
+
+def _entry_problem(where: str, raw: object) -> str:
+    """Why `raw` is not a valid [term, index, kind, data] entry (only called once it was found bad)."""
+    if type(raw) is not tuple:
+        return f"{where}: expected an entry array, got {_type_name(raw)}"
+    if len(raw) != 4:
+        return f"{where}: expected 4 entry fields [term, index, kind, data], got {len(raw)}"
+    term, index, kind, data = raw
+    for name, value in (("term", term), ("index", index)):
+        problem = _u63_problem(value)
+        if problem:
+            return f"{where}.{name}: {problem}"
+    if type(kind) is not int:
+        return f"{where}.kind: expected int, got {_type_name(kind)}"
+    if kind not in _ENTRY_KINDS:
+        return f"{where}.kind: unknown entry kind {kind}"
+    if type(data) is not bytes:
+        return f"{where}.data: expected bytes, got {_type_name(data)}"
+    return f"{where}: invalid entry"  # not reached: every check above passed
+
+
+def _entry_from(raw: Any) -> Entry | None:
+    """The Entry `raw` encodes, or None when it is not a valid entry. Inlined checks: the hot path."""
+    if type(raw) is tuple and len(raw) == 4:
+        term, index, kind, data = raw
+        if (
+            type(term) is int
+            and type(index) is int
+            and type(kind) is int
+            and type(data) is bytes
+            and 0 <= term <= _U63_MAX
+            and 0 <= index <= _U63_MAX
+            and kind in _ENTRY_KINDS
+        ):
+            return Entry(term, index, kind, data)
+    return None
+
+
+def _decode_entries(raw: tuple[Any, ...]) -> tuple[Entry, ...]:
+    if len(raw) > MAX_ENTRIES_PER_MESSAGE:
+        raise DecodeError(f"AppendEntries.entries: {len(raw)} entries exceed {MAX_ENTRIES_PER_MESSAGE}")
+    out: list[Entry] = []
+    append = out.append
+    for item in raw:
+        entry = _entry_from(item)
+        if entry is None:
+            raise DecodeError(_entry_problem(f"AppendEntries.entries[{len(out)}]", item))
+        append(entry)
+    return tuple(out)
+
+
+def _decode_meta(raw: tuple[Any, ...]) -> SnapshotMeta:
+    if len(raw) != 3:
+        raise DecodeError(f"InstallSnapshot.meta: expected [index, term, members], got {len(raw)} fields")
+    index, term, members = raw
+    for name, value in (("index", index), ("term", term)):
+        problem = _u63_problem(value)
+        if problem:
+            raise DecodeError(f"InstallSnapshot.meta.{name}: {problem}")
+    if type(members) is not tuple:
+        raise DecodeError(f"InstallSnapshot.meta.members: expected array, got {_type_name(members)}")
+    if len(members) > MAX_MEMBERS:
+        raise DecodeError(f"InstallSnapshot.meta.members: {len(members)} members exceed {MAX_MEMBERS}")
+    for i, member in enumerate(members):
+        problem = _node_problem(member)
+        if problem:
+            raise DecodeError(f"InstallSnapshot.meta.members[{i}]: {problem}")
+    return SnapshotMeta(index, term, members)
+
+
+_NESTED_DECODERS: Final[dict[str, Callable[[tuple[Any, ...]], Any]]] = {
+    _ENTRIES: _decode_entries,
+    _META: _decode_meta,
+}
+
+
+def _field_problem(kind: str, value: object) -> str | None:
+    """Why `value` is not a valid field of this kind (the slow path, for error messages only)."""
+    if kind in (_U63, _REQUEST_KIND, _STATUS):
+        problem = _u63_problem(value)
+        if problem:
+            return problem
+        if kind in _ENUM_VALUES and value not in _ENUM_VALUES[kind]:
+            label = "request kind" if kind == _REQUEST_KIND else "status"
+            return f"unknown {label} {value}"
+        return None
+    if kind == _NODE:
+        return _node_problem(value)
+    expected = _PY_TYPE[kind]
+    if type(value) is not expected:
+        name = "array" if expected is tuple else expected.__name__
+        return f"expected {name}, got {_type_name(value)}"
+    return None
+
+
+def _tuple_getter(positions: Sequence[int]) -> Callable[[tuple[Any, ...]], tuple[Any, ...]]:
+    """Like operator.itemgetter, but always returns a tuple (itemgetter returns a bare item for one)."""
+    if not positions:
+        return lambda _a: ()
+    if len(positions) == 1:
+        pos = positions[0]
+        return lambda a: (a[pos],)
+    return itemgetter(*positions)  # type: ignore[no-any-return]
+
+
+# --- decoders, built once at import -------------------------------------------------------------------
+
+_FieldsDecoder = Callable[[tuple[Any, ...]], Message]
+
+
+def _make_decoder(cls: type, fields: tuple[tuple[str, str], ...]) -> _FieldsDecoder:
+    """A function that turns an unpacked [version, tag, fields...] array into a `cls` instance.
+
+    The fast path checks every field's type at once by comparing the tuple of types with the expected
+    signature, and checks ranges with min/max and string lengths with max(map(len)). Only when a check
+    fails does the slow path walk the fields one by one to name the bad field.
+    """
+    name = cls.__name__
+    kinds = tuple(kind for _, kind in fields)
+    count = len(fields) + 2
+    signature = (int, int, *(_PY_TYPE[k] for k in kinds))
+    # Version and tag are ints in range already; including them keeps the getter's result a tuple.
+    ints = _tuple_getter([0, 1] + [i + 2 for i, k in enumerate(kinds) if _PY_TYPE[k] is int])
+    strs = _tuple_getter([i + 2 for i, k in enumerate(kinds) if k == _NODE])
+    enums = tuple((i + 2, _ENUM_VALUES[k]) for i, k in enumerate(kinds) if k in _ENUM_VALUES)
+    nested = tuple((i + 2, _NESTED_DECODERS[k]) for i, k in enumerate(kinds) if k in _NESTED_DECODERS)
+
+    def explain(a: tuple[Any, ...]) -> DecodeError:
+        if len(a) != count:
+            return DecodeError(f"{name}: expected {count - 2} fields, got {len(a) - 2}")
+        for (field, kind), value in zip(fields, a[2:], strict=True):
+            problem = _field_problem(kind, value)
+            if problem:
+                return DecodeError(f"{name}.{field}: {problem}")
+        return DecodeError(f"{name}: invalid fields")  # not reached: the fast path rejected something
+
+    def decode_fields(a: tuple[Any, ...]) -> Message:
+        if tuple(map(type, a)) != signature:
+            raise explain(a)
+        int_values = ints(a)
+        if min(int_values) < 0 or max(int_values) > _U63_MAX:
+            raise explain(a)
+        if max(map(len, strs(a)), default=0) > MAX_NODE_ID_CHARS:
+            raise explain(a)
+        for pos, allowed in enums:
+            if a[pos] not in allowed:
+                raise explain(a)
+        if nested:
+            args = list(a)
+            for pos, convert in nested:
+                args[pos] = convert(a[pos])
+            return cls(*args[2:])  # type: ignore[no-any-return]
+        return cls(*a[2:])  # type: ignore[no-any-return]
+
+    decode_fields.__name__ = f"decode_{name}"
+    return decode_fields
+
+
+_DECODERS: Final[dict[int, _FieldsDecoder]] = {
+    tag: _make_decoder(cls, _SCHEMA[cls]) for cls, tag in TAGS.items()
+}
+
+
+# --- encoders, built once at import -------------------------------------------------------------------
+
+_entry_fields = attrgetter("term", "index", "kind", "data")
+
+
+def _encode_entries(entries: Sequence[Entry]) -> list[tuple[Any, ...]]:
+    return list(map(_entry_fields, entries))
+
+
+def _encode_meta(meta: SnapshotMeta) -> tuple[Any, ...]:
+    return (meta.index, meta.term, meta.members)
+
+
+_NESTED_ENCODERS: Final[dict[str, Callable[[Any], Any]]] = {
+    _ENTRIES: _encode_entries,
+    _META: _encode_meta,
+}
+
+
+def _make_encoder(tag: int, fields: tuple[tuple[str, str], ...]) -> Callable[[Any], bytes]:
+    head = (PROTOCOL_VERSION, tag)
+    getter = attrgetter(*(name for name, _ in fields))  # every message has >= 2 fields: returns a tuple
+    nested = tuple((i, _NESTED_ENCODERS[k]) for i, (_, k) in enumerate(fields) if k in _NESTED_ENCODERS)
+
+    if not nested:
+
+        def encode_flat(msg: Any) -> bytes:
+            return packb(head + getter(msg), use_bin_type=True)  # type: ignore[no-any-return]
+
+        return encode_flat
+
+    def encode_nested(msg: Any) -> bytes:
+        values = list(getter(msg))
+        for pos, convert in nested:
+            values[pos] = convert(values[pos])
+        return packb((*head, *values), use_bin_type=True)  # type: ignore[no-any-return]
+
+    return encode_nested
+
+
+_ENCODERS: Final[dict[type, Callable[[Any], bytes]]] = {
+    cls: _make_encoder(tag, _SCHEMA[cls]) for cls, tag in TAGS.items()
+}
+
+
+# --- public API ---------------------------------------------------------------------------------------
+
+
+def encode(msg: Message) -> bytes:
+    """Encode a wire message as one frame. Raises TypeError for anything that is not a wire message."""
+    try:
+        encoder = _ENCODERS[type(msg)]
+    except KeyError:
+        raise TypeError(f"not a zraft wire message: {_type_name(msg)}") from None
+    return encoder(msg)
+
+
+def decode(frame: bytes | bytearray | memoryview, max_bytes: int = MAX_FRAME_BYTES) -> Message:
+    """Decode and validate one frame from the network. Raises DecodeError (only) on any invalid input."""
+    obj = _unpack(frame, max_bytes)
+    if type(obj) is not tuple or len(obj) < 2:
+        raise DecodeError(f"expected an array [version, tag, ...], got {_type_name(obj)}")
+    version = obj[0]
+    if type(version) is not int or version != PROTOCOL_VERSION:
+        shown = version if type(version) is int else _type_name(version)
+        raise DecodeError(f"unsupported protocol version {shown} (expected {PROTOCOL_VERSION})")
+    tag = obj[1]
+    decoder = _DECODERS.get(tag) if type(tag) is int else None
+    if decoder is None:
+        shown = tag if type(tag) is int else _type_name(tag)
+        raise DecodeError(f"unknown message tag {shown}")
+    return decoder(obj)
+
+
+def encode_entry(entry: Entry) -> bytes:
+    """Encode one log entry as [term, index, kind, data]: the bytes the WAL stores and the wire carries."""
+    return packb((entry.term, entry.index, entry.kind, entry.data), use_bin_type=True)  # type: ignore[no-any-return]
+
+
+def decode_entry(data: bytes | bytearray | memoryview, max_bytes: int = MAX_FRAME_BYTES) -> Entry:
+    """Decode and validate one entry written by encode_entry. Raises DecodeError (only) on bad input."""
+    raw = _unpack(data, max_bytes)
+    entry = _entry_from(raw)
+    if entry is None:
+        raise DecodeError(_entry_problem("entry", raw))
+    return entry
+
+
+_APPEND_ENTRIES_TAG: Final = TAGS[AppendEntries]
+
+
+def _array_header(length: int) -> bytes:
+    """The msgpack header of an array with `length` items (fixarray, array 16 or array 32)."""
+    if length < 16:
+        return bytes((0x90 | length,))
+    if length < 1 << 16:
+        return b"\xdc" + length.to_bytes(2, "big")
+    return b"\xdd" + length.to_bytes(4, "big")
+
+
+def encode_append_entries(msg: AppendEntries, encoded_entries: Sequence[bytes]) -> bytes:
+    """Encode `msg` using bytes that are already encoded for its entries. The output equals encode(msg).
+
+    encoded_entries[i] must be encode_entry(msg.entries[i]). This is for bytes the WAL already holds,
+    for example. The function trusts them and does not check them, only that there are as many.
+    """
+    if len(encoded_entries) != len(msg.entries):
+        raise ValueError(
+            f"{len(encoded_entries)} encoded entries for an AppendEntries with {len(msg.entries)} entries"
+        )
+    # The message is an array of 10 items: version, tag, src, dst, term, prev_log_index, prev_log_term,
+    # entries, leader_commit, read_round. Pack the scalars before and after the entries as short arrays,
+    # and drop their one-byte fixarray headers. That leaves the items themselves.
+    head = packb(
+        (
+            PROTOCOL_VERSION,
+            _APPEND_ENTRIES_TAG,
+            msg.src,
+            msg.dst,
+            msg.term,
+            msg.prev_log_index,
+            msg.prev_log_term,
+        ),
+        use_bin_type=True,
+    )
+    tail = packb((msg.leader_commit, msg.read_round), use_bin_type=True)
+    parts = [b"\x9a", head[1:], _array_header(len(encoded_entries))]
+    parts.extend(encoded_entries)
+    parts.append(tail[1:])
+    return b"".join(parts)
