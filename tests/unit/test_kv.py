@@ -1,0 +1,650 @@
+"""Unit tests for cluster/kv.py: etcd's revision model, the ops, exactly-once sessions, snapshots, bad input.
+
+References: etcd's data model (revision, create_revision, mod_revision, version) and the Raft dissertation,
+section 6.3 (client sessions for exactly-once writes), DESIGN.md rules 5 and 7.
+"""
+
+from __future__ import annotations
+
+from itertools import count
+from typing import Any
+
+import msgpack
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cluster.kv import (
+    ALREADY_ACKNOWLEDGED,
+    MAX_KEY_BYTES,
+    MAX_VALUE_BYTES,
+    MAX_VALUE_DEPTH,
+    ApplyOrderError,
+    KVStateMachine,
+    decode_result,
+    encode_command,
+    encode_query,
+)
+
+
+class Driver:
+    """A state machine plus a log index counter, so tests read like a client talking to a replica."""
+
+    def __init__(self, sm: KVStateMachine | None = None, start: int = 0) -> None:
+        self.sm = sm if sm is not None else KVStateMachine()
+        self.index = count(start + 1)
+
+    def raw(self, command: bytes) -> bytes:
+        return self.sm.apply(next(self.index), command)
+
+    def write(self, op: list[Any], session: int = 0, seq: int = 0, ack: int = 0) -> dict[str, Any]:
+        return decode_result(self.raw(encode_command(session, seq, ack, op)))
+
+    def read(self, op: list[Any]) -> dict[str, Any]:
+        return decode_result(self.sm.query(encode_query(op)))
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        kv: dict[str, Any] | None = self.read(["get", key])["kv"]
+        return kv
+
+    def range(self, prefix: str, limit: int = 0) -> dict[str, Any]:
+        return self.read(["range", prefix, limit])
+
+
+def raw_command(obj: Any) -> bytes:
+    """Encode without the client-side validation of encode_command, to hand the state machine bad input."""
+    data: bytes = msgpack.packb(obj, use_bin_type=True)
+    return data
+
+
+@pytest.fixture
+def kv() -> Driver:
+    return Driver()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# etcd's revision model
+
+
+def test_put_get_revision_and_version_bookkeeping(kv: Driver) -> None:
+    assert kv.read(["get", "a"]) == {"ok": True, "rev": 0, "kv": None}
+    assert kv.write(["put", "a", 1]) == {"ok": True, "rev": 1, "prev": None}
+    assert kv.write(["put", "b", "x"]) == {"ok": True, "rev": 2, "prev": None}
+    assert kv.write(["put", "a", [1, {"k": b"\x00"}]]) == {"ok": True, "rev": 3, "prev": 1}
+    assert kv.read(["get", "a"]) == {
+        "ok": True,
+        "rev": 3,
+        "kv": {
+            "key": "a",
+            "value": [1, {"k": b"\x00"}],
+            "create_revision": 1,
+            "mod_revision": 3,
+            "version": 2,
+        },
+    }
+    assert kv.get("b") == {"key": "b", "value": "x", "create_revision": 2, "mod_revision": 2, "version": 1}
+    # Putting the same value again is still a change (etcd bumps the revision and the version).
+    assert kv.write(["put", "b", "x"])["rev"] == 4
+    assert kv.get("b") == {"key": "b", "value": "x", "create_revision": 2, "mod_revision": 4, "version": 2}
+    assert kv.sm.revision == 4
+
+
+def test_every_msgpack_value_type_round_trips(kv: Driver) -> None:
+    values: list[Any] = [None, True, False, 0, -(2**63), 2**64 - 1, 1.5, float("inf"), "", "héllo", b"\xff"]
+    values += [[], {}, [None, [1, [2.0]]], {"a": {"b": [b"c"]}, b"raw": 1}]
+    for i, value in enumerate(values):
+        assert kv.write(["put", f"k{i}", value])["ok"]
+        kv_ = kv.get(f"k{i}")
+        assert kv_ is not None and kv_["value"] == value and type(kv_["value"]) is type(value)
+
+
+def test_delete_and_recreate_starts_a_new_generation(kv: Driver) -> None:
+    kv.write(["put", "a", 1])
+    kv.write(["put", "a", 2])
+    assert kv.write(["del", "a"]) == {"ok": True, "rev": 3, "deleted": 1}
+    assert kv.get("a") is None
+    # Deleting an absent key changes nothing, so the revision stays.
+    assert kv.write(["del", "a"]) == {"ok": True, "rev": 3, "deleted": 0}
+    assert kv.write(["put", "a", 3]) == {"ok": True, "rev": 4, "prev": None}
+    assert kv.get("a") == {"key": "a", "value": 3, "create_revision": 4, "mod_revision": 4, "version": 1}
+
+
+def test_key_may_hold_none(kv: Driver) -> None:
+    kv.write(["put", "n", None])
+    assert kv.get("n") == {"key": "n", "value": None, "create_revision": 1, "mod_revision": 1, "version": 1}
+    assert kv.write(["put", "n", 1])["prev"] is None
+
+
+# ---------------------------------------------------------------------------------------------------------
+# range and del_prefix
+
+
+def test_range_prefix_sorted_with_limit_and_more(kv: Driver) -> None:
+    for key in ["b/2", "a", "b/10", "b/1", "c", "b", "b/\u00e9", "bb"]:
+        kv.write(["put", key, key.upper()])
+    everything = kv.range("")
+    assert [x["key"] for x in everything["kvs"]] == ["a", "b", "b/1", "b/10", "b/2", "b/\u00e9", "bb", "c"]
+    assert everything["more"] is False and everything["rev"] == 8
+    b = kv.range("b/")
+    assert [x["key"] for x in b["kvs"]] == ["b/1", "b/10", "b/2", "b/\u00e9"]
+    assert b["kvs"][0] == {
+        "key": "b/1",
+        "value": "B/1",
+        "create_revision": 4,
+        "mod_revision": 4,
+        "version": 1,
+    }
+    assert b["more"] is False
+    limited = kv.range("b/", 2)
+    assert [x["key"] for x in limited["kvs"]] == ["b/1", "b/10"] and limited["more"] is True
+    exact = kv.range("b/", 4)
+    assert len(exact["kvs"]) == 4 and exact["more"] is False
+    assert kv.range("zzz") == {"ok": True, "rev": 8, "kvs": [], "more": False}
+    # Keys sort by code point, which is UTF-8 byte order (etcd's order).
+    utf8 = [x["key"].encode() for x in everything["kvs"]]
+    assert utf8 == sorted(utf8)
+
+
+def test_range_sees_creates_and_deletes_after_a_previous_range(kv: Driver) -> None:
+    kv.write(["put", "p/b", 1])
+    assert [x["key"] for x in kv.range("p/")["kvs"]] == ["p/b"]
+    kv.write(["put", "p/a", 2])
+    kv.write(["put", "p/b", 3])
+    assert [(x["key"], x["value"]) for x in kv.range("p/")["kvs"]] == [("p/a", 2), ("p/b", 3)]
+    kv.write(["del", "p/a"])
+    assert [x["key"] for x in kv.range("p/")["kvs"]] == ["p/b"]
+
+
+def test_del_prefix_is_one_revision(kv: Driver) -> None:
+    for key in ["x/1", "x/2", "x/3", "xy", "y"]:
+        kv.write(["put", key, 0])
+    assert kv.write(["del_prefix", "x/"]) == {"ok": True, "rev": 6, "deleted": 3}
+    assert [x["key"] for x in kv.range("")["kvs"]] == ["xy", "y"]
+    assert kv.write(["del_prefix", "x/"]) == {"ok": True, "rev": 6, "deleted": 0}
+    kv.write(["put", "x/1", 1])
+    assert kv.get("x/1") == {"key": "x/1", "value": 1, "create_revision": 7, "mod_revision": 7, "version": 1}
+    assert kv.write(["del_prefix", ""]) == {"ok": True, "rev": 8, "deleted": 3}
+    assert kv.range("")["kvs"] == [] and len(kv.sm) == 0
+    assert kv.write(["del_prefix", ""]) == {"ok": True, "rev": 8, "deleted": 0}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# compare-and-swap
+
+
+def test_cas_create_if_absent(kv: Driver) -> None:
+    assert kv.write(["cas", "lock", None, "me"]) == {"ok": True, "rev": 1, "swapped": True, "value": "me"}
+    assert kv.write(["cas", "lock", None, "you"]) == {"ok": True, "rev": 1, "swapped": False, "value": "me"}
+    assert kv.get("lock") == {
+        "key": "lock",
+        "value": "me",
+        "create_revision": 1,
+        "mod_revision": 1,
+        "version": 1,
+    }
+
+
+def test_cas_swap_and_mismatch(kv: Driver) -> None:
+    kv.write(["put", "k", {"n": 1, "tags": ["a"]}])
+    # Map order does not matter; types do.
+    assert kv.write(["cas", "k", {"tags": ["a"], "n": 1}, 2]) == {
+        "ok": True,
+        "rev": 2,
+        "swapped": True,
+        "value": 2,
+    }
+    assert kv.get("k") == {"key": "k", "value": 2, "create_revision": 1, "mod_revision": 2, "version": 2}
+    for wrong in [2.0, True, "2", [2], 3]:
+        assert kv.write(["cas", "k", wrong, 9]) == {"ok": True, "rev": 2, "swapped": False, "value": 2}
+    assert kv.write(["cas", "absent", 1, 2]) == {"ok": True, "rev": 2, "swapped": False, "value": None}
+    assert kv.get("absent") is None
+
+
+def test_cas_none_expected_does_not_match_a_stored_none(kv: Driver) -> None:
+    kv.write(["put", "k", None])
+    assert kv.write(["cas", "k", None, 1])["swapped"] is False
+    assert kv.write(["cas", "k", 1.0, 1])["swapped"] is False
+
+
+def test_cas_float_compares_bit_for_bit(kv: Driver) -> None:
+    kv.write(["put", "f", float("nan")])
+    assert kv.write(["cas", "f", float("nan"), 1.0])["swapped"] is True
+    kv.write(["put", "z", 0.0])
+    assert kv.write(["cas", "z", -0.0, 1.0])["swapped"] is False
+
+
+def test_cas_del(kv: Driver) -> None:
+    kv.write(["put", "k", "v"])
+    assert kv.write(["cas_del", "k", "other"]) == {
+        "ok": True,
+        "rev": 1,
+        "swapped": False,
+        "deleted": 0,
+        "value": "v",
+    }
+    assert kv.write(["cas_del", "k", "v"]) == {
+        "ok": True,
+        "rev": 2,
+        "swapped": True,
+        "deleted": 1,
+        "value": None,
+    }
+    assert kv.get("k") is None
+    # Expected None (absent) on an absent key holds, and there is nothing to delete.
+    assert kv.write(["cas_del", "k", None]) == {
+        "ok": True,
+        "rev": 2,
+        "swapped": True,
+        "deleted": 0,
+        "value": None,
+    }
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Exactly-once sessions (Raft dissertation 6.3)
+
+
+def test_duplicate_session_seq_returns_cached_result_and_applies_once(kv: Driver) -> None:
+    command = encode_command(7, 1, 0, ["put", "k", "v"])
+    first = kv.raw(command)
+    kv.write(["put", "other", 1])  # something in between, at another log index
+    again = kv.raw(command)
+    assert again == first
+    assert decode_result(first) == {"ok": True, "rev": 1, "prev": None}
+    assert kv.sm.revision == 2
+    assert kv.get("k") == {"key": "k", "value": "v", "create_revision": 1, "mod_revision": 1, "version": 1}
+
+
+def test_duplicate_returns_cached_result_even_if_state_moved_on(kv: Driver) -> None:
+    command = encode_command(7, 1, 0, ["cas", "k", None, "first"])
+    first = kv.raw(command)
+    kv.write(["del", "k"])
+    assert kv.raw(command) == first  # re-applying would have swapped again: it must not
+    assert kv.get("k") is None
+
+
+def test_session_zero_is_never_deduplicated(kv: Driver) -> None:
+    command = encode_command(0, 1, 0, ["put", "k", "v"])
+    kv.raw(command)
+    kv.raw(command)
+    assert kv.sm.revision == 2 and kv.sm.session_count == 0
+
+
+def test_ack_floor_prunes_cached_responses_and_rejects_below_floor(kv: Driver) -> None:
+    c1 = encode_command(5, 1, 0, ["put", "a", 1])
+    c2 = encode_command(5, 2, 0, ["put", "b", 2])
+    kv.raw(c1)
+    r2 = kv.raw(c2)
+    # seq 3 acknowledges everything below 2: seq 1 is dropped and from now on refused, seq 2 is kept.
+    kv.write(["put", "c", 3], session=5, seq=3, ack=2)
+    rev = kv.sm.revision
+    assert decode_result(kv.raw(c1)) == {"ok": False, "error": ALREADY_ACKNOWLEDGED}
+    assert kv.raw(c2) == r2
+    assert kv.sm.revision == rev
+    snap = kv.sm.snapshot()
+    sessions = msgpack.unpackb(snap, raw=False)[6]
+    assert [[s[0], s[1], [p[0] for p in s[3]]] for s in sessions] == [[5, 2, [2, 3]]]
+
+
+def test_rejected_below_floor_changes_nothing(kv: Driver) -> None:
+    kv.write(["put", "a", 1], session=5, seq=4, ack=4)
+    digest = kv.sm.digest()
+    assert kv.write(["put", "a", 2], session=5, seq=3, ack=0) == {"ok": False, "error": ALREADY_ACKNOWLEDGED}
+    assert kv.sm.digest() == digest
+
+
+def test_ack_floor_above_seq_is_invalid(kv: Driver) -> None:
+    result = decode_result(kv.raw(raw_command([5, 1, 2, ["put", "a", 1]])))
+    assert result["ok"] is False and kv.sm.revision == 0 and kv.sm.session_count == 0
+    with pytest.raises(ValueError):
+        encode_command(5, 1, 2, ["put", "a", 1])
+
+
+def test_session_eviction_removes_smallest_last_index() -> None:
+    kv = Driver(KVStateMachine(max_sessions=3))
+    kv.write(["put", "a", 1], session=1, seq=1)  # index 1
+    kv.write(["put", "a", 2], session=2, seq=1)  # index 2
+    kv.write(["put", "a", 3], session=3, seq=1)  # index 3
+    kv.write(["put", "a", 4], session=1, seq=2)  # index 4: session 1 is now the most recent
+    assert kv.sm.session_ids() == [2, 3, 1]
+    kv.write(["put", "a", 5], session=4, seq=1)  # index 5: evicts session 2 (last_index 2)
+    assert kv.sm.session_ids() == [3, 1, 4]
+    # A duplicate also counts as activity: session 3 moves to the end, so 1 is evicted next.
+    kv.raw(encode_command(3, 1, 0, ["put", "a", 3]))
+    assert kv.sm.session_ids() == [1, 4, 3]
+    kv.write(["put", "a", 6], session=5, seq=1)
+    assert kv.sm.session_ids() == [4, 3, 5]
+    # A rejected (already acknowledged) request is not activity.
+    kv.write(["put", "a", 7], session=4, seq=9, ack=9)
+    kv.write(["put", "a", 8], session=4, seq=1)
+    assert kv.sm.session_ids() == [3, 5, 4]
+
+
+def test_responses_per_session_are_bounded() -> None:
+    kv = Driver(KVStateMachine(max_responses_per_session=3))
+    first = kv.raw(encode_command(1, 1, 0, ["put", "k", 1]))
+    for seq in range(2, 6):
+        kv.write(["put", "k", seq], session=1, seq=seq)
+    # seqs 1 and 2 were dropped to keep 3 responses; their retries are refused, not re-applied.
+    assert decode_result(kv.raw(encode_command(1, 1, 0, ["put", "k", 1]))) == {
+        "ok": False,
+        "error": ALREADY_ACKNOWLEDGED,
+    }
+    assert decode_result(first)["ok"] is True
+    assert kv.sm.revision == 5
+    assert decode_result(kv.raw(encode_command(1, 3, 0, ["put", "k", 3])))["rev"] == 3
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Apply order
+
+
+def test_apply_with_non_increasing_index_raises(kv: Driver) -> None:
+    command = encode_command(0, 0, 0, ["put", "k", 1])
+    kv.sm.apply(5, command)
+    with pytest.raises(ApplyOrderError):
+        kv.sm.apply(5, command)
+    with pytest.raises(AssertionError):
+        kv.sm.apply(4, command)
+    assert kv.sm.applied_index == 5 and kv.sm.applied_count == 1 and kv.sm.revision == 1
+    kv.sm.apply(9, command)  # gaps are allowed (entries that are not commands never reach apply)
+    assert kv.sm.applied_index == 9 and kv.sm.applied_count == 2
+
+
+def test_rejected_commands_still_advance_the_applied_index(kv: Driver) -> None:
+    kv.sm.apply(3, b"\xc1")
+    assert kv.sm.applied_index == 3 and kv.sm.applied_count == 1 and kv.sm.revision == 0
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Bad input: an error result, never an exception, never a change
+
+
+BAD_COMMANDS: list[Any] = [
+    [0, 0, 0, ["nope", "k"]],
+    [0, 0, 0, ["put", "k"]],
+    [0, 0, 0, ["put", "k", 1, 2]],
+    [0, 0, 0, ["put", "", 1]],
+    [0, 0, 0, ["put", b"k", 1]],
+    [0, 0, 0, ["put", 1, 1]],
+    [0, 0, 0, ["put", "k" * (MAX_KEY_BYTES + 1), 1]],
+    [0, 0, 0, ["put", "\u00e9" * (MAX_KEY_BYTES // 2 + 1), 1]],  # short in characters, too long in bytes
+    [0, 0, 0, ["put", "k", b"x" * MAX_VALUE_BYTES]],
+    [0, 0, 0, ["cas", "k", None, "x" * (MAX_VALUE_BYTES + 1)]],
+    [0, 0, 0, ["del_prefix", None]],
+    [0, 0, 0, []],
+    [0, 0, 0, "put"],
+    [0, 0, 0, [1, "k"]],
+    [-1, 0, 0, ["put", "k", 1]],
+    [True, 0, 0, ["put", "k", 1]],
+    [1, 1.0, 0, ["put", "k", 1]],
+    [1, 1, None, ["put", "k", 1]],
+    [0, 0, ["put", "k", 1]],
+    [0, 0, 0, ["put", "k", 1], "extra"],
+    {"session": 0},
+    None,
+    "put",
+    [0, 0, 0, ["put", "k", msgpack.ExtType(5, b"x")]],
+    [0, 0, 0, ["put", "k", {"a": msgpack.ExtType(5, b"x")}]],
+]
+
+
+@pytest.mark.parametrize("obj", BAD_COMMANDS, ids=range(len(BAD_COMMANDS)))
+def test_invalid_commands_are_rejected_without_change(obj: Any) -> None:
+    kv = Driver()
+    kv.write(["put", "seed", 1], session=3, seq=1)
+    digest = kv.sm.digest()
+    result = decode_result(kv.raw(raw_command(obj)))
+    assert result["ok"] is False and isinstance(result["error"], str) and result["error"]
+    assert kv.sm.digest() == digest
+
+
+def test_invalid_commands_raise_in_encode_command() -> None:
+    with pytest.raises(ValueError, match="unknown op"):
+        encode_command(0, 0, 0, ["nope"])
+    with pytest.raises(ValueError, match="too large"):
+        encode_command(0, 0, 0, ["put", "k", b"x" * MAX_VALUE_BYTES])
+    with pytest.raises(ValueError):
+        encode_query(["get", ""])
+
+
+def test_value_exactly_at_the_size_limit_is_accepted(kv: Driver) -> None:
+    overhead = len(msgpack.packb(b"x" * 70_000, use_bin_type=True)) - 70_000  # bin 32 header: 5 bytes
+    value = b"x" * (MAX_VALUE_BYTES - overhead)
+    assert kv.write(["put", "big", value])["ok"] is True
+    # one byte more is refused, and the stored value stays
+    result = decode_result(kv.raw(raw_command([0, 0, 0, ["cas", "big", value, value + b"x"]])))
+    assert result["ok"] is False and "too large" in result["error"]
+    stored = kv.get("big")
+    assert stored is not None and stored["value"] == value and kv.sm.revision == 1
+
+
+def test_non_bytes_and_garbage_commands(kv: Driver) -> None:
+    for command in [b"", b"\xc1", b"\x94\x00\x00\x00", raw_command([0, 0, 0, ["del", "k"]]) + b"\x00"]:
+        assert decode_result(kv.raw(command))["ok"] is False
+    assert decode_result(kv.sm.apply(next(kv.index), "not bytes"))["ok"] is False  # type: ignore[arg-type]
+    assert kv.sm.revision == 0
+
+
+def test_too_deep_value_is_rejected(kv: Driver) -> None:
+    value: Any = 1
+    for _ in range(MAX_VALUE_DEPTH):
+        value = [value]
+    assert kv.write(["put", "ok", value])["ok"] is True
+    deeper: Any = [value]
+    assert decode_result(kv.raw(raw_command([0, 0, 0, ["put", "deep", deeper]])))["ok"] is False
+    # Deeper than msgpack's own unpacker allows: still only an error result.
+    data = b"\x94\x00\x00\x00\x93\xa3put\xa1k" + b"\x91" * 5000 + b"\x01"
+    assert decode_result(kv.raw(data))["ok"] is False
+    assert kv.get("deep") is None
+
+
+def test_map_with_non_string_keys_is_rejected(kv: Driver) -> None:
+    assert decode_result(kv.raw(raw_command([0, 0, 0, ["put", "k", {1: "x"}]])))["ok"] is False
+    assert kv.get("k") is None
+
+
+BAD_QUERIES: list[Any] = [
+    ["get"],
+    ["get", ""],
+    ["get", 1],
+    ["range", "p"],
+    ["range", "p", -1],
+    ["range", "p", True],
+    ["range", None, 0],
+    ["put", "k", 1],
+    ["watch", "k"],
+    [],
+    "get",
+    None,
+]
+
+
+@pytest.mark.parametrize("obj", BAD_QUERIES, ids=range(len(BAD_QUERIES)))
+def test_invalid_queries_are_rejected(obj: Any) -> None:
+    kv = Driver()
+    result = decode_result(kv.sm.query(raw_command(obj)))
+    assert result["ok"] is False and result["error"]
+
+
+def test_oversized_query_is_rejected(kv: Driver) -> None:
+    assert decode_result(kv.sm.query(b"\xc4" * 10_000))["ok"] is False
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.binary(max_size=200))
+def test_fuzz_random_bytes_never_raise(data: bytes) -> None:
+    kv = Driver()
+    kv.write(["put", "a", 1], session=9, seq=1)
+    digest = kv.sm.digest()
+    result = decode_result(kv.raw(data))
+    if not result["ok"]:
+        assert kv.sm.digest() == digest
+    decode_result(kv.sm.query(data))
+
+
+msgpack_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**63), max_value=2**64 - 1)
+    | st.floats()
+    | st.text(max_size=8)
+    | st.binary(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=4), inner, max_size=4),
+    max_leaves=12,
+)
+op_names = st.sampled_from(["put", "del", "del_prefix", "cas", "cas_del", "get", "range", "x"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    header=st.lists(msgpack_values, max_size=5),
+    name=op_names,
+    args=st.lists(msgpack_values | st.sampled_from(["a", "b/c", ""]), max_size=4),
+)
+def test_fuzz_structured_commands_never_raise(header: list[Any], name: str, args: list[Any]) -> None:
+    kv = Driver()
+    kv.write(["put", "a", 1], session=9, seq=1)
+    digest = kv.sm.digest()
+    for command in [raw_command([*header[:3], [name, *args]]), raw_command([0, 0, 0, [name, *args]])]:
+        result = decode_result(kv.raw(command))
+        if not result["ok"]:
+            assert kv.sm.digest() == digest
+        else:
+            digest = kv.sm.digest()
+    decode_result(kv.sm.query(raw_command([name, *args])))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Snapshot and restore
+
+
+def populated() -> Driver:
+    kv = Driver()
+    for i in range(50):
+        kv.write(["put", f"k/{i:03d}", {"i": i, "f": i / 3, "b": bytes([i])}], session=1 + i % 4, seq=i)
+    kv.write(["del", "k/007"])
+    kv.write(["del_prefix", "k/04"])
+    kv.write(["cas", "lock", None, "owner"], session=2, seq=100, ack=40)
+    return kv
+
+
+QUERIES: list[list[Any]] = [
+    ["get", "k/001"],
+    ["get", "k/007"],
+    ["get", "lock"],
+    ["range", "", 0],
+    ["range", "k/", 5],
+    ["range", "k/04", 0],
+]
+
+
+def test_snapshot_restore_round_trip() -> None:
+    kv = populated()
+    snap = kv.sm.snapshot()
+    other = KVStateMachine()
+    other.restore(snap)
+    assert other.digest() == kv.sm.digest()
+    assert other.snapshot() == snap
+    assert other.applied_index == kv.sm.applied_index and other.applied_count == kv.sm.applied_count
+    assert other.revision == kv.sm.revision and len(other) == len(kv.sm)
+    assert other.session_ids() == kv.sm.session_ids()
+    for q in QUERIES:
+        assert other.query(encode_query(q)) == kv.sm.query(encode_query(q))
+
+
+def test_duplicate_after_restore_is_still_deduplicated() -> None:
+    kv = Driver()
+    command = encode_command(42, 7, 0, ["put", "k", "v"])
+    first = kv.raw(command)
+    restored = Driver(KVStateMachine(), start=kv.sm.applied_index)
+    restored.sm.restore(kv.sm.snapshot())
+    # Both replicas go on applying the same log: a retry, a newer write acknowledging seq 7, the retry again.
+    for replica in (kv, restored):
+        assert replica.raw(command) == first
+        assert replica.sm.revision == 1
+        replica.write(["put", "k2", 2], session=42, seq=8, ack=8)
+        assert decode_result(replica.raw(command)) == {"ok": False, "error": ALREADY_ACKNOWLEDGED}
+    assert restored.sm.digest() == kv.sm.digest()
+    assert restored.sm.snapshot() == kv.sm.snapshot()
+
+
+def test_restore_replaces_everything() -> None:
+    target = populated()
+    source = Driver()
+    source.write(["put", "only", 1])
+    target.sm.restore(source.sm.snapshot())
+    assert target.sm.digest() == source.sm.digest()
+    assert [x["key"] for x in target.range("")["kvs"]] == ["only"]
+    assert target.sm.session_count == 0 and target.sm.applied_index == 1
+    with pytest.raises(ApplyOrderError):
+        target.sm.apply(1, encode_command(0, 0, 0, ["put", "x", 1]))
+
+
+def test_replicas_applying_the_same_log_agree_and_order_independence_of_keys() -> None:
+    a, b = Driver(), Driver()
+    for kv in (a, b):
+        for key in ["z", "a", "m"]:
+            kv.write(["put", key, key])
+    assert a.sm.digest() == b.sm.digest()
+    # A restored replica and a live one agree even though their dicts were filled in different orders.
+    c = KVStateMachine()
+    c.restore(a.sm.snapshot())
+    assert c.digest() == a.sm.digest()
+    c.apply(4, encode_command(0, 0, 0, ["put", "b", 1]))
+    a.raw(encode_command(0, 0, 0, ["put", "b", 1]))
+    assert c.digest() == a.sm.digest() and c.snapshot() == a.sm.snapshot()
+
+
+def test_digest_ignores_apply_position_but_snapshot_keeps_it() -> None:
+    kv = Driver()
+    kv.write(["put", "a", 1])
+    digest, snap = kv.sm.digest(), kv.sm.snapshot()
+    kv.raw(b"garbage")
+    assert kv.sm.digest() == digest and kv.sm.snapshot() != snap
+
+
+BAD_SNAPSHOTS: list[bytes] = [
+    b"",
+    b"\xc1",
+    raw_command(None),
+    raw_command([]),
+    raw_command([2, 0, 0, 0, [], [], []]),  # unknown format version
+    raw_command([1, 0, 0, 0, [], []]),
+    raw_command([1, 0, 0, 0, ["a"], [], []]),
+    raw_command([1, 0, 0, 1, ["b", "a"], [[1, 1, 1, 1], [1, 1, 1, 1]], []]),  # not sorted
+    raw_command([1, 0, 0, 1, ["a", "a"], [[1, 1, 1, 1], [1, 1, 1, 1]], []]),  # duplicate
+    raw_command([1, 0, 0, 1, ["a"], [[1, 2, 1, 1]], []]),  # create > mod
+    raw_command([1, 0, 0, 1, ["a"], [[1, 1, 2, 1]], []]),  # mod > revision
+    raw_command([1, 0, 0, 1, ["a"], [[1, 1, 1, 0]], []]),  # version 0
+    raw_command([1, 0, 0, 1, [""], [[1, 1, 1, 1]], []]),
+    raw_command([1, 0, 0, 0, [], [], [[0, 0, 1, []]]]),  # session 0
+    raw_command([1, 0, 0, 0, [], [], [[1, 0, 1, []], [1, 0, 2, []]]]),  # duplicate session
+    raw_command([1, 0, 0, 0, [], [], [[1, 5, 1, [[4, b"x"]]]]]),  # response below floor
+    raw_command([1, 0, 0, 0, [], [], [[1, 0, 1, [[4, "x"]]]]]),  # response not bytes
+    raw_command([1, -1, 0, 0, [], [], []]),
+]
+
+
+@pytest.mark.parametrize("data", BAD_SNAPSHOTS, ids=range(len(BAD_SNAPSHOTS)))
+def test_invalid_snapshot_is_refused_and_changes_nothing(data: bytes) -> None:
+    kv = populated()
+    digest, snap = kv.sm.digest(), kv.sm.snapshot()
+    with pytest.raises(ValueError, match="invalid snapshot"):
+        kv.sm.restore(data)
+    assert kv.sm.digest() == digest and kv.sm.snapshot() == snap
+
+
+def test_restore_trims_sessions_to_the_configured_bound() -> None:
+    kv = Driver()
+    for sid in range(1, 6):
+        kv.write(["put", "k", sid], session=sid, seq=1)
+    small = KVStateMachine(max_sessions=2)
+    small.restore(kv.sm.snapshot())
+    assert small.session_ids() == [4, 5]
+
+
+def test_result_decoding_rejects_non_results() -> None:
+    for data in [b"\xc1", raw_command([1]), raw_command({"ok": 1})]:
+        with pytest.raises(ValueError):
+            decode_result(data)
