@@ -1,0 +1,68 @@
+"""Crash points: named places in the storage code where a fault test can make the process die.
+
+`crash_point(name)` exits the process at once (os._exit(77): no cleanup, no buffered output flushed)
+when the environment variable ZRAFT_CRASH_POINT equals name. Real nodes pass it as their crash hook; the
+simulator passes its own hook (for example `RaiseAt`) to stop a node at the same places in-process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable
+
+from loguru import logger
+
+CRASH_ENV = "ZRAFT_CRASH_POINT"
+CRASH_EXIT_CODE = 77
+
+WAL_BEFORE_FSYNC = "wal-before-fsync"
+WAL_AFTER_FSYNC = "wal-after-fsync"
+SNAP_AFTER_TEMP_WRITE = "snap-after-temp-write"  # temp file written, not yet fsynced
+SNAP_BEFORE_RENAME = "snap-before-rename"  # temp file fsynced, not yet renamed
+SNAP_AFTER_RENAME = "snap-after-rename"  # renamed, directory not yet fsynced
+COMPACT_BEFORE_DELETE = "compact-before-delete"
+
+CRASH_POINTS: tuple[str, ...] = (
+    WAL_BEFORE_FSYNC,
+    WAL_AFTER_FSYNC,
+    SNAP_AFTER_TEMP_WRITE,
+    SNAP_BEFORE_RENAME,
+    SNAP_AFTER_RENAME,
+    COMPACT_BEFORE_DELETE,
+)
+
+CrashHook = Callable[[str], None]
+
+
+def crash_point(name: str) -> None:
+    """Exit the process immediately when ZRAFT_CRASH_POINT names this point."""
+    if os.environ.get(CRASH_ENV) == name:
+        logger.critical("crash point {} reached: exiting with code {}", name, CRASH_EXIT_CODE)
+        with contextlib.suppress(OSError):
+            os.write(2, f"zraft: crash point {name} reached\n".encode())
+        os._exit(CRASH_EXIT_CODE)
+
+
+class CrashPointReached(Exception):
+    """Raised by `RaiseAt` in place of exiting the process."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"crash point {name} reached")
+        self.name = name
+
+
+class RaiseAt:
+    """A crash hook for in-process tests: raise CrashPointReached at the given point (nth time it is hit)."""
+
+    def __init__(self, name: str, nth: int = 1) -> None:
+        self.name = name
+        self.remaining = nth
+        self.hits: list[str] = []
+
+    def __call__(self, name: str) -> None:
+        self.hits.append(name)
+        if name == self.name:
+            self.remaining -= 1
+            if self.remaining == 0:
+                raise CrashPointReached(name)

@@ -1,0 +1,218 @@
+"""Rebuilding the log from WAL segments: parse records fast, apply them in order, find torn tails.
+
+`LogReplayer` is fed each segment's bytes in order. It keeps the log as `base` (the index before the
+first held entry) plus a list of entries, the last HARD_STATE, and checks that the result joins the
+snapshot it starts from. Damage at the very tail of the last segment is reported back so the caller can
+cut it; damage anywhere else raises CorruptionError naming the file and the byte offset.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+import msgpack
+
+from actors.messages import Entry, HardState
+from cluster.storage.errors import CorruptionError
+from cluster.storage.records import (
+    HEADER,
+    HEADER_SIZE,
+    TYPE_CRC,
+    RecordFormatError,
+    RecordType,
+    check_record,
+    decode_entry,
+    decode_hard_state,
+    decode_snapshot_mark,
+    decode_truncate,
+    entry_maker,
+    find_valid_record,
+)
+
+_ENTRY = int(RecordType.ENTRY)
+_HARD_STATE = int(RecordType.HARD_STATE)
+_TRUNCATE = int(RecordType.TRUNCATE)
+_MARK = int(RecordType.SNAPSHOT_MARK)
+_make_entry = entry_maker()
+
+
+class LogReplayer:
+    """Replays records on top of what is known before the first replayed segment.
+
+    Entries with index <= base are not held: they are covered by a snapshot, or live in segments that
+    compaction deleted (only ever entries a durable snapshot covers). `begin(first_index)` sets base from
+    the first replayed segment's name: the log held exactly the entries below it when it was started.
+    """
+
+    def __init__(self, snapshot_index: int = 0, snapshot_term: int = 0) -> None:
+        self.snapshot_index = snapshot_index
+        self.snapshot_term = snapshot_term
+        self.hard_state: HardState | None = None
+        self.base = 0  # index just before entries[0]
+        self.entries: list[Entry] = []
+        self.records = 0
+        self.bytes = 0
+        self.marks: set[tuple[int, int]] = set()  # (index, term) of every SNAPSHOT_MARK seen
+        self.where = ""  # file and offset of the record being applied, for error messages
+
+    def begin(self, first_index: int) -> None:
+        self.base = first_index - 1
+        self.entries.clear()
+
+    # --- parsing ---
+
+    def feed(self, buf: bytes, path: str, is_last: bool) -> int | None:
+        """Apply every record of one segment. Returns the offset to cut the file at when its tail is
+        torn (only for the last segment), else None."""
+        n = len(buf)
+        unpack_header = HEADER.unpack_from
+        crc32 = zlib.crc32
+        unpackb = msgpack.unpackb
+        type_crc = TYPE_CRC
+        entries = self.entries
+        append = entries.append
+        make_entry = _make_entry
+        nxt = self.base + len(entries) + 1
+        off = 0
+        records = 0
+        try:
+            while off < n:
+                if off + HEADER_SIZE > n:
+                    break
+                length, crc, rtype = unpack_header(buf, off)
+                start = off + HEADER_SIZE
+                end = start + length
+                seed = type_crc.get(rtype)
+                if end > n or seed is None:
+                    break
+                payload = buf[start:end]  # small copies: cheaper for crc32/unpackb than memoryviews
+                if crc32(payload, seed) != crc:
+                    break
+                obj = unpackb(payload)
+                if rtype == _ENTRY:
+                    term, index, kind, data = obj
+                    if index == nxt and type(data) is bytes:
+                        append(make_entry(term, index, kind, data))
+                        nxt += 1
+                    else:
+                        self.where = f"{path} at offset {off}"
+                        self._entry(decode_entry(obj))
+                        nxt = self.base + len(entries) + 1
+                elif rtype == _HARD_STATE:
+                    self.hard_state = decode_hard_state(obj)
+                else:
+                    self.where = f"{path} at offset {off}"
+                    if rtype == _TRUNCATE:
+                        self._truncate(decode_truncate(obj))
+                    else:
+                        self._mark(*decode_snapshot_mark(obj))
+                    nxt = self.base + len(entries) + 1
+                records += 1
+                off = end
+        except (ValueError, TypeError, RecordFormatError) as exc:
+            raise CorruptionError(f"{path}: undecodable record at offset {off}: {exc}") from exc
+        finally:
+            self.records += records
+            self.bytes += off
+        if off == n:
+            return None
+        return self._bad_record(buf, path, off, is_last)
+
+    def _bad_record(self, buf: bytes, path: str, off: int, is_last: bool) -> int:
+        problem = check_record(buf, off)
+        reason = problem if isinstance(problem, str) else "bad record"
+        if not is_last:
+            raise CorruptionError(f"{path}: {reason} at offset {off} (not the last segment)")
+        after = find_valid_record(buf, off + 1)
+        if after is not None:
+            raise CorruptionError(
+                f"{path}: {reason} at offset {off}, but a valid record follows at offset {after}: "
+                "the log is damaged, not torn"
+            )
+        return off
+
+    # --- applying ---
+
+    def _corrupt(self, what: str) -> CorruptionError:
+        return CorruptionError(f"{self.where}: {what}")
+
+    def _last(self) -> int:
+        return self.base + len(self.entries)
+
+    def _entry(self, e: Entry) -> None:
+        last = self._last()
+        if e.index == last + 1:
+            self.entries.append(e)
+        elif e.index <= self.base:
+            # Overwrites from inside the part we do not hold (normally a TRUNCATE comes first).
+            self.entries.clear()
+            self.base = e.index - 1
+            self.entries.append(e)
+        elif e.index <= last:
+            del self.entries[e.index - self.base - 1 :]  # overwrite a suffix (normally after a TRUNCATE)
+            self.entries.append(e)
+        else:
+            raise self._corrupt(f"entry {e.index} does not follow entry {last}: entries are missing")
+
+    def _truncate(self, from_index: int) -> None:
+        if from_index <= self.base:
+            self.entries.clear()
+            self.base = from_index - 1
+        elif from_index <= self._last():
+            del self.entries[from_index - self.base - 1 :]
+
+    def _term_at(self, index: int) -> int | None:
+        if self.base < index <= self._last():
+            return self.entries[index - self.base - 1].term
+        return None
+
+    def _drop_through(self, index: int) -> None:
+        """Entries <= index are covered by a snapshot."""
+        if index <= self.base:
+            return
+        if index >= self._last():
+            self.entries.clear()
+        else:
+            del self.entries[: index - self.base]
+        self.base = index
+
+    def _mark(self, index: int, term: int) -> None:
+        """A snapshot covers entries <= index. When it conflicts with the log the writer follows the mark
+        with a TRUNCATE; the term check here covers a write torn between the two."""
+        self.marks.add((index, term))
+        if index > self.snapshot_index:
+            # This snapshot file is missing or was damaged; the log itself must still cover it.
+            if self._term_at(index) != term:
+                raise self._corrupt(
+                    f"the WAL records a snapshot at index {index} (term {term}) that is missing or damaged, "
+                    "and the log does not cover it"
+                )
+            return
+        held = self._term_at(index)
+        if held is not None and held != term:
+            self.entries.clear()  # the snapshot replaces a conflicting log (paper section 7)
+            self.base = index
+        self._drop_through(index)
+
+    # --- the result ---
+
+    def finish(self) -> tuple[HardState | None, list[Entry]]:
+        """The last hard state and the entries after the snapshot; CorruptionError when they do not join."""
+        s, t = self.snapshot_index, self.snapshot_term
+        if self.base > s:
+            if s:
+                raise CorruptionError(
+                    f"the WAL starts after index {self.base} but the newest valid snapshot ends at {s}: "
+                    f"entries {s + 1}..{self.base} are missing"
+                )
+            raise CorruptionError(
+                f"no valid snapshot and the WAL starts after index {self.base}: "
+                f"entries 1..{self.base} are missing"
+            )
+        if s and (s, t) not in self.marks and self.base < s <= self._last() and self._term_at(s) != t:
+            # The snapshot file is durable but its mark never made it to the WAL, and the log conflicts
+            # with it: the snapshot wins (paper section 7).
+            self.entries.clear()
+            self.base = s
+        self._drop_through(s)
+        return self.hard_state, self.entries
