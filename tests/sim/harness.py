@@ -1,0 +1,682 @@
+"""Whole-cluster deterministic simulation of zraft, with Raft's safety properties checked after every event.
+
+One seed fixes everything: the election timeouts, the network's drops, duplicates, delays and partitions,
+node crashes (through the real storage code on a simulated disk that loses unsynced writes and can tear the
+last one), restarts, and the clients' operations. After every event the harness checks election safety,
+log matching, leader completeness, that applied sequences agree, and that committed entries never change;
+at the end it heals everything, demands liveness within a bounded time, checks the clients' histories for
+linearizability and that all replicas converged. A failure raises SimFailure carrying the replay command.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+from loguru import logger
+
+from actors.client import ClientActor, ClientOptions, Completion, Outcome
+from actors.config import RaftConfig
+from actors.contracts import Ready
+from actors.messages import ClientRequest, ClientResponse, Entry, NodeId
+from actors.node import NodeActor, Role
+from cluster.kv import KVStateMachine, decode_result, encode_command, encode_query
+from cluster.storage import DiskStorage
+from tests.sim.linearizability import Operation, check_history
+from transport.disk import SimFS
+from transport.sim import NetworkFaults, Scheduler, SimNetwork
+
+
+class SimFailure(AssertionError):
+    pass
+
+
+class SimCrash(Exception):
+    """Raised from a storage crash point: the simulated machine loses power right there."""
+
+
+@dataclass(slots=True)
+class SimOptions:
+    nodes: int = 3
+    clients: int = 3
+    ops_per_client: int = 25
+    concurrency: int = 2  # operations each client keeps in flight
+    keys: int = 3
+    fault_time: float = 20.0  # simulated seconds with faults on
+    drop: float = 0.05
+    duplicate: float = 0.03
+    max_delay: float = 0.03
+    partitions: bool = True
+    crashes: bool = True
+    crash_points: bool = True  # power loss inside storage writes, including torn tails
+    nemesis_interval: tuple[float, float] = (0.5, 3.0)
+    disk_delay: tuple[float, float] = (0.0005, 0.004)
+    client_timeout: float = 6.0
+    liveness_bound: float = 30.0  # simulated seconds allowed after healing (tens of election timeouts)
+    raft: RaftConfig = field(
+        default_factory=lambda: RaftConfig(
+            election_timeout=1.0,
+            heartbeat_interval=0.1,
+            snapshot_threshold=40,
+            snapshot_keep=10,
+            snapshot_chunk_bytes=512,
+            max_append_bytes=2048,
+            max_inflight=8,
+        )
+    )
+    max_events: int = 2_000_000
+
+    def replay_flags(self) -> str:
+        return (
+            f"--profile {self.profile}" if self.profile else f"--nodes {self.nodes} --clients {self.clients}"
+        )
+
+    profile: str = ""
+
+    @classmethod
+    def for_seed(cls, seed: int) -> SimOptions:
+        """The mix CI runs: every third seed is a 5-node cluster under a faster, harsher nemesis."""
+        return cls.named("harsh5" if seed % 3 == 0 else "default3")
+
+    @classmethod
+    def named(cls, profile: str) -> SimOptions:
+        if profile == "default3":
+            return cls(
+                ops_per_client=40,
+                concurrency=3,
+                disk_delay=(0.001, 0.03),
+                max_delay=0.05,
+                nemesis_interval=(0.2, 1.5),
+                profile=profile,
+            )
+        if profile == "harsh5":
+            return cls(
+                nodes=5,
+                clients=4,
+                keys=2,
+                ops_per_client=60,
+                concurrency=3,
+                nemesis_interval=(0.1, 0.8),
+                disk_delay=(0.001, 0.02),
+                fault_time=25.0,
+                profile=profile,
+            )
+        raise ValueError(f"unknown simulation profile {profile!r} (default3, harsh5)")
+
+
+def _digest(data: bytes) -> bytes:
+    return hashlib.blake2b(data, digest_size=8).digest()
+
+
+class CheckedStateMachine(KVStateMachine):
+    """The real KV state machine, reporting every apply to the cluster-wide checker."""
+
+    def __init__(self, node: str, checker: SafetyChecker) -> None:
+        super().__init__()
+        self._node = node
+        self._checker = checker
+        self._last = 0
+
+    def apply(self, index: int, command: bytes) -> bytes:
+        if index <= self._last:
+            raise SimFailure(f"{self._node} applied index {index} after {self._last}")
+        self._last = index
+        self._checker.on_apply(self._node, index, command)
+        return super().apply(index, command)
+
+    def restore(self, data: bytes) -> None:
+        super().restore(data)
+        self._last = self.applied_index
+
+
+class SafetyChecker:
+    """Cluster-wide records that every node's behaviour is checked against, incrementally."""
+
+    def __init__(self) -> None:
+        self.leaders: dict[int, str] = {}  # term -> leader
+        self.entries: dict[
+            tuple[int, int], tuple[int | None, bytes]
+        ] = {}  # (index, term) -> (prev term, data)
+        self.committed: dict[int, tuple[int, bytes]] = {}  # index -> (term, data digest)
+        self.commit_term: dict[int, int] = {}  # index -> the term in which it was first seen committed
+        self.applied: dict[int, bytes] = {}  # index -> command digest
+        self.mirrors: dict[str, dict[int, int]] = {}  # node -> index -> term, as last checked
+        self.commit_seen: dict[str, int] = {}
+
+    def on_apply(self, node: str, index: int, command: bytes) -> None:
+        d = _digest(command)
+        known = self.applied.setdefault(index, d)
+        if known != d:
+            raise SimFailure(f"{node} applied a different command at index {index}")
+        committed = self.committed.get(index)
+        if committed is not None and committed[1] != d:
+            raise SimFailure(f"{node} applied index {index} which differs from the committed entry")
+
+    def forget_node(self, node: str) -> None:
+        """A crash: the node's in-memory log is gone; recheck what it recovers."""
+        self.mirrors[node] = {}
+        self.commit_seen[node] = 0
+
+    def check_node(self, node: NodeActor) -> None:
+        log = node.log
+        mirror = self.mirrors.setdefault(node.id, {})
+        # Log matching, by induction: equal (index, term) means equal data and equal previous term.
+        last = log.last_index()
+        for stale in [i for i in mirror if i > last or i <= log.base_index]:
+            del mirror[stale]
+        index = last
+        while index > log.base_index:
+            term = log.term_at(index)
+            assert term is not None
+            if mirror.get(index) == term:
+                break
+            entry: Entry = log.entry(index)
+            prev_term = log.term_at(index - 1)
+            record = (prev_term, entry.data)
+            known = self.entries.setdefault((index, term), record)
+            if known[1] != entry.data or (
+                known[0] is not None and prev_term is not None and known[0] != prev_term
+            ):
+                raise SimFailure(f"log matching broken on {node.id} at index {index} term {term}")
+            mirror[index] = term
+            index -= 1
+        # Committed entries never change (state machine safety).
+        seen = self.commit_seen.get(node.id, 0)
+        commit = node.commit_index
+        if commit > log.last_index():
+            raise SimFailure(f"{node.id} commit {commit} beyond its log end {log.last_index()}")
+        for i in range(max(seen, log.base_index) + 1, commit + 1):
+            entry = log.entry(i)
+            value = (entry.term, _digest(entry.data))
+            known_c = self.committed.setdefault(i, value)
+            self.commit_term.setdefault(i, node.term)
+            if known_c != value:
+                raise SimFailure(f"{node.id} committed a different entry at index {i}: {known_c} vs {value}")
+        self.commit_seen[node.id] = max(seen, commit)
+        # Election safety, and leader completeness (paper 5.4): a leader holds every committed entry.
+        if node.role is Role.LEADER and self.leaders.get(node.term) != node.id:
+            # checked once, when the node first acts as leader of this term
+            holder = self.leaders.setdefault(node.term, node.id)
+            if holder != node.id:
+                raise SimFailure(f"two leaders in term {node.term}: {holder} and {node.id}")
+            earlier = [i for i, t in self.commit_term.items() if t < node.term]
+            top = max(earlier, default=0)
+            if top > log.last_index():
+                raise SimFailure(f"leader {node.id} (term {node.term}) lacks committed index {top}")
+            for i in earlier:
+                if i > log.base_index and log.term_at(i) != self.committed[i][0]:
+                    raise SimFailure(
+                        f"leader {node.id} (term {node.term}) has a different entry at committed {i}"
+                    )
+
+
+@dataclass(slots=True)
+class SimNode:
+    id: str
+    fs: SimFS
+    storage: DiskStorage | None = None
+    sm: CheckedStateMachine | None = None
+    actor: NodeActor | None = None
+    up: bool = False
+    persisting: bool = False
+    incarnation: int = 0
+    tick_token: int = 0
+    was_leader_term: int = -1
+
+
+@dataclass(slots=True)
+class _Invocation:
+    key: str
+    kind: str
+    args: tuple[Any, ...]
+    invoke: float
+
+
+class SimClient:
+    def __init__(self, cluster: SimCluster, index: int) -> None:
+        self.cluster = cluster
+        self.id = f"client{index}"
+        rng = random.Random(cluster.rng.getrandbits(64))
+        self.rng = rng
+        self.actor = ClientActor(
+            client_id=self.id,
+            nodes=tuple(cluster.node_ids),
+            session=rng.getrandbits(62) + 1,
+            rng=rng,
+            options=ClientOptions(attempt_timeout=0.5, backoff_base=0.02, backoff_max=0.5),
+        )
+        self.budget = cluster.options.ops_per_client
+        self.open: dict[int, _Invocation] = {}
+        self.history: list[Operation] = []
+        self.counter = 0
+        self.tick_token = 0
+        self.final_reads: dict[int, str] = {}
+        self.final_results: dict[str, Any] = {}
+
+    def start(self) -> None:
+        for _ in range(self.cluster.options.concurrency):
+            self._issue_later()
+        self.pump()
+
+    def _issue_later(self) -> None:
+        """Spread the client's operations over the fault phase, with random think times."""
+        opts = self.cluster.options
+        mean_gap = opts.fault_time * opts.concurrency / max(1, opts.ops_per_client)
+        self.cluster.scheduler.after(self.rng.uniform(0, mean_gap), self._issue_now)
+
+    def _issue_now(self) -> None:
+        self._issue()
+        self.pump()
+
+    def _issue(self) -> None:
+        if self.budget <= 0 or self.cluster.healing:
+            return
+        self.budget -= 1
+        now = self.cluster.scheduler.now
+        key = f"k{self.rng.randrange(self.cluster.options.keys)}"
+        roll = self.rng.random()
+        timeout = self.cluster.options.client_timeout
+        self.counter += 1
+        value = f"{self.id}-{self.counter}"
+        if roll < 0.35:
+            handle = self.actor.write(
+                lambda s, q, f: encode_command(s, q, f, ["put", key, value]), now, timeout
+            )
+            self.open[handle] = _Invocation(key, "put", (value,), now)
+        elif roll < 0.65:
+            handle = self.actor.read(encode_query(["get", key]), now, timeout)
+            self.open[handle] = _Invocation(key, "get", (), now)
+        elif roll < 0.75:
+            handle = self.actor.write(lambda s, q, f: encode_command(s, q, f, ["del", key]), now, timeout)
+            self.open[handle] = _Invocation(key, "delete", (), now)
+        else:
+            expected = self.cluster.last_value_hint.get(key) if self.rng.random() < 0.7 else None
+            handle = self.actor.write(
+                lambda s, q, f: encode_command(s, q, f, ["cas", key, expected, value]), now, timeout
+            )
+            self.open[handle] = _Invocation(key, "cas", (expected, value), now)
+
+    def final_read_all(self) -> None:
+        now = self.cluster.scheduler.now
+        for k in range(self.cluster.options.keys):
+            key = f"k{k}"
+            handle = self.actor.read(encode_query(["get", key]), now, self.cluster.options.liveness_bound)
+            self.open[handle] = _Invocation(key, "get", (), now)
+            self.final_reads[handle] = key
+        self.pump()
+
+    def on_response(self, msg: ClientResponse) -> None:
+        self.actor.step(msg, self.cluster.scheduler.now)
+        self.pump()
+
+    def on_tick(self, token: int) -> None:
+        if token != self.tick_token:
+            return
+        self.actor.tick(self.cluster.scheduler.now)
+        self.pump()
+
+    def pump(self) -> None:
+        sched = self.cluster.scheduler
+        for done in self.actor.take_completions():
+            self._record(done)
+            self._issue_later()
+        for msg in self.actor.take_messages():
+            self.cluster.network.send(msg)
+        deadline = self.actor.next_deadline()
+        if deadline != float("inf"):
+            self.tick_token += 1
+            token = self.tick_token
+            sched.at(deadline, lambda: self.on_tick(token))
+
+    def _record(self, done: Completion) -> None:
+        inv = self.open.pop(done.handle)
+        now = self.cluster.scheduler.now
+        final_key = self.final_reads.pop(done.handle, None)
+        if done.outcome is Outcome.REJECTED:
+            raise SimFailure(f"{self.id}: {inv.kind} on {inv.key} rejected: {done.result!r}")
+        if done.outcome is Outcome.TIMEOUT:
+            if final_key is not None:
+                raise SimFailure(f"liveness: final read of {final_key} timed out after healing")
+            if inv.kind != "get":  # a read that never answered has no effect on the history
+                self.history.append(Operation(self.id, inv.key, inv.kind, inv.args, inv.invoke, None, None))
+            return
+        res = decode_result(done.result)
+        if not res.get("ok"):
+            raise SimFailure(f"{self.id}: {inv.kind} on {inv.key} failed in the state machine: {res}")
+        if inv.kind == "put":
+            result: Any = None
+        elif inv.kind == "get":
+            kv = res["kv"]
+            result = None if kv is None else kv["value"]
+            if result is not None:
+                self.cluster.last_value_hint[inv.key] = result
+            if final_key is not None:
+                self.final_results[final_key] = result
+        elif inv.kind == "delete":
+            result = res["deleted"] > 0
+        else:
+            result = bool(res["swapped"])
+        self.history.append(Operation(self.id, inv.key, inv.kind, inv.args, inv.invoke, now, result))
+
+
+@dataclass(slots=True)
+class SimReport:
+    seed: int
+    events: int
+    sim_time: float
+    operations: int
+    unknown: int
+    messages: int
+    dropped: int
+    crashes: int
+    restarts: int
+    elections: int
+    snapshots_installed: int
+    max_term: int
+
+
+class SimCluster:
+    def __init__(self, seed: int, options: SimOptions | None = None) -> None:
+        self.seed = seed
+        self.options = opts = options or SimOptions()
+        self.rng = random.Random(seed)
+        self.scheduler = Scheduler()
+        self.network = SimNetwork(
+            self.scheduler,
+            random.Random(self.rng.getrandbits(64)),
+            self._deliver,
+            NetworkFaults(
+                drop=opts.drop, duplicate=opts.duplicate, min_delay=0.0005, max_delay=opts.max_delay
+            ),
+        )
+        self.node_ids: list[NodeId] = [f"n{i + 1}" for i in range(opts.nodes)]
+        self.nodes = {nid: SimNode(nid, SimFS()) for nid in self.node_ids}
+        self.checker = SafetyChecker()
+        self.clients = [SimClient(self, i) for i in range(opts.clients)]
+        self.clients_by_id = {c.id: c for c in self.clients}
+        self.last_value_hint: dict[str, Any] = {}
+        self.healing = False
+        self.crashes = 0
+        self.restarts = 0
+        self.installs = 0
+        self._disk_rng = random.Random(self.rng.getrandbits(64))
+        self._nemesis_rng = random.Random(self.rng.getrandbits(64))
+        self._node_rngs = {nid: random.Random(self.rng.getrandbits(64)) for nid in self.node_ids}
+
+    # --- running ----------------------------------------------------------------------------------
+
+    def run(self) -> SimReport:
+        logger.disable("cluster")  # the storage explains recoveries at length; the report is enough here
+        try:
+            return self._run()
+        except SimFailure as exc:
+            raise SimFailure(f"seed {self.seed}: {exc}\n  replay: {self.replay_command()}") from exc
+        finally:
+            logger.enable("cluster")
+
+    def replay_command(self) -> str:
+        return f"python -m tests.sim.run --seed {self.seed} {self.options.replay_flags()}"
+
+    def _run(self) -> SimReport:
+        opts = self.options
+        for nid in self.node_ids:
+            self._start_node(nid)
+        for client in self.clients:
+            client.start()
+        if opts.partitions or opts.crashes:
+            self._schedule_nemesis()
+        self.scheduler.at(opts.fault_time, self._heal_everything)
+        self._drive(until=lambda: self.healing and self._clients_idle())
+        # Liveness: with everything healed, every key must be readable (linearizably) within the bound.
+        reader = self.clients[0]
+        reader.final_read_all()
+        deadline = self.scheduler.now + opts.liveness_bound
+        self._drive(until=lambda: not reader.final_reads, stop_at=deadline)
+        if reader.final_reads:
+            raise SimFailure(
+                f"liveness: no answer for final reads within {opts.liveness_bound}s after healing"
+            )
+        self._check_convergence(deadline)
+        history = [op for c in self.clients for op in c.history]
+        result = check_history(history)
+        if not result.ok:
+            raise SimFailure(f"history not linearizable: {result.explanation}")
+        return SimReport(
+            seed=self.seed,
+            events=self.scheduler.events_run,
+            sim_time=self.scheduler.now,
+            operations=len(history),
+            unknown=sum(1 for op in history if op.complete is None),
+            messages=self.network.sent,
+            dropped=self.network.dropped,
+            crashes=self.crashes,
+            restarts=self.restarts,
+            elections=len(self.checker.leaders),
+            snapshots_installed=self.installs,
+            max_term=max((n.actor.term for n in self.nodes.values() if n.actor), default=0),
+        )
+
+    def _drive(self, until: Any, stop_at: float = float("inf")) -> None:
+        while not until():
+            if self.scheduler.events_run >= self.options.max_events:
+                raise SimFailure(f"no progress after {self.options.max_events} events")
+            if self.scheduler.next_time() > stop_at or not self.scheduler.run_next():
+                return
+
+    def _clients_idle(self) -> bool:
+        return all(not c.open for c in self.clients)
+
+    def _check_convergence(self, deadline: float) -> None:
+        def converged() -> bool:
+            actors = [n.actor for n in self.nodes.values() if n.up and n.actor]
+            leader = next((a for a in actors if a.role is Role.LEADER), None)
+            if leader is None:
+                return False
+            return all(a.applied_index == leader.commit_index == a.commit_index for a in actors)
+
+        self._drive(until=converged, stop_at=deadline + self.options.liveness_bound)
+        if not converged():
+            states = {
+                n.id: (n.actor.role.value, n.actor.commit_index, n.actor.applied_index)
+                for n in self.nodes.values()
+                if n.actor
+            }
+            raise SimFailure(f"replicas did not converge after healing: {states}")
+        digests = {n.id: n.sm.digest() for n in self.nodes.values() if n.sm is not None}
+        if len(set(digests.values())) != 1:
+            raise SimFailure(f"replicas applied the same index but differ: {digests}")
+
+    # --- nodes ------------------------------------------------------------------------------------
+
+    def _start_node(self, nid: str) -> None:
+        node = self.nodes[nid]
+        now = self.scheduler.now
+        node.storage = DiskStorage(
+            node.fs,
+            "/data",
+            cluster_id="sim",
+            node_name=nid,
+            segment_bytes=4096,
+            crash_hook=self._crash_hook(node),
+        )
+        recovered = node.storage.recover()
+        node.sm = CheckedStateMachine(nid, self.checker)
+        node.actor = NodeActor(
+            nid, tuple(self.node_ids), self.options.raft, node.sm, self._node_rngs[nid], recovered, now
+        )
+        node.up = True
+        node.persisting = False
+        self.checker.forget_node(nid)
+        self._after_event(node)
+
+    def _crash_hook(self, node: SimNode) -> Any:
+        def hook(point: str) -> None:
+            if self.options.crash_points and not self.healing and self._disk_rng.random() < 0.01:
+                raise SimCrash(point)
+
+        return hook
+
+    def _crash(self, node: SimNode) -> None:
+        if not node.up:
+            return
+        node.up = False
+        node.persisting = False
+        node.incarnation += 1
+        node.fs.crash(self._disk_rng)
+        node.actor = None
+        node.sm = None
+        self.crashes += 1
+
+    def _restart(self, node: SimNode) -> None:
+        if node.up:
+            return
+        self.restarts += 1
+        self._start_node(node.id)
+
+    def _deliver(self, msg: Any) -> None:
+        if isinstance(msg, ClientResponse):
+            client = self.clients_by_id.get(msg.dst)
+            if client is not None:
+                client.on_response(msg)
+            return
+        node = self.nodes.get(msg.dst)
+        if node is None or not node.up or node.actor is None:
+            return
+        node.actor.step(msg, self.scheduler.now)
+        self._after_event(node)
+
+    def _after_event(self, node: SimNode) -> None:
+        actor = node.actor
+        assert actor is not None
+        self.checker.check_node(actor)
+        self._pump(node)
+
+    def _pump(self, node: SimNode) -> None:
+        actor = node.actor
+        if actor is None or node.persisting:
+            return
+        for _ in range(10_000):
+            if not actor.has_ready():
+                break
+            rd = actor.ready(self.scheduler.now)
+            self.checker.check_node(actor)  # ready() applies and may compact
+            if rd.needs_persist():
+                node.persisting = True
+                incarnation = node.incarnation
+                delay = self._disk_rng.uniform(*self.options.disk_delay)
+                self.scheduler.after(delay, lambda rd=rd, inc=incarnation: self._persisted(node, rd, inc))
+                break
+            self._finish(node, rd)
+        else:
+            raise SimFailure(f"{node.id} reports work ready forever without persisting anything")
+        self._schedule_tick(node)
+
+    def _persisted(self, node: SimNode, rd: Ready, incarnation: int) -> None:
+        if node.incarnation != incarnation or node.storage is None:
+            return
+        try:
+            node.storage.persist(rd.hard_state, rd.truncate_from, rd.entries, rd.snapshot)
+            if rd.snapshot is not None and node.actor is not None:
+                node.storage.compact(node.actor.log.base_index)
+        except SimCrash:
+            self._crash(node)
+            return
+        node.persisting = False
+        if rd.snapshot is not None and rd.truncate_from is not None:
+            self.installs += 1
+        self._finish(node, rd)
+        self._after_event(node)
+
+    def _finish(self, node: SimNode, rd: Ready) -> None:
+        actor = node.actor
+        assert actor is not None
+        for msg in rd.messages:
+            if isinstance(msg, ClientRequest):
+                continue
+            self.network.send(msg)
+        actor.advance(rd, self.scheduler.now)
+        self.checker.check_node(actor)
+
+    def _schedule_tick(self, node: SimNode) -> None:
+        actor = node.actor
+        if actor is None:
+            return
+        node.tick_token += 1
+        token, incarnation = node.tick_token, node.incarnation
+        self.scheduler.at(actor.next_deadline(), lambda: self._tick(node, token, incarnation))
+
+    def _tick(self, node: SimNode, token: int, incarnation: int) -> None:
+        if token != node.tick_token or incarnation != node.incarnation or node.actor is None:
+            return
+        node.actor.tick(self.scheduler.now)
+        self._after_event(node)
+
+    # --- faults -----------------------------------------------------------------------------------
+
+    def _schedule_nemesis(self) -> None:
+        lo, hi = self.options.nemesis_interval
+        self.scheduler.after(self._nemesis_rng.uniform(lo, hi), self._nemesis)
+
+    def _nemesis(self) -> None:
+        if self.healing:
+            return
+        rng = self._nemesis_rng
+        opts = self.options
+        actions: list[Any] = [self.network.heal]
+        if opts.partitions:
+            actions += [self._random_partition, self._isolate_leader, self._one_way]
+        if opts.crashes:
+            actions += [self._crash_random, self._crash_leader, self._restart_all, self._restart_all]
+        rng.choice(actions)()
+        self._schedule_nemesis()
+
+    def _leader(self) -> SimNode | None:
+        leaders = [n for n in self.nodes.values() if n.up and n.actor and n.actor.role is Role.LEADER]
+        return max(leaders, key=lambda n: n.actor.term) if leaders else None  # type: ignore[union-attr]
+
+    def _random_partition(self) -> None:
+        ids = list(self.node_ids)
+        self._nemesis_rng.shuffle(ids)
+        cut = self._nemesis_rng.randrange(1, len(ids))
+        self.network.heal()
+        self.network.partition([ids[:cut], ids[cut:]])
+
+    def _isolate_leader(self) -> None:
+        leader = self._leader()
+        if leader is not None:
+            self.network.heal()
+            self.network.isolate(leader.id, self.node_ids)
+
+    def _one_way(self) -> None:
+        a, b = self._nemesis_rng.sample(self.node_ids, 2)
+        self.network.block(a, b)
+
+    def _crash_random(self) -> None:
+        self._crash(self.nodes[self._nemesis_rng.choice(self.node_ids)])
+        self._schedule_restart()
+
+    def _crash_leader(self) -> None:
+        leader = self._leader()
+        if leader is not None:
+            self._crash(leader)
+            self._schedule_restart()
+
+    def _schedule_restart(self) -> None:
+        self.scheduler.after(self._nemesis_rng.uniform(0.2, 4.0), self._restart_all)
+
+    def _restart_all(self) -> None:
+        for node in self.nodes.values():
+            if not node.up:
+                self._restart(node)
+
+    def _heal_everything(self) -> None:
+        self.healing = True
+        self.network.heal()
+        self.network.faults = NetworkFaults(drop=0.0, duplicate=0.0, min_delay=0.0005, max_delay=0.005)
+        self._restart_all()
+
+
+def run_seed(seed: int, options: SimOptions | None = None) -> SimReport:
+    return SimCluster(seed, options).run()
