@@ -1,0 +1,114 @@
+"""ClientActor: redirects, retries that keep their sequence number, backoff, deadlines, pipelining."""
+
+from __future__ import annotations
+
+import random
+
+import msgpack
+
+from actors.client import ClientActor, ClientOptions, Outcome
+from actors.messages import ClientResponse, RequestKind, Status
+
+
+def make(nodes: tuple[str, ...] = ("n1", "n2", "n3")) -> ClientActor:
+    return ClientActor(
+        "c1", nodes, session=42, rng=random.Random(3), options=ClientOptions(attempt_timeout=0.5)
+    )
+
+
+def enc(session: int, seq: int, floor: int) -> bytes:
+    return msgpack.packb([session, seq, floor, ["put", "k", 1]])
+
+
+def reply(
+    actor: ClientActor, req_id: int, src: str, status: Status, hint: str = "", result: bytes = b"r"
+) -> None:
+    actor.step(ClientResponse(src, "c1", req_id, status, result, hint), 0.0)
+
+
+def test_redirect_resends_the_same_write_to_the_named_leader() -> None:
+    a = make()
+    h = a.write(enc, 0.0, 5.0)
+    (first,) = a.take_messages()
+    other = next(n for n in ("n1", "n2", "n3") if n != first.dst)
+    reply(a, h, first.dst, Status.NOT_LEADER, hint=other)
+    (second,) = a.take_messages()
+    assert second.dst == other and second.payload == first.payload and second.req_id == first.req_id
+    reply(a, h, other, Status.OK)
+    (done,) = a.take_completions()
+    assert done.outcome is Outcome.OK and a.leader_guess == other
+
+
+def test_unknown_outcome_retries_with_the_same_sequence_number_after_backoff() -> None:
+    """Dissertation 6.3: the retry must be recognisable as the same request, so it applies at most once."""
+    a = make()
+    h = a.write(enc, 0.0, 5.0)
+    (first,) = a.take_messages()
+    reply(a, h, first.dst, Status.UNKNOWN)
+    assert a.take_messages() == []  # backing off, not hammering
+    a.tick(a.next_deadline())
+    (again,) = a.take_messages()
+    assert msgpack.unpackb(again.payload)[:2] == [42, 1]
+
+
+def test_a_silent_node_is_abandoned_for_another_after_the_attempt_timeout() -> None:
+    a = make()
+    a.read(b"q", 0.0, 5.0)
+    (first,) = a.take_messages()
+    a.tick(0.6)
+    (second,) = a.take_messages()
+    assert second.dst != first.dst and second.kind == RequestKind.READ
+
+
+def test_deadline_ends_a_write_with_unknown_outcome_and_advances_the_ack_floor() -> None:
+    a = make()
+    a.write(enc, 0.0, 1.0)
+    a.take_messages()
+    for t in (0.5, 1.0):
+        a.tick(t)
+    (done,) = a.take_completions()
+    assert done.outcome is Outcome.TIMEOUT
+    a.take_messages()  # the resend to another node at 0.5
+    a.write(enc, 1.0, 1.0)
+    (nxt,) = a.take_messages()
+    assert msgpack.unpackb(nxt.payload)[:3] == [42, 2, 2]
+
+
+def test_pipelined_writes_carry_the_lowest_open_sequence_as_ack_floor() -> None:
+    a = make()
+    handles = [a.write(enc, 0.0, 5.0) for _ in range(3)]
+    msgs = a.take_messages()
+    assert [msgpack.unpackb(m.payload)[1:3] for m in msgs] == [[1, 1], [2, 1], [3, 1]]
+    reply(a, handles[0], msgs[0].dst, Status.OK)
+    a.write(enc, 0.0, 5.0)
+    (fourth,) = a.take_messages()
+    assert msgpack.unpackb(fourth.payload)[1:3] == [4, 2]
+
+
+def test_bad_request_is_a_definite_failure() -> None:
+    a = make()
+    h = a.write(enc, 0.0, 5.0)
+    (m,) = a.take_messages()
+    reply(a, h, m.dst, Status.BAD_REQUEST, result=b"nope")
+    (done,) = a.take_completions()
+    assert done.outcome is Outcome.REJECTED and done.result == b"nope"
+
+
+def test_answers_to_finished_requests_are_ignored() -> None:
+    a = make()
+    h = a.read(b"q", 0.0, 5.0)
+    (m,) = a.take_messages()
+    reply(a, h, m.dst, Status.OK)
+    reply(a, h, m.dst, Status.OK)
+    assert len(a.take_completions()) == 1
+
+
+def test_a_silent_node_is_asked_for_its_status_again_never_another_node() -> None:
+    """STATUS asks one node about itself; an answer from another node would describe the wrong node."""
+    a = make()
+    a.status("n2", 0.0, 5.0)
+    (first,) = a.take_messages()
+    a.tick(0.6)
+    (second,) = a.take_messages()
+    assert first.dst == second.dst == "n2" and second.kind == RequestKind.STATUS
+    assert a.leader_guess == ""
