@@ -1,0 +1,383 @@
+"""Node configuration: NodeConfig, the sources it is read from, and the checks it must pass.
+
+Sources, lowest to highest precedence: built-in defaults, a TOML file (--config FILE or ZRAFT_CONFIG),
+environment variables (ZRAFT_*), command-line flags. Every problem becomes a ConfigError whose message is
+one readable line naming the setting and where it came from; cluster-node prints it and exits with 2.
+
+TOML keys are the NodeConfig field names (name, data_dir, peer_url, client_url, initial_cluster,
+cluster_id, election_timeout_ms, heartbeat_ms, snapshot_entries, log_level, log_json). initial_cluster is a
+table (n1 = "tcp://...") or the same "n1=URL,n2=URL" string the flag takes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import tempfile
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from actors.config import RaftConfig
+
+LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL")
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+_URL_PATTERN = re.compile(r"tcp://(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(?P<port>[0-9]{1,5})")
+
+
+class ConfigError(Exception):
+    """The node cannot start with this configuration. The message is one line for the operator."""
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    name: str
+    data_dir: str
+    peer_url: str
+    client_url: str
+    initial_cluster: dict[str, str] = field(hash=False)  # every member's name -> peer URL, this node too
+    cluster_id: str = "zraft"
+    election_timeout_ms: int = 1000
+    heartbeat_ms: int = 100
+    snapshot_entries: int = 10_000  # applied entries between automatic snapshots; 0 = never
+    log_level: str = "INFO"
+    log_json: bool = False
+
+    @property
+    def members(self) -> tuple[str, ...]:
+        return tuple(sorted(self.initial_cluster))
+
+    @property
+    def peers(self) -> dict[str, str]:
+        """The other members' peer URLs."""
+        return {n: url for n, url in self.initial_cluster.items() if n != self.name}
+
+    def raft_config(self) -> RaftConfig:
+        return RaftConfig(
+            election_timeout=self.election_timeout_ms / 1000.0,
+            heartbeat_interval=self.heartbeat_ms / 1000.0,
+            snapshot_threshold=self.snapshot_entries,
+        )
+
+
+# --- where each setting comes from ---------------------------------------------------------------------
+
+# NodeConfig field -> (command-line flag, environment variable)
+SETTINGS: dict[str, tuple[str, str]] = {
+    "name": ("--name", "ZRAFT_NAME"),
+    "data_dir": ("--data-dir", "ZRAFT_DATA_DIR"),
+    "peer_url": ("--peer-url", "ZRAFT_PEER_URL"),
+    "client_url": ("--client-url", "ZRAFT_CLIENT_URL"),
+    "initial_cluster": ("--initial-cluster", "ZRAFT_INITIAL_CLUSTER"),
+    "cluster_id": ("--cluster-id", "ZRAFT_CLUSTER_ID"),
+    "election_timeout_ms": ("--election-timeout-ms", "ZRAFT_ELECTION_TIMEOUT_MS"),
+    "heartbeat_ms": ("--heartbeat-ms", "ZRAFT_HEARTBEAT_MS"),
+    "snapshot_entries": ("--snapshot-entries", "ZRAFT_SNAPSHOT_ENTRIES"),
+    "log_level": ("--log-level", "ZRAFT_LOG_LEVEL"),
+    "log_json": ("--log-json", "ZRAFT_LOG_JSON"),
+}
+CONFIG_ENV = "ZRAFT_CONFIG"
+_INT_SETTINGS = ("election_timeout_ms", "heartbeat_ms", "snapshot_entries")
+_DEFAULTS: dict[str, Any] = {
+    "cluster_id": "zraft",
+    "election_timeout_ms": 1000,
+    "heartbeat_ms": 100,
+    "snapshot_entries": 10_000,
+    "log_level": "INFO",
+    "log_json": False,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class _Value:
+    value: Any
+    source: str  # how the operator would name where it came from, e.g. "--heartbeat-ms"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cluster-node",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=(
+            "Run one zraft node: a member of a Raft-replicated key-value metadata service.\n\n"
+            "Every setting can also come from a TOML file (--config FILE, keys spelled like data_dir)\n"
+            "or a ZRAFT_* environment variable. Flags win over the environment, which wins over the file."
+        ),
+        epilog=(
+            "example (one of three nodes):\n"
+            "  cluster-node --name n1 --data-dir /var/lib/zraft/n1 \\\n"
+            "    --peer-url tcp://127.0.0.1:7101 --client-url tcp://127.0.0.1:7001 \\\n"
+            "    --initial-cluster n1=tcp://127.0.0.1:7101,n2=tcp://127.0.0.1:7102,n3=tcp://127.0.0.1:7103\n\n"
+            "exit status: 0 after a clean stop (SIGTERM/SIGINT; a leader hands leadership over first),\n"
+            "2 for a configuration error or a port in use, 1 when the data directory cannot be used."
+        ),
+    )
+    add = parser.add_argument
+    add(
+        "--name",
+        metavar="NAME",
+        help="this node's stable, unique name (ZRAFT_NAME); must be in --initial-cluster",
+    )
+    add(
+        "--data-dir",
+        metavar="DIR",
+        help="directory for the WAL and snapshots, created if missing (ZRAFT_DATA_DIR)",
+    )
+    add(
+        "--peer-url",
+        metavar="URL",
+        help="tcp://HOST:PORT to bind for other nodes (ZRAFT_PEER_URL); "
+        "defaults to this node's entry in --initial-cluster and must match it",
+    )
+    add("--client-url", metavar="URL", help="tcp://HOST:PORT to bind for clients (ZRAFT_CLIENT_URL)")
+    add(
+        "--initial-cluster",
+        metavar="N=URL,...",
+        help="every member's name and peer URL, e.g. n1=tcp://10.0.0.1:7101,n2=... (ZRAFT_INITIAL_CLUSTER)",
+    )
+    add(
+        "--cluster-id",
+        metavar="ID",
+        help="cluster name stamped into the data directory (ZRAFT_CLUSTER_ID; default zraft)",
+    )
+    add(
+        "--config",
+        metavar="FILE",
+        help="TOML file with any of these settings, keys spelled like data_dir (ZRAFT_CONFIG)",
+    )
+    add(
+        "--election-timeout-ms",
+        metavar="N",
+        help="base election timeout in milliseconds; timers draw from [N, 2N) "
+        "(ZRAFT_ELECTION_TIMEOUT_MS; default 1000)",
+    )
+    add(
+        "--heartbeat-ms",
+        metavar="N",
+        help="leader heartbeat interval in milliseconds, below half the election timeout "
+        "(ZRAFT_HEARTBEAT_MS; default 100)",
+    )
+    add(
+        "--snapshot-entries",
+        metavar="N",
+        help="take a snapshot every N applied entries, 0 = never (ZRAFT_SNAPSHOT_ENTRIES; default 10000)",
+    )
+    add(
+        "--log-level",
+        metavar="LEVEL",
+        help=f"one of {', '.join(LOG_LEVELS)} (ZRAFT_LOG_LEVEL; default INFO)",
+    )
+    add(
+        "--log-json",
+        action="store_true",
+        default=None,
+        help="log one JSON object per line (ZRAFT_LOG_JSON=1)",
+    )
+    return parser
+
+
+def load_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> NodeConfig:
+    """Parse flags (argparse exits 2 on unknown flags), merge every source, check the result."""
+    args = build_parser().parse_args(argv)
+    env = os.environ if environ is None else environ
+    merged: dict[str, _Value] = {k: _Value(v, "default") for k, v in _DEFAULTS.items()}
+
+    config_file = args.config if args.config is not None else env.get(CONFIG_ENV) or None
+    if config_file is not None:
+        merged.update(_read_file(config_file))
+    for key, (_, var) in SETTINGS.items():
+        if env.get(var):
+            merged[key] = _Value(env[var], var)
+    for key, (flag, _) in SETTINGS.items():
+        value = getattr(args, key)
+        if value is not None:
+            merged[key] = _Value(value, flag)
+    config = _validate(merged)
+    check_data_dir(config.data_dir)
+    return config
+
+
+def _read_file(path: str) -> dict[str, _Value]:
+    try:
+        with open(path, "rb") as f:
+            table = tomllib.load(f)
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    out: dict[str, _Value] = {}
+    for key, value in table.items():
+        if key not in SETTINGS:
+            raise ConfigError(f"config file {path}: unknown key {key!r} (known keys: {', '.join(SETTINGS)})")
+        out[key] = _Value(value, f"{key} in {path}")
+    return out
+
+
+# --- checks ---------------------------------------------------------------------------------------------
+
+
+def _validate(merged: dict[str, _Value]) -> NodeConfig:
+    name = _require_str(merged, "name", "the node name")
+    if not NAME_PATTERN.fullmatch(name):
+        raise ConfigError(
+            f"node name {name!r} ({merged['name'].source}) must be 1-128 letters, digits, '_', '.' or '-', "
+            "starting with a letter or digit"
+        )
+    cluster_spec = merged.get("initial_cluster")
+    if cluster_spec is None or cluster_spec.value in ("", {}):
+        raise ConfigError(
+            "missing the initial cluster: pass --initial-cluster n1=URL,n2=URL,... "
+            "or set ZRAFT_INITIAL_CLUSTER"
+        )
+    initial = parse_initial_cluster(cluster_spec.value, cluster_spec.source)
+    if name not in initial:
+        raise ConfigError(
+            f"node name {name!r} is not in the initial cluster ({cluster_spec.source}: members "
+            f"{', '.join(sorted(initial))})"
+        )
+    if "peer_url" in merged:
+        peer_url = _require_str(merged, "peer_url", "the peer URL")
+        check_url(peer_url, merged["peer_url"].source)
+        if peer_url != initial[name]:
+            raise ConfigError(
+                f"peer URL {peer_url} ({merged['peer_url'].source}) does not match {initial[name]}, "
+                f"the URL given for {name} in the initial cluster ({cluster_spec.source})"
+            )
+    else:
+        peer_url = initial[name]
+    client_url = _require_str(merged, "client_url", "the client URL")
+    check_url(client_url, merged["client_url"].source)
+    if _host_port(client_url) in {_host_port(u) for u in initial.values()}:
+        raise ConfigError(f"client URL {client_url} ({merged['client_url'].source}) is also a peer URL")
+    data_dir = _require_str(merged, "data_dir", "the data directory")
+    cluster_id = _require_str(merged, "cluster_id", "the cluster id")
+    election = _positive_int(merged, "election_timeout_ms", minimum=1)
+    heartbeat = _positive_int(merged, "heartbeat_ms", minimum=1)
+    snapshot_entries = _positive_int(merged, "snapshot_entries", minimum=0)
+    if 2 * heartbeat >= election:
+        raise ConfigError(
+            f"heartbeat interval {heartbeat} ms ({merged['heartbeat_ms'].source}) must be below half the "
+            f"election timeout {election} ms ({merged['election_timeout_ms'].source})"
+        )
+    level = str(merged["log_level"].value).upper()
+    if level not in LOG_LEVELS:
+        raise ConfigError(
+            f"log level {merged['log_level'].value!r} ({merged['log_level'].source}) is not one of "
+            f"{', '.join(LOG_LEVELS)}"
+        )
+    return NodeConfig(
+        name=name,
+        data_dir=os.path.abspath(data_dir),
+        peer_url=peer_url,
+        client_url=client_url,
+        initial_cluster=initial,
+        cluster_id=cluster_id,
+        election_timeout_ms=election,
+        heartbeat_ms=heartbeat,
+        snapshot_entries=snapshot_entries,
+        log_level=level,
+        log_json=_bool(merged["log_json"]),
+    )
+
+
+def _require_str(merged: dict[str, _Value], key: str, what: str) -> str:
+    flag, var = SETTINGS[key]
+    item = merged.get(key)
+    if item is None or item.value == "":
+        raise ConfigError(f"missing {what}: pass {flag} or set {var} (or {key} in the config file)")
+    if not isinstance(item.value, str):
+        raise ConfigError(f"{what} ({item.source}) must be a string, got {type(item.value).__name__}")
+    return item.value.strip()
+
+
+def _positive_int(merged: dict[str, _Value], key: str, minimum: int) -> int:
+    item = merged[key]
+    value = item.value
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value.strip())
+    if type(value) is not int or value < minimum:
+        raise ConfigError(
+            f"{key.replace('_', ' ')} ({item.source}) must be an integer >= {minimum}, got {item.value!r}"
+        )
+    return value
+
+
+def _bool(item: _Value) -> bool:
+    value = item.value
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("1", "true", "yes", "on"):
+        return True
+    if isinstance(value, str) and value.strip().lower() in ("0", "false", "no", "off", ""):
+        return False
+    raise ConfigError(f"{item.source} must be true or false, got {value!r}")
+
+
+def check_url(url: str, source: str) -> None:
+    """tcp://HOST:PORT with a port in 1..65535 (HOST an IP, an interface or host name, or [IPv6])."""
+    match = _URL_PATTERN.fullmatch(url)
+    if match is None:
+        raise ConfigError(f"bad URL {url!r} ({source}): expected tcp://HOST:PORT, e.g. tcp://127.0.0.1:7101")
+    port = int(match["port"])
+    if not 1 <= port <= 65535:
+        raise ConfigError(f"bad URL {url!r} ({source}): port {port} is not in 1..65535")
+
+
+def _host_port(url: str) -> tuple[str, int]:
+    match = _URL_PATTERN.fullmatch(url)
+    assert match is not None
+    return match["host"], int(match["port"])
+
+
+def parse_initial_cluster(spec: object, source: str) -> dict[str, str]:
+    """ "n1=URL,n2=URL" (or a TOML table name -> URL) into a dict, checking names, URLs and duplicates."""
+    pairs: list[tuple[str, str]] = []
+    if isinstance(spec, dict):
+        for member, url in spec.items():
+            if not isinstance(url, str):
+                raise ConfigError(f"initial cluster ({source}): URL of {member!r} must be a string")
+            pairs.append((str(member), url.strip()))
+    elif isinstance(spec, str):
+        for item in spec.split(","):
+            item = item.strip()
+            if not item:
+                raise ConfigError(
+                    f"initial cluster ({source}) has an empty entry: expected n1=URL,n2=URL,..."
+                )
+            member, sep, url = item.partition("=")
+            if not sep:
+                raise ConfigError(f"initial cluster ({source}): entry {item!r} is not NAME=URL")
+            pairs.append((member.strip(), url.strip()))
+    else:
+        raise ConfigError(f"initial cluster ({source}) must be a string n1=URL,... or a table")
+    out: dict[str, str] = {}
+    addresses: dict[tuple[str, int], str] = {}
+    for member, url in pairs:
+        if not NAME_PATTERN.fullmatch(member):
+            raise ConfigError(f"initial cluster ({source}): bad node name {member!r}")
+        if member in out:
+            raise ConfigError(f"initial cluster ({source}): duplicate node name {member!r}")
+        check_url(url, f"initial cluster entry for {member}")
+        address = _host_port(url)
+        if address in addresses:
+            raise ConfigError(
+                f"initial cluster ({source}): {member} and {addresses[address]} have the same URL {url}"
+            )
+        addresses[address] = member
+        out[member] = url
+    return out
+
+
+def check_data_dir(path: str) -> None:
+    """Create the data directory when missing and make sure this process can create files in it."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ConfigError(f"data directory {path} exists but is not a directory")
+    try:
+        os.makedirs(path, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-probe-", dir=path)
+        os.close(fd)
+        os.remove(probe)
+    except OSError as exc:
+        raise ConfigError(f"data directory {path} is not writable: {exc.strerror or exc}") from None

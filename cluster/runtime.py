@@ -1,0 +1,294 @@
+"""NodeRuntime: drives one NodeActor with real sockets, a real disk and the monotonic clock.
+
+This is the only place where Raft meets I/O. Each event-loop turn (DESIGN.md rule 6):
+
+1. the loop's readers drain every readable socket (at most DRAIN_LIMIT frames each); every frame is
+   decoded and admitted (cluster/inbound.py) and stepped into the node, or dropped and counted (peers), or
+   answered with BAD_REQUEST (clients); STATUS requests are answered here, with runtime facts added;
+2. the node's timers fire if due; the advertiser may send its put to the leader; a pending shutdown
+   advances (leadership transfer);
+3. while the node has a Ready: persist it with one write and one fsync (only when it holds something to
+   persist), compact the WAL after a snapshot, then send its messages (peer messages through our DEALER
+   to the destination; client responses back along the route their request came in on), then advance.
+
+Routes are remembered per request sender, whichever socket the request came in on, in a bounded LRU table.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any, Final
+
+import msgpack
+from loguru import logger
+
+from actors.messages import ClientRequest, ClientResponse, Message, RequestKind, Status
+from actors.node import NodeActor, Role
+from cluster.advertise import Advertiser, client_urls
+from cluster.config import NodeConfig
+from cluster.inbound import (
+    Rejected,
+    admit_client_frame,
+    admit_dealer_frame,
+    admit_peer_frame,
+    advertiser_id,
+    salvage_ids,
+)
+from cluster.kv import MAX_COMMAND_BYTES, KVStateMachine
+from cluster.shutdown import GracefulStop
+from cluster.status import build_status
+from cluster.storage import DiskStorage
+from transport.codec import MAX_FRAME_BYTES, encode
+from transport.endpoints import ClientPort, PeerMesh, Route, SendStats, recv_batch, reply, split_envelope
+from transport.loop import EventLoop
+from transport.ratelimit import LogRateLimiter
+from transport.routes import RouteTable
+
+DRAIN_LIMIT: Final = 1000  # frames taken from one socket per turn, so no socket starves the others
+MAX_READIES_PER_TURN: Final = 64
+ROUTE_CAPACITY: Final = 65_536
+PEER_MAX_FRAME: Final = MAX_FRAME_BYTES  # what decode accepts from a peer
+CLIENT_MAX_FRAME: Final = MAX_COMMAND_BYTES + 64 * 1024  # a request never needs more
+PEER_SOCKET_LIMIT: Final = 2 * PEER_MAX_FRAME  # beyond this ZeroMQ drops the connection itself
+CLIENT_SOCKET_LIMIT: Final = 4 * CLIENT_MAX_FRAME
+BAD_FRAME_LOG_INTERVAL: Final = 5.0  # seconds between two reports of the same kind of bad frame
+MAX_REASON_BYTES: Final = 200
+
+
+class NodeRuntime:
+    def __init__(
+        self,
+        config: NodeConfig,
+        node: NodeActor,
+        sm: KVStateMachine,
+        storage: DiskStorage,
+        mesh: PeerMesh,
+        clients: ClientPort,
+        loop: EventLoop,
+    ) -> None:
+        self.config = config
+        self.name = config.name
+        self.node = node
+        self.sm = sm
+        self.storage = storage
+        self.mesh = mesh
+        self.clients = clients
+        self.loop = loop
+        self.started = loop.clock()
+        self.counters: Counter[str] = Counter()
+        self.reply_stats = SendStats()
+        self.routes: RouteTable[Route] = RouteTable(ROUTE_CAPACITY)
+        election_timeout = config.election_timeout_ms / 1000.0
+        self.stop = GracefulStop(self.name, election_timeout)
+        retry = min(2.0, max(0.5, 2 * election_timeout))  # advertise retry: a couple of seconds at most
+        self.advertiser = Advertiser(self.name, config.client_url, config.peer_url, retry)
+        self._peers = frozenset(config.peers)
+        self._advertiser_id = advertiser_id(self.name)
+        self._bad_frames = LogRateLimiter(BAD_FRAME_LOG_INTERVAL)
+        self._seen: tuple[Role, int, str | None] = (node.role, node.term, node.leader)
+        loop.add_reader(mesh.router, self._on_peer_router)
+        loop.add_reader(clients.router, self._on_client_router)
+        for peer, dealer in mesh.dealers.items():
+            loop.add_reader(dealer, self._dealer_reader(peer, dealer))
+
+    # --- the loop -------------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Serve until a requested stop completes (see cluster/shutdown.py)."""
+        self.loop.run(self.turn)
+
+    def turn(self, now: float) -> float | None:
+        """The work after the readers ran: timers, advertising, shutdown, Readies. Returns the deadline."""
+        node = self.node
+        if now >= node.next_deadline():
+            node.tick(now)
+        request = self.advertiser.poll(now, node.leader, self.sm)
+        if request is not None:
+            self._send_advertise(request, now)
+        done = self.stop.step(node, now)
+        self.pump(now)
+        self._log_role_change()
+        if done:
+            return None
+        if node.has_ready():
+            return now
+        return min(node.next_deadline(), self.advertiser.next_due(), self.stop.next_deadline())
+
+    def pump(self, now: float) -> None:
+        """Persist, send and advance every Ready the node has (persist before you speak)."""
+        node = self.node
+        for _ in range(MAX_READIES_PER_TURN):
+            if not node.has_ready():
+                return
+            rd = node.ready(now)
+            if rd.needs_persist():
+                self.storage.persist(rd.hard_state, rd.truncate_from, rd.entries, rd.snapshot)
+                if rd.snapshot is not None:
+                    self.storage.compact(node.log.base_index)
+                    meta = rd.snapshot.meta
+                    logger.info(
+                        "{}: snapshot at index {} (term {}) is durable; log kept from index {}",
+                        self.name,
+                        meta.index,
+                        meta.term,
+                        node.log.base_index + 1,
+                    )
+                now = self.loop.clock()  # the fsync took time
+            for msg in rd.messages:
+                self._send(msg)
+            node.advance(rd, now)
+
+    def flush(self) -> None:
+        """Persist (and send) whatever the node still holds, so nothing is pending in storage."""
+        self.pump(self.loop.clock())
+
+    # --- sending --------------------------------------------------------------------------------------
+
+    def _send(self, msg: Message) -> None:
+        if isinstance(msg, ClientResponse):
+            if msg.dst == self._advertiser_id:
+                return  # the answer to our own advertise write, stepped in locally while leading
+            route = self.routes.lookup(msg.dst)
+            if route is None:
+                self.reply_stats.dropped_unknown += 1
+                return
+            reply(route, encode(msg), self.reply_stats)
+        elif isinstance(msg, ClientRequest):
+            self.counters["unexpected_outgoing"] += 1  # the node never originates requests
+        else:
+            self.mesh.send(msg.dst, encode(msg))
+
+    def _send_advertise(self, request: ClientRequest, now: float) -> None:
+        logger.debug("{}: advertising {} through leader {}", self.name, self.advertiser.record, request.dst)
+        if request.dst == self.name:
+            self.node.step(request, now)
+        else:
+            self.mesh.send(request.dst, encode(request))
+
+    # --- receiving ------------------------------------------------------------------------------------
+
+    def _on_peer_router(self) -> None:
+        now = self.loop.clock()
+        router = self.mesh.router
+        for frames in recv_batch(router, DRAIN_LIMIT):
+            self.counters["peer_frames"] += 1
+            if len(frames) != 2:
+                self._drop(
+                    Rejected("malformed_peer", f"expected [identity, frame], got {len(frames)} frames"), now
+                )
+                continue
+            identity, payload = frames
+            try:
+                msg = admit_peer_frame(identity, payload, self._peers, PEER_MAX_FRAME)
+            except Rejected as rejected:
+                self._drop(rejected, now)
+                continue
+            if isinstance(msg, ClientRequest):
+                self._accept_request(msg, Route(router, (identity,)), now)
+            else:
+                self.node.step(msg, now)
+
+    def _on_client_router(self) -> None:
+        now = self.loop.clock()
+        router = self.clients.router
+        for frames in recv_batch(router, DRAIN_LIMIT):
+            self.counters["client_frames"] += 1
+            split = split_envelope(frames)
+            if split is None:
+                self._drop(Rejected("malformed_client", f"bad envelope of {len(frames)} frames"), now)
+                continue
+            envelope, payload = split
+            route = Route(router, envelope)
+            try:
+                request = admit_client_frame(payload, CLIENT_MAX_FRAME)
+            except Rejected as rejected:
+                self._drop(rejected, now)
+                self._answer_bad_request(route, payload, rejected.reason)
+                continue
+            self._accept_request(request, route, now)
+
+    def _dealer_reader(self, peer: str, dealer: Any) -> Any:
+        def on_readable() -> None:
+            now = self.loop.clock()
+            for frames in recv_batch(dealer, DRAIN_LIMIT):
+                try:
+                    if len(frames) != 1:
+                        raise Rejected("unexpected_peer", f"{len(frames)} frames on our DEALER to {peer}")
+                    answer = admit_dealer_frame(peer, frames[0], self.name, PEER_MAX_FRAME)
+                except Rejected as rejected:
+                    self._drop(rejected, now)
+                    continue
+                self.counters["advertise_answers"] += 1
+                logger.debug("{}: advertise answer from {}: {}", self.name, peer, Status(answer.status).name)
+
+        return on_readable
+
+    def _accept_request(self, request: ClientRequest, route: Route, now: float) -> None:
+        self.routes.remember(request.src, route)
+        if request.kind == RequestKind.STATUS:
+            self._answer_status(request, route)
+        else:
+            self.node.step(request, now)
+
+    def _answer_status(self, request: ClientRequest, route: Route) -> None:
+        status = build_status(
+            self.node.status(),
+            cluster_id=self.config.cluster_id,
+            client_url=self.config.client_url,
+            peer_url=self.config.peer_url,
+            data_dir=self.config.data_dir,
+            client_urls=client_urls(self.sm),
+            storage=self.storage.stats,
+            runtime=self.runtime_counters(),
+            uptime=self.loop.clock() - self.started,
+        )
+        result: bytes = msgpack.packb(status, use_bin_type=True)
+        response = ClientResponse(self.name, request.src, request.req_id, Status.OK, result, "")
+        reply(route, encode(response), self.reply_stats)
+
+    def _answer_bad_request(self, route: Route, payload: bytes, reason: str) -> None:
+        src, req_id = salvage_ids(payload, CLIENT_MAX_FRAME)
+        text = reason.encode("utf-8", "replace")[:MAX_REASON_BYTES]
+        response = ClientResponse(self.name, src, req_id, Status.BAD_REQUEST, text, "")
+        reply(route, encode(response), self.reply_stats)
+
+    def _drop(self, rejected: Rejected, now: float) -> None:
+        self.counters[rejected.counter] += 1
+        suppressed = self._bad_frames.allow(rejected.counter, now)
+        if suppressed is not None:
+            more = f" ({suppressed} more since the last report)" if suppressed else ""
+            logger.warning(
+                "{}: dropped a bad frame ({}): {}{}", self.name, rejected.counter, rejected.reason, more
+            )
+
+    # --- facts ----------------------------------------------------------------------------------------
+
+    def runtime_counters(self) -> dict[str, Any]:
+        out: dict[str, Any] = dict(self.counters)
+        out["peer_send"] = self.mesh.stats.as_dict()
+        out["replies"] = self.reply_stats.as_dict()
+        out["routes"] = len(self.routes)
+        out["turns"] = self.loop.turns
+        out["advertise_sent"] = self.advertiser.sent
+        return out
+
+    def _log_role_change(self) -> None:
+        node = self.node
+        seen = (node.role, node.term, node.leader)
+        if seen == self._seen:
+            return
+        old_role = self._seen[0]
+        self._seen = seen
+        role, term, leader = seen
+        if role is Role.LEADER:
+            logger.info("{}: became leader (term {})", self.name, term)
+        elif role is Role.CANDIDATE:
+            logger.info("{}: campaigning (term {})", self.name, term)
+        elif role is Role.PRE_CANDIDATE:
+            logger.debug("{}: pre-vote for term {}", self.name, term + 1)
+        elif leader is not None:
+            logger.info("{}: following {} (term {})", self.name, leader, term)
+        elif old_role is Role.LEADER:
+            logger.info("{}: stepped down as leader (term {})", self.name, term)
+        else:
+            logger.debug("{}: follower without a known leader (term {})", self.name, term)

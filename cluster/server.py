@@ -1,0 +1,143 @@
+"""cluster-node: assemble one node process from its configuration and run it until SIGTERM/SIGINT.
+
+Assembly order: configuration (cluster/config.py), logging, the data-directory lock, the sockets (so a
+port in use fails fast, before the disk is touched), storage recovery, the state machine and NodeActor,
+then the runtime loop (cluster/runtime.py). Exit status: 0 after a clean stop, 2 for configuration
+problems (including a port in use or a data directory locked by another process), 1 when the data
+directory cannot be used (corruption, another node's data) or on an unexpected error.
+"""
+
+from __future__ import annotations
+
+import random
+import signal
+import sys
+from collections.abc import Sequence
+
+import zmq
+from loguru import logger
+
+from actors.contracts import Recovered
+from actors.node import NodeActor
+from cluster.config import ConfigError, NodeConfig, load_config
+from cluster.kv import KVStateMachine
+from cluster.lockfile import DataDirLocked, data_dir_lock
+from cluster.logsetup import configure_logging
+from cluster.runtime import CLIENT_SOCKET_LIMIT, PEER_SOCKET_LIMIT, NodeRuntime
+from cluster.storage import DiskStorage, StorageError
+from transport.disk import RealFS
+from transport.endpoints import BindError, ClientPort, PeerMesh
+from transport.loop import EventLoop, catch_signals
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_CONFIG = 2
+EXIT_INTERRUPTED = 130
+PROG = "cluster-node"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        config = load_config(argv)
+    except ConfigError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    configure_logging(config.log_level, config.log_json)
+    try:
+        return serve(config)
+    except (BindError, DataDirLocked) as exc:
+        logger.error("{}: {}", config.name, exc)
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except StorageError as exc:
+        logger.error("{}: cannot use data directory {}: {}", config.name, config.data_dir, exc)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:  # SIGINT before the runtime's handlers were installed (e.g. during recovery)
+        logger.warning("{}: interrupted during start-up", config.name)
+        return EXIT_INTERRUPTED
+    except Exception:
+        logger.exception("{}: stopped by an unexpected error", config.name)
+        return EXIT_FAILURE
+
+
+def serve(config: NodeConfig) -> int:
+    """Run the node until a requested stop completes; raises on start-up problems."""
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    try:
+        with data_dir_lock(config.data_dir):
+            _serve_locked(ctx, config)
+    finally:
+        ctx.term()
+    return EXIT_OK
+
+
+def _serve_locked(ctx: zmq.Context[zmq.Socket[bytes]], config: NodeConfig) -> None:
+    mesh = PeerMesh.open(ctx, config.name, config.peer_url, config.peers, PEER_SOCKET_LIMIT)
+    try:
+        clients = ClientPort.open(ctx, config.client_url, CLIENT_SOCKET_LIMIT)
+    except BaseException:
+        mesh.close()
+        raise
+    storage = DiskStorage(RealFS(), config.data_dir, cluster_id=config.cluster_id, node_name=config.name)
+    loop = EventLoop()
+    try:
+        recovered = storage.recover()
+        sm = KVStateMachine()
+        node = NodeActor(
+            config.name, config.members, config.raft_config(), sm, random.Random(), recovered, loop.clock()
+        )
+        runtime = NodeRuntime(config, node, sm, storage, mesh, clients, loop)
+        _log_start(config, recovered, node)
+        restore_signals = catch_signals(loop, (signal.SIGTERM, signal.SIGINT), runtime.stop.request)
+        try:
+            runtime.run()
+        finally:
+            restore_signals()
+        runtime.flush()
+        stats = storage.stats
+        logger.info(
+            "{}: stopped cleanly (term {}, commit {}, applied {}; {} fsyncs, {:.1f} entries per fsync)",
+            config.name,
+            node.term,
+            node.commit_index,
+            node.applied_index,
+            stats.fsyncs,
+            stats.entries_per_fsync(),
+        )
+    finally:
+        loop.close()
+        mesh.close()  # LINGER 0: nothing queued holds up ctx.term()
+        clients.close()
+        storage.close()
+
+
+def _log_start(config: NodeConfig, recovered: Recovered, node: NodeActor) -> None:
+    hs = recovered.hard_state
+    snap = recovered.snapshot
+    logger.info(
+        "{}: starting in cluster {} with members {}; peer URL {}, client URL {}, data dir {}",
+        config.name,
+        config.cluster_id,
+        ", ".join(f"{n}={u}" for n, u in sorted(config.initial_cluster.items())),
+        config.peer_url,
+        config.client_url,
+        config.data_dir,
+    )
+    logger.info(
+        "{}: recovered term {}, vote {}, commit {}, snapshot index {}, {} log entries (last index {}); "
+        "election timeout {} ms, heartbeat {} ms, snapshot every {} entries",
+        config.name,
+        hs.term,
+        hs.vote or "-",
+        hs.commit,
+        snap.meta.index if snap else 0,
+        len(recovered.entries),
+        node.log.last_index(),
+        config.election_timeout_ms,
+        config.heartbeat_ms,
+        config.snapshot_entries,
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

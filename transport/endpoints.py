@@ -1,0 +1,203 @@
+"""ZeroMQ endpoints of one node: the peer mesh (one ROUTER in, one DEALER out per peer) and the client port.
+
+This module owns socket creation, socket options, binding and connecting, and the framing of a send or a
+receive (identity frames, envelopes, non-blocking sends that drop instead of blocking). It knows nothing of
+Raft: payloads are opaque bytes, and peers and senders are plain strings.
+
+The shape is the ZeroMQ guide's peer pattern (DESIGN.md "Sockets"): every node binds a ROUTER on its peer
+URL and connects one DEALER per peer, with its own name as the DEALER's identity, so the receiving ROUTER
+sees who sent each frame. A DEALER send never blocks: a full queue (or no connection yet) drops the frame
+and counts it; Raft retries whatever matters. ZeroMQ reconnects on its own.
+
+Dead connections: every socket sends ZMTP heartbeats and closes a connection whose other end stays silent
+for HEARTBEAT_TIMEOUT_MS, so a peer that died with its host (no FIN, no RST) frees its identity on our
+ROUTER and our DEALER reconnects once it is back. ROUTER_HANDOVER stays off: with it, anyone connecting
+with a peer's identity would silently orphan that peer's live connection for good.
+"""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import zmq
+
+PEER_SNDHWM = 1000  # frames queued per peer before sends drop
+CLIENT_SNDHWM = 10_000
+MAX_ENVELOPE_FRAMES = 4  # routing frames a client may put before its payload (e.g. a REQ delimiter)
+MAX_ENVELOPE_FRAME_BYTES = 256
+HEARTBEAT_IVL_MS = 1000
+HEARTBEAT_TIMEOUT_MS = 5000
+
+
+class BindError(Exception):
+    """A socket could not bind its URL (port in use, bad address). The message names the URL."""
+
+    def __init__(self, url: str, reason: str) -> None:
+        super().__init__(f"cannot bind {url}: {reason}")
+        self.url = url
+        self.reason = reason
+
+
+@dataclass(slots=True)
+class SendStats:
+    sent: int = 0
+    dropped_full: int = 0  # the queue was at its high-water mark, or no connection yet (zmq.Again)
+    dropped_unroutable: int = 0  # a ROUTER reply to an identity that is not connected
+    dropped_unknown: int = 0  # no socket for that destination
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "sent": self.sent,
+            "dropped_full": self.dropped_full,
+            "dropped_unroutable": self.dropped_unroutable,
+            "dropped_unknown": self.dropped_unknown,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """How to reach whoever sent a frame to a ROUTER: that socket, and the envelope to put first."""
+
+    socket: zmq.Socket[bytes]
+    envelope: tuple[bytes, ...]  # the identity frame, then any routing frames the sender used
+
+
+def _bind(sock: zmq.Socket[bytes], url: str) -> None:
+    try:
+        sock.bind(url)
+    except zmq.ZMQError as exc:
+        sock.close(linger=0)
+        if exc.errno == errno.EADDRINUSE:
+            raise BindError(url, "address already in use (is another node running on this port?)") from None
+        if exc.errno == errno.EADDRNOTAVAIL:
+            raise BindError(url, "address not available on this host") from None
+        raise BindError(url, str(exc)) from None
+
+
+def _common_options(sock: zmq.Socket[bytes], sndhwm: int, max_frame: int) -> None:
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.SNDHWM, sndhwm)
+    sock.setsockopt(zmq.MAXMSGSIZE, max_frame)  # ZeroMQ drops a connection that sends more than this
+    sock.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_IVL_MS)
+    sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS)
+
+
+def _router(ctx: zmq.Context[zmq.Socket[bytes]], url: str, sndhwm: int, max_frame: int) -> zmq.Socket[bytes]:
+    sock = ctx.socket(zmq.ROUTER)
+    _common_options(sock, sndhwm, max_frame)
+    sock.setsockopt(zmq.ROUTER_MANDATORY, 1)  # an unroutable reply raises instead of vanishing silently
+    _bind(sock, url)
+    return sock
+
+
+def send_frames(sock: zmq.Socket[bytes], frames: list[bytes], stats: SendStats) -> bool:
+    """Send one multipart message without blocking; False (and counted) when it was dropped."""
+    try:
+        sock.send_multipart(frames, flags=zmq.NOBLOCK)
+    except zmq.Again:
+        stats.dropped_full += 1
+        return False
+    except zmq.ZMQError as exc:
+        if exc.errno == errno.EHOSTUNREACH:
+            stats.dropped_unroutable += 1
+            return False
+        raise
+    stats.sent += 1
+    return True
+
+
+def recv_batch(sock: zmq.Socket[bytes], limit: int) -> list[list[bytes]]:
+    """Up to `limit` multipart messages that are waiting on `sock`, without blocking."""
+    out: list[list[bytes]] = []
+    while len(out) < limit:
+        try:
+            out.append(sock.recv_multipart(flags=zmq.NOBLOCK))
+        except zmq.Again:
+            break
+    return out
+
+
+@dataclass(slots=True)
+class PeerMesh:
+    """The node's peer ROUTER (bound) and one DEALER per peer (connected, identity = our name)."""
+
+    name: str
+    router: zmq.Socket[bytes]
+    dealers: dict[str, zmq.Socket[bytes]]
+    stats: SendStats = field(default_factory=SendStats)
+
+    @classmethod
+    def open(
+        cls,
+        ctx: zmq.Context[zmq.Socket[bytes]],
+        name: str,
+        bind_url: str,
+        peers: Mapping[str, str],
+        max_frame: int,
+        sndhwm: int = PEER_SNDHWM,
+    ) -> PeerMesh:
+        """Bind the ROUTER on `bind_url` and connect a DEALER to each peer URL in `peers` (name -> URL)."""
+        router = _router(ctx, bind_url, sndhwm, max_frame)
+        mesh = cls(name=name, router=router, dealers={})
+        try:
+            for peer, url in sorted(peers.items()):
+                dealer = ctx.socket(zmq.DEALER)
+                mesh.dealers[peer] = dealer
+                dealer.setsockopt(zmq.IDENTITY, name.encode("utf-8"))  # before connect, or it has no effect
+                _common_options(dealer, sndhwm, max_frame)
+                dealer.setsockopt(zmq.IMMEDIATE, 1)  # no queueing for a peer we are not connected to
+                dealer.connect(url)
+        except zmq.ZMQError as exc:
+            mesh.close()
+            raise BindError(bind_url, f"cannot connect to a peer: {exc}") from None
+        return mesh
+
+    def send(self, peer: str, frame: bytes) -> bool:
+        """Send one frame to `peer` through our DEALER; dropped (and counted) when it cannot go now."""
+        dealer = self.dealers.get(peer)
+        if dealer is None:
+            self.stats.dropped_unknown += 1
+            return False
+        return send_frames(dealer, [frame], self.stats)
+
+    def close(self) -> None:
+        self.router.close(linger=0)
+        for dealer in self.dealers.values():
+            dealer.close(linger=0)
+
+
+@dataclass(slots=True)
+class ClientPort:
+    """The node's client ROUTER. Replies go back through the Route a request arrived on (see reply())."""
+
+    router: zmq.Socket[bytes]
+
+    @classmethod
+    def open(
+        cls, ctx: zmq.Context[zmq.Socket[bytes]], bind_url: str, max_frame: int, sndhwm: int = CLIENT_SNDHWM
+    ) -> ClientPort:
+        return cls(router=_router(ctx, bind_url, sndhwm, max_frame))
+
+    def close(self) -> None:
+        self.router.close(linger=0)
+
+
+def split_envelope(frames: list[bytes]) -> tuple[tuple[bytes, ...], bytes] | None:
+    """(envelope, payload) of a message received on a ROUTER, or None when it cannot be one.
+
+    The envelope is the identity frame plus any routing frames before the payload (a REQ socket adds an
+    empty delimiter); a reply echoes it so it reaches the same sender the same way.
+    """
+    if len(frames) < 2 or len(frames) > MAX_ENVELOPE_FRAMES + 1:
+        return None
+    envelope = tuple(frames[:-1])
+    if any(len(f) > MAX_ENVELOPE_FRAME_BYTES for f in envelope):
+        return None
+    return envelope, frames[-1]
+
+
+def reply(route: Route, frame: bytes, stats: SendStats) -> bool:
+    """Send `frame` back along `route`; dropped (and counted) when unroutable or the queue is full."""
+    return send_frames(route.socket, [*route.envelope, frame], stats)
