@@ -1,0 +1,80 @@
+"""Client-side encoding of KV ops (cluster/kv.py's format) and checking of their results.
+
+Validation happens here, in the calling thread, through cluster.kv's own encoders, so the client refuses
+exactly what the state machine would refuse, with the same words, before anything is sent. A write's op is
+encoded once: the command for each (session, seq, ack_floor) the ClientActor chooses is that small header
+followed by the already-encoded op (a msgpack array is the concatenation of its items).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgpack
+
+from actors.client import WriteEncoder
+from cluster import kv
+from cluster.errors import InvalidRequest, Rejected
+
+
+def _command_head(session: int, seq: int, ack_floor: int) -> bytes:
+    # 0x94: a msgpack fixarray of 4 items, [session, seq, ack_floor, op]
+    head: bytes = b"\x94" + msgpack.packb(session) + msgpack.packb(seq) + msgpack.packb(ack_floor)
+    return head
+
+
+def _reason(exc: Exception) -> str:
+    """kv's validation message, or msgpack's complaint about a type or number it cannot encode."""
+    reason = str(exc)
+    if not isinstance(exc, ValueError):  # from msgpack: a set, an object, an int beyond 64 bits, ...
+        return f"value cannot be stored ({reason}); use None, bool, int, float, str, bytes, list or dict"
+    if reason.startswith("malformed command"):  # what we packed ourselves only fails kv's strict map keys
+        return "map keys inside a value must be str or bytes"
+    if reason.startswith("command too large"):
+        reason += f"; a value may be at most {kv.MAX_VALUE_BYTES} bytes once encoded"
+    return reason
+
+
+def write_encoder(operation: str, session: int, op: list[Any]) -> WriteEncoder:
+    """Validate a write op now; return the encoder ClientActor.write calls. Raises InvalidRequest."""
+    try:
+        probe = kv.encode_command(session, 1, 1, op)
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise InvalidRequest(operation, _reason(exc)) from None
+    body = probe[len(_command_head(session, 1, 1)) :]
+
+    def encode(session: int, seq: int, ack_floor: int) -> bytes:
+        return _command_head(session, seq, ack_floor) + body
+
+    return encode
+
+
+def encode_query(operation: str, op: list[Any]) -> bytes:
+    """Validate and encode a read-only query. Raises InvalidRequest."""
+    key = op[1] if len(op) > 1 else None
+    if (
+        isinstance(key, str) and len(key.encode("utf-8")) > kv.MAX_KEY_BYTES
+    ):  # say so before "query too large"
+        what = "prefix" if op[0] == "range" else "key"
+        size = len(key.encode("utf-8"))
+        raise InvalidRequest(operation, f"{what} too large ({size} bytes > {kv.MAX_KEY_BYTES})")
+    try:
+        return kv.encode_query(op)
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise InvalidRequest(operation, _reason(exc)) from None
+
+
+def check_result(operation: str, data: bytes) -> dict[str, Any]:
+    """The decoded state machine result; raises Rejected for {"ok": False} or a malformed result."""
+    try:
+        result = kv.decode_result(data)
+    except ValueError as exc:
+        raise Rejected(operation, f"unreadable answer from the cluster: {exc}") from None
+    if not result["ok"]:
+        raise Rejected(operation, str(result.get("error") or "unknown error"))
+    return result
+
+
+def describe_bad_request(data: bytes) -> str:
+    """The node's reason for a BAD_REQUEST answer (an error text)."""
+    return data.decode("utf-8", "replace").strip() or "bad request"

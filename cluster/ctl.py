@@ -1,0 +1,243 @@
+"""cluster-ctl: talk to a zraft cluster from the command line (put, get, del, cas, status).
+
+The argument parser, the value parsing rule and the exit statuses live here; printing is in
+cluster/ctl_output.py and all cluster traffic goes through cluster.Client.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from loguru import logger
+
+from cluster.client import Client
+from cluster.commands import encode_query, write_encoder
+from cluster.ctl_output import FORMATS, kvs_text, show_value, status_text, to_json
+from cluster.defaults import ENDPOINTS_ENV, default_endpoints, local_endpoints, parse_endpoints
+from cluster.errors import InvalidRequest, Rejected, ZraftError
+
+EXIT_OK = 0
+EXIT_FAILED = 1  # a definite failure: rejected, cas did not swap, key not found on get
+EXIT_USAGE = 2  # bad arguments, including values the client refuses before sending
+EXIT_NO_ANSWER = 3  # unavailable, or the outcome of a write is unknown
+
+_EPILOG = f"""\
+values:
+  VALUE, EXPECTED and NEW are parsed as JSON when they are valid JSON (42, true, null, [1,2],
+  {{"a":1}}, "quoted"), else taken as a plain string. For cas, EXPECTED null means "the key is absent".
+
+endpoints:
+  --endpoints, else ${ENDPOINTS_ENV}, else the cluster-local defaults {",".join(local_endpoints())}.
+  Any reachable node will do: the client learns the others and follows the leader.
+
+exit status:
+  0 ok   1 definite failure (rejected, cas not swapped, key not found)   2 usage error
+  3 no answer in time (unavailable, or a write whose outcome is unknown)
+
+examples:
+  cluster-ctl put config/x '{{"replicas": 3}}'
+  cluster-ctl get config/ --prefix -w table
+  cluster-ctl cas lock/a null me
+  cluster-ctl status
+"""
+
+
+class UsageError(Exception):
+    """Bad command-line input found after argparse (exit status 2)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:  # argparse's own usage errors: one line, exit 2
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def parse_value(text: str) -> Any:
+    """JSON when `text` is valid JSON, else the text itself as a string."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
+    return value
+
+
+def _common_options(parser: argparse.ArgumentParser, default: Any) -> None:
+    """Options accepted both before and after the command (defaults only on the main parser)."""
+    parser.add_argument(
+        "--endpoints",
+        metavar="URL,...",
+        default=default,
+        help=f"client URLs of one or more nodes (default: ${ENDPOINTS_ENV}, else the cluster-local ones)",
+    )
+    parser.add_argument(
+        "-w",
+        "--write-out",
+        choices=FORMATS,
+        default=default if default is argparse.SUPPRESS else "simple",
+        help="output format (default: simple; status prints a table unless json)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=_positive,
+        metavar="S",
+        default=default if default is argparse.SUPPRESS else 5.0,
+        help="seconds to wait for an answer (default: 5)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="cluster-ctl",
+        description="Read and write keys in a zraft cluster and show its status.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _common_options(parser, None)
+    common = _Parser(add_help=False)
+    _common_options(common, argparse.SUPPRESS)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=_Parser)
+
+    put = sub.add_parser("put", parents=[common], help="set KEY to VALUE; prints the new revision")
+    put.add_argument("key", metavar="KEY")
+    put.add_argument("value", metavar="VALUE", help="JSON, or else a plain string")
+
+    get = sub.add_parser("get", parents=[common], help="print the value of KEY (exit 1 when absent)")
+    get.add_argument("key", metavar="KEY")
+    get.add_argument("--prefix", action="store_true", help="every key starting with KEY, sorted")
+    get.add_argument("--limit", type=int, default=0, metavar="N", help="with --prefix: at most N keys")
+    get.add_argument(
+        "--serializable", action="store_true", help="answer from any node, possibly stale (faster)"
+    )
+
+    delete = sub.add_parser("del", parents=[common], help="delete KEY; prints how many keys were deleted")
+    delete.add_argument("key", metavar="KEY")
+    delete.add_argument("--prefix", action="store_true", help="delete every key starting with KEY")
+
+    cas = sub.add_parser(
+        "cas", parents=[common], help="set KEY to NEW only if it is EXPECTED (exit 1 when not)"
+    )
+    cas.add_argument("key", metavar="KEY")
+    cas.add_argument("expected", metavar="EXPECTED", help="JSON (null = the key is absent), or a string")
+    cas.add_argument("new", metavar="NEW", help="JSON, or else a plain string")
+
+    sub.add_parser("status", parents=[common], help="every node's role, term, commit and applied index")
+    return parser
+
+
+# --- commands -----------------------------------------------------------------------------------------
+
+
+def _put(c: Client, args: argparse.Namespace) -> int:
+    rev = c.put(args.key, parse_value(args.value))
+    if args.write_out == "json":
+        print(to_json({"key": args.key, "revision": rev}))
+    else:
+        print(f"OK (revision {rev})")
+    return EXIT_OK
+
+
+def _get(c: Client, args: argparse.Namespace) -> int:
+    if args.prefix:
+        kvs = c.range(args.key, args.limit, args.serializable)
+        text = kvs_text(kvs, args.write_out)
+        if text:
+            print(text)
+        return EXIT_OK
+    kv = c.get_kv(args.key, args.serializable)
+    if kv is None:
+        print(f"cluster-ctl: key not found: {args.key}", file=sys.stderr)
+        return EXIT_FAILED
+    if args.write_out == "json":
+        print(to_json(kv))
+    elif args.write_out == "table":
+        print(kvs_text([kv], "table"))
+    else:
+        print(show_value(kv["value"]))
+    return EXIT_OK
+
+
+def _del(c: Client, args: argparse.Namespace) -> int:
+    deleted = c.delete_prefix(args.key) if args.prefix else int(c.delete(args.key))
+    print(to_json({"deleted": deleted}) if args.write_out == "json" else str(deleted))
+    return EXIT_OK
+
+
+def _cas(c: Client, args: argparse.Namespace) -> int:
+    swapped = c.cas(args.key, parse_value(args.expected), parse_value(args.new))
+    if args.write_out == "json":
+        print(to_json({"key": args.key, "swapped": swapped}))
+    elif swapped:
+        print("OK")
+    if not swapped:
+        print(f"cluster-ctl: cas failed: {args.key} is not {args.expected}; nothing changed", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def _status(c: Client, args: argparse.Namespace) -> int:
+    print(status_text(c.status(), args.write_out))
+    return EXIT_OK
+
+
+_COMMANDS: dict[str, Callable[[Client, argparse.Namespace], int]] = {
+    "put": _put,
+    "get": _get,
+    "del": _del,
+    "cas": _cas,
+    "status": _status,
+}
+
+
+def check_request(args: argparse.Namespace) -> None:
+    """Refuse a bad key, value or limit before connecting (exit status 2 without touching the network)."""
+    if args.command == "get" and args.limit < 0:
+        raise UsageError("--limit must not be negative")
+    if args.command in ("put", "cas"):
+        values = [args.value] if args.command == "put" else [args.expected, args.new]
+        write_encoder(args.command, 0, [args.command, args.key, *map(parse_value, values)])
+    elif args.command in ("get", "del"):
+        op = ["range", args.key, 0] if args.prefix else ["get", args.key]
+        encode_query(args.command, op)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run a parsed command; raises UsageError, ValueError or ZraftError."""
+    check_request(args)
+    endpoints = parse_endpoints(args.endpoints) if args.endpoints else default_endpoints()
+    with Client(endpoints, timeout=args.timeout) as c:
+        return _COMMANDS[args.command](c, args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    logger.remove()
+    logger.add(sys.stderr, level="ERROR", format="cluster-ctl: {message}")
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except (UsageError, InvalidRequest, ValueError) as exc:
+        code, message = EXIT_USAGE, str(exc)
+    except Rejected as exc:
+        code, message = EXIT_FAILED, str(exc)
+    except ZraftError as exc:
+        code, message = EXIT_NO_ANSWER, str(exc)
+    except KeyboardInterrupt:
+        code, message = EXIT_NO_ANSWER, "interrupted; the outcome of a write is unknown"
+    print(f"cluster-ctl: error: {message}", file=sys.stderr)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

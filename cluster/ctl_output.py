@@ -1,0 +1,63 @@
+"""How cluster-ctl prints results: machine-readable JSON, aligned tables, or simple lines.
+
+Values are any msgpack value; JSON cannot hold bytes, so bytes are shown as {"base64": "..."}.
+In simple and table output a str value prints as is and anything else prints as JSON.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Sequence
+from typing import Any
+
+FORMATS = ("simple", "json", "table")
+KV_COLUMNS = ("key", "value", "version", "create_revision", "mod_revision")
+STATUS_COLUMNS = ("name", "client_url", "role", "term", "commit", "applied", "leader")
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, bytes | bytearray | memoryview):
+        return {"base64": base64.b64encode(bytes(obj)).decode("ascii")}
+    raise TypeError(f"cannot show a {type(obj).__name__} as JSON")
+
+
+def to_json(obj: Any) -> str:
+    return json.dumps(obj, default=_jsonable, ensure_ascii=False, sort_keys=False)
+
+
+def show_value(value: Any) -> str:
+    return value if isinstance(value, str) else to_json(value)
+
+
+def table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Left-aligned columns under an upper-case header, separated by two spaces."""
+    header = [c.upper().replace("_", "-") for c in columns]
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
+    lines = [header, *rows]
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip() for line in lines
+    )
+
+
+def kvs_text(kvs: Sequence[dict[str, Any]], fmt: str) -> str:
+    """Key-value records (as Client.get_kv returns them) in the chosen format."""
+    if fmt == "json":
+        return to_json({"kvs": list(kvs), "count": len(kvs)})
+    if fmt == "table":
+        rows = [[show_value(kv[c]) if c == "value" else str(kv[c]) for c in KV_COLUMNS] for kv in kvs]
+        return table(KV_COLUMNS, rows)
+    return "\n".join(f"{kv['key']}\n{show_value(kv['value'])}" for kv in kvs)
+
+
+def status_text(status: dict[str, Any], fmt: str) -> str:
+    """Client.status()'s answer: JSON as is, otherwise a summary line and one row per node."""
+    if fmt == "json":
+        return to_json(status)
+    leader = status.get("leader") or ""
+    rows = []
+    for member in status["members"]:
+        cells = [str(member.get(c, "")) for c in STATUS_COLUMNS[:-1]]
+        rows.append([*cells, "*" if leader and member["name"] == leader else ""])
+    summary = f"leader: {leader or '(none)'}   term: {status.get('term', 0)}"
+    return summary + "\n" + table(STATUS_COLUMNS, rows)

@@ -1,0 +1,392 @@
+"""cluster.Client, cluster-ctl and cluster-local against real node processes started through bin/.
+
+Ports are free loopback ports, waits are bounded, and every process is stopped in a finally block (the
+start_cluster context manager, or the cluster-local helper below). Timings (latency, failover) are printed
+for the record, never asserted: only that a failing request ends within its timeout plus a margin.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import queue
+import random
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from cluster import Client, ClientClosed, InvalidRequest, OutcomeUnknown, Unavailable
+from cluster.defaults import PEER_PORT_OFFSET
+from cluster.local_nodes import port_in_use
+from tests.integration.util import (
+    REPO_ROOT,
+    Cluster,
+    NodeHandle,
+    free_ports,
+    get_status,
+    start_cluster,
+    wait_for_leader,
+    wait_until,
+)
+
+pytestmark = pytest.mark.integration
+
+CTL = REPO_ROOT / "bin" / "cluster-ctl"
+LOCAL = REPO_ROOT / "bin" / "cluster-local"
+MARGIN = 2.0  # how much later than its timeout a failing call may return (thread wake-ups, slow CI)
+
+
+def urls_advertised(cluster: Cluster) -> bool:
+    """Every live node reports every member's client URL (what a client learns from one node)."""
+    names = {n.name for n in cluster.nodes}
+    return all(set(get_status(n.client_url).get("client_urls", {})) >= names for n in cluster.alive())
+
+
+def started(cluster: Cluster) -> NodeHandle:
+    leader = wait_for_leader(cluster)
+    wait_until(lambda: urls_advertised(cluster), 10.0, "every node to advertise its client URL")
+    return leader
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    with start_cluster(3) as c:
+        started(c)
+        yield c
+
+
+@pytest.fixture(scope="module")
+def client(cluster: Cluster) -> Iterator[Client]:
+    with Client([n.client_url for n in cluster.nodes], timeout=5.0) as c:
+        yield c
+
+
+# --- semantics ----------------------------------------------------------------------------------------
+
+
+def test_put_get_revisions_and_versions(client: Client) -> None:
+    rev1 = client.put("sem/a", {"x": [1, 2.5, None, True, b"\x00raw"]})
+    assert client.get("sem/a") == {"x": [1, 2.5, None, True, b"\x00raw"]}
+    kv1 = client.get_kv("sem/a")
+    assert kv1 == {
+        "key": "sem/a",
+        "value": {"x": [1, 2.5, None, True, b"\x00raw"]},
+        "create_revision": rev1,
+        "mod_revision": rev1,
+        "version": 1,
+    }
+    rev2 = client.put("sem/a", "second")
+    assert rev2 > rev1
+    kv2 = client.get_kv("sem/a")
+    assert kv2 is not None and (kv2["create_revision"], kv2["mod_revision"], kv2["version"]) == (
+        rev1,
+        rev2,
+        2,
+    )
+    assert client.get("sem/missing") is None and client.get_kv("sem/missing") is None
+    # A serializable read may be stale, but it catches up.
+    wait_until(lambda: client.get("sem/a", serializable=True) == "second", 5.0, "a serializable read")
+    with pytest.raises(InvalidRequest, match="key must not be empty"):
+        client.put("", 1)
+    with pytest.raises(InvalidRequest, match="value too large"):
+        client.put("sem/big", "x" * (1024 * 1024 + 1))
+
+
+def test_range_is_sorted_limited_and_prefix_exact(client: Client) -> None:
+    for key in ("rng/b", "rng/a", "rng/c", "rngx", "rn"):
+        client.put(key, key.upper())
+    kvs = client.range("rng/")
+    assert [kv["key"] for kv in kvs] == ["rng/a", "rng/b", "rng/c"]
+    assert [kv["value"] for kv in kvs] == ["RNG/A", "RNG/B", "RNG/C"]
+    assert all({"create_revision", "mod_revision", "version"} <= kv.keys() for kv in kvs)
+    assert [kv["key"] for kv in client.range("rng/", limit=2)] == ["rng/a", "rng/b"]
+    assert client.range("nothing-here/") == []
+
+
+def test_cas_delete_and_delete_prefix(client: Client) -> None:
+    assert client.cas("cas/k", None, 1) is True  # None: only if absent
+    assert client.cas("cas/k", None, 2) is False
+    assert client.cas("cas/k", 1.0, 2) is False  # 1.0 is not 1
+    assert client.cas("cas/k", 1, 2) is True
+    assert client.get("cas/k") == 2
+    assert client.delete("cas/k") is True
+    assert client.delete("cas/k") is False
+    for i in range(5):
+        client.put(f"dp/{i}", i)
+    client.put("dpx", "stays")
+    assert client.delete_prefix("dp/") == 5
+    assert client.range("dp/") == [] and client.get("dpx") == "stays"
+    assert client.delete_prefix("dp/") == 0
+
+
+def test_many_threads_pipeline_through_one_client(client: Client) -> None:
+    threads, per_thread = 16, 40
+    errors: list[BaseException] = []
+
+    def work(t: int) -> None:
+        try:
+            for i in range(per_thread):
+                client.put(f"mt/{t:02d}/{i:03d}", [t, i])
+                if i % 10 == 0:
+                    assert client.get(f"mt/{t:02d}/{i:03d}") == [t, i]
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    started_at = time.monotonic()
+    workers = [threading.Thread(target=work, args=(t,)) for t in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(60)
+    elapsed = time.monotonic() - started_at
+    assert not errors, errors[:3]
+    assert len(client.range("mt/")) == threads * per_thread
+    print(f"\n{threads} threads x {per_thread} puts (+ gets): {elapsed:.2f}s")
+
+
+def test_single_request_latency(client: Client) -> None:
+    samples = []
+    for i in range(200):
+        t0 = time.perf_counter()
+        client.put(f"lat/{i}", i)
+        samples.append(time.perf_counter() - t0)
+    reads = []
+    for i in range(200):
+        t0 = time.perf_counter()
+        client.get(f"lat/{i}")
+        reads.append(time.perf_counter() - t0)
+    print(
+        f"\nput latency: median {statistics.median(samples) * 1000:.2f} ms, "
+        f"max {max(samples) * 1000:.2f} ms; linearizable get median {statistics.median(reads) * 1000:.2f} ms"
+    )
+
+
+def test_a_client_that_knows_only_a_follower_finds_the_leader(cluster: Cluster) -> None:
+    leader = wait_for_leader(cluster)
+    follower = next(n for n in cluster.nodes if n is not leader)
+    with Client(follower.client_url, timeout=5.0) as c:
+        assert set(c.nodes) == {n.name for n in cluster.nodes}  # learned from the follower's status
+        assert c.nodes[leader.name] == leader.client_url
+        rev = c.put("redirect/k", "v")
+        assert c.get_kv("redirect/k") == {
+            "key": "redirect/k",
+            "value": "v",
+            "create_revision": rev,
+            "mod_revision": rev,
+            "version": 1,
+        }
+    with pytest.raises(ClientClosed):
+        c.get("redirect/k")
+
+
+def test_status_lists_every_member(client: Client, cluster: Cluster) -> None:
+    status = client.status()
+    leader = wait_for_leader(cluster)
+    assert status["leader"] == leader.name and status["term"] >= 1
+    rows = {m["name"]: m for m in status["members"]}
+    assert set(rows) == {n.name for n in cluster.nodes}
+    for node in cluster.nodes:
+        row = rows[node.name]
+        assert row["reachable"] and row["client_url"] == node.client_url
+        assert row["role"] in ("leader", "follower") and row["applied"] <= row["commit"]
+
+
+# --- cluster-ctl ----------------------------------------------------------------------------------------
+
+
+def ctl(*args: str, timeout: float = 20.0) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(CTL), *args], capture_output=True, text=True, timeout=timeout, cwd=REPO_ROOT
+    )
+
+
+def test_cluster_ctl_put_get_cas_del_status(cluster: Cluster) -> None:
+    ep = ["--endpoints", ",".join(n.client_url for n in cluster.nodes)]
+    put = ctl(*ep, "-w", "json", "put", "ctl/k", '{"a": [1, 2]}')
+    assert put.returncode == 0, put.stderr
+    rev = json.loads(put.stdout)["revision"]
+    got = ctl(*ep, "-w", "json", "get", "ctl/k")
+    assert got.returncode == 0, got.stderr
+    assert json.loads(got.stdout) == {
+        "key": "ctl/k",
+        "value": {"a": [1, 2]},
+        "create_revision": rev,
+        "mod_revision": rev,
+        "version": 1,
+    }
+    assert ctl(*ep, "put", "ctl/s", "plain text").returncode == 0
+    assert ctl(*ep, "get", "ctl/s").stdout == "plain text\n"
+    missing = ctl(*ep, "get", "ctl/missing")
+    assert missing.returncode == 1 and "key not found" in missing.stderr and missing.stdout == ""
+    listed = ctl(*ep, "-w", "json", "get", "ctl/", "--prefix")
+    assert [kv["key"] for kv in json.loads(listed.stdout)["kvs"]] == ["ctl/k", "ctl/s"]
+    lost = ctl(*ep, "cas", "ctl/s", "other", "new")
+    assert lost.returncode == 1 and "cas failed" in lost.stderr
+    assert ctl(*ep, "cas", "ctl/s", "plain text", "new").returncode == 0
+    deleted = ctl(*ep, "-w", "json", "del", "ctl/", "--prefix")
+    assert deleted.returncode == 0 and json.loads(deleted.stdout) == {"deleted": 2}
+    status = ctl(*ep, "-w", "json", "status")
+    assert status.returncode == 0, status.stderr
+    view = json.loads(status.stdout)
+    assert view["leader"] == wait_for_leader(cluster).name
+    assert sorted(m["name"] for m in view["members"]) == ["n1", "n2", "n3"]
+    table = ctl(*ep, "status")
+    assert table.returncode == 0 and "CLIENT-URL" in table.stdout and "*" in table.stdout
+
+
+def test_cluster_ctl_exits_3_when_nothing_answers() -> None:
+    (port,) = free_ports(1)
+    started_at = time.monotonic()
+    result = ctl("--endpoints", f"tcp://127.0.0.1:{port}", "--timeout", "0.5", "get", "k")
+    assert result.returncode == 3 and result.stderr.count("\n") == 1
+    assert "no answer" in result.stderr
+    assert time.monotonic() - started_at < 0.5 + MARGIN + 3.0  # + interpreter start-up
+
+
+# --- failures -------------------------------------------------------------------------------------------
+
+
+def sigkill(node: NodeHandle) -> None:
+    assert node.proc is not None
+    os.kill(node.proc.pid, signal.SIGKILL)
+    node.proc.wait(10)
+
+
+def test_leader_kill_then_majority_loss() -> None:
+    with start_cluster(3) as cluster:
+        leader = started(cluster)
+        with Client([n.client_url for n in cluster.nodes], timeout=5.0) as c:
+            c.put("fo/k", 1)
+            sigkill(leader)
+            t0 = time.monotonic()
+            c.put("fo/k", 2)  # same Client: finds the new leader within its timeout
+            failover = time.monotonic() - t0
+            print(f"\nfailover: first write after kill -9 of the leader took {failover:.3f}s")
+            assert c.get("fo/k") == 2
+
+            sigkill(cluster.alive()[0])  # now 1 of 3 is left: no majority
+            for call, error in (
+                (lambda: c.put("fo/k", 3, timeout=1.5), OutcomeUnknown),
+                (lambda: c.get("fo/k", timeout=1.5), Unavailable),
+            ):
+                t0 = time.monotonic()
+                with pytest.raises(error):
+                    call()
+                elapsed = time.monotonic() - t0
+                assert elapsed < 1.5 + MARGIN, f"{error.__name__} took {elapsed:.2f}s"
+            status = c.status(timeout=1.0)  # the survivor still answers for itself
+            assert sum(not m["reachable"] for m in status["members"]) == 2
+
+
+# --- cluster-local --------------------------------------------------------------------------------------
+
+
+def free_base_port(nodes: int = 3) -> int:
+    """A base port whose client (base+i) and peer (base+100+i) ports are all free right now (chosen
+    below the usual ephemeral range, so outgoing connections do not take them meanwhile)."""
+    for _ in range(50):
+        base = random.randrange(20000, 30000)
+        ports = [base + i for i in range(1, nodes + 1)]
+        ports += [base + PEER_PORT_OFFSET + i for i in range(1, nodes + 1)]
+        if not any(port_in_use("127.0.0.1", p) for p in ports):
+            return base
+    raise AssertionError("no free port range found")
+
+
+class LocalRun:
+    """bin/cluster-local as a subprocess, its output collected line by line by a reader thread."""
+
+    def __init__(self, argv: list[str]) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, str(LOCAL), *argv],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            cwd=REPO_ROOT,
+            start_new_session=True,
+        )
+        self.lines: list[str] = []
+        self._queue: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self._queue.put(line.rstrip("\n"))
+
+    def wait_for(self, text: str, timeout: float) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                line = self._queue.get(timeout=0.1)
+            except queue.Empty:
+                if self.proc.poll() is not None and self._queue.empty():
+                    break
+                continue
+            self.lines.append(line)
+            if text in line:
+                return line
+        raise AssertionError(f"cluster-local never printed {text!r}; output:\n" + "\n".join(self.lines))
+
+    def node_pids(self) -> list[int]:
+        return [int(line.split("(pid ")[1].split(")")[0]) for line in self.lines if "(pid " in line]
+
+    def cleanup(self) -> None:
+        """Whatever happened: stop cluster-local, then make sure none of its nodes survive it."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        for pid in self.node_pids():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_cluster_local_starts_serves_and_stops_on_sigint(tmp_path: Path) -> None:
+    base = free_base_port()
+    run = LocalRun(
+        ["--base-port", str(base), "--data-dir", str(tmp_path / "local")]
+        + ["--election-timeout-ms", "300", "--heartbeat-ms", "50"]
+    )
+    try:
+        run.wait_for("cluster-local: ready", 30.0)
+        endpoints_line = run.wait_for("endpoints:", 5.0)
+        endpoints = endpoints_line.split("endpoints:")[1].strip()
+        assert endpoints == ",".join(f"tcp://127.0.0.1:{base + i}" for i in (1, 2, 3))
+        assert len(run.node_pids()) == 3
+        assert ctl("--endpoints", endpoints, "put", "hello", "world").returncode == 0
+        got = ctl("--endpoints", endpoints, "-w", "json", "get", "hello")
+        assert got.returncode == 0 and json.loads(got.stdout)["value"] == "world"
+        busy = subprocess.run(
+            [sys.executable, str(LOCAL), "--base-port", str(base), "--data-dir", str(tmp_path / "other")],
+            capture_output=True,
+            text=True,
+            timeout=20,
+        )
+        assert busy.returncode == 1 and "is busy" in busy.stderr, busy.stderr
+        run.proc.send_signal(signal.SIGINT)
+        assert run.proc.wait(30) == 0
+        run.wait_for("cluster-local: stopped", 5.0)
+        for pid in run.node_pids():  # every node is gone
+            assert not _alive(pid)
+    finally:
+        run.cleanup()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
