@@ -83,6 +83,7 @@ class DiskStorage:
         self.stats = StorageStats()
         self._wal = WalWriter(fs, self.wal_dir, self.hook)
         self._hard_state = INITIAL_HARD_STATE
+        self._synced_hard_state = INITIAL_HARD_STATE  # the last hard state known to be fsynced
         self._log = LogIndex()  # snapshot index/term, exact last index, terms of the durable log
         self._recovered = False
         self._closed = False
@@ -149,6 +150,7 @@ class DiskStorage:
             )
 
         self._hard_state = hard_state if hard_state is not None else INITIAL_HARD_STATE
+        self._synced_hard_state = self._hard_state
         if snapshot is not None:
             self._log.load(snapshot.meta.index, snapshot.meta.term, entries)
         else:
@@ -304,13 +306,25 @@ class DiskStorage:
             nrecords += 1
 
         self._wal.write(buf)
-        self._wal.sync()
+        # Term and vote must be durable before a vote or acknowledgement leaves; a commit index alone
+        # need not be (a restarted node learns it again), so a commit-only change rides along unsynced
+        # until the next fsync, as etcd does.
+        log_changed = snapshot is not None or truncate_from is not None or bool(entries)
+        if log_changed or self._term_or_vote_changed(hard_state):
+            self._wal.sync()
+            self._synced_hard_state = hard_state or self._synced_hard_state
         if hard_state is not None:
             self._hard_state = hard_state
         self.stats.fsyncs += self._wal.fsyncs - fsync_count
         self.stats.batches += 1
         self.stats.records += nrecords
         self.stats.bytes += len(buf)
+
+    def _term_or_vote_changed(self, hard_state: HardState | None) -> bool:
+        if hard_state is None:
+            return False
+        synced = self._synced_hard_state
+        return (hard_state.term, hard_state.vote) != (synced.term, synced.vote)
 
     def _validate(
         self, truncate_from: int | None, entries: list[Entry] | tuple[Entry, ...], snapshot: Snapshot | None
