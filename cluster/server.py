@@ -78,7 +78,13 @@ def _serve_locked(ctx: zmq.Context[zmq.Socket[bytes]], config: NodeConfig) -> No
     except BaseException:
         mesh.close()
         raise
-    storage = DiskStorage(RealFS(), config.data_dir, cluster_id=config.cluster_id, node_name=config.name)
+    storage = DiskStorage(
+        RealFS(),
+        config.data_dir,
+        cluster_id=config.cluster_id,
+        node_name=config.name,
+        segment_bytes=config.wal_segment_bytes,
+    )
     loop = EventLoop()
     try:
         recovered = storage.recover()

@@ -1,1 +1,1 @@
-"""Bytes and sockets, nothing Raft-specific: codec, ZeroMQ endpoints, event loop, simulated network/clock/disk."""
+"""Bytes and sockets, nothing Raft-specific: codec, ZeroMQ endpoints, event loop, simulated net/clock/disk."""

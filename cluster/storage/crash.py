@@ -1,8 +1,9 @@
 """Crash points: named places in the storage code where a fault test can make the process die.
 
 `crash_point(name)` exits the process at once (os._exit(77): no cleanup, no buffered output flushed)
-when the environment variable ZRAFT_CRASH_POINT equals name. Real nodes pass it as their crash hook; the
-simulator passes its own hook (for example `RaiseAt`) to stop a node at the same places in-process.
+when the environment variable ZRAFT_CRASH_POINT equals name (at its ZRAFT_CRASH_AFTER-th hit).
+Real nodes pass it as their crash hook; the simulator passes its own hook (for example `RaiseAt`)
+to stop a node at the same places in-process.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import Callable
 from loguru import logger
 
 CRASH_ENV = "ZRAFT_CRASH_POINT"
+CRASH_AFTER_ENV = "ZRAFT_CRASH_AFTER"
 CRASH_EXIT_CODE = 77
 
 WAL_BEFORE_FSYNC = "wal-before-fsync"
@@ -35,9 +37,19 @@ CRASH_POINTS: tuple[str, ...] = (
 CrashHook = Callable[[str], None]
 
 
+_hits: dict[str, int] = {}
+
+
 def crash_point(name: str) -> None:
-    """Exit the process immediately when ZRAFT_CRASH_POINT names this point."""
+    """Exit the process immediately when ZRAFT_CRASH_POINT names this point.
+
+    With ZRAFT_CRASH_AFTER=N the process exits at the Nth time the point is reached (default the first),
+    so a fault test can let a node run under load before it dies there.
+    """
     if os.environ.get(CRASH_ENV) == name:
+        _hits[name] = _hits.get(name, 0) + 1
+        if _hits[name] < int(os.environ.get(CRASH_AFTER_ENV, "1")):
+            return
         logger.critical("crash point {} reached: exiting with code {}", name, CRASH_EXIT_CODE)
         with contextlib.suppress(OSError):
             os.write(2, f"zraft: crash point {name} reached\n".encode())
