@@ -1,0 +1,99 @@
+"""A cluster-bench worker process: `python -m cluster.bench.worker`, driven over stdin/stdout (ipc.py).
+
+The first message names the driver to build ({"driver": "zraft" | "etcd" | "pysyncobj", ...}); the worker
+answers {"ok": true, "pid": ...} and then serves commands until "stop" or end of input:
+
+    prepare  {workload, threads, worker, seed, read_set}   start the threads of one cell (loadgen.Cell)
+    go       {start, warmup, duration}                     run the prepared cell; answer its samples
+    preload  {keys, threads, seed}                         put each of `keys` read keys once
+    info     {}                                            the driver's view (PySyncObj: leader, ready)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from typing import IO, Any
+
+from cluster.bench.ipc import WorkerGone, read_message, write_message
+from cluster.bench.loadgen import Cell, preload
+from cluster.bench.workloads import Driver, read_keys
+
+
+def build_driver(init: dict[str, Any]) -> Driver:
+    kind = init.get("driver")
+    timeout = float(init.get("timeout", 10.0))
+    if kind == "zraft":
+        from cluster.bench.drivers import ZraftDriver
+
+        return ZraftDriver(list(init["endpoints"]), timeout)
+    if kind == "etcd":
+        from cluster.bench.drivers import EtcdDriver
+
+        return EtcdDriver(str(init["endpoint"]), timeout)
+    if kind == "pysyncobj":
+        from cluster.bench.pysyncobj_node import PySyncObjDriver
+
+        return PySyncObjDriver(str(init["self"]), list(init["partners"]), timeout)
+    raise ValueError(f"unknown driver {kind!r}")
+
+
+def serve(driver: Driver, inp: IO[bytes], out: IO[bytes]) -> None:
+    cell: Cell | None = None
+    while True:
+        try:
+            msg = read_message(inp)
+        except WorkerGone:
+            return
+        cmd = msg.get("cmd")
+        if cmd == "stop":
+            with contextlib.suppress(OSError):  # the bench may no longer be listening
+                write_message(out, {"ok": True})
+            return
+        try:
+            if cmd == "prepare":
+                cell = Cell(
+                    driver, msg["workload"], msg["threads"], msg["worker"], msg["seed"], msg["read_set"]
+                )
+                cell.prepare()
+                answer: dict[str, Any] = {"ok": True}
+            elif cmd == "go":
+                if cell is None:
+                    raise RuntimeError("go before prepare")
+                answer, cell = cell.run(msg["start"], msg["warmup"], msg["duration"]), None
+            elif cmd == "preload":
+                answer = preload(driver, read_keys(msg["keys"]), msg["threads"], msg["seed"])
+            elif cmd == "info":
+                info = getattr(driver, "info", None)
+                answer = info() if info is not None else {"ok": True}
+            else:
+                raise ValueError(f"unknown command {cmd!r}")
+        except Exception as exc:
+            answer = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+        write_message(out, answer)
+
+
+def main() -> int:
+    out = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # stray prints go to the log, not into the stream
+    inp = sys.stdin.buffer
+    try:
+        init = read_message(inp)
+    except WorkerGone:
+        return 1
+    try:
+        driver = build_driver(init)
+    except Exception as exc:
+        write_message(out, {"ok": False, "error": f"{type(exc).__name__}: {exc}"})
+        return 1
+    write_message(out, {"ok": True, "pid": os.getpid()})
+    try:
+        serve(driver, inp, out)
+    finally:
+        driver.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,144 @@
+"""zraft as a system under test: a fresh local cluster started through bin/cluster-node, or --endpoints.
+
+Nodes get exactly the flags cluster-local gives them (cluster.local.node_argv), on a free block of ports
+laid out like cluster-local's (client base+i, peer base+100+i), with data directories in a temporary
+directory that is removed afterwards. Writes are fsynced before they are acknowledged (always on).
+Load: separate load-generator processes, each with one cluster.Client shared by all its threads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from cluster.bench.pool import WorkerPool
+from cluster.bench.ports import pick_base_port
+from cluster.bench.system import ServerProcess, stop_servers, wait_for
+from cluster.client import Client
+from cluster.defaults import PEER_PORT_OFFSET, local_endpoints, node_name
+from cluster.errors import ZraftError
+from cluster.local import node_argv
+
+START_TIMEOUT = 30.0
+
+
+class ZraftCluster:
+    name = "zraft"
+
+    def __init__(
+        self,
+        nodes: int = 3,
+        endpoints: list[str] | None = None,
+        data_root: str | None = None,
+        op_timeout: float = 10.0,
+    ) -> None:
+        self.nodes = nodes
+        self.endpoints = endpoints
+        self.external = endpoints is not None
+        self.data_root = data_root
+        self.op_timeout = op_timeout
+        self.servers: list[ServerProcess] = []
+        self.data_dir: Path | None = None
+        self.client: Client | None = None
+        self.pool = WorkerPool([])
+        self._clients = 0
+
+    def start(self, clients: int, run_dir: Path) -> None:
+        self._clients = clients
+        if self.endpoints is None:
+            self.endpoints = self._start_nodes(run_dir)
+        endpoints = self.endpoints
+        self.client = wait_for(
+            lambda: _leader_client(endpoints), self.servers, START_TIMEOUT, "a zraft leader"
+        )
+        self.pool = WorkerPool.start(
+            [
+                (
+                    f"zraft-load{i + 1}",
+                    {"driver": "zraft", "endpoints": endpoints, "timeout": self.op_timeout},
+                )
+                for i in range(clients)
+            ],
+            run_dir,
+        )
+
+    def _start_nodes(self, run_dir: Path) -> list[str]:
+        offsets = [i for i in range(1, self.nodes + 1)] + [
+            PEER_PORT_OFFSET + i for i in range(1, self.nodes + 1)
+        ]
+        base = pick_base_port(offsets)
+        self.data_dir = Path(tempfile.mkdtemp(prefix="zraft-bench-", dir=self.data_root))
+        layout = argparse.Namespace(
+            nodes=self.nodes, base_port=base, election_timeout_ms=None, heartbeat_ms=None, log_level=None
+        )
+        for i in range(1, self.nodes + 1):
+            name = node_name(i)
+            argv = node_argv(layout, i, self.data_dir)
+            self.servers.append(ServerProcess(name, argv, run_dir / f"zraft-{name}.log"))
+        return local_endpoints(self.nodes, base)
+
+    def describe(self) -> dict[str, str]:
+        where = (
+            f"existing cluster at {','.join(self.endpoints or [])}"
+            if self.external
+            else f"{self.nodes} local processes started via bin/cluster-node (cluster-local's flags), "
+            f"data in a temporary directory under {self.data_root or tempfile.gettempdir()}"
+        )
+        return {
+            "cluster": where,
+            "client": "cluster.Client (ZeroMQ DEALER + msgpack); linearizable get = ReadIndex, "
+            "serializable get = served locally by the receiving node",
+            "load": f"{self._clients} load-generator process(es), each one Client shared by its threads "
+            "(one blocking request per thread; the Client pipelines them)",
+            "durability": "fsync before acknowledging (always on)",
+        }
+
+    def node_pids(self) -> dict[str, int]:
+        return {s.name: s.pid for s in self.servers}
+
+    def counters(self) -> dict[str, dict[str, int]] | None:
+        if self.client is None:
+            return None
+        try:
+            status = self.client.status(timeout=2.0)
+        except ZraftError:
+            return {}
+        out: dict[str, dict[str, int]] = {}
+        for member in status.get("members", []):
+            storage: Any = member.get("storage")
+            if isinstance(storage, dict) and "fsyncs" in storage and "entries" in storage:
+                out[str(member["name"])] = {
+                    "fsyncs": int(storage["fsyncs"]),
+                    "entries": int(storage["entries"]),
+                }
+        return out
+
+    def notes(self) -> list[str]:
+        return []
+
+    def stop(self) -> None:
+        self.pool.close()
+        if self.client is not None:
+            self.client.close()
+            self.client = None
+        stop_servers(self.servers)
+        if self.data_dir is not None:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+
+
+def _leader_client(endpoints: list[str]) -> Client | None:
+    """A connected Client once the cluster has a leader; None while it has not."""
+    try:
+        client = Client(endpoints, timeout=1.0)
+    except ZraftError:
+        return None
+    try:
+        if client.status(timeout=1.0).get("leader"):
+            return client
+    except ZraftError:
+        pass
+    client.close()
+    return None
