@@ -4,13 +4,17 @@ A runtime drives a NodeActor like this (etcd-raft's Ready/Advance shape):
 
     node.step(message, now) / node.tick(now) / node.propose(...)   # any number of times
     rd = node.ready(now)                                           # what happened, batched
+    send(rd.early_messages)                                        # may leave at once
     storage.persist(rd.hard_state, rd.truncate_from, rd.entries, rd.snapshot)   # one write + one fsync
     send(rd.messages)                                              # only after the fsync
     node.advance(rd, now)                                          # the persisted state counts from now on
 
 Between ready() and advance() the runtime may keep stepping messages in, but must not call ready() again.
-Messages in a Ready never leave before its persistent parts are durable (DESIGN.md rule 3: persist before
-you speak); that is what makes votes and acknowledgements safe across crashes.
+`messages` never leave before the Ready's persistent parts are durable (DESIGN.md rule 3: persist before
+you speak); that is what makes votes and acknowledgements safe across crashes. `early_messages` are the
+leader's AppendEntries and InstallSnapshot: they depend only on the leader's term, durable since before it
+won, so the leader replicates while its own write is in flight and counts itself toward a quorum only
+after advance() (dissertation 10.2.1).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ class Ready:
     entries: list[Entry] = field(default_factory=list)  # to append, in index order
     snapshot: Snapshot | None = None  # a snapshot to persist (taken locally or installed from the leader)
     messages: list[Message] = field(default_factory=list)  # to send once the above is durable
+    early_messages: list[Message] = field(default_factory=list)  # may be sent before persisting
 
     def needs_persist(self) -> bool:
         return (
@@ -38,7 +43,7 @@ class Ready:
         )
 
     def is_empty(self) -> bool:
-        return not self.needs_persist() and not self.messages
+        return not self.needs_persist() and not self.messages and not self.early_messages
 
 
 @dataclass(slots=True)

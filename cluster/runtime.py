@@ -121,6 +121,8 @@ class NodeRuntime:
             if not node.has_ready():
                 return
             rd = node.ready(now)
+            for msg in rd.early_messages:  # replication runs in parallel with our own fsync
+                self._send(msg)
             if rd.needs_persist():
                 self.storage.persist(rd.hard_state, rd.truncate_from, rd.entries, rd.snapshot)
                 if rd.snapshot is not None:

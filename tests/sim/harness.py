@@ -562,6 +562,8 @@ class SimCluster:
                 break
             rd = actor.ready(self.scheduler.now)
             self.checker.check_node(actor)  # ready() applies and may compact
+            for msg in rd.early_messages:
+                self.network.send(msg)
             if rd.needs_persist():
                 node.persisting = True
                 incarnation = node.incarnation

@@ -67,6 +67,7 @@ class Cluster:
         out: list[Message] = []
         while node.has_ready():
             rd = node.ready(self.now)
+            out.extend(rd.early_messages)
             self.disks[nid].persist(rd)
             out.extend(rd.messages)
             node.advance(rd, self.now)

@@ -57,13 +57,17 @@ def test_committed_write_is_applied_everywhere_and_answered_once() -> None:
 
 
 def test_leader_counts_itself_only_after_its_own_fsync() -> None:
-    """DESIGN rule 3: the leader's own entry counts toward the quorum only once it is durable."""
+    """DESIGN rule 3 / dissertation 10.2.1: the leader replicates while its own write is in flight, but
+    its entry counts toward the quorum only once it is durable."""
     c = Cluster(3)
     leader = c.elect("n1")
     node = c.nodes[leader]
     node.step(write(leader, 1), c.now)
     rd = node.ready(c.now)  # handed to storage, not yet durable
     index = rd.entries[-1].index
+    sent = [m for m in rd.early_messages if isinstance(m, AppendEntries)]
+    assert {m.dst for m in sent} == {"n2", "n3"} and all(m.entries[-1].index == index for m in sent)
+    assert not any(isinstance(m, AppendEntries) for m in rd.messages)
     follower_ack = AppendEntriesResponse("n2", leader, node.term, True, index, 0, 0, 0)
     node.step(follower_ack, c.now)
     assert node.commit_index < index  # one follower alone is not a majority of three
@@ -193,10 +197,10 @@ def test_many_reads_share_one_confirmation_round() -> None:
     for i in range(50):
         node.step(read(leader, 100 + i), c.now)
     rd = node.ready(c.now)
-    heartbeats = [m for m in rd.messages if isinstance(m, AppendEntries)]
+    heartbeats = [m for m in rd.early_messages if isinstance(m, AppendEntries)]
     assert len(heartbeats) == 2  # one per follower
     node.advance(rd, c.now)
-    c.queue.extend(rd.messages)
+    c.queue.extend(rd.early_messages + rd.messages)
     c.deliver_all()
     assert len([m for m in responses(c) if m.status == Status.OK]) == 50
 
