@@ -265,7 +265,7 @@ class NodeActor:
                 self._outbox.extend(self._replication.send_all(self._leader_context(now)))
         self._maybe_snapshot()
         hs = self._hard_state()
-        early = [m for m in self._outbox if isinstance(m, AppendEntries | InstallSnapshot)]
+        early: list[Message] = [m for m in self._outbox if isinstance(m, AppendEntries | InstallSnapshot)]
         rd = Ready(
             hard_state=hs if hs != self._handed_hs else None,
             truncate_from=self._pending_truncate,

@@ -12,6 +12,7 @@ import heapq
 import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Protocol
 
 
@@ -86,7 +87,7 @@ class SimNetwork:
         self.duplicated += copies - 1
         for _ in range(copies):
             delay = self._rng.uniform(self.faults.min_delay, self.faults.max_delay)
-            self._scheduler.after(delay, lambda m=msg: self._arrive(m))
+            self._scheduler.after(delay, partial(self._arrive, msg))
 
     def _arrive(self, msg: Addressed) -> None:
         # A partition made while the message was in flight still cuts it off.

@@ -98,8 +98,8 @@ def entry_maker() -> Callable[[int, int, int, bytes], Entry]:
     if list(fields) != ["term", "index", "kind", "data"] or hasattr(Entry, "__post_init__"):
         return Entry
     new = object.__new__
-    set_term, set_index = Entry.term.__set__, Entry.index.__set__  # type: ignore[attr-defined]
-    set_kind, set_data = Entry.kind.__set__, Entry.data.__set__  # type: ignore[attr-defined]
+    set_term, set_index = Entry.term.__set__, Entry.index.__set__  # type: ignore[attr-defined,misc]
+    set_kind, set_data = Entry.kind.__set__, Entry.data.__set__  # type: ignore[attr-defined,misc]
 
     def make(term: int, index: int, kind: int, data: bytes) -> Entry:
         e = new(Entry)

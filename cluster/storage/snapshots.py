@@ -56,7 +56,7 @@ def list_snapshots(fs: FileSystem, snap_dir: str) -> list[tuple[int, int, str]]:
 
 def encode_header(snapshot: Snapshot) -> bytes:
     meta = snapshot.meta
-    header = msgpack.packb(
+    header: bytes = msgpack.packb(
         [VERSION, meta.index, meta.term, list(meta.members), len(snapshot.data), zlib.crc32(snapshot.data)],
         use_bin_type=True,
     )
