@@ -9,6 +9,7 @@ each request's deadline. Many requests may be in flight at once.
 from __future__ import annotations
 
 import random
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
@@ -48,6 +49,10 @@ class ClientOptions:
     backoff_base: float = 0.02
     backoff_max: float = 1.0
     max_redirects_without_backoff: int = 3
+    # Writes wait (unsent, without a sequence number) while the newest seq would be this far past the
+    # oldest open one: the state machine caches a bounded number of answers per session (cluster/kv.py,
+    # 1024), so a long-stuck write must not be overtaken by more writes than the cache holds.
+    max_seq_window: int = 1000
 
 
 WriteEncoder = Callable[[int, int, int], bytes]  # (session, seq, ack_floor) -> command bytes
@@ -68,6 +73,9 @@ class ClientActor:
     _outbox: list[ClientRequest] = field(default_factory=list)
     _done: list[Completion] = field(default_factory=list)
     _node_cursor: int = 0
+    _deferred: deque[tuple[int, WriteEncoder, float]] = field(
+        default_factory=deque
+    )  # handle, encode, deadline
 
     def __post_init__(self) -> None:
         if not self.nodes:
@@ -78,11 +86,33 @@ class ClientActor:
 
     def write(self, encode: WriteEncoder, now: float, timeout: float) -> int:
         """Submit a write; `encode` builds the command from (session, seq, ack_floor)."""
+        handle = self._next_handle
+        self._next_handle += 1
+        if self._deferred or self._window_full():
+            self._deferred.append((handle, encode, now + timeout))
+        else:
+            self._start_write(handle, encode, now + timeout, now)
+        return handle
+
+    def _window_full(self) -> bool:
+        return bool(self._open_seqs) and self._next_seq - min(self._open_seqs) >= self.options.max_seq_window
+
+    def _start_write(self, handle: int, encode: WriteEncoder, deadline: float, now: float) -> None:
         seq = self._next_seq
         self._next_seq += 1
         self._open_seqs.add(seq)
         payload = encode(self.session, seq, min(self._open_seqs))
-        return self._submit(RequestKind.WRITE, payload, now, timeout, seq)
+        pending = _Pending(handle, RequestKind.WRITE, payload, deadline, seq)
+        self._pending[handle] = pending
+        self._send(pending, self._leader or self._rotate(), now)
+
+    def _release_deferred(self, now: float) -> None:
+        while self._deferred and (now >= self._deferred[0][2] or not self._window_full()):
+            handle, encode, deadline = self._deferred.popleft()
+            if now >= deadline:  # never sent: certainly not applied, but the caller's time is up
+                self._done.append(Completion(handle, Outcome.TIMEOUT, b""))
+            else:
+                self._start_write(handle, encode, deadline, now)
 
     def read(self, query: bytes, now: float, timeout: float, serializable: bool = False) -> int:
         kind = RequestKind.SERIAL_READ if serializable else RequestKind.READ
@@ -128,6 +158,7 @@ class ClientActor:
             if status == Status.UNKNOWN:
                 self._leader = msg.leader_hint if msg.leader_hint in self.nodes else ""
             self._backoff(pending, now)
+        self._release_deferred(now)
 
     def tick(self, now: float) -> None:
         for pending in list(self._pending.values()):
@@ -141,11 +172,13 @@ class ClientActor:
                 if pending.target == self._leader:
                     self._leader = ""  # silent leader: try the others
                 self._send(pending, self._rotate(avoid=pending.target), now)
+        self._release_deferred(now)
 
     def next_deadline(self) -> float:
-        if not self._pending:
-            return float("inf")
-        return min(min(p.deadline, p.retry_at) for p in self._pending.values())
+        soonest = min((min(p.deadline, p.retry_at) for p in self._pending.values()), default=float("inf"))
+        if self._deferred:
+            soonest = min(soonest, min(deadline for _, _, deadline in self._deferred))
+        return soonest
 
     # --- outputs ----------------------------------------------------------------------------------
 
@@ -159,7 +192,7 @@ class ClientActor:
 
     @property
     def in_flight(self) -> int:
-        return len(self._pending)
+        return len(self._pending) + len(self._deferred)
 
     @property
     def leader_guess(self) -> NodeId:

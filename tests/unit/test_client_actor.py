@@ -112,3 +112,31 @@ def test_a_silent_node_is_asked_for_its_status_again_never_another_node() -> Non
     (second,) = a.take_messages()
     assert first.dst == second.dst == "n2" and second.kind == RequestKind.STATUS
     assert a.leader_guess == ""
+
+
+def test_a_stuck_write_holds_back_writes_beyond_the_sequence_window() -> None:
+    """Regression (kill -9 fault test): one write stuck on a dead node while thousands of others complete
+    pushed its seq out of the state machine's bounded answer cache, and its retry was then refused as
+    'already acknowledged'. The client keeps newest - oldest open seq below the window instead."""
+    a = ClientActor("c1", ("n1",), session=42, rng=random.Random(3), options=ClientOptions(max_seq_window=3))
+    stuck = a.write(enc, 0.0, 5.0)
+    others = [a.write(enc, 0.0, 5.0) for _ in range(4)]
+    sent = a.take_messages()
+    assert [msgpack.unpackb(m.payload)[1] for m in sent] == [1, 2, 3]  # seq 4 and 5 must wait
+    for m in sent[1:]:
+        reply(a, m.req_id, "n1", Status.OK)
+    assert a.take_messages() == []  # still held back: seq 1 is open
+    reply(a, stuck, "n1", Status.OK)
+    released = a.take_messages()
+    assert [msgpack.unpackb(m.payload)[1:3] for m in released] == [[4, 4], [5, 4]]
+    assert {c.handle for c in a.take_completions()} == {stuck, *others[:2]}
+
+
+def test_a_held_back_write_times_out_at_its_deadline() -> None:
+    a = ClientActor("c1", ("n1",), session=42, rng=random.Random(3), options=ClientOptions(max_seq_window=1))
+    a.write(enc, 0.0, 5.0)
+    held = a.write(enc, 0.0, 1.0)
+    a.take_messages()
+    assert a.next_deadline() <= 1.0
+    a.tick(1.0)
+    assert [(c.handle, c.outcome) for c in a.take_completions()] == [(held, Outcome.TIMEOUT)]
