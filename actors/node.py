@@ -101,6 +101,7 @@ class NodeActor:
         if rec.snapshot is not None:
             self._sm.restore(rec.snapshot.data)
         self._applied = base_index
+        self._applied_bytes = 0  # command bytes applied since the last snapshot
         self._commit = max(base_index, min(rec.hard_state.commit, self._log.last_index()))
         self._stable_index = self._log.last_index()  # everything recovered is on disk
         self._handed_hs = HardState(self._term, self._vote, self._commit)
@@ -539,6 +540,7 @@ class NodeActor:
             self._stable_index = meta.index
         self._sm.restore(snap.data)
         self._applied = meta.index
+        self._applied_bytes = 0
         self._commit = max(self._commit, meta.index)
         self._snapshot = snap
         self._pending_snapshot = snap
@@ -687,16 +689,21 @@ class NodeActor:
             entry = self._log.entry(self._applied + 1)
             result = self._sm.apply(entry.index, entry.data) if entry.kind == EntryKind.COMMAND else b""
             self._applied = entry.index
+            self._applied_bytes += len(entry.data)
             self._stats["applied"] += 1
             prop = self._proposals.pop(entry.index, None)
             if prop is not None and prop.term == entry.term:
                 self._reply(prop.client, prop.req_id, Status.OK, result)
 
     def _maybe_snapshot(self) -> None:
-        threshold = self._config.snapshot_threshold
+        """Snapshot every N applied entries or M applied bytes, whichever comes first."""
+        entries, size = self._config.snapshot_threshold, self._config.snapshot_threshold_bytes
         last_snap = self._snapshot.meta.index if self._snapshot else 0
-        if threshold <= 0 or self._applied - last_snap < threshold:
+        due_by_entries = entries > 0 and self._applied - last_snap >= entries
+        due_by_bytes = size > 0 and self._applied_bytes >= size
+        if not (due_by_entries or due_by_bytes) or self._applied == last_snap:
             return
+        self._applied_bytes = 0
         term = self._log.term_at(self._applied)
         assert term is not None
         snap = Snapshot(SnapshotMeta(self._applied, term, self._members), self._sm.snapshot())

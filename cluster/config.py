@@ -42,6 +42,7 @@ class NodeConfig:
     election_timeout_ms: int = 1000
     heartbeat_ms: int = 100
     snapshot_entries: int = 10_000  # applied entries between automatic snapshots; 0 = never
+    snapshot_bytes: int = 64 * 1024 * 1024  # ...or after this many bytes of applied commands
     wal_segment_bytes: int = 64 * 1024 * 1024  # a WAL segment rolls over past this size
     log_level: str = "INFO"
     log_json: bool = False
@@ -60,6 +61,7 @@ class NodeConfig:
             election_timeout=self.election_timeout_ms / 1000.0,
             heartbeat_interval=self.heartbeat_ms / 1000.0,
             snapshot_threshold=self.snapshot_entries,
+            snapshot_threshold_bytes=self.snapshot_bytes,
         )
 
 
@@ -76,17 +78,25 @@ SETTINGS: dict[str, tuple[str, str]] = {
     "election_timeout_ms": ("--election-timeout-ms", "ZRAFT_ELECTION_TIMEOUT_MS"),
     "heartbeat_ms": ("--heartbeat-ms", "ZRAFT_HEARTBEAT_MS"),
     "snapshot_entries": ("--snapshot-entries", "ZRAFT_SNAPSHOT_ENTRIES"),
+    "snapshot_bytes": ("--snapshot-bytes", "ZRAFT_SNAPSHOT_BYTES"),
     "wal_segment_bytes": ("--wal-segment-bytes", "ZRAFT_WAL_SEGMENT_BYTES"),
     "log_level": ("--log-level", "ZRAFT_LOG_LEVEL"),
     "log_json": ("--log-json", "ZRAFT_LOG_JSON"),
 }
 CONFIG_ENV = "ZRAFT_CONFIG"
-_INT_SETTINGS = ("election_timeout_ms", "heartbeat_ms", "snapshot_entries", "wal_segment_bytes")
+_INT_SETTINGS = (
+    "election_timeout_ms",
+    "heartbeat_ms",
+    "snapshot_entries",
+    "snapshot_bytes",
+    "wal_segment_bytes",
+)
 _DEFAULTS: dict[str, Any] = {
     "cluster_id": "zraft",
     "election_timeout_ms": 1000,
     "heartbeat_ms": 100,
     "snapshot_entries": 10_000,
+    "snapshot_bytes": 64 * 1024 * 1024,
     "wal_segment_bytes": 64 * 1024 * 1024,
     "log_level": "INFO",
     "log_json": False,
@@ -166,6 +176,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--snapshot-entries",
         metavar="N",
         help="take a snapshot every N applied entries, 0 = never (ZRAFT_SNAPSHOT_ENTRIES; default 10000)",
+    )
+    add(
+        "--snapshot-bytes",
+        metavar="N",
+        help="also take a snapshot once N bytes of commands were applied since the last one, 0 = never "
+        "(ZRAFT_SNAPSHOT_BYTES; default 67108864)",
     )
     add(
         "--wal-segment-bytes",
@@ -265,6 +281,7 @@ def _validate(merged: dict[str, _Value]) -> NodeConfig:
     election = _positive_int(merged, "election_timeout_ms", minimum=1)
     heartbeat = _positive_int(merged, "heartbeat_ms", minimum=1)
     snapshot_entries = _positive_int(merged, "snapshot_entries", minimum=0)
+    snapshot_bytes = _positive_int(merged, "snapshot_bytes", minimum=0)
     wal_segment_bytes = _positive_int(merged, "wal_segment_bytes", minimum=4096)
     if 2 * heartbeat >= election:
         raise ConfigError(
@@ -287,6 +304,7 @@ def _validate(merged: dict[str, _Value]) -> NodeConfig:
         election_timeout_ms=election,
         heartbeat_ms=heartbeat,
         snapshot_entries=snapshot_entries,
+        snapshot_bytes=snapshot_bytes,
         wal_segment_bytes=wal_segment_bytes,
         log_level=level,
         log_json=_bool(merged["log_json"]),

@@ -290,3 +290,18 @@ def test_stepping_down_before_ready_leaves_nothing_pending() -> None:
     assert not node.has_ready()
     statuses = {m.req_id: m.status for m in responses(c)}
     assert statuses == {1: Status.NOT_LEADER, 2: Status.UNKNOWN}
+
+
+def test_snapshot_is_also_taken_after_enough_applied_bytes() -> None:
+    config = replace(CONFIG, snapshot_threshold=0, snapshot_threshold_bytes=1000, snapshot_keep=0)
+    c = Cluster(1, config=config)
+    leader = c.elect()
+    for i in range(3):
+        c.nodes[leader].step(write(leader, i + 1, key=f"k{i}", value="x" * 100), c.now)
+        c.flush(leader)
+    assert c.nodes[leader].latest_snapshot is None  # about 3 x 120 bytes: not yet
+    for i in range(3, 12):
+        c.nodes[leader].step(write(leader, i + 1, key=f"k{i}", value="x" * 100), c.now)
+        c.flush(leader)
+    snap = c.nodes[leader].latest_snapshot
+    assert snap is not None and 8 <= snap.meta.index <= 11
