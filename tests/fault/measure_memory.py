@@ -1,0 +1,55 @@
+"""Measure node memory: write N keys of 100-byte values into a real 3-node cluster, print each node's RSS.
+
+    python -m tests.fault.measure_memory --keys 100000
+
+A measurement, not a test: nothing here asserts on size or speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import threading
+import time
+
+from cluster import Client
+from tests.integration.util import get_status, start_cluster, wait_for_leader
+
+
+def rss_kb(pid: int) -> dict[str, int]:
+    with open(f"/proc/{pid}/status") as f:
+        fields = dict(line.split(":", 1) for line in f if line.startswith(("VmRSS", "VmHWM")))
+    return {k: int(v.split()[0]) for k, v in fields.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--keys", type=int, default=100_000)
+    parser.add_argument("--threads", type=int, default=32)
+    args = parser.parse_args()
+    with start_cluster(3, election_timeout_ms=1000, heartbeat_ms=100) as cluster:
+        wait_for_leader(cluster)
+        with Client([n.client_url for n in cluster.nodes], timeout=30) as client:
+            started = time.monotonic()
+
+            def writer(first: int) -> None:
+                for k in range(first, args.keys, args.threads):
+                    client.put(f"{k:08d}", "v" * 100)
+
+            threads = [threading.Thread(target=writer, args=(i,)) for i in range(args.threads)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            print(f"{args.keys} puts in {time.monotonic() - started:.1f}s")
+        for node in cluster.nodes:
+            assert node.proc is not None
+            status = get_status(node.client_url)
+            mem = rss_kb(node.proc.pid)
+            print(
+                f"{node.name} {status['role']:9} applied {status['applied']} "
+                f"RSS {mem['VmRSS'] / 1024:.0f} MB (peak {mem['VmHWM'] / 1024:.0f} MB)"
+            )
+
+
+if __name__ == "__main__":
+    main()
