@@ -574,7 +574,7 @@ class NodeActor:
         self._heartbeat_due = now + self._config.heartbeat_interval
         self._read_round += 1
         self._outbox.extend(self._replication.heartbeat(self._leader_context(now)))
-        self._confirm_reads()
+        self._serve_reads()  # a newly confirmed round may release reads
 
     def _on_append_response(self, msg: AppendEntriesResponse, now: float) -> None:
         self._election.heard_from_peer(msg.src, now)
@@ -583,7 +583,7 @@ class NodeActor:
             self._maybe_commit(now)
             self._maybe_send_timeout_now(now)
         self._outbox.extend(self._replication.send_to(msg.src, self._leader_context(now)))
-        self._confirm_reads()
+        self._serve_reads()  # a newly confirmed round may release reads
 
     def _on_snapshot_response(self, msg: InstallSnapshotResponse, now: float) -> None:
         self._election.heard_from_peer(msg.src, now)
@@ -646,11 +646,6 @@ class NodeActor:
                 )
             )
             self._round_wanted = True
-
-    def _confirm_reads(self) -> None:
-        """Nothing to do here beyond serving: confirmation is recomputed from the quorum round."""
-        if self._reads:
-            self._serve_reads()
 
     def _serve_reads(self) -> None:
         if not self._reads:

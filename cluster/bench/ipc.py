@@ -2,7 +2,7 @@
 
 The bench writes commands to a worker's stdin and reads answers from its stdout (the worker moves its own
 stdout aside first, so nothing printed can corrupt the stream). Every message is a map with a "cmd"
-(commands) or "ok" (answers) key. No pickle.
+(commands) or "ok" (answers) key; nothing but msgpack crosses the pipe.
 """
 
 from __future__ import annotations
