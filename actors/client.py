@@ -50,8 +50,9 @@ class ClientOptions:
     backoff_max: float = 1.0
     max_redirects_without_backoff: int = 3
     # Writes wait (unsent, without a sequence number) while the newest seq would be this far past the
-    # oldest open one: the state machine caches a bounded number of answers per session (cluster/kv.py,
-    # 1024), so a long-stuck write must not be overtaken by more writes than the cache holds.
+    # oldest open one: the state machine caches a bounded number of answers per session, so a long-stuck
+    # write must not be overtaken by more writes than that cache holds. The client facade sets it from
+    # the state machine's own limit (cluster/client.py).
     max_seq_window: int = 1000
 
 

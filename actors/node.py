@@ -266,15 +266,16 @@ class NodeActor:
                 self._outbox.extend(self._replication.send_all(self._leader_context(now)))
         self._maybe_snapshot()
         hs = self._hard_state()
-        early: list[Message] = [m for m in self._outbox if isinstance(m, AppendEntries | InstallSnapshot)]
+        early: list[Message] = []  # the leader's replication: depends on nothing unsynced
+        late: list[Message] = []
+        for msg in self._outbox:
+            (early if isinstance(msg, AppendEntries | InstallSnapshot) else late).append(msg)
         rd = Ready(
             hard_state=hs if hs != self._handed_hs else None,
             truncate_from=self._pending_truncate,
             entries=self._log.entries_from(self._unstable_from),
             snapshot=self._pending_snapshot,
-            messages=[m for m in self._outbox if not isinstance(m, AppendEntries | InstallSnapshot)]
-            if early
-            else self._outbox,
+            messages=late,
             early_messages=early,
         )
         self._handed_hs = hs

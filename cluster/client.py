@@ -31,10 +31,14 @@ from cluster.commands import check_result, describe_bad_request, encode_query, w
 from cluster.defaults import parse_endpoints
 from cluster.discovery import parse_status
 from cluster.errors import OutcomeUnknown, Rejected, Unavailable
+from cluster.kv import DEFAULT_MAX_RESPONSES_PER_SESSION
 
 _GRACE = 1.0  # extra wait on a future beyond the request's own deadline, in case the I/O thread stalls
 _STATUS_TIMEOUT = 2.0  # default per-call bound for status(): a dead node must not stall it for long
 _SESSION_LIMIT = 2**63 - 1
+# The state machine caches this many answers per session; keep open writes within it, with a margin, so a
+# stuck write's answer is never dropped while it may still be retried.
+SEQ_WINDOW = DEFAULT_MAX_RESPONSES_PER_SESSION - 24
 
 
 class Client:
@@ -54,7 +58,10 @@ class Client:
         self.timeout = timeout
         self.client_id: NodeId = f"cli-{secrets.token_hex(8)}"
         self._session = 1 + secrets.randbelow(_SESSION_LIMIT)  # 0 would mean "no session"
-        options = ClientOptions(attempt_timeout=min(attempt_timeout, timeout))
+        options = ClientOptions(
+            attempt_timeout=min(attempt_timeout, timeout),
+            max_seq_window=SEQ_WINDOW,
+        )
         self._loop = ClientLoop(self.client_id, self._session, urls, options)
         # A forgotten Client still stops its thread when collected, or at interpreter exit.
         self._finalizer = weakref.finalize(self, self._loop.close)

@@ -220,15 +220,20 @@ def _check_op(op: object, arity: dict[str, int]) -> list[Any]:
     return op
 
 
-def _parse_command(data: bytes) -> tuple[int, int, int, list[Any]]:
+def _unpack_bounded(data: bytes, what: str, limit: int) -> Any:
+    """Untrusted bytes -> one msgpack object, refusing anything that is not bytes or is over `limit`."""
     if not isinstance(data, bytes | bytearray | memoryview):
-        raise _Invalid("command must be bytes")
-    if len(data) > MAX_COMMAND_BYTES:
-        raise _Invalid(f"command too large ({len(data)} bytes > {MAX_COMMAND_BYTES})")
+        raise _Invalid(f"{what} must be bytes")
+    if len(data) > limit:
+        raise _Invalid(f"{what} too large ({len(data)} bytes > {limit})")
     try:
-        obj = _unpack(data)
+        return _unpack(data)
     except Exception:
-        raise _Invalid("malformed command: not a single valid msgpack object") from None
+        raise _Invalid(f"malformed {what}: not a single valid msgpack object") from None
+
+
+def _parse_command(data: bytes) -> tuple[int, int, int, list[Any]]:
+    obj = _unpack_bounded(data, "command", MAX_COMMAND_BYTES)
     if type(obj) is not list or len(obj) != 4:
         raise _Invalid("command must be [session, seq, ack_floor, op]")
     session = _check_uint(obj[0], "session")
@@ -240,15 +245,7 @@ def _parse_command(data: bytes) -> tuple[int, int, int, list[Any]]:
 
 
 def _parse_query(data: bytes) -> list[Any]:
-    if not isinstance(data, bytes | bytearray | memoryview):
-        raise _Invalid("query must be bytes")
-    if len(data) > MAX_QUERY_BYTES:
-        raise _Invalid(f"query too large ({len(data)} bytes > {MAX_QUERY_BYTES})")
-    try:
-        obj = _unpack(data)
-    except Exception:
-        raise _Invalid("malformed query: not a single valid msgpack object") from None
-    return _check_op(obj, _QUERY_ARITY)
+    return _check_op(_unpack_bounded(data, "query", MAX_QUERY_BYTES), _QUERY_ARITY)
 
 
 def _same_value(a: Value, b: Value) -> bool:

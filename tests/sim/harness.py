@@ -67,13 +67,12 @@ class SimOptions:
         )
     )
     max_events: int = 2_000_000
+    profile: str = ""  # the named profile these options came from ("" once overridden)
 
     def replay_flags(self) -> str:
         return (
             f"--profile {self.profile}" if self.profile else f"--nodes {self.nodes} --clients {self.clients}"
         )
-
-    profile: str = ""
 
     @classmethod
     def for_seed(cls, seed: int) -> SimOptions:
