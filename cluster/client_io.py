@@ -13,6 +13,7 @@ import math
 import random
 import threading
 import time
+from collections.abc import Sequence
 from concurrent.futures import Future
 from contextlib import suppress
 from dataclasses import dataclass
@@ -24,10 +25,13 @@ from actors.client import ClientActor, ClientOptions, Completion, Outcome, Write
 from actors.messages import ClientRequest, ClientResponse, NodeId, RequestKind
 from cluster.discovery import Discovery
 from cluster.errors import ClientClosed, ZraftError
+from cluster.kv import MAX_COMMAND_BYTES
 from transport import codec
+from transport.batches import batches
 
 _MAX_POLL_MS = 1000
 _RECV_BATCH = 4096  # frames taken from one socket per loop turn, so one busy node cannot starve others
+_BATCH_MAX_BYTES = MAX_COMMAND_BYTES // 2  # payload bytes in one batch frame, well under a node's limit
 _HWM = 100_000  # pipelined requests may burst; a full queue drops the send and the actor retries
 
 
@@ -92,7 +96,8 @@ class ClientLoop:
             if self._closed:
                 raise ClientClosed()
             self._inbox.append(sub)
-            self._signal()
+            if threading.get_ident() != self._thread.ident:  # the thread itself polls without waiting
+                self._signal()
 
     def close(self, timeout: float = 5.0) -> None:
         """Stop the thread and release the sockets and the context; safe to call more than once."""
@@ -164,6 +169,8 @@ class ClientLoop:
         return True
 
     def _poll_ms(self, now: float) -> int:
+        if self._inbox:  # submitted from this thread (a completion callback): no wake was sent
+            return 0
         due = self._discovery.next_due()
         if self._actor is not None:
             due = min(due, self._actor.next_deadline())
@@ -205,14 +212,15 @@ class ClientLoop:
             except zmq.Again:
                 return
             try:
-                msg = codec.decode(frame)
+                msgs = codec.decode_frame(frame)
             except codec.DecodeError as exc:
                 logger.warning("zraft client: dropped an undecodable frame ({})", exc)
                 continue
-            if not isinstance(msg, ClientResponse) or msg.dst != self._client_id:
-                logger.warning("zraft client: dropped an unexpected {}", type(msg).__name__)
-                continue
-            self._on_response(msg, now)
+            for msg in msgs:
+                if not isinstance(msg, ClientResponse) or msg.dst != self._client_id:
+                    logger.warning("zraft client: dropped an unexpected {}", type(msg).__name__)
+                    continue
+                self._on_response(msg, now)
 
     def _on_response(self, msg: ClientResponse, now: float) -> None:
         if self._discovery.is_probe(msg.req_id):
@@ -223,12 +231,11 @@ class ClientLoop:
             return
         if msg.leader_hint and msg.leader_hint not in self._actor.nodes:
             self._discovery.request_round(now)
-        self._actor.step(msg, now)
-        self._flush()
+        self._actor.step(msg, now)  # the turn flushes once, after every answer it received
 
     def _probe(self, now: float) -> None:
         for url, request in self._discovery.due_probes(now):
-            self._send(url, request)
+            self._send(url, (request,))
 
     def _learned(self) -> None:
         """Discovery's map changed: open sockets for new URLs and tell the actor the node names."""
@@ -245,22 +252,27 @@ class ClientLoop:
             self._actor.nodes = nodes
 
     def _flush(self) -> None:
+        """Send what the actor wants sent, one batch frame per node, then complete finished futures."""
         assert self._actor is not None
+        by_url: dict[str, list[ClientRequest]] = {}
         for request in self._actor.take_messages():
             url = self._known.get(request.dst)
             if url is not None:
-                self._send(url, request)
+                by_url.setdefault(url, []).append(request)
+        for url, requests in by_url.items():
+            for batch in batches(requests, _BATCH_MAX_BYTES, _payload_size):
+                self._send(url, batch)
         for done in self._actor.take_completions():
             fut = self._futures.pop(done.handle, None)
             if fut is not None and not fut.done():
                 fut.set_result(done)
 
-    def _send(self, url: str, request: ClientRequest) -> None:
+    def _send(self, url: str, requests: Sequence[ClientRequest]) -> None:
         sock = self._dealer(url)
         if sock is None:
             return
         with suppress(zmq.Again):  # queue full: dropped, and the actor's retry timer covers it
-            sock.send(codec.encode(request), zmq.NOBLOCK)
+            sock.send(codec.encode_batch(requests), zmq.NOBLOCK)
 
     def _dealer(self, url: str) -> zmq.Socket[bytes] | None:
         sock = self._dealers.get(url)
@@ -282,3 +294,7 @@ class ClientLoop:
         self._dealers[url] = sock
         self._poller.register(sock, zmq.POLLIN)
         return sock
+
+
+def _payload_size(request: ClientRequest) -> int:
+    return len(request.payload)

@@ -5,8 +5,8 @@ may arrive where it did (DESIGN.md rule 7, never trust the wire):
 
 * peer ROUTER: a peer message whose `src` equals the ZeroMQ identity it came with (our peers set that
   identity to their name), or a ClientRequest from "<peer>/advertise" (a peer publishing its client URL);
-* client ROUTER: a ClientRequest only;
-* our DEALER to a peer: a ClientResponse from that peer (the answer to one of our advertise writes).
+* client ROUTER: ClientRequests only, alone or in a batch frame (transport/codec.py);
+* our DEALER to a peer: ClientResponses from that peer (answers to our advertise writes).
 
 Every refusal is a Rejected with a counter name and a short reason. For a client, `salvage_ids` digs the
 sender and request id out of a frame the codec refused, so the error reply can still be correlated.
@@ -20,10 +20,18 @@ from typing import Final
 import msgpack
 
 from actors.messages import PEER_MESSAGE_TYPES, ClientRequest, ClientResponse, Message
-from transport.codec import MAX_NODE_ID_CHARS, PROTOCOL_VERSION, TAGS, DecodeError, decode
+from transport.codec import (
+    BATCH_TAGS,
+    MAX_NODE_ID_CHARS,
+    PROTOCOL_VERSION,
+    TAGS,
+    DecodeError,
+    decode,
+    decode_frame,
+)
 
 ADVERTISE_SUFFIX: Final = "/advertise"
-_CLIENT_REQUEST_TAG: Final = TAGS[ClientRequest]
+_CLIENT_REQUEST_TAGS: Final = frozenset((TAGS[ClientRequest], BATCH_TAGS[ClientRequest]))
 _MAX_REQ_ID: Final = 2**63 - 1
 
 
@@ -72,26 +80,36 @@ def admit_peer_frame(identity: bytes, frame: bytes, peers: Collection[str], max_
     return msg
 
 
-def admit_client_frame(frame: bytes, max_bytes: int) -> ClientRequest:
-    """The ClientRequest a client ROUTER frame carries; otherwise Rejected."""
-    msg = _decode(frame, max_bytes, "malformed_client")
-    if not isinstance(msg, ClientRequest):
-        raise Rejected("unexpected_client", f"expected a ClientRequest, got {type(msg).__name__}")
-    return msg
+def _decode_all(frame: bytes, max_bytes: int, counter: str) -> list[Message]:
+    try:
+        return decode_frame(frame, max_bytes)
+    except DecodeError as exc:
+        raise Rejected(counter, str(exc)) from None
 
 
-def admit_dealer_frame(peer: str, frame: bytes, me: str, max_bytes: int) -> ClientResponse:
-    """The ClientResponse a peer sent back to our DEALER (only advertise answers come that way)."""
-    msg = _decode(frame, max_bytes, "malformed_peer")
-    if not isinstance(msg, ClientResponse) or msg.src != peer or msg.dst != advertiser_id(me):
-        raise Rejected("unexpected_peer", f"unexpected {type(msg).__name__} from {peer!r} on our DEALER")
-    return msg
+def admit_client_frame(frame: bytes, max_bytes: int) -> list[ClientRequest]:
+    """The ClientRequests a client ROUTER frame carries (one, or a batch); otherwise Rejected."""
+    msgs = _decode_all(frame, max_bytes, "malformed_client")
+    for msg in msgs:
+        if not isinstance(msg, ClientRequest):
+            raise Rejected("unexpected_client", f"expected a ClientRequest, got {type(msg).__name__}")
+    return msgs  # type: ignore[return-value]
+
+
+def admit_dealer_frame(peer: str, frame: bytes, me: str, max_bytes: int) -> list[ClientResponse]:
+    """The ClientResponses a peer sent back to our DEALER (only advertise answers come that way)."""
+    msgs = _decode_all(frame, max_bytes, "malformed_peer")
+    for msg in msgs:
+        if not isinstance(msg, ClientResponse) or msg.src != peer or msg.dst != advertiser_id(me):
+            raise Rejected("unexpected_peer", f"unexpected {type(msg).__name__} from {peer!r} on our DEALER")
+    return msgs  # type: ignore[return-value]
 
 
 def salvage_ids(frame: bytes, max_bytes: int) -> tuple[str, int]:
     """(src, req_id) of a frame laid out like a ClientRequest, best effort; ("", 0) when unknown.
 
-    The codec's layout is [version, tag, src, dst, req_id, ...]. Unpacking is bounded as in the codec,
+    The codec's layout is [version, tag, src, dst, req_id, ...]; a batch has its items where req_id
+    would be, so its req_id is unknown (0). Unpacking is bounded as in the codec,
     so hostile bytes cannot make it allocate much; any failure just means "unknown".
     """
     if not frame or len(frame) > max_bytes:
@@ -109,7 +127,12 @@ def salvage_ids(frame: bytes, max_bytes: int) -> tuple[str, int]:
         )
     except Exception:  # noqa: BLE001 - any failure of untrusted input means "unknown"
         return "", 0
-    if type(obj) is not tuple or len(obj) < 5 or obj[0] != PROTOCOL_VERSION or obj[1] != _CLIENT_REQUEST_TAG:
+    if (
+        type(obj) is not tuple
+        or len(obj) < 5
+        or obj[0] != PROTOCOL_VERSION
+        or obj[1] not in _CLIENT_REQUEST_TAGS
+    ):
         return "", 0
     src, req_id = obj[2], obj[4]
     if type(src) is not str or len(src) > MAX_NODE_ID_CHARS:

@@ -9,7 +9,8 @@ This is the only place where Raft meets I/O. Each event-loop turn (DESIGN.md rul
    advances (leadership transfer);
 3. while the node has a Ready: persist it with one write and one fsync (only when it holds something to
    persist), compact the WAL after a snapshot, then send its messages (peer messages through our DEALER
-   to the destination; client responses back along the route their request came in on), then advance.
+   to the destination; client responses back along the route their request came in on, all of one
+   client's answers of a Ready in one batch frame), then advance.
 
 Routes are remembered per request sender, whichever socket the request came in on, in a bounded LRU table.
 """
@@ -38,7 +39,8 @@ from cluster.kv import MAX_COMMAND_BYTES, KVStateMachine
 from cluster.shutdown import GracefulStop
 from cluster.status import build_status
 from cluster.storage import DiskStorage
-from transport.codec import MAX_FRAME_BYTES, encode
+from transport.batches import batches
+from transport.codec import MAX_FRAME_BYTES, encode, encode_batch
 from transport.endpoints import ClientPort, PeerMesh, Route, SendStats, recv_batch, reply, split_envelope
 from transport.loop import EventLoop
 from transport.ratelimit import LogRateLimiter
@@ -51,6 +53,7 @@ PEER_MAX_FRAME: Final = MAX_FRAME_BYTES  # what decode accepts from a peer
 CLIENT_MAX_FRAME: Final = MAX_COMMAND_BYTES + 64 * 1024  # a request never needs more
 PEER_SOCKET_LIMIT: Final = 2 * PEER_MAX_FRAME  # beyond this ZeroMQ drops the connection itself
 CLIENT_SOCKET_LIMIT: Final = 4 * CLIENT_MAX_FRAME
+MAX_ANSWER_BATCH_BYTES: Final = 1 << 20  # results in one batch frame of client answers
 BAD_FRAME_LOG_INTERVAL: Final = 5.0  # seconds between two reports of the same kind of bad frame
 MAX_REASON_BYTES: Final = 200
 
@@ -86,6 +89,7 @@ class NodeRuntime:
         self._advertiser_id = advertiser_id(self.name)
         self._bad_frames = LogRateLimiter(BAD_FRAME_LOG_INTERVAL)
         self._seen: tuple[Role, int, str | None] = (node.role, node.term, node.leader)
+        self._answers: dict[str, list[ClientResponse]] = {}  # client answers of this Ready, by client
         loop.add_reader(mesh.router, self._on_peer_router)
         loop.add_reader(clients.router, self._on_client_router)
         for peer, dealer in mesh.dealers.items():
@@ -123,6 +127,7 @@ class NodeRuntime:
             rd = node.ready(now)
             for msg in rd.early_messages:  # replication runs in parallel with our own fsync
                 self._send(msg)
+            self._send_answers()
             if rd.needs_persist():
                 self.storage.persist(rd.hard_state, rd.truncate_from, rd.entries, rd.snapshot)
                 if rd.snapshot is not None:
@@ -138,6 +143,7 @@ class NodeRuntime:
                 now = self.loop.clock()  # the fsync took time
             for msg in rd.messages:
                 self._send(msg)
+            self._send_answers()
             node.advance(rd, now)
 
     def flush(self) -> None:
@@ -147,18 +153,32 @@ class NodeRuntime:
     # --- sending --------------------------------------------------------------------------------------
 
     def _send(self, msg: Message) -> None:
+        """Send a peer message now; hold a client answer for _send_answers (one frame per client)."""
         if isinstance(msg, ClientResponse):
             if msg.dst == self._advertiser_id:
                 return  # the answer to our own advertise write, stepped in locally while leading
-            route = self.routes.lookup(msg.dst)
-            if route is None:
-                self.reply_stats.dropped_unknown += 1
-                return
-            reply(route, encode(msg), self.reply_stats)
+            held = self._answers.get(msg.dst)
+            if held is None:
+                self._answers[msg.dst] = [msg]
+            else:
+                held.append(msg)
         elif isinstance(msg, ClientRequest):
             self.counters["unexpected_outgoing"] += 1  # the node never originates requests
         else:
             self.mesh.send(msg.dst, encode(msg))
+
+    def _send_answers(self) -> None:
+        """Send the held client answers: each client's in as few frames as the batch limits allow."""
+        if not self._answers:
+            return
+        answers, self._answers = self._answers, {}
+        for dst, msgs in answers.items():
+            route = self.routes.lookup(dst)
+            if route is None:
+                self.reply_stats.dropped_unknown += len(msgs)
+                continue
+            for batch in batches(msgs, MAX_ANSWER_BATCH_BYTES, lambda m: len(m.result)):
+                reply(route, encode_batch(batch), self.reply_stats)
 
     def _send_advertise(self, request: ClientRequest, now: float) -> None:
         logger.debug("{}: advertising {} through leader {}", self.name, self.advertiser.record, request.dst)
@@ -202,12 +222,13 @@ class NodeRuntime:
             envelope, payload = split
             route = Route(router, envelope)
             try:
-                request = admit_client_frame(payload, CLIENT_MAX_FRAME)
+                requests = admit_client_frame(payload, CLIENT_MAX_FRAME)
             except Rejected as rejected:
                 self._drop(rejected, now)
                 self._answer_bad_request(route, payload, rejected.reason)
                 continue
-            self._accept_request(request, route, now)
+            for request in requests:
+                self._accept_request(request, route, now)
 
     def _dealer_reader(self, peer: str, dealer: Any) -> Any:
         def on_readable() -> None:
@@ -216,12 +237,14 @@ class NodeRuntime:
                 try:
                     if len(frames) != 1:
                         raise Rejected("unexpected_peer", f"{len(frames)} frames on our DEALER to {peer}")
-                    answer = admit_dealer_frame(peer, frames[0], self.name, PEER_MAX_FRAME)
+                    answers = admit_dealer_frame(peer, frames[0], self.name, PEER_MAX_FRAME)
                 except Rejected as rejected:
                     self._drop(rejected, now)
                     continue
-                self.counters["advertise_answers"] += 1
-                logger.debug("{}: advertise answer from {}: {}", self.name, peer, Status(answer.status).name)
+                for answer in answers:
+                    self.counters["advertise_answers"] += 1
+                    status = Status(answer.status).name
+                    logger.debug("{}: advertise answer from {}: {}", self.name, peer, status)
 
         return on_readable
 

@@ -14,6 +14,14 @@ tag, the exact field count and every field's type and range. Any problem raises 
 ValueError) with a short reason, and nothing else escapes it for any input bytes. The msgpack limits
 come from the frame size, so a few hostile bytes cannot make the unpacker allocate a huge buffer.
 
+Batches: a client may put several ClientRequests for one node in one frame, and a node several
+ClientResponses for one client, so a loop turn's worth of requests or answers costs one ZeroMQ message
+instead of one each. A batch frame is ``[PROTOCOL_VERSION, tag, src, dst, [item, ...]]`` with the tag
+from ``BATCH_TAGS``; a request item is ``[req_id, kind, payload]`` and a response item is
+``[req_id, status, result, leader_hint]``, i.e. the message's fields after src and dst. Actors never
+see batches: ``decode_frame`` returns the messages a frame holds, single or batched, each validated as
+if it had come alone.
+
 Encode once (DESIGN.md rule 6): ``encode_entry`` gives the bytes the WAL stores for an entry.
 ``encode_append_entries`` puts such bytes into an AppendEntries frame as they are, without encoding
 them again. Its output is byte-for-byte what ``encode`` produces.
@@ -58,10 +66,14 @@ __all__ = [
     "PROTOCOL_VERSION",
     "TAGS",
     "DecodeError",
+    "BATCH_TAGS",
+    "MAX_BATCH_ITEMS",
     "decode",
     "decode_entry",
+    "decode_frame",
     "encode",
     "encode_append_entries",
+    "encode_batch",
     "encode_entry",
 ]
 
@@ -70,10 +82,12 @@ MAX_FRAME_BYTES: Final = 16 * 1024 * 1024  # default limit for one frame (decode
 MAX_NODE_ID_CHARS: Final = 256  # src, dst, leader_hint and snapshot members
 MAX_ENTRIES_PER_MESSAGE: Final = 65536  # entries in one AppendEntries
 MAX_MEMBERS: Final = 1024  # members in one SnapshotMeta
+MAX_BATCH_ITEMS: Final = 4096  # requests or responses in one batch frame
 
 _U63_MAX: Final = 2**63 - 1  # indexes, terms, ids, offsets and counters are all in 0.._U63_MAX
 _MAX_STR_BYTES: Final = 4 * MAX_NODE_ID_CHARS  # every str on the wire is a node id
-_MAX_ARRAY_LEN: Final = max(MAX_ENTRIES_PER_MESSAGE, MAX_MEMBERS, 16)  # the biggest array a message holds
+# The biggest array a frame holds:
+_MAX_ARRAY_LEN: Final = max(MAX_ENTRIES_PER_MESSAGE, MAX_MEMBERS, MAX_BATCH_ITEMS, 16)
 
 # The tag table. Fixed and explicit: never derive it from class order, and never reuse a retired number.
 TAGS: Final[dict[type, int]] = {
@@ -86,6 +100,11 @@ TAGS: Final[dict[type, int]] = {
     TimeoutNow: 7,
     ClientRequest: 8,
     ClientResponse: 9,
+}
+# Batch frames of several messages of one class between one src and one dst (see the module docstring).
+BATCH_TAGS: Final[dict[type, int]] = {
+    ClientRequest: 10,
+    ClientResponse: 11,
 }
 
 
@@ -204,8 +223,9 @@ def _check_schema() -> None:
     """Fail at import, not on the wire, when messages.py and this codec disagree."""
     if set(_SCHEMA) != set(TAGS):
         raise RuntimeError("transport/codec.py: _SCHEMA and TAGS list different classes")
-    if len(set(TAGS.values())) != len(TAGS):
-        raise RuntimeError("transport/codec.py: two message classes share a tag")
+    all_tags = [*TAGS.values(), *BATCH_TAGS.values()]
+    if len(set(all_tags)) != len(all_tags):
+        raise RuntimeError("transport/codec.py: two message classes or batches share a tag")
     for cls, fields in _SCHEMA.items():
         actual = tuple(f.name for f in dataclasses.fields(cls))
         if actual != tuple(name for name, _ in fields):
@@ -213,6 +233,9 @@ def _check_schema() -> None:
                 f"transport/codec.py: schema for {cls.__name__} lists {[n for n, _ in fields]}, "
                 f"but actors/messages.py has {list(actual)}"
             )
+    for cls in BATCH_TAGS:
+        if cls not in _SCHEMA or [name for name, _ in _SCHEMA[cls][:2]] != ["src", "dst"]:
+            raise RuntimeError(f"transport/codec.py: a batch of {cls.__name__} needs src and dst first")
     if tuple(f.name for f in dataclasses.fields(Entry)) != ("term", "index", "kind", "data"):
         raise RuntimeError("transport/codec.py: Entry fields changed; update the entry layout")
     if tuple(f.name for f in dataclasses.fields(SnapshotMeta)) != ("index", "term", "members"):
@@ -441,6 +464,40 @@ _DECODERS: Final[dict[int, _FieldsDecoder]] = {
 }
 
 
+def _make_batch_decoder(cls: type) -> Callable[[tuple[Any, ...]], list[Message]]:
+    """A function that turns an unpacked batch array into its messages, each checked like a lone one."""
+    name = cls.__name__
+    tag = TAGS[cls]
+    decode_one = _DECODERS[tag]
+
+    def decode_batch(a: tuple[Any, ...]) -> list[Message]:
+        if len(a) != 5:
+            raise DecodeError(f"{name} batch: expected [version, tag, src, dst, items], got {len(a)} items")
+        _version, _tag, src, dst, items = a
+        if type(items) is not tuple:
+            raise DecodeError(f"{name} batch: expected an array of items, got {_type_name(items)}")
+        if not 0 < len(items) <= MAX_BATCH_ITEMS:
+            raise DecodeError(f"{name} batch: {len(items)} items, expected 1..{MAX_BATCH_ITEMS}")
+        out: list[Message] = []
+        append = out.append
+        for item in items:
+            if type(item) is not tuple:
+                raise DecodeError(f"{name} batch item {len(out)}: expected an array, got {_type_name(item)}")
+            try:
+                append(decode_one((PROTOCOL_VERSION, tag, src, dst, *item)))
+            except DecodeError as exc:
+                raise DecodeError(f"batch item {len(out)}: {exc}") from None
+        return out
+
+    decode_batch.__name__ = f"decode_{name}_batch"
+    return decode_batch
+
+
+_BATCH_DECODERS: Final[dict[int, Callable[[tuple[Any, ...]], list[Message]]]] = {
+    tag: _make_batch_decoder(cls) for cls, tag in BATCH_TAGS.items()
+}
+
+
 # --- encoders, built once at import -------------------------------------------------------------------
 
 _entry_fields = attrgetter("term", "index", "kind", "data")
@@ -484,6 +541,10 @@ def _make_encoder(tag: int, fields: tuple[tuple[str, str], ...]) -> Callable[[An
 _ENCODERS: Final[dict[type, Callable[[Any], bytes]]] = {
     cls: _make_encoder(tag, _SCHEMA[cls]) for cls, tag in TAGS.items()
 }
+# Per batchable class: the item of one message, i.e. its fields after src and dst.
+_BATCH_ITEMS: Final[dict[type, Callable[[Any], tuple[Any, ...]]]] = {
+    cls: attrgetter(*(name for name, _ in _SCHEMA[cls][2:])) for cls in BATCH_TAGS
+}
 
 
 # --- public API ---------------------------------------------------------------------------------------
@@ -498,8 +559,60 @@ def encode(msg: Message) -> bytes:
     return encoder(msg)
 
 
+def encode_batch(msgs: Sequence[ClientRequest] | Sequence[ClientResponse]) -> bytes:
+    """Encode messages of one batchable class, from one src to one dst, as one frame.
+
+    A single message is encoded as itself (what `encode` gives), so a receiver of one request sees
+    nothing new. Raises ValueError for an empty or oversized batch or mixed senders, receivers or classes;
+    keeping the frame under the receiver's byte limit is the caller's job.
+    """
+    if not msgs:
+        raise ValueError("an empty batch")
+    first = msgs[0]
+    if len(msgs) == 1:
+        return encode(first)
+    cls = type(first)
+    item_of = _BATCH_ITEMS.get(cls)
+    if item_of is None:
+        raise TypeError(f"{_type_name(first)} cannot be batched")
+    if len(msgs) > MAX_BATCH_ITEMS:
+        raise ValueError(f"a batch of {len(msgs)} messages exceeds {MAX_BATCH_ITEMS}")
+    src, dst = first.src, first.dst
+    items = []
+    for msg in msgs:
+        if type(msg) is not cls or msg.src != src or msg.dst != dst:
+            raise ValueError("a batch must hold messages of one class from one src to one dst")
+        items.append(item_of(msg))
+    return packb((PROTOCOL_VERSION, BATCH_TAGS[cls], src, dst, items), use_bin_type=True)  # type: ignore[no-any-return]
+
+
 def decode(frame: bytes | bytearray | memoryview, max_bytes: int = MAX_FRAME_BYTES) -> Message:
-    """Decode and validate one frame from the network. Raises DecodeError (only) on any invalid input."""
+    """Decode and validate one frame from the network. Raises DecodeError (only) on any invalid input.
+
+    A batch frame is refused here: use decode_frame where batches may arrive.
+    """
+    obj = _unpack_message(frame, max_bytes)
+    decoder = _DECODERS.get(obj[1])
+    if decoder is None:
+        raise DecodeError(f"unknown message tag {obj[1]}")
+    return decoder(obj)
+
+
+def decode_frame(frame: bytes | bytearray | memoryview, max_bytes: int = MAX_FRAME_BYTES) -> list[Message]:
+    """The messages one frame holds: one for a plain frame, all of them for a batch, each validated."""
+    obj = _unpack_message(frame, max_bytes)
+    tag = obj[1]
+    decoder = _DECODERS.get(tag)
+    if decoder is not None:
+        return [decoder(obj)]
+    batch_decoder = _BATCH_DECODERS.get(tag)
+    if batch_decoder is None:
+        raise DecodeError(f"unknown message tag {tag}")
+    return batch_decoder(obj)
+
+
+def _unpack_message(frame: bytes | bytearray | memoryview, max_bytes: int) -> tuple[Any, ...]:
+    """The unpacked [version, tag, ...] array of a frame, version checked and tag an int."""
     obj = _unpack(frame, max_bytes)
     if type(obj) is not tuple or len(obj) < 2:
         raise DecodeError(f"expected an array [version, tag, ...], got {_type_name(obj)}")
@@ -507,12 +620,9 @@ def decode(frame: bytes | bytearray | memoryview, max_bytes: int = MAX_FRAME_BYT
     if type(version) is not int or version != PROTOCOL_VERSION:
         shown = version if type(version) is int else _type_name(version)
         raise DecodeError(f"unsupported protocol version {shown} (expected {PROTOCOL_VERSION})")
-    tag = obj[1]
-    decoder = _DECODERS.get(tag) if type(tag) is int else None
-    if decoder is None:
-        shown = tag if type(tag) is int else _type_name(tag)
-        raise DecodeError(f"unknown message tag {shown}")
-    return decoder(obj)
+    if type(obj[1]) is not int:
+        raise DecodeError(f"unknown message tag {_type_name(obj[1])}")
+    return obj  # type: ignore[no-any-return]
 
 
 def encode_entry(entry: Entry) -> bytes:

@@ -31,6 +31,8 @@ from actors.messages import (
     TimeoutNow,
 )
 from transport.codec import (
+    BATCH_TAGS,
+    MAX_BATCH_ITEMS,
     MAX_ENTRIES_PER_MESSAGE,
     MAX_FRAME_BYTES,
     MAX_MEMBERS,
@@ -40,8 +42,10 @@ from transport.codec import (
     DecodeError,
     decode,
     decode_entry,
+    decode_frame,
     encode,
     encode_append_entries,
+    encode_batch,
     encode_entry,
 )
 
@@ -106,6 +110,19 @@ def _check_decode(frame: bytes) -> None:
         return
     assert type(msg) in TAGS
     assert decode(encode(msg)) == msg
+    assert decode_frame(frame) == [msg]
+
+
+def _check_decode_frame(frame: bytes) -> None:
+    """decode_frame either returns messages that round-trip as a batch, or raises DecodeError."""
+    try:
+        msgs = decode_frame(frame)
+    except DecodeError:
+        return
+    assert msgs
+    assert all(type(m) in TAGS for m in msgs)
+    if len(msgs) > 1:
+        assert decode_frame(encode_batch(msgs)) == msgs  # type: ignore[arg-type]
 
 
 # --- round trips ------------------------------------------------------------------------------------
@@ -661,6 +678,27 @@ def test_fuzz_arbitrary_msgpack_objects(obj: Any) -> None:
 )
 def test_fuzz_message_shaped_arrays(version: int, tag: int, fields: list[Any]) -> None:
     _check_decode(_pack([version, tag, *fields]))
+    _check_decode_frame(_pack([version, tag, *fields]))
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.sampled_from(sorted(BATCH_TAGS.values())),
+    st.sampled_from(["c", "", 7, None]),
+    st.lists(st.lists(msgpack_values, max_size=5) | msgpack_values, max_size=4),
+)
+def test_fuzz_batch_shaped_arrays(tag: int, src: Any, items: list[Any]) -> None:
+    _check_decode_frame(_pack([PROTOCOL_VERSION, tag, src, "n1", items]))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(MESSAGE_STRATEGIES[ClientResponse], min_size=1, max_size=8), st.data())
+def test_fuzz_batch_item_field_replaced(responses: list[ClientResponse], data: st.DataObject) -> None:
+    items = [list(_raw(r)[4:]) for r in responses]
+    which = data.draw(st.integers(min_value=0, max_value=len(items) - 1))
+    pos = data.draw(st.integers(min_value=0, max_value=3))
+    items[which][pos] = data.draw(msgpack_values)
+    _check_decode_frame(_pack([PROTOCOL_VERSION, BATCH_TAGS[ClientResponse], "n1", "c", items]))
 
 
 @settings(max_examples=1000, deadline=None)
@@ -670,6 +708,7 @@ def test_fuzz_one_field_replaced(msg: Message, data: st.DataObject) -> None:
     pos = data.draw(st.integers(min_value=0, max_value=len(raw) - 1))
     raw[pos] = data.draw(msgpack_values)
     _check_decode(_pack(raw))
+    _check_decode_frame(_pack(raw))
 
 
 @settings(max_examples=500, deadline=None)
@@ -691,3 +730,92 @@ def test_fuzz_corrupted_bytes(msg: Message, data: st.DataObject) -> None:
         pos = data.draw(st.integers(min_value=0, max_value=len(frame) - 1))
         frame[pos] = data.draw(st.integers(min_value=0, max_value=255))
     _check_decode(bytes(frame))
+
+
+# --- batch frames -------------------------------------------------------------------------------------
+
+
+def _requests(count: int, src: str = "cli-1", dst: str = "n1") -> list[ClientRequest]:
+    return [
+        ClientRequest(src, dst, i, int(RequestKind.WRITE), bytes([i % 256]) * 3) for i in range(1, count + 1)
+    ]
+
+
+def test_batch_tags_are_stable_and_distinct_from_message_tags() -> None:
+    assert {ClientRequest: 10, ClientResponse: 11} == BATCH_TAGS
+    assert not set(BATCH_TAGS.values()) & set(TAGS.values())
+
+
+def test_batch_golden_frame() -> None:
+    responses = [
+        ClientResponse("n1", "c", 1, Status.OK, b"a", ""),
+        ClientResponse("n1", "c", 2, 0, b"", "n2"),
+    ]
+    frame = encode_batch(responses)
+    assert frame == _pack([1, 11, "n1", "c", [[1, 0, b"a", ""], [2, 0, b"", "n2"]]])
+    assert decode_frame(frame) == responses
+
+
+@pytest.mark.parametrize("count", [2, 3, 100, MAX_BATCH_ITEMS])
+def test_batch_round_trip_keeps_order(count: int) -> None:
+    reqs = _requests(count)
+    assert decode_frame(encode_batch(reqs)) == reqs
+
+
+def test_a_batch_of_one_is_the_plain_frame() -> None:
+    req = _requests(1)[0]
+    assert encode_batch([req]) == encode(req)
+    assert decode_frame(encode(req)) == [req]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(MESSAGE_STRATEGIES[ClientRequest], min_size=1, max_size=10))
+def test_batch_round_trip_property(reqs: list[ClientRequest]) -> None:
+    same = [ClientRequest("c", "n1", r.req_id, r.kind, r.payload) for r in reqs]
+    assert decode_frame(encode_batch(same)) == same
+
+
+def test_encode_batch_refuses_what_cannot_be_one_batch() -> None:
+    with pytest.raises(ValueError, match="empty"):
+        encode_batch([])
+    with pytest.raises(ValueError, match="one src to one dst"):
+        encode_batch([*_requests(2), *_requests(1, dst="n2")])
+    with pytest.raises(ValueError, match="one src to one dst"):
+        encode_batch([*_requests(2), *_requests(1, src="other")])
+    with pytest.raises(ValueError, match="one class"):
+        encode_batch([_requests(1)[0], ClientResponse("cli-1", "n1", 1, 0, b"", "")])  # type: ignore[list-item]
+    with pytest.raises(ValueError, match="exceeds"):
+        encode_batch(_requests(MAX_BATCH_ITEMS + 1))
+    with pytest.raises(TypeError, match="cannot be batched"):
+        encode_batch([TimeoutNow("a", "b", 1), TimeoutNow("a", "b", 1)])  # type: ignore[list-item]
+
+
+def test_plain_decode_refuses_a_batch_frame() -> None:
+    with pytest.raises(DecodeError, match="unknown message tag 10"):
+        decode(encode_batch(_requests(2)))
+
+
+@pytest.mark.parametrize(
+    ("items", "reason"),
+    [
+        ([], "0 items"),
+        ("x", "expected an array of items"),
+        ([[1, 2, b"p"], 5], "batch item 1: expected an array"),
+        ([[1, 2, b"p"], [2, 99, b"p"]], "batch item 1: ClientRequest.kind: unknown request kind 99"),
+        ([[1, 2, b"p"], [-1, 2, b"p"]], "batch item 1: ClientRequest.req_id"),
+        ([[1, 2]], "batch item 0: ClientRequest: expected 5 fields, got 4"),
+    ],
+)
+def test_bad_batches_are_refused_with_a_reason(items: Any, reason: str) -> None:
+    with pytest.raises(DecodeError, match=reason):
+        decode_frame(_pack([PROTOCOL_VERSION, BATCH_TAGS[ClientRequest], "c", "n1", items]))
+
+
+def test_batch_with_too_many_items_or_bad_shape_is_refused() -> None:
+    too_many = [[i, 2, b""] for i in range(MAX_BATCH_ITEMS + 1)]
+    with pytest.raises(DecodeError, match="items, expected 1.."):
+        decode_frame(_pack([PROTOCOL_VERSION, BATCH_TAGS[ClientRequest], "c", "n1", too_many]))
+    with pytest.raises(DecodeError, match="expected \\[version, tag, src, dst, items\\]"):
+        decode_frame(_pack([PROTOCOL_VERSION, BATCH_TAGS[ClientRequest], "c", "n1", [[1, 2, b""]], 0]))
+    with pytest.raises(DecodeError, match="ClientRequest.src"):
+        decode_frame(_pack([PROTOCOL_VERSION, BATCH_TAGS[ClientRequest], 5, "n1", [[1, 2, b""]]]))

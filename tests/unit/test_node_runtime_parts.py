@@ -20,7 +20,7 @@ from cluster.inbound import (
 from cluster.kv import KVStateMachine, encode_command
 from cluster.shutdown import GracefulStop
 from tests.unit.raft_fixture import Cluster
-from transport.codec import encode
+from transport.codec import encode, encode_batch
 from transport.endpoints import split_envelope
 from transport.ratelimit import LogRateLimiter
 from transport.routes import RouteTable
@@ -67,14 +67,22 @@ def test_only_a_peers_own_advertiser_may_send_client_requests_on_the_peer_port()
 
 def test_the_client_port_takes_client_requests_only() -> None:
     req = ClientRequest("c", "n1", 5, RequestKind.READ, b"q")
-    assert admit_client_frame(encode(req), LIMIT) == req
+    assert admit_client_frame(encode(req), LIMIT) == [req]
     assert rejected_counter(lambda: admit_client_frame(encode(vote()), LIMIT)) == "unexpected_client"
     assert rejected_counter(lambda: admit_client_frame(b"\x91", LIMIT)) == "malformed_client"
 
 
+def test_the_client_port_takes_a_batch_of_requests_in_order() -> None:
+    reqs = [ClientRequest("c", "n1", i, RequestKind.WRITE, bytes([i])) for i in range(1, 6)]
+    assert admit_client_frame(encode_batch(reqs), LIMIT) == reqs
+    answers = [ClientResponse("n1", "c", i, Status.OK, b"", "") for i in (1, 2)]
+    assert rejected_counter(lambda: admit_client_frame(encode_batch(answers), LIMIT)) == "unexpected_client"
+    assert salvage_ids(encode_batch(reqs), LIMIT) == ("c", 0)  # a refused batch: sender known, id not
+
+
 def test_our_dealers_take_advertise_answers_from_that_peer_only() -> None:
     answer = ClientResponse("n2", "n1/advertise", 1, Status.OK, b"", "")
-    assert admit_dealer_frame("n2", encode(answer), "n1", LIMIT) == answer
+    assert admit_dealer_frame("n2", encode(answer), "n1", LIMIT) == [answer]
     from_n3 = encode(answer)
     assert rejected_counter(lambda: admit_dealer_frame("n3", from_n3, "n1", LIMIT)) == "unexpected_peer"
     to_client = encode(ClientResponse("n2", "someone", 1, Status.OK, b"", ""))
