@@ -3,22 +3,26 @@
 The storage (cluster/storage/) never calls `os` directly: it goes through a `FileSystem`, so the
 deterministic simulator can run the very same write and recovery code on `SimFS`.
 
-`RealFS` is a thin layer over `os` (os.open / os.write / os.fsync, directory fsync through an
-O_DIRECTORY file descriptor).
+`RealFS` is a thin layer over `os` (os.open / os.write / os.fdatasync, directory fsync through an
+O_DIRECTORY file descriptor). A file's `fsync()` is fdatasync where the platform has it: it makes the
+content and the size durable, which is all a log needs, without flushing timestamps.
 
 `SimFS` is in memory and models what a power loss does to a POSIX file system that promises only
 what fsync promises:
 
 * every file has durable bytes and unsynced bytes; `AppendFile.fsync()` makes the file's content
-  durable (not its name);
+  durable (not its name); a file may also be written from an offset (`open_write_at`), overwriting
+  what is there, e.g. the zeros of a preallocated WAL segment;
 * creating, renaming and removing a name (file or directory) is durable only after `fsync_dir()` of
   the directory holding the name (a rename becomes durable when either directory is fsynced);
 * `crash(rng)` is the power loss: every file keeps its durable bytes plus a random prefix of its
-  unsynced appends (so the last write can be torn); each un-synced directory operation is kept or
-  lost at random, in order; a rename is atomic (the file is under the old or the new name, never both
-  and never neither, unless its creation was lost too). Names whose directory was lost disappear.
-  Afterwards the SimFS is usable again (the node restarts on it); handles opened before the crash
-  raise OSError. Given the same rng the outcome is the same.
+  unsynced appends (so the last write can be torn). A file rewritten since its last fsync (truncated
+  below, or overwritten inside, its durable length) comes back as its old durable content, as a
+  prefix of its new content, or as a prefix of the new content over the rest of the old. Each
+  un-synced directory operation is kept or lost at random, in order; a rename is atomic (the file is
+  under the old or the new name, never both and never neither, unless its creation was lost too).
+  Names whose directory was lost disappear. Afterwards the SimFS is usable again (the node restarts
+  on it); handles opened before the crash raise OSError. Given the same rng the outcome is the same.
 * `fail_after(n)` arms an injected crash: the n-th mutating operation from now raises `SimCrash`
   before it takes effect, so a test can stop the storage at any moment and then call `crash()`.
 
@@ -77,6 +81,13 @@ class FileSystem(Protocol):
     def open_append(self, path: str) -> AppendFile:
         """Open for appending, creating the file when missing."""
 
+    def open_write_at(self, path: str, offset: int) -> AppendFile:
+        """Open an existing file to write sequentially from `offset`, overwriting what is there."""
+
+    def allocate(self, path: str, size: int) -> bool:
+        """Extend an existing file to `size` bytes that read as zeros, reserving the disk space where the
+        file system can (fallocate). False when the platform cannot, leaving the file as it was."""
+
     def truncate(self, path: str, size: int) -> None: ...
 
     def rename(self, src: str, dst: str) -> None:
@@ -91,13 +102,24 @@ class FileSystem(Protocol):
 # --- the real thing ---------------------------------------------------------------------------------
 
 
+_datasync = getattr(os, "fdatasync", os.fsync)
+
+
 class _RealFile:
     __slots__ = ("path", "_fd", "_fs")
 
-    def __init__(self, fs: RealFS, path: str) -> None:
+    def __init__(self, fs: RealFS, path: str, offset: int | None = None) -> None:
         self.path = path
         self._fs = fs
-        self._fd: int | None = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        if offset is None:
+            self._fd: int | None = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        else:
+            self._fd = os.open(path, os.O_WRONLY)
+            try:
+                os.lseek(self._fd, offset, os.SEEK_SET)
+            except OSError:
+                os.close(self._fd)
+                raise
 
     def _require_fd(self) -> int:
         if self._fd is None:
@@ -112,7 +134,7 @@ class _RealFile:
             view = view[written:]
 
     def fsync(self) -> None:
-        os.fsync(self._require_fd())
+        _datasync(self._require_fd())
         self._fs.fsync_count += 1
 
     def close(self) -> None:
@@ -153,6 +175,24 @@ class RealFS:
 
     def open_append(self, path: str) -> AppendFile:
         return _RealFile(self, path)
+
+    def open_write_at(self, path: str, offset: int) -> AppendFile:
+        if offset < 0:
+            raise ValueError("offset must be >= 0")
+        return _RealFile(self, path, offset)
+
+    def allocate(self, path: str, size: int) -> bool:
+        fallocate = getattr(os, "posix_fallocate", None)
+        if fallocate is None:
+            return False
+        fd = os.open(path, os.O_WRONLY)
+        try:
+            fallocate(fd, 0, size)
+        except OSError:  # not supported by this file system, or no space: the caller appends instead
+            return False
+        finally:
+            os.close(fd)
+        return True
 
     def truncate(self, path: str, size: int) -> None:
         os.truncate(path, size)
@@ -203,11 +243,22 @@ class _Inode:
         if self.before_rewrite is None:
             keep = self.durable_len + rng.randint(0, len(self.data) - self.durable_len)
             return bytearray(self.data[:keep])
-        # Rewritten since the last fsync: the old durable content or some prefix of the new one.
-        if rng.random() < 0.5:
-            return bytearray(self.before_rewrite)
-        common = _common_prefix(self.before_rewrite, self.data)
-        return bytearray(self.data[: rng.randint(common, len(self.data))])
+        # Rewritten since the last fsync: the old durable content, some prefix of the new one, or some
+        # prefix of the new one over the rest of the old (writes reach the disk in order, size or not).
+        old = self.before_rewrite
+        pick = rng.random()
+        if pick < 0.4:
+            return bytearray(old)
+        keep = rng.randint(_common_prefix(old, self.data), len(self.data))
+        if pick < 0.7:
+            return bytearray(self.data[:keep])
+        return bytearray(self.data[:keep]) + old[keep:]
+
+    def overwrite(self, offset: int, data: Buffer) -> None:
+        """Write data at offset (extending the file if it runs past the end)."""
+        if offset < self.durable_len and self.before_rewrite is None:
+            self.before_rewrite = bytes(self.data[: self.durable_len])
+        self.data[offset : offset + len(data)] = data
 
 
 def _common_prefix(a: Buffer, b: Buffer) -> int:
@@ -236,14 +287,15 @@ class _DirOp:
 
 
 class _SimFile:
-    __slots__ = ("path", "_fs", "_inode", "_generation", "_closed")
+    __slots__ = ("path", "_fs", "_inode", "_generation", "_closed", "_pos")
 
-    def __init__(self, fs: SimFS, path: str, inode: _Inode) -> None:
+    def __init__(self, fs: SimFS, path: str, inode: _Inode, pos: int | None = None) -> None:
         self.path = path
         self._fs = fs
         self._inode = inode
         self._generation = fs.generation
         self._closed = False
+        self._pos = pos  # None: append at the end; else the offset of the next write
 
     def _check(self) -> None:
         if self._closed:
@@ -254,7 +306,11 @@ class _SimFile:
     def write(self, data: Buffer) -> None:
         self._check()
         self._fs._tick("write")
-        self._inode.data += data
+        if self._pos is None:
+            self._inode.data += data
+        else:
+            self._inode.overwrite(self._pos, data)
+            self._pos += len(data)
         self._fs.bytes_written += len(data)
 
     def fsync(self) -> None:
@@ -380,6 +436,21 @@ class SimFS:
         elif not isinstance(node, _Inode):
             raise IsADirectoryError(path)
         return _SimFile(self, _norm(path), node)
+
+    def allocate(self, path: str, size: int) -> bool:
+        inode = self._inode(path)
+        self._tick("allocate")
+        if size > len(inode.data):
+            inode.data += bytes(size - len(inode.data))  # durable at the next fsync, like an append
+        return True
+
+    def open_write_at(self, path: str, offset: int) -> AppendFile:
+        if offset < 0:
+            raise ValueError("offset must be >= 0")
+        inode = self._inode(path)
+        if offset > len(inode.data):
+            inode.data += bytes(offset - len(inode.data))  # like a sparse hole: reads back as zeros
+        return _SimFile(self, _norm(path), inode, offset)
 
     def truncate(self, path: str, size: int) -> None:
         inode = self._inode(path)

@@ -3,7 +3,8 @@
 `LogReplayer` is fed each segment's bytes in order. It keeps the log as `base` (the index before the
 first held entry) plus a list of entries, the last HARD_STATE, and checks that the result joins the
 snapshot it starts from. Damage at the very tail of the last segment is reported back so the caller can
-cut it; damage anywhere else raises CorruptionError naming the file and the byte offset.
+cut it; damage anywhere else raises CorruptionError naming the file and the byte offset. Zeros after the
+last record of the last segment are its unused preallocated space (wal.py), not damage.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ class LogReplayer:
         self.bytes = 0
         self.marks: set[tuple[int, int]] = set()  # (index, term) of every SNAPSHOT_MARK seen
         self.where = ""  # file and offset of the record being applied, for error messages
+        self.end = 0  # where the records of the segment fed last end (the writer continues there)
 
     def begin(self, first_index: int) -> None:
         self.base = first_index - 1
@@ -114,8 +116,11 @@ class LogReplayer:
         finally:
             self.records += records
             self.bytes += off
+            self.end = off
         if off == n:
             return None
+        if is_last and buf.count(0, off) == n - off:
+            return None  # preallocated space that was never written
         return self._bad_record(buf, path, off, is_last)
 
     def _bad_record(self, buf: bytes, path: str, off: int, is_last: bool) -> int:

@@ -53,6 +53,7 @@ class StorageStats:
     entries: int = 0
     snapshots: int = 0
     segments_rolled: int = 0
+    segments_from_spare: int = 0  # rolled into a spare of zeros written ahead (wal.py)
     segments_deleted: int = 0
 
     def entries_per_fsync(self) -> float:
@@ -69,7 +70,11 @@ class DiskStorage:
         node_name: str,
         segment_bytes: int = DEFAULT_SEGMENT_BYTES,
         crash_hook: CrashHook | None = None,
+        preallocate: bool = True,
+        background: bool = False,
     ) -> None:
+        """`preallocate`: new WAL segments are files of segment_bytes durable zeros, written over
+        (cheaper syncs; see wal.py), prepared in a background thread when `background` is set."""
         if segment_bytes <= 0:
             raise ValueError("segment_bytes must be positive")
         self.fs = fs
@@ -81,7 +86,13 @@ class DiskStorage:
         self.segment_bytes = segment_bytes
         self.hook: CrashHook = crash_hook if crash_hook is not None else crash_point
         self.stats = StorageStats()
-        self._wal = WalWriter(fs, self.wal_dir, self.hook)
+        self._wal = WalWriter(
+            fs,
+            self.wal_dir,
+            self.hook,
+            preallocate=segment_bytes if preallocate else 0,
+            background=background,
+        )
         self._hard_state = INITIAL_HARD_STATE
         self._synced_hard_state = INITIAL_HARD_STATE  # the last hard state known to be fsynced
         self._log = LogIndex()  # snapshot index/term, exact last index, terms of the durable log
@@ -133,9 +144,11 @@ class DiskStorage:
             if gc_was_enabled:
                 gc.enable()
 
-        # The last segment lost everything (torn before its first record): drop it so the next persist
-        # starts a fresh segment that begins with the hard state.
-        if segments and self.fs.size(self._wal.path(segments[-1])) == 0:
+        # The last segment lost everything (torn before its first record, or a preallocated one never
+        # written): drop it so the next persist starts a fresh segment that begins with the hard state.
+        active_end: int | None = replayer.end if segments else None
+        if segments and replayer.end == 0:
+            active_end = None  # the segment before it was cut to its records when the WAL rolled
             empty = segments.pop()
             self.fs.remove(self._wal.path(empty))
             self.fs.fsync_dir(self.wal_dir)
@@ -155,7 +168,7 @@ class DiskStorage:
             self._log.load(snapshot.meta.index, snapshot.meta.term, entries)
         else:
             self._log.load(0, 0, entries)
-        self._wal.open(segments, next_seq=(stale[-1].seq + 1) if stale else 1)
+        self._wal.open(segments, next_seq=(stale[-1].seq + 1) if stale else 1, end=active_end)
         self._recovered = True
         if snapshot is not None and (snapshot.meta.index, snapshot.meta.term) not in replayer.marks:
             # The snapshot file became durable but the crash took its SNAPSHOT_MARK record. Write the mark
@@ -361,7 +374,8 @@ class DiskStorage:
         records.append_record(
             head, records.RecordType.HARD_STATE, records.hard_state_payload(self._hard_state)
         )
-        self._wal.roll(self._log.last + 1, head)
+        if self._wal.roll(self._log.last + 1, head):
+            self.stats.segments_from_spare += 1
         self.stats.records += 1
         self.stats.bytes += len(head)
         self.stats.segments_rolled += 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import pytest
 
@@ -173,9 +174,53 @@ def test_rewrite_after_truncate_keeps_old_content_or_a_prefix_of_the_new() -> No
         f.write(b"abcdef")
         fs.crash(random.Random(seed))
         data = fs.read("/d/f")
-        assert data == b"0123456789" or (b"0123abcdef".startswith(data) and len(data) >= 4)
+        prefix_of_new = b"0123abcdef".startswith(data) and len(data) >= 4
+        new_over_old = any(data == b"0123abcdef"[:k] + b"0123456789"[k:] for k in range(4, 11))
+        assert data == b"0123456789" or prefix_of_new or new_over_old
         seen.add(data)
     assert b"0123456789" in seen and len(seen) > 2
+
+
+def test_overwrite_inside_durable_content_crashes_to_old_or_new_prefixes() -> None:
+    """Writing over durable zeros (a preallocated WAL segment): after a crash, the old content, a prefix
+    of the new content, or a prefix of the new over the rest of the old; after fsync, the new."""
+    seen = set()
+    for seed in range(60):
+        fs = SimFS()
+        fs.makedirs("/d")
+        fs.fsync_dir("/")
+        _durable_file(fs, "/d/f", bytes(8)).close()
+        f = fs.open_write_at("/d/f", 2)
+        f.write(b"abc")
+        assert fs.read("/d/f") == b"\0\0abc\0\0\0"
+        fs.crash(random.Random(seed))
+        data = fs.read("/d/f")
+        new = b"\0\0abc\0\0\0"
+        assert any(data in (new[:k], new[:k] + bytes(8)[k:]) for k in range(2, 9)), data
+        seen.add(data)
+    assert bytes(8) in seen and b"\0\0abc\0\0\0" in seen and len(seen) > 3
+
+    fs = SimFS()
+    fs.makedirs("/d")
+    fs.fsync_dir("/")
+    _durable_file(fs, "/d/f", bytes(8)).close()
+    f = fs.open_write_at("/d/f", 6)
+    f.write(b"xyz")  # runs past the end: extends the file
+    f.fsync()
+    fs.crash(random.Random(0))
+    assert fs.read("/d/f") == bytes(6) + b"xyz"
+
+
+def test_allocate_extends_with_zeros(tmp_path: Path) -> None:
+    for fs, path in ((SimFS(), "/f"), (RealFS(), str(tmp_path / "f"))):
+        fs.open_append(path).close()
+        assert fs.allocate(path, 1000)
+        assert fs.size(path) == 1000 and fs.read(path) == bytes(1000)
+        f = fs.open_write_at(path, 10)
+        f.write(b"abc")
+        f.fsync()
+        f.close()
+        assert fs.read(path) == bytes(10) + b"abc" + bytes(987)
 
 
 def test_crash_is_deterministic_and_the_fs_is_usable_afterwards() -> None:

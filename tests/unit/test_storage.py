@@ -72,6 +72,17 @@ def env(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[FileSystem, str
     return SimFS(), "/data/n1"
 
 
+_PREALLOCATE = {"on": False}
+
+
+@pytest.fixture(params=["append", "prealloc"], autouse=True)
+def segment_mode(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Every test runs with appended segments and with preallocated ones (wal.py)."""
+    _PREALLOCATE["on"] = request.param == "prealloc"
+    yield request.param
+    _PREALLOCATE["on"] = False
+
+
 @pytest.fixture
 def warned() -> Iterator[list[str]]:
     seen: list[str] = []
@@ -83,6 +94,7 @@ def warned() -> Iterator[list[str]]:
 def open_storage(fs: FileSystem, d: str, **kw: object) -> DiskStorage:
     kw.setdefault("cluster_id", "c1")
     kw.setdefault("node_name", "n1")
+    kw.setdefault("preallocate", _PREALLOCATE["on"])
     return DiskStorage(fs, d, **kw)  # type: ignore[arg-type]
 
 
@@ -102,7 +114,8 @@ def snap(index: int, term: int, data: bytes | None = None) -> Snapshot:
 
 
 def wal_files(fs: FileSystem, d: str) -> list[str]:
-    return [posixpath.join(d, "wal", n) for n in fs.listdir(posixpath.join(d, "wal"))]
+    """The WAL segments (not the spare being preallocated for the next one)."""
+    return [posixpath.join(d, "wal", n) for n in fs.listdir(posixpath.join(d, "wal")) if n.endswith(".wal")]
 
 
 def rewrite(fs: FileSystem, path: str, data: bytes) -> None:
@@ -119,9 +132,34 @@ def flip(fs: FileSystem, path: str, offset: int) -> None:
     rewrite(fs, path, bytes(data))
 
 
+def records_end(buf: bytes) -> int:
+    """Where the valid records end (before any zero tail of preallocated space, or damage)."""
+    off = 0
+    while off < len(buf):
+        res = check_record(buf, off)
+        if not isinstance(res, tuple):
+            break
+        off = res[1]
+    return off
+
+
+def tear(fs: FileSystem, path: str, chop: int) -> int:
+    """Lose the last `chop` bytes of the records, as a crash does: cut an appended file, zero them in a
+    preallocated one. Returns where the records ended before."""
+    buf = fs.read(path)
+    end = records_end(buf)
+    if end == len(buf):
+        fs.truncate(path, end - chop)
+    else:
+        rewrite(fs, path, buf[: end - chop] + bytes(len(buf) - end + chop))
+    return end
+
+
 def record_offsets(buf: bytes) -> list[int]:
     offsets, off = [], 0
-    while off < len(buf):
+    end = len(buf.rstrip(b"\0"))  # a record never ends in a zero tail of this length: see callers
+    end = max(end, records_end(buf))
+    while off < end:
         res = check_record(buf, off)
         assert isinstance(res, tuple), res
         offsets.append(off)
@@ -294,8 +332,7 @@ def _three_batches(fs: FileSystem, d: str) -> str:
 def test_torn_tail_is_cut(env: tuple[FileSystem, str], warned: list[str], chop: int) -> None:
     fs, d = env
     path = _three_batches(fs, d)
-    size = fs.size(path)
-    fs.truncate(path, size - chop)
+    size = tear(fs, path, chop)
     r = reopen(fs, d)
     # Everything before the last batch is intact; the last batch lost a suffix of its records.
     assert r.entries[:20] == ents(1, 20)
@@ -316,19 +353,38 @@ def test_torn_tail_is_cut(env: tuple[FileSystem, str], warned: list[str], chop: 
     assert r2.hard_state == HardState(2, None, last)
 
 
-@pytest.mark.parametrize("garbage", [b"\x00" * 64, b"\x07", bytes(random.Random(3).randbytes(300))])
+@pytest.mark.parametrize("garbage", [b"\x07", bytes(random.Random(3).randbytes(300))])
 def test_garbage_tail_is_cut(env: tuple[FileSystem, str], warned: list[str], garbage: bytes) -> None:
     fs, d = env
     path = _three_batches(fs, d)
-    size = fs.size(path)
-    f = fs.open_append(path)
+    end = records_end(fs.read(path))
+    f = fs.open_write_at(path, end)
     f.write(garbage)
     f.fsync()
     f.close()
     r = reopen(fs, d)
     assert r.entries == ents(1, 30) and r.hard_state == HardState(1, "n1", 10)
-    assert fs.size(path) == size
+    assert fs.size(path) == end
     assert warned
+
+
+def test_a_zero_tail_is_unused_space_and_writing_resumes_where_the_records_end(
+    env: tuple[FileSystem, str], warned: list[str]
+) -> None:
+    fs, d = env
+    path = _three_batches(fs, d)
+    end = records_end(fs.read(path))
+    size = max(fs.size(path), end + 4096)
+    fs.allocate(path, size)  # e.g. a crash left the new size but not the data: zeros
+    r = reopen(fs, d)
+    assert r.entries == ents(1, 30) and r.hard_state == HardState(1, "n1", 10)
+    assert not warned and fs.size(path) == size  # nothing cut, nothing to warn about
+    s = open_storage(fs, d)
+    s.recover()
+    s.persist(HardState(2, None, 30), None, ents(31, 33, term=2), None)
+    s.close()
+    assert records_end(fs.read(path)) > end and fs.size(path) == size  # written over the zeros
+    assert reopen(fs, d).entries == ents(1, 30) + ents(31, 33, term=2)
 
 
 def test_corruption_inside_the_last_segment_names_file_and_offset(env: tuple[FileSystem, str]) -> None:
@@ -858,3 +914,88 @@ def test_only_term_vote_and_log_changes_cost_an_fsync() -> None:
     fs.crash(random.Random(1))
     r = open_storage(fs, "/d").recover()
     assert (r.hard_state.term, r.hard_state.vote) == (2, None) and [e.index for e in r.entries] == [1]
+
+
+# --- preallocated segments (wal.py) -------------------------------------------------------------------
+
+
+def _segment_sizes(fs: FileSystem, d: str) -> list[tuple[int, int]]:
+    """(size on disk, where the records end) of every segment, oldest first."""
+    return [(fs.size(p), records_end(fs.read(p))) for p in wal_files(fs, d)]
+
+
+@pytest.mark.parametrize("segment_mode", ["prealloc"], indirect=True)
+def test_segments_are_created_at_full_size_and_rolled_into_spares(env: tuple[FileSystem, str]) -> None:
+    fs, d = env
+    seg = 1024
+    s = open_storage(fs, d, segment_bytes=seg)
+    s.recover()
+    s.persist(HardState(1, "n1", 0), None, ents(1, 2), None)
+    ((size, end),) = _segment_sizes(fs, d)
+    assert size == seg and 0 < end < seg  # reserved space, written from the start
+    assert not fs.exists(posixpath.join(d, "wal", "spare.tmp"))  # not needed before half full
+    i = 3
+    while s.stats.segments_rolled < 4:
+        s.persist(HardState(1, "n1", i), None, ents(i, i + 3), None)
+        i += 4
+    assert s.stats.segments_from_spare == 3  # every roll after the first segment found a spare ready
+    *old, (last_size, last_end) = _segment_sizes(fs, d)
+    assert all(size == end for size, end in old)  # a rolled-over segment is cut to its records
+    assert last_size == seg and last_end < seg
+    s.close()
+    assert reopen(fs, d).entries == ents(1, i - 1)
+
+
+@pytest.mark.parametrize("segment_mode", ["prealloc"], indirect=True)
+def test_a_smaller_segment_size_after_a_restart_cuts_the_preallocated_tail(
+    env: tuple[FileSystem, str],
+) -> None:
+    fs, d = env
+    s = open_storage(fs, d, segment_bytes=8192)
+    s.recover()
+    s.persist(HardState(1, "n1", 0), None, ents(1, 30), None)
+    s.close()
+    s = open_storage(fs, d, segment_bytes=256)
+    s.recover()
+    for i in range(31, 61, 5):
+        s.persist(HardState(1, "n1", i), None, ents(i, i + 4), None)
+    s.close()
+    *old, _last = _segment_sizes(fs, d)
+    assert old and all(size == end for size, end in old)
+    assert reopen(fs, d, segment_bytes=256).entries == ents(1, 60)
+
+
+@pytest.mark.parametrize("segment_mode", ["prealloc"], indirect=True)
+def test_a_preallocated_segment_never_written_is_dropped_at_recovery(env: tuple[FileSystem, str]) -> None:
+    fs, d = env
+    _three_batches(fs, d)
+    (path,) = wal_files(fs, d)
+    fs.truncate(path, records_end(fs.read(path)))  # what a roll does first (and syncs)
+    fresh = posixpath.join(d, "wal", "0000000000000002-0000000000000031.wal")  # renamed, head never written
+    f = fs.open_append(fresh)
+    f.write(bytes(512))
+    f.fsync()
+    f.close()
+    fs.fsync_dir(posixpath.join(d, "wal"))
+    s = open_storage(fs, d)
+    r = s.recover()
+    assert r.entries == ents(1, 30) and not fs.exists(fresh)
+    s.persist(HardState(2, None, 30), None, ents(31, 31, term=2), None)  # a fresh segment starts here
+    s.close()
+    assert reopen(fs, d).entries == ents(1, 30) + ents(31, 31, term=2)
+
+
+@pytest.mark.parametrize("segment_mode", ["prealloc"], indirect=True)
+def test_background_spares_on_the_real_file_system(tmp_path: Path) -> None:
+    fs, d = RealFS(), str(tmp_path / "n1")
+    s = open_storage(fs, d, segment_bytes=64 * 1024, background=True)
+    s.recover()
+    i = 1
+    while s.stats.segments_from_spare < 3:
+        s.persist(HardState(1, "n1", i), None, ents(i, i + 49, tag=b"x" * 200), None)
+        i += 50
+        assert i < 20_000, "no spare was ever ready"
+    s.close()  # waits for a fill still running
+    r = reopen(fs, d)
+    assert [e.index for e in r.entries] == list(range(1, i))
+    assert all(size == end for size, end in _segment_sizes(fs, d)[:-1])
