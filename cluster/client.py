@@ -12,6 +12,27 @@ linearizable (ReadIndex) unless serializable=True asks for a possibly stale loca
 
 Errors (cluster/errors.py): InvalidRequest before sending anything, Rejected when the cluster refused,
 OutcomeUnknown when a write got no answer in time, Unavailable when a read or status got none.
+
+Asynchronous calls: put_async, cas_async, delete_async, delete_prefix_async, get_async, get_kv_async and
+range_async take the same arguments as their blocking twins and return a concurrent.futures.Future at
+once, so one thread can keep many requests in flight without a thread per request:
+
+    futures = [c.put_async(f"jobs/{i}", i) for i in range(100)]
+    revisions = [f.result() for f in futures]
+    c.get_async("jobs/7").add_done_callback(lambda f: print(f.result()))
+
+A future's result is what the blocking call returns and its exception is what the blocking call raises
+(OutcomeUnknown, Unavailable, Rejected, ClientClosed on a closed client, ...), with one difference: bad
+arguments raise InvalidRequest (or ValueError for a bad timeout) from the *_async call itself, before
+anything is sent. Every future completes: the I/O thread ends each request at its deadline, and close()
+fails the pending ones with ClientClosed. The futures cannot be cancelled (the request is already on its
+way): cancel() returns False.
+
+Callbacks added with add_done_callback run on the client's I/O thread (or at once in the caller's
+thread when the future is already done). Keep them quick and never block in them on this client
+(future.result() of another pending request, or a blocking call, would stall every request of the
+client). Starting another *_async call from a callback is fine: it only appends to a locked inbox and
+wakes the thread.
 """
 
 from __future__ import annotations
@@ -19,10 +40,12 @@ from __future__ import annotations
 import secrets
 import time
 import weakref
+from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 from actors.client import ClientOptions, Completion, Outcome, WriteEncoder
 from actors.messages import NodeId, RequestKind
@@ -39,6 +62,8 @@ _SESSION_LIMIT = 2**63 - 1
 # The state machine caches this many answers per session; keep open writes within it, with a margin, so a
 # stuck write's answer is never dropped while it may still be retried.
 SEQ_WINDOW = DEFAULT_MAX_RESPONSES_PER_SESSION - 24
+
+T = TypeVar("T")
 
 
 class Client:
@@ -94,39 +119,69 @@ class Client:
 
     def put(self, key: str, value: Any, *, timeout: float | None = None) -> int:
         """Set key to value; returns the new revision."""
-        return int(self._write("put", ["put", key, value], timeout)["rev"])
+        return _revision(self._call(self._write("put", ["put", key, value], timeout)))
 
     def cas(self, key: str, expected: Any, new: Any, *, timeout: float | None = None) -> bool:
         """Set key to `new` only if its value is `expected` (None: only if absent); True if swapped."""
-        return bool(self._write("cas", ["cas", key, expected, new], timeout)["swapped"])
+        return _swapped(self._call(self._write("cas", ["cas", key, expected, new], timeout)))
 
     def delete(self, key: str, *, timeout: float | None = None) -> bool:
         """Delete key; True if it existed."""
-        return bool(self._write("delete", ["del", key], timeout)["deleted"])
+        return _existed(self._call(self._write("delete", ["del", key], timeout)))
 
     def delete_prefix(self, prefix: str, *, timeout: float | None = None) -> int:
         """Delete every key starting with prefix ("" = every key); returns how many were deleted."""
-        return int(self._write("delete_prefix", ["del_prefix", prefix], timeout)["deleted"])
+        return _deleted(self._call(self._write("delete_prefix", ["del_prefix", prefix], timeout)))
+
+    def put_async(self, key: str, value: Any, *, timeout: float | None = None) -> Future[int]:
+        """put() without waiting: a future of the new revision (see the module docstring)."""
+        return self._call_async(self._write("put", ["put", key, value], timeout), _revision)
+
+    def cas_async(self, key: str, expected: Any, new: Any, *, timeout: float | None = None) -> Future[bool]:
+        """cas() without waiting: a future of whether it swapped."""
+        return self._call_async(self._write("cas", ["cas", key, expected, new], timeout), _swapped)
+
+    def delete_async(self, key: str, *, timeout: float | None = None) -> Future[bool]:
+        """delete() without waiting: a future of whether the key existed."""
+        return self._call_async(self._write("delete", ["del", key], timeout), _existed)
+
+    def delete_prefix_async(self, prefix: str, *, timeout: float | None = None) -> Future[int]:
+        """delete_prefix() without waiting: a future of how many keys were deleted."""
+        return self._call_async(self._write("delete_prefix", ["del_prefix", prefix], timeout), _deleted)
 
     # --- reads ------------------------------------------------------------------------------------
 
     def get(self, key: str, serializable: bool = False, *, timeout: float | None = None) -> Any:
         """The value of key, or None when absent. Linearizable unless serializable=True."""
-        kv = self.get_kv(key, serializable, timeout=timeout)
-        return None if kv is None else kv["value"]
+        return _value(self._call(self._read("get", ["get", key], serializable, timeout)))
 
     def get_kv(
         self, key: str, serializable: bool = False, *, timeout: float | None = None
     ) -> dict[str, Any] | None:
         """{"key", "value", "create_revision", "mod_revision", "version"} of key, or None when absent."""
-        kv = self._read("get", ["get", key], serializable, timeout)["kv"]
-        return None if kv is None else dict(kv)
+        return _kv(self._call(self._read("get", ["get", key], serializable, timeout)))
 
     def range(
         self, prefix: str, limit: int = 0, serializable: bool = False, *, timeout: float | None = None
     ) -> list[dict[str, Any]]:
         """Key-value dicts (as get_kv) of keys starting with prefix, sorted by key; limit 0 = all."""
-        return list(self._read("range", ["range", prefix, limit], serializable, timeout)["kvs"])
+        return _kvs(self._call(self._read("range", ["range", prefix, limit], serializable, timeout)))
+
+    def get_async(self, key: str, serializable: bool = False, *, timeout: float | None = None) -> Future[Any]:
+        """get() without waiting: a future of the value (None when absent)."""
+        return self._call_async(self._read("get", ["get", key], serializable, timeout), _value)
+
+    def get_kv_async(
+        self, key: str, serializable: bool = False, *, timeout: float | None = None
+    ) -> Future[dict[str, Any] | None]:
+        """get_kv() without waiting."""
+        return self._call_async(self._read("get", ["get", key], serializable, timeout), _kv)
+
+    def range_async(
+        self, prefix: str, limit: int = 0, serializable: bool = False, *, timeout: float | None = None
+    ) -> Future[list[dict[str, Any]]]:
+        """range() without waiting."""
+        return self._call_async(self._read("range", ["range", prefix, limit], serializable, timeout), _kvs)
 
     # --- status -----------------------------------------------------------------------------------
 
@@ -150,30 +205,14 @@ class Client:
 
     # --- internals --------------------------------------------------------------------------------
 
-    def _write(self, operation: str, op: list[Any], timeout: float | None) -> dict[str, Any]:
+    def _write(self, operation: str, op: list[Any], timeout: float | None) -> _Request:
         encoder = write_encoder(operation, self._session, op)
-        limit = self._limit(timeout)
-        done = self._call(RequestKind.WRITE, encoder, limit)
-        if done.outcome is Outcome.TIMEOUT:
-            raise OutcomeUnknown(operation, limit)
-        return self._result(operation, done)
+        return _Request(operation, RequestKind.WRITE, encoder, self._limit(timeout))
 
-    def _read(
-        self, operation: str, op: list[Any], serializable: bool, timeout: float | None
-    ) -> dict[str, Any]:
+    def _read(self, operation: str, op: list[Any], serializable: bool, timeout: float | None) -> _Request:
         query = encode_query(operation, op)
-        limit = self._limit(timeout)
         kind = RequestKind.SERIAL_READ if serializable else RequestKind.READ
-        done = self._call(kind, query, limit)
-        if done.outcome is Outcome.TIMEOUT:
-            raise Unavailable(operation, limit, "no leader reachable" if not serializable else "")
-        return self._result(operation, done)
-
-    @staticmethod
-    def _result(operation: str, done: Completion) -> dict[str, Any]:
-        if done.outcome is Outcome.REJECTED:
-            raise Rejected(operation, describe_bad_request(done.result))
-        return check_result(operation, done.result)
+        return _Request(operation, kind, query, self._limit(timeout))
 
     def _limit(self, timeout: float | None) -> float:
         limit = self.timeout if timeout is None else timeout
@@ -181,9 +220,29 @@ class Client:
             raise ValueError("timeout must be positive")
         return limit
 
-    def _call(self, kind: RequestKind, body: bytes | WriteEncoder, limit: float) -> Completion:
-        deadline = time.monotonic() + limit
-        return self._wait(self._submit(kind, body, deadline), deadline)
+    def _call(self, request: _Request) -> dict[str, Any]:
+        deadline = time.monotonic() + request.limit
+        return _interpret(request, self._wait(self._submit(request.kind, request.body, deadline), deadline))
+
+    def _call_async(self, request: _Request, project: Callable[[dict[str, Any]], T]) -> Future[T]:
+        outer: Future[T] = Future()
+        outer.set_running_or_notify_cancel()  # the request is about to be sent: not cancellable
+
+        def settle(inner: Future[Completion]) -> None:  # on the I/O thread: must never raise
+            try:
+                answer = project(_interpret(request, inner.result()))
+            except BaseException as exc:  # ClientClosed from the loop, or what _interpret raised
+                outer.set_exception(exc)
+            else:
+                outer.set_result(answer)
+
+        try:
+            inner = self._submit(request.kind, request.body, time.monotonic() + request.limit)
+        except Exception as exc:  # ClientClosed: delivered like any other outcome
+            outer.set_exception(exc)
+            return outer
+        inner.add_done_callback(settle)
+        return outer
 
     def _submit(
         self, kind: RequestKind, body: bytes | WriteEncoder, deadline: float, node: NodeId = ""
@@ -198,6 +257,62 @@ class Client:
             return fut.result(timeout=max(0.0, deadline - time.monotonic()) + _GRACE)
         except FutureTimeout:  # the I/O thread missed the deadline; report it like the actor would
             return Completion(0, Outcome.TIMEOUT, b"")
+
+
+@dataclass(frozen=True, slots=True)
+class _Request:
+    """A validated request, ready to submit, and what its errors are called."""
+
+    operation: str  # the Client method's name, for error messages
+    kind: RequestKind
+    body: bytes | WriteEncoder  # a read's encoded query, or a write's command encoder
+    limit: float  # its timeout, seconds
+
+
+def _interpret(request: _Request, done: Completion) -> dict[str, Any]:
+    """The state machine's answer to a request, or the error its caller gets (shared by the blocking and
+    the asynchronous calls)."""
+    if done.outcome is Outcome.TIMEOUT:
+        if request.kind is RequestKind.WRITE:
+            raise OutcomeUnknown(request.operation, request.limit)
+        detail = "no leader reachable" if request.kind is RequestKind.READ else ""
+        raise Unavailable(request.operation, request.limit, detail)
+    if done.outcome is Outcome.REJECTED:
+        raise Rejected(request.operation, describe_bad_request(done.result))
+    return check_result(request.operation, done.result)
+
+
+# What each call returns, from the state machine's answer.
+
+
+def _revision(result: dict[str, Any]) -> int:
+    return int(result["rev"])
+
+
+def _swapped(result: dict[str, Any]) -> bool:
+    return bool(result["swapped"])
+
+
+def _existed(result: dict[str, Any]) -> bool:
+    return bool(result["deleted"])
+
+
+def _deleted(result: dict[str, Any]) -> int:
+    return int(result["deleted"])
+
+
+def _kv(result: dict[str, Any]) -> dict[str, Any] | None:
+    kv = result["kv"]
+    return None if kv is None else dict(kv)
+
+
+def _value(result: dict[str, Any]) -> Any:
+    kv = result["kv"]
+    return None if kv is None else kv["value"]
+
+
+def _kvs(result: dict[str, Any]) -> list[dict[str, Any]]:
+    return list(result["kvs"])
 
 
 def _summarize(

@@ -22,6 +22,8 @@ def storage_summary(stats: StorageStats) -> dict[str, Any]:
         "entries_per_fsync": round(stats.entries_per_fsync(), 3),
         "snapshots": stats.snapshots,
         "bytes": stats.bytes,
+        "segments_rolled": stats.segments_rolled,
+        "segments_from_spare": stats.segments_from_spare,
     }
 
 

@@ -3,12 +3,12 @@
 Modules, each with one job:
 
     options          command-line arguments -> BenchOptions
-    workloads        the workloads: key/value generation and the per-thread operation closures
+    workloads        the workloads: key/value generation and the asynchronous operation of one load slot
     stats            percentiles, log-bucketed latency histograms
     ipc              length-prefixed msgpack frames between the bench and its worker processes
-    loadgen          inside a worker: threads that run one workload against one driver and time it
+    loadgen          inside a worker: a closed loop keeping N operations in flight against one driver, timed
     worker           the worker process main (a load generator, or a PySyncObj node that also generates load)
-    drivers          inside a worker: the zraft and etcd client drivers
+    drivers          inside a worker: the zraft and etcd client drivers (each client's asynchronous API)
     pysyncobj_node   inside a worker: a PySyncObj node with a replicated dict, and its driver
     pool             in the bench: start worker processes and talk to them
     system           what the runner needs from a system under test; server processes

@@ -1,8 +1,8 @@
 """etcd as a system under test: a fresh 3-member etcd on loopback with temporary data directories.
 
 Uses the `etcd` binary of Debian's etcd-server package. Every member writes its WAL with fsync (etcd's
-default). Load: separate load-generator processes, each with one gRPC client (cluster/bench/drivers.py)
-shared by all its threads, connected to member (i mod 3) like etcd's own benchmark spreads connections.
+default). Load: separate load-generator processes, each with one gRPC channel (cluster/bench/drivers.py)
+driven through grpc.aio, connected to member (i mod 3) like etcd's own benchmark spreads connections.
 Durability counters come from each member's Prometheus /metrics: WAL fsyncs
 (etcd_disk_wal_fsync_duration_seconds_count) and entries (etcd_server_proposals_committed_total, the
 member's committed raft index; its advance approximates the entries appended).
@@ -133,8 +133,10 @@ class EtcdCluster:
             f"data in a temporary directory under {self.data_root or tempfile.gettempdir()}",
             "client": f"{ETCD_CLIENT}; linearizable get = default Range, serializable get = Range with "
             "serializable=True, compare-and-swap = Txn(value == expected -> put)",
-            "load": f"{self._clients} load-generator process(es), each one gRPC client shared by its "
-            f"threads, connected to member (i mod {MEMBERS}); followers forward writes to the leader",
+            "load": f"{self._clients} load-generator process(es), each with one grpc.aio channel (KV stub "
+            "Put/Range/Txn calls on an asyncio loop thread): a closed loop keeps the process's share of the "
+            "concurrency in flight, each completion issuing the next request; "
+            f"connected to member (i mod {MEMBERS}), followers forward writes to the leader",
             "durability": "WAL fsync before acknowledging (etcd's default); fsyncs counted from /metrics "
             f"({FSYNC_METRIC}), entries from {ENTRIES_METRIC}",
         }

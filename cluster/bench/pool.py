@@ -117,7 +117,7 @@ class Worker:
 
 
 class WorkerPool:
-    """The workers of one system; commands go to all of them (or to those given threads) at once."""
+    """The workers of one system; commands go to all of them (or to those given load) at once."""
 
     def __init__(self, workers: Sequence[Worker]) -> None:
         self.workers = list(workers)
@@ -145,19 +145,19 @@ class WorkerPool:
     def pids(self) -> list[int]:
         return [w.pid for w in self.workers]
 
-    def preload(self, keys: int, seed: int, threads: int = 32) -> dict[str, Any]:
-        return self.workers[0].request({"cmd": "preload", "keys": keys, "threads": threads, "seed": seed})
+    def preload(self, keys: int, seed: int, in_flight: int = 32) -> dict[str, Any]:
+        return self.workers[0].request({"cmd": "preload", "keys": keys, "in_flight": in_flight, "seed": seed})
 
-    def prepare(self, workload: str, threads: Sequence[int], seed: int, read_set: int) -> None:
-        """Start `threads[i]` load threads in worker i (none where 0) and wait until all are ready."""
+    def prepare(self, workload: str, in_flight: Sequence[int], seed: int, read_set: int) -> None:
+        """Have worker i prepare `in_flight[i]` load slots (none where 0) and wait until all are ready."""
         self._running = []
-        for index, (worker, count) in enumerate(zip(self.workers, threads, strict=True)):
+        for index, (worker, count) in enumerate(zip(self.workers, in_flight, strict=True)):
             if count:
                 worker.send(
                     {
                         "cmd": "prepare",
                         "workload": workload,
-                        "threads": count,
+                        "in_flight": count,
                         "worker": index,
                         "seed": seed,
                         "read_set": read_set,

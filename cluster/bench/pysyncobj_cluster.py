@@ -1,10 +1,10 @@
 """PySyncObj as a system under test: 3 node processes, each a SyncObj with a replicated dict.
 
 The node processes are cluster-bench workers (cluster/bench/pysyncobj_node.py): PySyncObj has no client
-protocol, so the load-generating threads run inside the node processes and call the replicated dict
-directly with sync=True. The total concurrency is spread over the 3 nodes. PySyncObj keeps its log in
-memory and never fsyncs. Its warnings about truncating already-applied log entries (a known PySyncObj
-safety problem) are counted from the node logs and reported.
+protocol, so the load generator runs inside the node processes and calls the replicated dict directly,
+asynchronously (replicated methods with callback=). The total concurrency is spread over the 3 nodes.
+PySyncObj keeps its log in memory and never fsyncs. Its warnings about truncating already-applied log
+entries (a known PySyncObj safety problem) are counted from the node logs and reported.
 """
 
 from __future__ import annotations
@@ -59,10 +59,12 @@ class PySyncObjCluster:
         return {
             "cluster": f"{NODES} local PySyncObj node processes (SyncObj + replicated dict, unbatched "
             "AppendEntries, in-memory log, compaction off during the run)",
-            "client": "none: PySyncObj has no client protocol; load threads call the node's replicated dict "
-            "in-process with sync=True. Linearizable get = a read command through the log (no ReadIndex); "
+            "client": "none: PySyncObj has no client protocol; the load generator calls the node's "
+            "replicated dict in-process. Linearizable get = a read command through the log (no ReadIndex); "
             "serializable get = the local dict; compare-and-swap = a replicated method",
-            "load": f"inside the {NODES} node processes (the concurrency is split over them); node CPU "
+            "load": f"inside the {NODES} node processes (the concurrency is split over them), through "
+            "PySyncObj's asynchronous form (replicated methods with callback=, no sync=True waits): a closed "
+            "loop keeps the node's share in flight, each callback issuing the next command; node CPU "
             "therefore includes the load generation",
             "durability": "none: PySyncObj does not fsync (in-memory log, no journal file)",
         }

@@ -140,6 +140,8 @@ def format_table(rows: Sequence[dict[str, Any]], compared: Sequence[str]) -> str
 def legend(compared: Sequence[str]) -> str:
     lines = [
         "ops/s: operations completed in the measured window / its length; latencies per operation.",
+        "conc: requests in flight in total, split over the load processes; each process drives its client's "
+        "asynchronous API in a closed loop (a completion issues the next request; no thread per request).",
         "node CPU s / peak RSS MB: every node process of the system (n1/n2/n3), over the measured window.",
         "fsync/s: fsyncs of all nodes together per second; ent/fsync: log entries written per fsync.",
     ]

@@ -4,8 +4,9 @@ Cells go workload by workload, concurrency by concurrency; within each (workload
 system runs once, and the order of the systems rotates from one cell to the next, so slow drifts of the
 machine (other jobs, page cache, thermal) hit every system alike.
 
-One cell: split the concurrency over the system's workers, let them prepare their threads, start them all
-at one wall-clock instant; after the warm-up sample node CPU, reset the nodes' peak RSS and read the
+One cell: split the concurrency over the system's workers, let them prepare their load slots (each worker
+keeps its share of the requests in flight through the client's asynchronous API), start them all at one
+wall-clock instant; after the warm-up sample node CPU, reset the nodes' peak RSS and read the
 durability counters; at the end sample again and collect the latencies.
 """
 

@@ -3,10 +3,13 @@
 The first message names the driver to build ({"driver": "zraft" | "etcd" | "pysyncobj", ...}); the worker
 answers {"ok": true, "pid": ...} and then serves commands until "stop" or end of input:
 
-    prepare  {workload, threads, worker, seed, read_set}   start the threads of one cell (loadgen.Cell)
-    go       {start, warmup, duration}                     run the prepared cell; answer its samples
-    preload  {keys, threads, seed}                         put each of `keys` read keys once
-    info     {}                                            the driver's view (PySyncObj: leader, ready)
+    prepare  {workload, in_flight, worker, seed, read_set}  build the slots of one cell (loadgen.Cell)
+    go       {start, warmup, duration}                       run the prepared cell; answer its samples
+    preload  {keys, in_flight, seed}                         put each of `keys` read keys once
+    info     {}                                              the driver's view (PySyncObj: leader, ready)
+
+The driver's "timeout" (init) bounds every operation; the load generator also uses it to expire an
+operation whose driver never completed it.
 """
 
 from __future__ import annotations
@@ -17,13 +20,17 @@ import sys
 from typing import IO, Any
 
 from cluster.bench.ipc import WorkerGone, read_message, write_message
-from cluster.bench.loadgen import Cell, preload
+from cluster.bench.loadgen import DEFAULT_OP_TIMEOUT, Cell, preload
 from cluster.bench.workloads import Driver, read_keys
+
+
+def init_timeout(init: dict[str, Any]) -> float:
+    return float(init.get("timeout", DEFAULT_OP_TIMEOUT))
 
 
 def build_driver(init: dict[str, Any]) -> Driver:
     kind = init.get("driver")
-    timeout = float(init.get("timeout", 10.0))
+    timeout = init_timeout(init)
     if kind == "zraft":
         from cluster.bench.drivers import ZraftDriver
 
@@ -39,7 +46,7 @@ def build_driver(init: dict[str, Any]) -> Driver:
     raise ValueError(f"unknown driver {kind!r}")
 
 
-def serve(driver: Driver, inp: IO[bytes], out: IO[bytes]) -> None:
+def serve(driver: Driver, inp: IO[bytes], out: IO[bytes], op_timeout: float = DEFAULT_OP_TIMEOUT) -> None:
     cell: Cell | None = None
     while True:
         try:
@@ -54,7 +61,13 @@ def serve(driver: Driver, inp: IO[bytes], out: IO[bytes]) -> None:
         try:
             if cmd == "prepare":
                 cell = Cell(
-                    driver, msg["workload"], msg["threads"], msg["worker"], msg["seed"], msg["read_set"]
+                    driver,
+                    msg["workload"],
+                    msg["in_flight"],
+                    msg["worker"],
+                    msg["seed"],
+                    msg["read_set"],
+                    op_timeout,
                 )
                 cell.prepare()
                 answer: dict[str, Any] = {"ok": True}
@@ -63,7 +76,7 @@ def serve(driver: Driver, inp: IO[bytes], out: IO[bytes]) -> None:
                     raise RuntimeError("go before prepare")
                 answer, cell = cell.run(msg["start"], msg["warmup"], msg["duration"]), None
             elif cmd == "preload":
-                answer = preload(driver, read_keys(msg["keys"]), msg["threads"], msg["seed"])
+                answer = preload(driver, read_keys(msg["keys"]), msg["in_flight"], msg["seed"])
             elif cmd == "info":
                 info = getattr(driver, "info", None)
                 answer = info() if info is not None else {"ok": True}
@@ -89,7 +102,7 @@ def main() -> int:
         return 1
     write_message(out, {"ok": True, "pid": os.getpid()})
     try:
-        serve(driver, inp, out)
+        serve(driver, inp, out, init_timeout(init))
     finally:
         driver.close()
     return 0

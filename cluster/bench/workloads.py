@@ -1,15 +1,21 @@
-"""The benchmark's workloads: what one load-generating thread does, operation after operation.
+"""The benchmark's workloads: what one load slot does, operation after operation, asynchronously.
 
 Keys are 8 bytes (decimal, zero padded) drawn from a 100,000-key space and values are 100 bytes: the
 defaults of etcd's own benchmark tool. Reads go to a preloaded set of keys spread over the key space, so
-every read finds a value. Every workload runs against a `Driver`: the same closures drive zraft, etcd and
-PySyncObj.
+every read finds a value. Every workload runs against a `Driver`, the asynchronous face of one system's
+client: the same operations drive zraft, etcd and PySyncObj.
 
     put         put a random key from the key space
     get         linearizable get of a preloaded key
     serial-get  serializable (local, possibly stale) get of a preloaded key
     mixed       90% linearizable get / 10% put, both over the preloaded keys
-    cas         compare-and-swap: each thread owns one key and swaps the value it last wrote for a new one
+    cas         compare-and-swap: each slot owns one key and swaps the value it last wrote for a new one
+
+An operation is started with two callbacks and returns at once: later (from whatever thread the driver
+completes on, or before it returns) exactly one of done(ok) or fail(exc) is called. ok is False for a
+"miss" (a get that found nothing, a compare-and-swap that did not swap): misses are counted, they are not
+errors. The compare-and-swap operation is a small chain of driver calls (swap; on a miss re-read the key
+and resynchronise), one link started from the previous one's callback.
 """
 
 from __future__ import annotations
@@ -25,33 +31,51 @@ KEY_SPACE = 100_000
 VALUE_SIZE = 100
 MIXED_READ_FRACTION = 0.9
 CAS_KEY_PREFIX = "c"
-_CAS_SLOTS = 10 ** (KEY_SIZE - len(CAS_KEY_PREFIX))
-_MAX_THREADS_PER_WORKER = 10_000
+_CAS_KEYS = 10 ** (KEY_SIZE - len(CAS_KEY_PREFIX))
+MAX_SLOTS_PER_WORKER = 10_000
 
 WORKLOADS: dict[str, str] = {
     "put": "put, 8-byte keys over a 100k key space, 100-byte values",
     "get": "linearizable get of a preloaded key",
     "serial-get": "serializable get of a preloaded key",
     "mixed": "90% linearizable get / 10% put over the preloaded keys",
-    "cas": "compare-and-swap on a key owned by the thread (always expected to succeed)",
+    "cas": "compare-and-swap on a key owned by the slot (always expected to succeed)",
 }
 WRITE_WORKLOADS = frozenset({"put", "mixed", "cas"})
 
-# An operation returns True when it saw what it expected, False for a "miss" (a get that found nothing,
-# a compare-and-swap that did not swap): misses are counted, they are not errors.
-Op = Callable[[], bool]
+Fail = Callable[[BaseException], None]
+Done = Callable[[bool], None]  # True: the operation saw what it expected; False: a miss
 
 
 class Driver(Protocol):
-    """The operations a system under test offers the load generator. Values are bytes."""
+    """The asynchronous operations a system under test offers the load generator. Values are bytes.
 
-    def put(self, key: str, value: bytes) -> None: ...
+    Each call starts one operation and returns at once. Exactly one of its callbacks is called later, on
+    any thread (the client's I/O or callback thread), or even before the call returns; a driver never
+    raises from these calls: an immediate failure goes to `fail` as well. Callbacks must be quick.
+    """
 
-    def get(self, key: str, serializable: bool) -> bytes | None: ...
+    def put(self, key: str, value: bytes, done: Callable[[], None], fail: Fail) -> None: ...
 
-    def cas(self, key: str, expected: bytes, new: bytes) -> bool: ...
+    def get(self, key: str, serializable: bool, done: Callable[[bytes | None], None], fail: Fail) -> None: ...
+
+    def cas(
+        self, key: str, expected: bytes, new: bytes, done: Callable[[bool], None], fail: Fail
+    ) -> None: ...
 
     def close(self) -> None: ...
+
+
+class Operation(Protocol):
+    """What one load slot repeats. Only one call of a slot's operation is in flight at a time."""
+
+    def setup(self, done: Callable[[], None], fail: Fail) -> None:
+        """Once, before the timed run (not timed); e.g. "cas" writes the slot's key."""
+        ...
+
+    def __call__(self, done: Done, fail: Fail) -> None:
+        """Start the operation; done(ok) or fail(exc) follows (see the module docstring)."""
+        ...
 
 
 def key_for(index: int) -> str:
@@ -69,11 +93,11 @@ def read_keys(count: int, key_space: int = KEY_SPACE) -> tuple[str, ...]:
     return tuple(key_for(i * key_space // count) for i in range(count))
 
 
-def cas_key(worker: int, thread: int) -> str:
-    """The key a compare-and-swap thread owns: unique per (worker, thread), 8 bytes, outside read_keys."""
-    if not 0 <= thread < _MAX_THREADS_PER_WORKER or not 0 <= worker < _CAS_SLOTS // _MAX_THREADS_PER_WORKER:
-        raise ValueError(f"no cas key for worker {worker}, thread {thread}")
-    return f"{CAS_KEY_PREFIX}{worker * _MAX_THREADS_PER_WORKER + thread:0{KEY_SIZE - len(CAS_KEY_PREFIX)}d}"
+def cas_key(worker: int, slot: int) -> str:
+    """The key a compare-and-swap slot owns: unique per (worker, slot), 8 bytes, outside read_keys."""
+    if not 0 <= slot < MAX_SLOTS_PER_WORKER or not 0 <= worker < _CAS_KEYS // MAX_SLOTS_PER_WORKER:
+        raise ValueError(f"no cas key for worker {worker}, slot {slot}")
+    return f"{CAS_KEY_PREFIX}{worker * MAX_SLOTS_PER_WORKER + slot:0{KEY_SIZE - len(CAS_KEY_PREFIX)}d}"
 
 
 def make_value(rng: random.Random) -> bytes:
@@ -86,7 +110,8 @@ def numbered_value(base: bytes, number: int) -> bytes:
 
 
 def split_concurrency(total: int, workers: int) -> list[int]:
-    """Threads per worker process for a total concurrency: as even as possible, the first ones get more."""
+    """Requests in flight per worker process for a total concurrency: as even as possible, the first
+    ones get more."""
     if total < 1 or workers < 1:
         raise ValueError("concurrency and workers must be positive")
     share, extra = divmod(total, workers)
@@ -94,73 +119,110 @@ def split_concurrency(total: int, workers: int) -> list[int]:
 
 
 @dataclass(frozen=True, slots=True)
-class ThreadContext:
-    """What one load-generating thread needs to know to build its operation."""
+class SlotContext:
+    """What one load slot needs to know to build its operation."""
 
     worker: int
-    thread: int
+    slot: int
     seed: int
     read_set: int  # how many keys were preloaded (read_keys(read_set))
     key_space: int = KEY_SPACE
 
 
-def make_op(workload: str, driver: Driver, ctx: ThreadContext) -> Op:
-    """The operation one thread repeats. For "cas" this writes the thread's key first (not timed)."""
-    rng = random.Random(ctx.seed * 1_000_003 + ctx.worker * 10_007 + ctx.thread)
+def make_op(workload: str, driver: Driver, ctx: SlotContext) -> Operation:
+    """The operation one slot repeats, with its own seeded random choices."""
+    rng = random.Random(ctx.seed * 1_000_003 + ctx.worker * 10_007 + ctx.slot)
     value = make_value(rng)
     keys = read_keys(ctx.read_set, ctx.key_space)
-    pick = rng.choice
     if workload == "put":
-        space = ctx.key_space
-
-        def put() -> bool:
-            driver.put(key_for(rng.randrange(space)), value)
-            return True
-
-        return put
+        return _Put(driver, rng, value, ctx.key_space)
     if workload in ("get", "serial-get"):
-        serializable = workload == "serial-get"
-
-        def get() -> bool:
-            return driver.get(pick(keys), serializable) is not None
-
-        return get
+        return _Get(driver, rng, keys, workload == "serial-get")
     if workload == "mixed":
-        draw = rng.random
-
-        def mixed() -> bool:
-            key = pick(keys)
-            if draw() < MIXED_READ_FRACTION:
-                return driver.get(key, False) is not None
-            driver.put(key, value)
-            return True
-
-        return mixed
+        return _Mixed(driver, rng, keys, value)
     if workload == "cas":
-        return _cas_op(driver, cas_key(ctx.worker, ctx.thread), value)
+        return _Cas(driver, cas_key(ctx.worker, ctx.slot), value)
     raise ValueError(f"unknown workload {workload!r}; known: {', '.join(WORKLOADS)}")
 
 
-@dataclass(slots=True)
-class _CasState:
-    number: int
-    current: bytes
+class _NoSetup:
+    def setup(self, done: Callable[[], None], fail: Fail) -> None:
+        done()
 
 
-def _cas_op(driver: Driver, key: str, base: bytes) -> Op:
-    state = _CasState(0, numbered_value(base, 0))
-    driver.put(key, state.current)
+class _Put(_NoSetup):
+    def __init__(self, driver: Driver, rng: random.Random, value: bytes, key_space: int) -> None:
+        self.driver = driver
+        self.randrange = rng.randrange
+        self.value = value
+        self.key_space = key_space
 
-    def cas() -> bool:
-        new = numbered_value(base, state.number + 1)
-        if driver.cas(key, state.current, new):
-            state.number, state.current = state.number + 1, new
-            return True
-        seen = driver.get(key, False)  # someone else wrote it (should not happen): resynchronise
-        if seen is None:
-            seen = numbered_value(base, 0)
-            driver.put(key, seen)
-        state.current = seen
-        return False
+    def __call__(self, done: Done, fail: Fail) -> None:
+        self.driver.put(key_for(self.randrange(self.key_space)), self.value, lambda: done(True), fail)
 
-    return cas
+
+class _Get(_NoSetup):
+    def __init__(self, driver: Driver, rng: random.Random, keys: tuple[str, ...], serializable: bool) -> None:
+        self.driver = driver
+        self.pick = rng.choice
+        self.keys = keys
+        self.serializable = serializable
+
+    def __call__(self, done: Done, fail: Fail) -> None:
+        self.driver.get(self.pick(self.keys), self.serializable, lambda v: done(v is not None), fail)
+
+
+class _Mixed(_NoSetup):
+    def __init__(self, driver: Driver, rng: random.Random, keys: tuple[str, ...], value: bytes) -> None:
+        self.driver = driver
+        self.pick = rng.choice
+        self.draw = rng.random
+        self.keys = keys
+        self.value = value
+
+    def __call__(self, done: Done, fail: Fail) -> None:
+        key = self.pick(self.keys)
+        if self.draw() < MIXED_READ_FRACTION:
+            self.driver.get(key, False, lambda v: done(v is not None), fail)
+        else:
+            self.driver.put(key, self.value, lambda: done(True), fail)
+
+
+class _Cas:
+    """Swap the value this slot last wrote for the next numbered one. On a miss (someone else wrote the
+    key, which should not happen) read the key back and resynchronise, writing it if it vanished."""
+
+    def __init__(self, driver: Driver, key: str, base: bytes) -> None:
+        self.driver = driver
+        self.key = key
+        self.base = base
+        self.number = 0
+        self.current = numbered_value(base, 0)
+
+    def setup(self, done: Callable[[], None], fail: Fail) -> None:
+        self.driver.put(self.key, self.current, done, fail)
+
+    def __call__(self, done: Done, fail: Fail) -> None:
+        new = numbered_value(self.base, self.number + 1)
+
+        def swapped(ok: bool) -> None:
+            if ok:
+                self.number, self.current = self.number + 1, new
+                done(True)
+            else:
+                self.driver.get(self.key, False, resync, fail)
+
+        def resync(seen: bytes | None) -> None:
+            if seen is not None:
+                self.current = seen
+                done(False)
+                return
+            fresh = numbered_value(self.base, 0)
+
+            def rewritten() -> None:
+                self.current = fresh
+                done(False)
+
+            self.driver.put(self.key, fresh, rewritten, fail)
+
+        self.driver.cas(self.key, self.current, new, swapped, fail)

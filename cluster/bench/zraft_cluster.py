@@ -3,7 +3,7 @@
 Nodes get exactly the flags cluster-local gives them (cluster.local.node_argv), on a free block of ports
 laid out like cluster-local's (client base+i, peer base+100+i), with data directories in a temporary
 directory that is removed afterwards. Writes are fsynced before they are acknowledged (always on).
-Load: separate load-generator processes, each with one cluster.Client shared by all its threads.
+Load: separate load-generator processes, each with one cluster.Client driven through its asynchronous API.
 """
 
 from __future__ import annotations
@@ -91,8 +91,9 @@ class ZraftCluster:
             "cluster": where,
             "client": "cluster.Client (ZeroMQ DEALER + msgpack); linearizable get = ReadIndex, "
             "serializable get = served locally by the receiving node",
-            "load": f"{self._clients} load-generator process(es), each one Client shared by its threads "
-            "(one blocking request per thread; the Client pipelines them)",
+            "load": f"{self._clients} load-generator process(es), each with one Client driven through its "
+            "asynchronous API (put_async/get_async/cas_async futures): a closed loop keeps the process's "
+            "share of the concurrency in flight, each completion callback issuing the next request",
             "durability": "fsync before acknowledging (always on)",
         }
 

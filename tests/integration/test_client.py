@@ -19,11 +19,13 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import Future
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from cluster import Client, ClientClosed, InvalidRequest, OutcomeUnknown, Unavailable
+from cluster import Client, ClientClosed, InvalidRequest, NoAnswer, OutcomeUnknown, Unavailable
 from cluster.defaults import PEER_PORT_OFFSET
 from cluster.local_nodes import port_in_use
 from tests.integration.util import (
@@ -199,6 +201,83 @@ def test_status_lists_every_member(client: Client, cluster: Cluster) -> None:
         assert row["role"] in ("leader", "follower") and row["applied"] <= row["commit"]
 
 
+# --- asynchronous calls ---------------------------------------------------------------------------------
+
+ASYNC_WAIT = 10.0  # bound on every future.result() below; a healthy cluster answers in milliseconds
+
+
+def test_async_calls_return_what_the_blocking_calls_return(client: Client) -> None:
+    rev = client.put_async("async/a", {"n": 1}).result(ASYNC_WAIT)
+    assert isinstance(rev, int) and rev > 0
+    assert client.get_async("async/a").result(ASYNC_WAIT) == {"n": 1}
+    assert client.get_kv_async("async/a").result(ASYNC_WAIT) == client.get_kv("async/a")
+    assert client.get_async("async/missing").result(ASYNC_WAIT) is None
+    wait_until(
+        lambda: client.get_async("async/a", serializable=True).result(ASYNC_WAIT) == {"n": 1},
+        5.0,
+        "an asynchronous serializable read",
+    )
+    client.put_async("async/b", 2).result(ASYNC_WAIT)
+    assert [kv["key"] for kv in client.range_async("async/").result(ASYNC_WAIT)] == ["async/a", "async/b"]
+    assert client.delete_async("async/a").result(ASYNC_WAIT) is True
+    assert client.delete_async("async/a").result(ASYNC_WAIT) is False
+    assert client.delete_prefix_async("async/").result(ASYNC_WAIT) == 1
+    with pytest.raises(InvalidRequest, match="key must not be empty"):  # bad arguments: raised at once
+        client.put_async("", 1)
+
+
+def test_cas_async_reports_a_mismatch_as_false(client: Client) -> None:
+    client.put("async-cas/k", 1)
+    assert client.cas_async("async-cas/k", 2, 3).result(ASYNC_WAIT) is False
+    assert client.cas_async("async-cas/k", 1, 3).result(ASYNC_WAIT) is True
+    assert client.get("async-cas/k") == 3
+
+
+def test_many_async_puts_in_flight_from_one_thread(client: Client) -> None:
+    futures = [client.put_async(f"async-many/{i:03d}", i) for i in range(200)]
+    revisions = [f.result(ASYNC_WAIT) for f in futures]
+    assert len(set(revisions)) == 200
+    assert revisions == sorted(revisions)  # one session, pipelined in order to one leader
+    assert len(client.range("async-many/")) == 200
+
+
+def test_a_callback_may_start_the_next_async_call(client: Client) -> None:
+    """A chain of puts, each started from the previous one's callback (on the client's I/O thread)."""
+    chain_length = 50
+    finished: queue.Queue[int | BaseException] = queue.Queue()
+
+    def step(i: int) -> None:
+        def on_done(fut: Future[int]) -> None:
+            try:
+                fut.result()
+                if i + 1 < chain_length:
+                    step(i + 1)
+                else:
+                    finished.put(i)
+            except BaseException as exc:  # reported to the test thread
+                finished.put(exc)
+
+        client.put_async(f"async-chain/{i:02d}", i).add_done_callback(on_done)
+
+    step(0)
+    assert finished.get(timeout=ASYNC_WAIT) == chain_length - 1
+    assert [kv["value"] for kv in client.range("async-chain/")] == list(range(chain_length))
+
+
+def test_async_calls_on_a_closed_client_fail_with_client_closed(cluster: Cluster) -> None:
+    c = Client([n.client_url for n in cluster.nodes], timeout=5.0)
+    in_flight = [c.put_async(f"async-closed/{i}", i) for i in range(50)]
+    c.close()
+    for fut in in_flight:  # each one either made it or was failed by close(): none is left hanging
+        with contextlib.suppress(ClientClosed):
+            fut.result(ASYNC_WAIT)
+    for late in (c.put_async("async-closed/late", 1), c.get_async("async-closed/late")):
+        with pytest.raises(ClientClosed):
+            late.result(ASYNC_WAIT)
+    with pytest.raises(ClientClosed):  # the blocking call raises the same
+        c.get("async-closed/late")
+
+
 # --- cluster-ctl ----------------------------------------------------------------------------------------
 
 
@@ -282,6 +361,16 @@ def test_leader_kill_then_majority_loss() -> None:
                     call()
                 elapsed = time.monotonic() - t0
                 assert elapsed < 1.5 + MARGIN, f"{error.__name__} took {elapsed:.2f}s"
+            # The same timeouts through the asynchronous calls, both in flight at once.
+            t0 = time.monotonic()
+            pending: list[tuple[Future[Any], type[NoAnswer]]] = [
+                (c.put_async("fo/k", 4, timeout=1.5), OutcomeUnknown),
+                (c.get_async("fo/k", timeout=1.5), Unavailable),
+            ]
+            for fut, expected in pending:
+                with pytest.raises(expected):
+                    fut.result(1.5 + MARGIN)
+            assert time.monotonic() - t0 < 1.5 + MARGIN
             status = c.status(timeout=1.0)  # the survivor still answers for itself
             assert sum(not m["reachable"] for m in status["members"]) == 2
 

@@ -1,22 +1,30 @@
 """cluster/bench (cluster-bench): the pure parts — percentiles and histograms, workload keys and
-operations (against an in-memory driver), cell planning, row building, the table and the JSON, argument
-parsing, /proc and /metrics parsing, the worker message framing. Nothing here measures or asserts speed."""
+operations (against in-memory drivers), the closed load loop (against a fake asynchronous driver that
+completes on a timer thread), cell planning, row building, the table and the JSON, argument parsing,
+/proc and /metrics parsing, the worker message framing. Nothing here measures or asserts speed."""
 
 from __future__ import annotations
 
+import heapq
 import io
 import json
 import math
 import random
+import threading
+import time
+from array import array
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from cluster.bench import loadgen
 from cluster.bench import main as bench_main
 from cluster.bench.etcd_cluster import ENTRIES_METRIC, FSYNC_METRIC, member_argv, parse_metrics
 from cluster.bench.ipc import WorkerGone, encode_message, read_message
+from cluster.bench.loadgen import ERROR_PAUSE, Cell, preload
 from cluster.bench.options import (
     DEFAULT_CONCURRENCY,
     DEFAULT_DURATION,
@@ -34,7 +42,9 @@ from cluster.bench.workloads import (
     KEY_SPACE,
     VALUE_SIZE,
     WORKLOADS,
-    ThreadContext,
+    Fail,
+    Operation,
+    SlotContext,
     cas_key,
     key_for,
     make_op,
@@ -116,26 +126,29 @@ def test_cdf_rises_to_one() -> None:
 
 
 class FakeDriver:
-    """An in-memory Driver that records what it was asked."""
+    """An in-memory Driver that records what it was asked and completes every operation before the call
+    returns (the way PySyncObj's local read does)."""
 
     def __init__(self) -> None:
         self.data: dict[str, bytes] = {}
         self.calls: list[tuple[str, str, Any]] = []
 
-    def put(self, key: str, value: bytes) -> None:
+    def put(self, key: str, value: bytes, done: Callable[[], None], fail: Fail) -> None:
         self.calls.append(("put", key, value))
         self.data[key] = value
+        done()
 
-    def get(self, key: str, serializable: bool) -> bytes | None:
+    def get(self, key: str, serializable: bool, done: Callable[[bytes | None], None], fail: Fail) -> None:
         self.calls.append(("get", key, serializable))
-        return self.data.get(key)
+        done(self.data.get(key))
 
-    def cas(self, key: str, expected: bytes, new: bytes) -> bool:
+    def cas(self, key: str, expected: bytes, new: bytes, done: Callable[[bool], None], fail: Fail) -> None:
         self.calls.append(("cas", key, (expected, new)))
         if self.data.get(key) != expected:
-            return False
+            done(False)
+            return
         self.data[key] = new
-        return True
+        done(True)
 
     def close(self) -> None:
         pass
@@ -147,6 +160,22 @@ def preloaded(count: int) -> FakeDriver:
         driver.data[key] = b"v" * VALUE_SIZE
     driver.calls.clear()
     return driver
+
+
+def run_once(op: Operation) -> bool:
+    """Run one operation against a driver that completes at once; its ok flag (or raise its failure)."""
+    outcome: list[bool | BaseException] = []
+    op(outcome.append, outcome.append)
+    assert len(outcome) == 1, "exactly one of done/fail must be called"
+    if isinstance(outcome[0], BaseException):
+        raise outcome[0]
+    return outcome[0]
+
+
+def set_up(op: Operation) -> None:
+    outcome: list[BaseException | None] = []
+    op.setup(lambda: outcome.append(None), outcome.append)
+    assert outcome == [None]
 
 
 def test_keys_are_eight_bytes_over_the_key_space() -> None:
@@ -171,7 +200,7 @@ def test_read_keys_are_distinct_and_spread_over_the_space() -> None:
         read_keys(KEY_SPACE + 1)
 
 
-def test_cas_keys_are_unique_per_thread_and_never_read_keys() -> None:
+def test_cas_keys_are_unique_per_slot_and_never_read_keys() -> None:
     keys = {cas_key(w, t) for w in range(4) for t in range(300)}
     assert len(keys) == 1200
     assert all(len(k) == KEY_SIZE for k in keys)
@@ -193,9 +222,10 @@ def test_split_concurrency_is_even_and_complete() -> None:
 
 def test_put_writes_random_keys_from_the_key_space_with_100_byte_values() -> None:
     driver = preloaded(10)
-    op = make_op("put", driver, ThreadContext(worker=0, thread=0, seed=1, read_set=10))
+    op = make_op("put", driver, SlotContext(worker=0, slot=0, seed=1, read_set=10))
+    set_up(op)
     for _ in range(200):
-        assert op() is True
+        assert run_once(op) is True
     puts = [c for c in driver.calls if c[0] == "put"]
     assert len(puts) == 200
     assert all(len(key) == KEY_SIZE and 0 <= int(key) < KEY_SPACE for _, key, _ in puts)
@@ -206,23 +236,23 @@ def test_put_writes_random_keys_from_the_key_space_with_100_byte_values() -> Non
 @pytest.mark.parametrize(("workload", "serializable"), [("get", False), ("serial-get", True)])
 def test_gets_read_preloaded_keys_with_the_right_consistency(workload: str, serializable: bool) -> None:
     driver = preloaded(50)
-    op = make_op(workload, driver, ThreadContext(worker=1, thread=2, seed=1, read_set=50))
-    assert all(op() for _ in range(100))
+    op = make_op(workload, driver, SlotContext(worker=1, slot=2, seed=1, read_set=50))
+    assert all(run_once(op) for _ in range(100))
     assert {c[0] for c in driver.calls} == {"get"}
     assert all(c[2] is serializable for c in driver.calls)
     assert {c[1] for c in driver.calls} <= set(read_keys(50))
 
 
 def test_get_of_a_missing_key_is_a_miss() -> None:
-    op = make_op("get", FakeDriver(), ThreadContext(worker=0, thread=0, seed=1, read_set=50))
-    assert op() is False
+    op = make_op("get", FakeDriver(), SlotContext(worker=0, slot=0, seed=1, read_set=50))
+    assert run_once(op) is False
 
 
 def test_mixed_is_mostly_linearizable_reads_over_the_read_set() -> None:
     driver = preloaded(100)
-    op = make_op("mixed", driver, ThreadContext(worker=0, thread=0, seed=4, read_set=100))
+    op = make_op("mixed", driver, SlotContext(worker=0, slot=0, seed=4, read_set=100))
     for _ in range(2000):
-        op()
+        run_once(op)
     gets = [c for c in driver.calls if c[0] == "get"]
     puts = [c for c in driver.calls if c[0] == "put"]
     assert len(gets) + len(puts) == 2000
@@ -233,10 +263,12 @@ def test_mixed_is_mostly_linearizable_reads_over_the_read_set() -> None:
 
 def test_cas_always_swaps_the_value_it_last_wrote() -> None:
     driver = FakeDriver()
-    op = make_op("cas", driver, ThreadContext(worker=1, thread=3, seed=1, read_set=10))
+    op = make_op("cas", driver, SlotContext(worker=1, slot=3, seed=1, read_set=10))
     key = cas_key(1, 3)
-    assert driver.calls[0][0] == "put" and driver.calls[0][1] == key  # setup write
-    assert all(op() for _ in range(20))
+    assert driver.calls == []  # nothing is written before setup
+    set_up(op)
+    assert driver.calls[0][0] == "put" and driver.calls[0][1] == key  # the setup write
+    assert all(run_once(op) for _ in range(20))
     values = [c[2][1] for c in driver.calls if c[0] == "cas"]
     assert len(set(values)) == 20
     assert all(len(v) == VALUE_SIZE for v in values)
@@ -245,11 +277,32 @@ def test_cas_always_swaps_the_value_it_last_wrote() -> None:
 
 def test_cas_resynchronises_after_a_foreign_write() -> None:
     driver = FakeDriver()
-    op = make_op("cas", driver, ThreadContext(worker=0, thread=0, seed=1, read_set=10))
+    op = make_op("cas", driver, SlotContext(worker=0, slot=0, seed=1, read_set=10))
+    set_up(op)
     key = cas_key(0, 0)
-    driver.data[key] = b"x" * VALUE_SIZE  # someone else wrote the thread's key
-    assert op() is False
-    assert op() is True
+    driver.data[key] = b"x" * VALUE_SIZE  # someone else wrote the slot's key
+    driver.calls.clear()
+    assert run_once(op) is False  # the swap missed; the chain read the key back
+    assert [c[0] for c in driver.calls] == ["cas", "get"]
+    assert run_once(op) is True
+    del driver.data[key]  # the key vanished: the chain writes it again
+    driver.calls.clear()
+    assert run_once(op) is False
+    assert [c[0] for c in driver.calls] == ["cas", "get", "put"]
+    assert run_once(op) is True
+
+
+def test_a_failure_inside_the_cas_chain_reaches_fail() -> None:
+    class FailingGet(FakeDriver):
+        def get(self, key: str, serializable: bool, done: Callable[[bytes | None], None], fail: Fail) -> None:
+            fail(RuntimeError("read failed"))
+
+    driver = FailingGet()
+    op = make_op("cas", driver, SlotContext(worker=0, slot=0, seed=1, read_set=10))
+    set_up(op)
+    driver.data[cas_key(0, 0)] = b"x" * VALUE_SIZE
+    with pytest.raises(RuntimeError, match="read failed"):
+        run_once(op)
 
 
 def test_numbered_values_differ_and_keep_their_size() -> None:
@@ -260,7 +313,229 @@ def test_numbered_values_differ_and_keep_their_size() -> None:
 
 def test_unknown_workload_is_refused() -> None:
     with pytest.raises(ValueError):
-        make_op("scan", FakeDriver(), ThreadContext(0, 0, 1, 10))
+        make_op("scan", FakeDriver(), SlotContext(0, 0, 1, 10))
+
+
+# --- the closed loop (loadgen) --------------------------------------------------------------------------
+
+
+class TimerDriver:
+    """An asynchronous in-memory Driver: every operation completes `delay` seconds after it started, on
+    one timer thread (as a client's I/O thread would). Every `fail_every`-th operation fails and every
+    `drop_every`-th one never completes. It records how many operations were in flight at each completion
+    and when every operation started and completed."""
+
+    def __init__(self, delay: float = 0.002, fail_every: int = 0, drop_every: int = 0) -> None:
+        self.delay = delay
+        self.fail_every = fail_every
+        self.drop_every = drop_every
+        self.data: dict[str, bytes] = {}
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.at_completion: list[tuple[float, int]] = []  # (time, operations in flight)
+        self.spans: list[tuple[float, float]] = []  # (start, completion) of every completed operation
+        self._count = 0
+        self._cond = threading.Condition()
+        self._due: list[tuple[float, int, float, Callable[[], None]]] = []
+        self._stopped = False
+        self._thread = threading.Thread(target=self._run, name="timer-driver", daemon=True)
+        self._thread.start()
+
+    def _start(self, complete: Callable[[bool], None]) -> None:
+        with self._cond:
+            self._count += 1
+            number = self._count
+            if self.drop_every and number % self.drop_every == 0:
+                return
+            failing = bool(self.fail_every) and number % self.fail_every == 0
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            now = time.perf_counter()
+            heapq.heappush(self._due, (now + self.delay, number, now, lambda: complete(failing)))
+            self._cond.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._stopped and (not self._due or self._due[0][0] > time.perf_counter()):
+                    self._cond.wait(self._due[0][0] - time.perf_counter() if self._due else None)
+                if self._stopped:
+                    return
+                _, _, started, action = heapq.heappop(self._due)
+                now = time.perf_counter()
+                self.at_completion.append((now, self.in_flight))
+                self.spans.append((started, now))
+                self.in_flight -= 1
+            action()
+
+    def put(self, key: str, value: bytes, done: Callable[[], None], fail: Fail) -> None:
+        def complete(failing: bool) -> None:
+            if failing:
+                fail(RuntimeError("injected failure"))
+                return
+            self.data[key] = value
+            done()
+
+        self._start(complete)
+
+    def get(self, key: str, serializable: bool, done: Callable[[bytes | None], None], fail: Fail) -> None:
+        self._start(lambda failing: fail(RuntimeError("injected")) if failing else done(self.data.get(key)))
+
+    def cas(self, key: str, expected: bytes, new: bytes, done: Callable[[bool], None], fail: Fail) -> None:
+        def complete(failing: bool) -> None:
+            if failing:
+                fail(RuntimeError("injected failure"))
+            elif self.data.get(key) == expected:
+                self.data[key] = new
+                done(True)
+            else:
+                done(False)
+
+        self._start(complete)
+
+    def close(self) -> None:
+        with self._cond:
+            self._stopped = True
+            self._cond.notify()
+        self._thread.join(5)
+
+
+@pytest.fixture
+def timer_driver() -> Iterator[TimerDriver]:
+    driver = TimerDriver()
+    yield driver
+    driver.close()
+
+
+def run_cell(
+    driver: Any, workload: str, in_flight: int, warmup: float = 0.05, duration: float = 0.25, **kw: Any
+) -> tuple[Cell, dict[str, Any]]:
+    cell = Cell(driver, workload, in_flight, worker=0, seed=7, read_set=20, **kw)
+    cell.prepare(timeout=5.0)
+    answer = cell.run(time.time() + 0.02, warmup, duration)
+    return cell, answer
+
+
+def latencies_of(answer: dict[str, Any]) -> array[float]:
+    samples: array[float] = array("d")
+    samples.frombytes(answer["latencies"])
+    return samples
+
+
+def test_the_closed_loop_keeps_exactly_n_requests_in_flight(timer_driver: TimerDriver) -> None:
+    cell, answer = run_cell(timer_driver, "put", 8)
+    assert timer_driver.max_in_flight == 8
+    # Every completion inside the window found all 8 in flight: the slot issues its next request from
+    # the completion callback, before the timer thread completes anything else.
+    inside = [n for t, n in timer_driver.at_completion if cell.measure <= t <= cell.end]
+    assert inside and set(inside) == {8}
+    assert answer["errors"] == 0 and answer["misses"] == 0
+    assert timer_driver.in_flight == 0  # drained before run() returned
+
+
+def test_latencies_are_kept_only_for_operations_inside_the_window(timer_driver: TimerDriver) -> None:
+    in_flight = 4
+    cell, answer = run_cell(timer_driver, "put", in_flight, warmup=0.1, duration=0.2)
+    samples = latencies_of(answer)
+    assert answer["ops"] == len(samples) > 0
+    assert min(samples) >= timer_driver.delay
+    inside = sum(1 for s, e in timer_driver.spans if s >= cell.measure and e <= cell.end)
+    # The loop's clock reads bracket the driver's, so only operations at the window's edges may differ.
+    assert abs(answer["ops"] - inside) <= 2 * in_flight
+    warmup_ops = sum(1 for s, _ in timer_driver.spans if s < cell.measure)
+    assert warmup_ops > in_flight  # there was load during the warm-up, and it was not counted
+    assert len(timer_driver.spans) >= answer["ops"] + warmup_ops
+    assert answer["cpu_s"] >= 0 and json.dumps({k: v for k, v in answer.items() if k != "latencies"})
+
+
+def test_errors_and_misses_are_counted_and_errors_pause_the_slot() -> None:
+    driver = TimerDriver(fail_every=5)
+    try:
+        _, answer = run_cell(driver, "get", 4)  # nothing preloaded: every completed get is a miss
+    finally:
+        driver.close()
+    assert answer["errors"] > 0 and "injected" in answer["error_sample"]
+    assert answer["misses"] == answer["ops"] > 0
+    ratio = answer["errors"] / (answer["errors"] + answer["ops"])
+    assert 0.1 < ratio < 0.3  # about one in five
+
+
+def test_an_instant_failure_does_not_spin() -> None:
+    class Refusing(FakeDriver):
+        def put(self, key: str, value: bytes, done: Callable[[], None], fail: Fail) -> None:
+            fail(ConnectionError("refused"))
+
+    in_flight, duration = 4, 0.2
+    _, answer = run_cell(Refusing(), "put", in_flight, duration=duration)
+    assert answer["ops"] == 0 and answer["errors"] > 0
+    assert "ConnectionError: refused" in answer["error_sample"]
+    assert answer["errors"] <= in_flight * (duration / ERROR_PAUSE + 1)  # at most one per pause per slot
+
+
+def test_operations_completing_inside_the_call_loop_without_recursion() -> None:
+    driver = preloaded(20)  # completes every operation before the call returns
+    _, answer = run_cell(driver, "serial-get", 3, duration=0.2)
+    assert answer["ops"] > 1000 and answer["errors"] == 0 and answer["misses"] == 0
+
+
+def test_an_operation_the_driver_never_completes_is_expired(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(loadgen, "OP_GRACE", 0.05)
+    monkeypatch.setattr(loadgen, "WATCHDOG_PERIOD", 0.02)
+    driver = TimerDriver(drop_every=10)
+    try:
+        started = time.monotonic()
+        _, answer = run_cell(driver, "put", 4, duration=0.4, op_timeout=0.05)
+        elapsed = time.monotonic() - started
+    finally:
+        driver.close()
+    assert answer["errors"] > 0 and "OperationExpired" in answer["error_sample"]
+    assert answer["ops"] > 0  # the slots went on after their lost operation
+    assert elapsed < 3.0  # the drain did not wait for the lost operations beyond the expiry
+
+
+def test_the_cas_chain_resynchronises_inside_the_loop(timer_driver: TimerDriver) -> None:
+    cell = Cell(timer_driver, "cas", 3, worker=0, seed=7, read_set=20)
+    cell.prepare(timeout=5.0)
+    keys = [cas_key(0, slot) for slot in range(3)]
+    assert all(k in timer_driver.data for k in keys)  # the setup wrote every slot's key
+
+    def foreign_writes() -> None:
+        for i in range(5):
+            time.sleep(0.03)
+            timer_driver.data[keys[i % 3]] = numbered_value(b"x" * VALUE_SIZE, 10**6 + i)
+
+    writer = threading.Thread(target=foreign_writes)
+    writer.start()
+    answer = cell.run(time.time() + 0.02, 0.0, 0.3)
+    writer.join()
+    assert answer["errors"] == 0
+    assert 1 <= answer["misses"] <= 5
+    assert answer["ops"] > 10 * answer["misses"]  # back to swapping after each resync
+
+
+def test_a_failing_setup_fails_prepare() -> None:
+    class Refusing(FakeDriver):
+        def put(self, key: str, value: bytes, done: Callable[[], None], fail: Fail) -> None:
+            fail(ConnectionError("refused"))
+
+    cell = Cell(Refusing(), "cas", 2, worker=0, seed=1, read_set=10)
+    with pytest.raises(RuntimeError, match="setup failed: ConnectionError: refused"):
+        cell.prepare(timeout=1.0)
+
+
+def test_preload_puts_every_key_with_a_bounded_window_and_retries(timer_driver: TimerDriver) -> None:
+    keys = read_keys(200)
+    answer = preload(timer_driver, keys, 16, seed=1)
+    assert answer == {"ok": True, "keys": 200, "errors": 0, "error_sample": ""}
+    assert set(timer_driver.data) == set(keys)
+    assert timer_driver.max_in_flight == 16
+    flaky = TimerDriver(fail_every=10)  # fails 20 of the first 200 puts, 2 of their 20 retries, then none
+    try:
+        answer = preload(flaky, keys, 16, seed=1)
+    finally:
+        flaky.close()
+    assert answer["errors"] == 22 and "injected failure" in answer["error_sample"]
+    assert set(flaky.data) == set(keys)  # every failed put was retried until it succeeded
 
 
 # --- planning and rows ----------------------------------------------------------------------------------
