@@ -13,7 +13,7 @@ class RaftConfig:
     check_quorum: bool = True  # a leader steps down without a majority's contact for an election timeout
     max_append_bytes: int = 1 << 20  # payload cap of one AppendEntries
     max_inflight: int = 256  # AppendEntries in flight per follower while replicating
-    snapshot_threshold: int = 10_000  # applied entries between automatic snapshots (0: never)
+    snapshot_threshold: int = 100_000  # applied entries between automatic snapshots (0: never)
     snapshot_threshold_bytes: int = 64 << 20  # ...or applied command bytes, whichever comes first (0: never)
     snapshot_keep: int = 1_000  # entries kept below a snapshot so slightly lagging followers use the log
     snapshot_chunk_bytes: int = 1 << 20

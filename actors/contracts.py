@@ -11,10 +11,12 @@ A runtime drives a NodeActor like this (etcd-raft's Ready/Advance shape):
 
 Between ready() and advance() the runtime may keep stepping messages in, but must not call ready() again.
 `messages` never leave before the Ready's persistent parts are durable (DESIGN.md rule 3: persist before
-you speak); that is what makes votes and acknowledgements safe across crashes. `early_messages` are the
-leader's AppendEntries and InstallSnapshot: they depend only on the leader's term, durable since before it
-won, so the leader replicates while its own write is in flight and counts itself toward a quorum only
-after advance() (dissertation 10.2.1).
+you speak); that is what makes votes and acknowledgements safe across crashes. `early_messages` depend on
+nothing the Ready persists. They are the leader's AppendEntries and InstallSnapshot, which depend only on
+the leader's term, durable since before it won, so the leader replicates while its own write is in flight
+and counts itself toward a quorum only after advance() (dissertation 10.2.1); and client answers, which
+report entries already committed (durable on a majority) or need nothing durable (redirects, refusals,
+reads of applied state), so an answer never waits behind the fsync of the next batch.
 """
 
 from __future__ import annotations

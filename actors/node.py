@@ -43,6 +43,10 @@ from actors.messages import (
 )
 from actors.replication import LeaderContext, ReplicationActor
 
+# Messages that may leave before the Ready that carries them is durable: the leader's replication (its term
+# is durable since before it won) and client answers (they report committed entries, durable on a majority,
+# or state that needs no persistence at all: redirects, refusals, reads of applied state).
+_EARLY_TYPES: tuple[type, ...] = (AppendEntries, InstallSnapshot, ClientResponse)
 
 class Role(Enum):
     FOLLOWER = "follower"
@@ -266,10 +270,10 @@ class NodeActor:
                 self._outbox.extend(self._replication.send_all(self._leader_context(now)))
         self._maybe_snapshot()
         hs = self._hard_state()
-        early: list[Message] = []  # the leader's replication: depends on nothing unsynced
+        early: list[Message] = []  # depends on nothing this Ready persists (see actors/contracts.py)
         late: list[Message] = []
         for msg in self._outbox:
-            (early if isinstance(msg, AppendEntries | InstallSnapshot) else late).append(msg)
+            (early if isinstance(msg, _EARLY_TYPES) else late).append(msg)
         rd = Ready(
             hard_state=hs if hs != self._handed_hs else None,
             truncate_from=self._pending_truncate,

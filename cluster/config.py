@@ -41,7 +41,7 @@ class NodeConfig:
     cluster_id: str = "zraft"
     election_timeout_ms: int = 1000
     heartbeat_ms: int = 100
-    snapshot_entries: int = 10_000  # applied entries between automatic snapshots; 0 = never
+    snapshot_entries: int = 100_000  # applied entries between automatic snapshots (etcd's default); 0 = never
     snapshot_bytes: int = 64 * 1024 * 1024  # ...or after this many bytes of applied commands
     wal_segment_bytes: int = 64 * 1024 * 1024  # a WAL segment rolls over past this size
     log_level: str = "INFO"
@@ -95,7 +95,7 @@ _DEFAULTS: dict[str, Any] = {
     "cluster_id": "zraft",
     "election_timeout_ms": 1000,
     "heartbeat_ms": 100,
-    "snapshot_entries": 10_000,
+    "snapshot_entries": 100_000,
     "snapshot_bytes": 64 * 1024 * 1024,
     "wal_segment_bytes": 64 * 1024 * 1024,
     "log_level": "INFO",
@@ -175,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     add(
         "--snapshot-entries",
         metavar="N",
-        help="take a snapshot every N applied entries, 0 = never (ZRAFT_SNAPSHOT_ENTRIES; default 10000)",
+        help="take a snapshot every N applied entries, 0 = never (ZRAFT_SNAPSHOT_ENTRIES; default 100000)",
     )
     add(
         "--snapshot-bytes",

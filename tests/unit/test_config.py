@@ -57,11 +57,11 @@ def test_defaults(tmp_path: Path) -> None:
         },
     )
     assert (config.cluster_id, config.election_timeout_ms, config.heartbeat_ms) == ("zraft", 1000, 100)
-    assert (config.snapshot_entries, config.log_level, config.log_json) == (10_000, "INFO", False)
+    assert (config.snapshot_entries, config.log_level, config.log_json) == (100_000, "INFO", False)
     assert config.members == ("n1", "n2", "n3")
     assert config.peers == {"n2": "tcp://127.0.0.1:7102", "n3": "tcp://127.0.0.1:7103"}
     assert config.raft_config() == RaftConfig(
-        election_timeout=1.0, heartbeat_interval=0.1, snapshot_threshold=10_000
+        election_timeout=1.0, heartbeat_interval=0.1, snapshot_threshold=100_000
     )
     assert os.path.isdir(tmp_path / "n1")  # created, and found writable
 
