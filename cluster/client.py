@@ -49,7 +49,7 @@ from typing import Any, TypeVar
 
 from actors.client import ClientOptions, Completion, Outcome, WriteEncoder
 from actors.messages import NodeId, RequestKind
-from cluster.client_io import ClientLoop, Submission
+from cluster.client_io import ClientLoop, Submission, future_completer
 from cluster.commands import check_result, describe_bad_request, encode_query, write_encoder
 from cluster.defaults import parse_endpoints
 from cluster.discovery import parse_status
@@ -228,27 +228,28 @@ class Client:
         outer: Future[T] = Future()
         outer.set_running_or_notify_cancel()  # the request is about to be sent: not cancellable
 
-        def settle(inner: Future[Completion]) -> None:  # on the I/O thread: must never raise
+        def settle(outcome: Completion | BaseException) -> None:  # on the I/O thread: must never raise
             try:
-                answer = project(_interpret(request, inner.result()))
-            except BaseException as exc:  # ClientClosed from the loop, or what _interpret raised
+                if isinstance(outcome, BaseException):  # ClientClosed from the loop
+                    raise outcome
+                answer = project(_interpret(request, outcome))
+            except BaseException as exc:  # noqa: BLE001 - every failure belongs to the caller's future
                 outer.set_exception(exc)
             else:
                 outer.set_result(answer)
 
+        deadline = time.monotonic() + request.limit
         try:
-            inner = self._submit(request.kind, request.body, time.monotonic() + request.limit)
+            self._loop.submit(Submission(request.kind, request.body, deadline, settle))
         except Exception as exc:  # ClientClosed: delivered like any other outcome
             outer.set_exception(exc)
-            return outer
-        inner.add_done_callback(settle)
         return outer
 
     def _submit(
         self, kind: RequestKind, body: bytes | WriteEncoder, deadline: float, node: NodeId = ""
     ) -> Future[Completion]:
         fut: Future[Completion] = Future()
-        self._loop.submit(Submission(kind, body, deadline, fut, node))
+        self._loop.submit(Submission(kind, body, deadline, future_completer(fut), node))
         return fut
 
     @staticmethod

@@ -3,8 +3,10 @@
 The thread owns everything mutable on the network side: its own ZeroMQ context, one DEALER per known
 node URL, the ClientActor (request ids, session sequence numbers, leader guess, retries) and Discovery
 (node names and URLs). Callers in other threads hand it Submissions through a locked inbox and wake it
-through an inproc PAIR socket; each Submission carries a Future that the thread completes with the
-actor's Completion. Nothing here interprets results: cluster/client.py does that in the caller's thread.
+through an inproc PAIR socket; each Submission carries a callback that the thread calls exactly once, with
+the actor's Completion or with the exception that ended the client (`future_completer` makes one that
+completes a Future). Nothing here interprets results: cluster/client.py does that, in the caller's thread
+for a blocking call and in the callback itself for an asynchronous one.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import math
 import random
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from contextlib import suppress
 from dataclasses import dataclass
@@ -35,13 +37,30 @@ _BATCH_MAX_BYTES = MAX_COMMAND_BYTES // 2  # payload bytes in one batch frame, w
 _HWM = 100_000  # pipelined requests may burst; a full queue drops the send and the actor retries
 
 
+OnDone = Callable[[Completion | BaseException], None]  # runs on the I/O thread; must not raise
+
+
 @dataclass(frozen=True, slots=True)
 class Submission:
     kind: RequestKind
     body: bytes | WriteEncoder  # the query for reads, the command encoder for writes, b"" for STATUS
     deadline: float  # time.monotonic() value
-    future: Future[Completion]
+    on_done: OnDone  # called once, on the I/O thread
     node: NodeId = ""  # STATUS only: the node to ask
+
+
+def future_completer(fut: Future[Completion]) -> OnDone:
+    """An OnDone that completes `fut` (with the Completion, or the exception)."""
+
+    def on_done(outcome: Completion | BaseException) -> None:
+        if fut.done():
+            return
+        if isinstance(outcome, BaseException):
+            fut.set_exception(outcome)
+        else:
+            fut.set_result(outcome)
+
+    return on_done
 
 
 class ClientLoop:
@@ -71,7 +90,7 @@ class ClientLoop:
         self._dealers: dict[str, zmq.Socket[bytes]] = {}
         self._bad_urls: set[str] = set()
         self._poller = zmq.Poller()
-        self._futures: dict[int, Future[Completion]] = {}
+        self._pending: dict[int, OnDone] = {}  # by the actor's request handle
         self._thread = threading.Thread(target=self._run, name=f"zraft-{client_id}", daemon=True)
 
     # --- caller side ------------------------------------------------------------------------------
@@ -140,9 +159,8 @@ class ClientLoop:
                 leftovers = self._inbox
                 self._inbox = []
             error = ClientClosed() if failure is None else ZraftError(f"client I/O thread failed: {failure}")
-            for fut in [*self._futures.values(), *(s.future for s in leftovers)]:
-                if not fut.done():
-                    fut.set_exception(error)
+            for on_done in [*self._pending.values(), *(s.on_done for s in leftovers)]:
+                on_done(error)
             for sock in [self._wake_in, *self._dealers.values()]:
                 sock.close(linger=0)
             self._ready.set()  # a constructor still waiting sees no known nodes and gives up at once
@@ -189,7 +207,7 @@ class ClientLoop:
         actor = self._actor
         for sub in inbox:
             if actor is None:  # no node has answered yet (Client waits for one before taking calls)
-                sub.future.set_result(Completion(0, Outcome.TIMEOUT, b""))
+                sub.on_done(Completion(0, Outcome.TIMEOUT, b""))
                 continue
             timeout = max(0.0, sub.deadline - now)
             if sub.kind == RequestKind.WRITE:
@@ -197,13 +215,13 @@ class ClientLoop:
                 handle = actor.write(sub.body, now, timeout)
             elif sub.kind == RequestKind.STATUS:
                 if sub.node not in actor.nodes:
-                    sub.future.set_result(Completion(0, Outcome.REJECTED, b"unknown node"))
+                    sub.on_done(Completion(0, Outcome.REJECTED, b"unknown node"))
                     continue
                 handle = actor.status(sub.node, now, timeout)
             else:
                 assert isinstance(sub.body, bytes)
                 handle = actor.read(sub.body, now, timeout, sub.kind == RequestKind.SERIAL_READ)
-            self._futures[handle] = sub.future
+            self._pending[handle] = sub.on_done
 
     def _receive(self, sock: zmq.Socket[bytes], now: float) -> None:
         for _ in range(_RECV_BATCH):
@@ -252,7 +270,7 @@ class ClientLoop:
             self._actor.nodes = nodes
 
     def _flush(self) -> None:
-        """Send what the actor wants sent, one batch frame per node, then complete finished futures."""
+        """Send what the actor wants sent, one batch frame per node, then report finished requests."""
         assert self._actor is not None
         by_url: dict[str, list[ClientRequest]] = {}
         for request in self._actor.take_messages():
@@ -263,9 +281,9 @@ class ClientLoop:
             for batch in batches(requests, _BATCH_MAX_BYTES, _payload_size):
                 self._send(url, batch)
         for done in self._actor.take_completions():
-            fut = self._futures.pop(done.handle, None)
-            if fut is not None and not fut.done():
-                fut.set_result(done)
+            on_done = self._pending.pop(done.handle, None)
+            if on_done is not None:
+                on_done(done)
 
     def _send(self, url: str, requests: Sequence[ClientRequest]) -> None:
         sock = self._dealer(url)
