@@ -95,6 +95,7 @@ def open_storage(fs: FileSystem, d: str, **kw: object) -> DiskStorage:
     kw.setdefault("cluster_id", "c1")
     kw.setdefault("node_name", "n1")
     kw.setdefault("preallocate", _PREALLOCATE["on"])
+    kw.setdefault("segment_bytes", 1 << 20)  # SimFS holds preallocated space in memory: keep it small
     return DiskStorage(fs, d, **kw)  # type: ignore[arg-type]
 
 
