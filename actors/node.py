@@ -696,10 +696,20 @@ class NodeActor:
                 self._reply(prop.client, prop.req_id, Status.OK, result)
 
     def _maybe_snapshot(self) -> None:
-        """Snapshot every N applied entries or M applied bytes, whichever comes first."""
+        """Snapshot every N applied entries or M applied bytes, whichever comes first.
+
+        The N-entry points are staggered by member: member k of n snapshots when its applied index
+        crosses a multiple of N plus k*N/n (and at least N/2 entries after its last snapshot). Taking a
+        snapshot pauses a node's loop; staggered, the followers never pause together, so a quorum keeps
+        committing through each follower's pause.
+        """
         entries, size = self._config.snapshot_threshold, self._config.snapshot_threshold_bytes
         last_snap = self._snapshot.meta.index if self._snapshot else 0
-        due_by_entries = entries > 0 and self._applied - last_snap >= entries
+        due_by_entries = False
+        if entries > 0 and self._applied - last_snap >= max(1, entries // 2):
+            position = self._members.index(self.id) if self.id in self._members else 0
+            phase = entries * position // len(self._members)
+            due_by_entries = (self._applied - phase) // entries > (last_snap - phase) // entries
         due_by_bytes = size > 0 and self._applied_bytes >= size
         if not (due_by_entries or due_by_bytes) or self._applied == last_snap:
             return

@@ -276,6 +276,25 @@ def test_leader_takes_snapshots_and_compacts_its_log() -> None:
     assert c.sms[leader].digest() != "" and len(c.sms[leader]) >= 5
 
 
+def test_snapshot_points_are_staggered_by_member() -> None:
+    """Taking a snapshot pauses a node; members snapshot at different indexes so two never pause together,
+    each still once per threshold entries (member k of n at multiples of N plus k*N/n)."""
+    config = replace(CONFIG, snapshot_threshold=30, snapshot_keep=2)
+    c = Cluster(3, config=config)
+    leader = c.elect("n1")
+    taken: dict[str, list[int]] = {nid: [] for nid in c.nodes}
+    for i in range(100):
+        c.nodes[leader].step(write(leader, i + 1, key=f"k{i}"), c.now)
+        c.deliver_all()
+        for nid, node in c.nodes.items():
+            snap = node.latest_snapshot
+            if snap is not None and (not taken[nid] or taken[nid][-1] != snap.meta.index):
+                taken[nid].append(snap.meta.index)
+    assert taken["n1"] == [30, 60, 90]  # phase 0
+    assert taken["n2"] == [15, 40, 70, 100]  # phase 10; the first no sooner than 15 entries in
+    assert taken["n3"] == [20, 50, 80]  # phase 20
+
+
 def test_stepping_down_before_ready_leaves_nothing_pending() -> None:
     """Regression (simulator seeds 70, 725, 983): a read or write received just before losing leadership
     must not leave work flagged that only a leader would do, or has_ready() stays true forever."""
