@@ -48,6 +48,7 @@ from actors.replication import LeaderContext, ReplicationActor
 # or state that needs no persistence at all: redirects, refusals, reads of applied state).
 _EARLY_TYPES: tuple[type, ...] = (AppendEntries, InstallSnapshot, ClientResponse)
 
+
 class Role(Enum):
     FOLLOWER = "follower"
     PRE_CANDIDATE = "pre-candidate"
