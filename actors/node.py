@@ -717,6 +717,7 @@ class NodeActor:
         self._applied_bytes = 0
         term = self._log.term_at(self._applied)
         assert term is not None
+        self._snapshot = None  # let the previous snapshot's bytes go before the new ones are built
         snap = Snapshot(SnapshotMeta(self._applied, term, self._members), self._sm.snapshot())
         self._snapshot = snap
         self._pending_snapshot = snap
