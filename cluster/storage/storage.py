@@ -36,7 +36,7 @@ from cluster.storage.snapshots import (
     snapshot_name,
     write_snapshot,
 )
-from cluster.storage.wal import Segment, WalWriter, list_segments
+from cluster.storage.wal import SPARE_NAME, Segment, WalWriter, list_segments
 from transport.disk import FileSystem
 
 DEFAULT_SEGMENT_BYTES = 64 * 1024 * 1024
@@ -223,7 +223,9 @@ class DiskStorage:
             for name in fs.listdir(d):
                 if name.endswith(TEMP_SUFFIX) and (d != self.data_dir or name == META_NAME + TEMP_SUFFIX):
                     fs.remove(posixpath.join(d, name))
-                    logger.info("{}: removed leftover temp file {}", self.node_name, posixpath.join(d, name))
+                    # A spare segment is made again when needed; any other temp file is worth a word.
+                    log = logger.debug if d == self.wal_dir and name == SPARE_NAME else logger.info
+                    log("{}: removed leftover temp file {}", self.node_name, posixpath.join(d, name))
                     removed = True
             if removed:
                 fs.fsync_dir(d)
