@@ -23,7 +23,7 @@ from actors.contracts import Recovered
 from actors.messages import Entry, HardState, Snapshot
 from cluster.storage import crash as cp
 from cluster.storage import records
-from cluster.storage.crash import CrashHook, crash_point
+from cluster.storage.crash import CrashHook, default_crash_hook
 from cluster.storage.errors import CorruptionError, StorageError
 from cluster.storage.files import TEMP_SUFFIX, ensure_dir
 from cluster.storage.identity import META_NAME, check_identity, meta_path, write_identity
@@ -84,7 +84,7 @@ class DiskStorage:
         self.cluster_id = cluster_id
         self.node_name = node_name
         self.segment_bytes = segment_bytes
-        self.hook: CrashHook = crash_hook if crash_hook is not None else crash_point
+        self.hook: CrashHook = crash_hook if crash_hook is not None else default_crash_hook()
         self.stats = StorageStats()
         self._wal = WalWriter(
             fs,
