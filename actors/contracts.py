@@ -57,6 +57,13 @@ class Recovered:
     entries: list[Entry]
 
 
+class SnapshotJob(Protocol):
+    """A snapshot being encoded in slices, so that taking one never pauses a node for long."""
+
+    def step(self) -> bytes | None:
+        """Encode the next slice: the snapshot's bytes once complete, else None."""
+
+
 class StateMachine(Protocol):
     """The replicated state machine (hashicorp/raft's FSM shape). Deterministic: no clock, no I/O."""
 
@@ -68,6 +75,9 @@ class StateMachine(Protocol):
 
     def snapshot(self) -> bytes:
         """Encode the whole state, including the client session table."""
+
+    def snapshot_job(self) -> SnapshotJob:
+        """snapshot() of this moment, encoded a slice per step() while the state goes on changing."""
 
     def restore(self, data: bytes) -> None:
         """Replace the whole state with a snapshot's."""

@@ -18,7 +18,7 @@ from typing import Any
 import msgpack
 
 from actors.config import RaftConfig
-from actors.contracts import Ready, Recovered, StateMachine
+from actors.contracts import Ready, Recovered, SnapshotJob, StateMachine
 from actors.election import ElectionActor, Tally
 from actors.log import RaftLog
 from actors.messages import (
@@ -113,6 +113,7 @@ class NodeActor:
         self._unstable_from = self._log.last_index() + 1
         self._pending_truncate: int | None = None
         self._pending_snapshot: Snapshot | None = None
+        self._snapshot_job: tuple[SnapshotMeta, SnapshotJob] | None = None  # being encoded, a slice a Ready
         self._outbox: list[Message] = []
         self._leader: NodeId | None = None
         self._role = Role.FOLLOWER
@@ -252,6 +253,7 @@ class NodeActor:
             or self._log.last_index() >= self._unstable_from
             or self._pending_truncate is not None
             or self._pending_snapshot is not None
+            or self._snapshot_job is not None
             or self._hard_state() != self._handed_hs
             or self._applied < min(self._commit, self._stable_index)
         )
@@ -545,6 +547,7 @@ class NodeActor:
             self._unstable_from = meta.index + 1
             self._stable_index = meta.index
         self._sm.restore(snap.data)
+        self._snapshot_job = None  # one of our own in the making is older than the state now
         self._applied = meta.index
         self._applied_bytes = 0
         self._commit = max(self._commit, meta.index)
@@ -699,11 +702,21 @@ class NodeActor:
     def _maybe_snapshot(self) -> None:
         """Snapshot every N applied entries or M applied bytes, whichever comes first.
 
+        A snapshot is the state machine's state at one applied index, encoded a slice per Ready (the
+        runtime polls its sockets between two Readies), so taking one never pauses the node for long;
+        the log is compacted once the encoding is complete.
+
         The N-entry points are staggered by member: member k of n snapshots when its applied index
-        crosses a multiple of N plus k*N/n (and at least N/2 entries after its last snapshot). Taking a
-        snapshot pauses a node's loop; staggered, the followers never pause together, so a quorum keeps
-        committing through each follower's pause.
+        crosses a multiple of N plus k*N/n (and at least N/2 entries after its last snapshot), so the
+        members' snapshots do not all fall together.
         """
+        if self._snapshot_job is not None:
+            meta, job = self._snapshot_job
+            data = job.step()
+            if data is not None:
+                self._snapshot_job = None
+                self._finish_snapshot(Snapshot(meta, data))
+            return
         entries, size = self._config.snapshot_threshold, self._config.snapshot_threshold_bytes
         last_snap = self._snapshot.meta.index if self._snapshot else 0
         due_by_entries = False
@@ -717,12 +730,15 @@ class NodeActor:
         self._applied_bytes = 0
         term = self._log.term_at(self._applied)
         assert term is not None
-        self._snapshot = None  # let the previous snapshot's bytes go before the new ones are built
-        snap = Snapshot(SnapshotMeta(self._applied, term, self._members), self._sm.snapshot())
+        self._snapshot_job = (SnapshotMeta(self._applied, term, self._members), self._sm.snapshot_job())
+        self._maybe_snapshot()  # the first slice now
+
+    def _finish_snapshot(self, snap: Snapshot) -> None:
         self._snapshot = snap
         self._pending_snapshot = snap
         self._stats["snapshots"] += 1
-        self._log.compact_to(max(self._log.base_index, self._applied - self._config.snapshot_keep))
+        keep_from = snap.meta.index - self._config.snapshot_keep
+        self._log.compact_to(max(self._log.base_index, keep_from))
 
     # --- small helpers --------------------------------------------------------------------------------
 

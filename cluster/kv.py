@@ -277,6 +277,71 @@ class _Session:
         self.responses = responses
 
 
+SNAPSHOT_STEP_KEYS = 4096  # keys (or records) encoded per SnapshotJob.step(): about a millisecond
+
+
+def _array_header(length: int) -> bytes:
+    """The msgpack header of an array of `length` items (fixarray, array 16 or array 32)."""
+    if length < 16:
+        return bytes((0x90 | length,))
+    if length < 1 << 16:
+        return b"\xdc" + length.to_bytes(2, "big")
+    return b"\xdd" + length.to_bytes(4, "big")
+
+
+def _packed_items(items: list[Any]) -> bytes:
+    """The msgpack encodings of `items`, back to back: an array of them without its header."""
+    return _pack(items)[len(_array_header(len(items))) :]
+
+
+class SnapshotJob:
+    """A point-in-time snapshot, encoded in slices so that no single step pauses the node for long.
+
+    The bytes are exactly what snapshot() gave at the moment the job was made: a msgpack array is its
+    header followed by its items, so the keys and records are packed a slice at a time and joined.
+    """
+
+    def __init__(
+        self, head: bytes, keys: list[str], records: dict[str, Record], sessions: bytes, budget: int
+    ) -> None:
+        count = len(keys)
+        self._budget = budget
+        self._keys = keys
+        self._records = records
+        self._parts: list[bytes] = [b"\x97", head, _array_header(count)]
+        self._sessions = sessions
+        self._next = 0  # position in keys, then in keys again (offset by count) for the records
+        self._count = count
+
+    @property
+    def done(self) -> bool:
+        return self._next >= 2 * self._count
+
+    def step(self) -> bytes | None:
+        """Encode the next slice of keys or records; the snapshot's bytes once all are, else None."""
+        count, pos, budget = self._count, self._next, self._budget
+        if pos < count:
+            end = min(count, pos + budget)
+            self._parts.append(_packed_items(self._keys[pos:end]))
+            if end == count:
+                self._parts.append(_array_header(count))
+            self._next = end
+        elif pos < 2 * count:
+            end = min(2 * count, pos + budget)
+            records = self._records
+            self._parts.append(_packed_items([records[k] for k in self._keys[pos - count : end - count]]))
+            self._next = end
+        if self._next < 2 * count:
+            return None
+        if not count and len(self._parts) == 3:
+            self._parts.append(_array_header(0))
+        self._parts.append(self._sessions)
+        data = b"".join(self._parts)
+        self._parts = []
+        self._next = 2 * count + 1  # finished: a further step() is a mistake
+        return data
+
+
 class KVStateMachine:
     """The KV store of one replica; implements actors.contracts.StateMachine."""
 
@@ -287,6 +352,7 @@ class KVStateMachine:
         "_max_responses",
         "_max_sessions",
         "_revision",
+        "_snapshot_step",
         "_sessions",
         "_sorted_keys",
     )
@@ -295,9 +361,11 @@ class KVStateMachine:
         self,
         max_sessions: int = DEFAULT_MAX_SESSIONS,
         max_responses_per_session: int = DEFAULT_MAX_RESPONSES_PER_SESSION,
+        snapshot_step_keys: int = SNAPSHOT_STEP_KEYS,
     ) -> None:
-        if max_sessions < 1 or max_responses_per_session < 1:
-            raise ValueError("max_sessions and max_responses_per_session must be at least 1")
+        if max_sessions < 1 or max_responses_per_session < 1 or snapshot_step_keys < 1:
+            raise ValueError("max_sessions, max_responses_per_session and snapshot_step_keys must be >= 1")
+        self._snapshot_step = snapshot_step_keys
         self._max_sessions = max_sessions
         self._max_responses = max_responses_per_session
         self._revision = 0
@@ -403,6 +471,16 @@ class KVStateMachine:
     def snapshot(self) -> bytes:
         return _pack([SNAPSHOT_FORMAT, self._applied_index, self._applied_count, *self._body()])
 
+    def snapshot_job(self) -> SnapshotJob:
+        """The snapshot() of this moment, to be encoded a slice per SnapshotJob.step() while the store
+        goes on changing (a copy of the key table is taken now: a few ms for 100k keys)."""
+        head = _pack(SNAPSHOT_FORMAT) + _pack(self._applied_index) + _pack(self._applied_count)
+        sessions = self._body_sessions()
+        keys = self._keys()  # never mutated in place: a change replaces or drops the cached list
+        return SnapshotJob(
+            head + _pack(self._revision), keys, dict(self._data), _pack(sessions), self._snapshot_step
+        )
+
     def restore(self, data: bytes) -> None:
         """Replace the whole state with a snapshot's; raises ValueError (changing nothing) if invalid."""
         try:
@@ -440,11 +518,13 @@ class KVStateMachine:
     def _body(self) -> list[Any]:
         keys = self._keys()
         data = self._data
-        sessions = [
+        return [self._revision, keys, [data[k] for k in keys], self._body_sessions()]
+
+    def _body_sessions(self) -> list[Any]:
+        return [
             [sid, s.floor, s.last_index, [[seq, s.responses[seq]] for seq in sorted(s.responses)]]
             for sid, s in self._sessions.items()
         ]
-        return [self._revision, keys, [data[k] for k in keys], sessions]
 
     def _touch(self, session_id: int, session: _Session, index: int) -> None:
         session.last_index = index

@@ -145,6 +145,8 @@ class NodeRuntime:
                 self._send(msg)
             self._send_answers()
             node.advance(rd, now)
+            if rd.is_empty():
+                return  # only background work (a snapshot slice): let the loop poll its sockets first
 
     def flush(self) -> None:
         """Persist (and send) whatever the node still holds, so nothing is pending in storage."""

@@ -648,3 +648,41 @@ def test_result_decoding_rejects_non_results() -> None:
     for data in [b"\xc1", raw_command([1]), raw_command({"ok": 1})]:
         with pytest.raises(ValueError):
             decode_result(data)
+
+
+# --- snapshots encoded in slices ----------------------------------------------------------------------
+
+
+def _finish(job: Any) -> tuple[bytes, int]:
+    steps = 0
+    while True:
+        steps += 1
+        data = job.step()
+        if data is not None:
+            return data, steps
+
+
+@pytest.mark.parametrize("keys", [0, 1, 15, 16, 300])
+@pytest.mark.parametrize("step", [1, 7, 4096])
+def test_a_snapshot_job_gives_the_snapshot_of_its_moment_whatever_happens_after(keys: int, step: int) -> None:
+    d = Driver(KVStateMachine(snapshot_step_keys=step))
+    for i in range(keys):
+        d.write(["put", f"k{(i * 37) % 1000:04d}", {"n": i}], session=5, seq=i + 1, ack=i)
+    want = d.sm.snapshot()
+    job = d.sm.snapshot_job()
+    d.write(["put", "k0000", "changed"])  # an overwrite, a new key, deletes: none may show in the job
+    d.write(["put", "new", 1])
+    d.write(["del", "k0037"])
+    d.write(["del_prefix", "k01"])
+    data, steps = _finish(job)
+    assert data == want
+    assert steps == max(1, -(-keys // step) + -(-keys // step))  # the keys, then the records, a slice each
+    restored = KVStateMachine()
+    restored.restore(data)
+    assert restored.snapshot() == want
+    assert restored.digest() != d.sm.digest()  # the writes after the job's moment are not in it
+
+
+def test_snapshot_step_keys_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="snapshot_step_keys"):
+        KVStateMachine(snapshot_step_keys=0)
