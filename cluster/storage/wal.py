@@ -22,6 +22,7 @@ from __future__ import annotations
 import posixpath
 import re
 import threading
+import time
 from dataclasses import dataclass
 
 from loguru import logger
@@ -34,6 +35,7 @@ from transport.disk import AppendFile, Buffer, FileSystem
 SUFFIX = ".wal"
 SPARE_NAME = "spare.tmp"  # the next segment being preallocated; recovery deletes it like any temp file
 _ZERO_CHUNK = bytes(1 << 20)
+_FILL_PAUSE = 0.01  # seconds after each synced chunk of a background fill: 64 MiB take under a second
 _NAME = re.compile(r"^(\d{16,})-(\d{16,})\.wal$")
 
 
@@ -83,7 +85,7 @@ class SparePreparer:
         if self._ready or self._thread is not None or self.failures:
             return
         if not self.background:
-            self._ready = self._fill()
+            self._ready = self._fill(pace=False)
             return
         self._thread = threading.Thread(target=self._fill_in_background, name="wal-spare", daemon=True)
         self._thread.start()
@@ -104,9 +106,12 @@ class SparePreparer:
             self._thread.join(timeout)
 
     def _fill_in_background(self) -> None:
-        self._ready = self._fill()
+        self._ready = self._fill(pace=True)
 
-    def _fill(self) -> bool:
+    def _fill(self, pace: bool) -> bool:
+        """Write the spare's zeros and sync them. Paced, a chunk at a time with a pause after each sync:
+        one sync of the whole file would flush tens of megabytes at once, and every WAL sync on the disk
+        would wait behind it (measured: the worst put latency went from about 30 ms to about 85 ms)."""
         fs = self.fs
         try:
             if fs.exists(self.path):
@@ -118,6 +123,9 @@ class SparePreparer:
                     chunk = _ZERO_CHUNK if left >= len(_ZERO_CHUNK) else bytes(left)
                     f.write(chunk)
                     left -= len(chunk)
+                    if pace:
+                        f.fsync()
+                        time.sleep(_FILL_PAUSE)
                 f.fsync()
             finally:
                 f.close()
