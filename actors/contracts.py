@@ -33,6 +33,9 @@ class Ready:
     truncate_from: int | None = None  # drop every persisted entry with index >= this before appending
     entries: list[Entry] = field(default_factory=list)  # to append, in index order
     snapshot: Snapshot | None = None  # a snapshot to persist (taken locally or installed from the leader)
+    # True when `snapshot` is one this node took itself: nothing in this Ready depends on it being durable
+    # (the log still holds what it covers), so storage may write it in the background.
+    snapshot_is_own: bool = False
     messages: list[Message] = field(default_factory=list)  # to send once the above is durable
     early_messages: list[Message] = field(default_factory=list)  # may be sent before persisting
 

@@ -113,6 +113,7 @@ class NodeActor:
         self._unstable_from = self._log.last_index() + 1
         self._pending_truncate: int | None = None
         self._pending_snapshot: Snapshot | None = None
+        self._pending_snapshot_is_own = False
         self._snapshot_job: tuple[SnapshotMeta, SnapshotJob] | None = None  # being encoded, a slice a Ready
         self._outbox: list[Message] = []
         self._leader: NodeId | None = None
@@ -282,6 +283,7 @@ class NodeActor:
             truncate_from=self._pending_truncate,
             entries=self._log.entries_from(self._unstable_from),
             snapshot=self._pending_snapshot,
+            snapshot_is_own=self._pending_snapshot_is_own,
             messages=late,
             early_messages=early,
         )
@@ -553,6 +555,7 @@ class NodeActor:
         self._commit = max(self._commit, meta.index)
         self._snapshot = snap
         self._pending_snapshot = snap
+        self._pending_snapshot_is_own = False  # the follower's answer waits for it to be durable
 
     def _answer_snapshot(self, msg: InstallSnapshot, next_offset: int, done: bool) -> None:
         self._outbox.append(
@@ -736,6 +739,7 @@ class NodeActor:
     def _finish_snapshot(self, snap: Snapshot) -> None:
         self._snapshot = snap
         self._pending_snapshot = snap
+        self._pending_snapshot_is_own = True
         self._stats["snapshots"] += 1
         keep_from = snap.meta.index - self._config.snapshot_keep
         self._log.compact_to(max(self._log.base_index, keep_from))

@@ -8,9 +8,10 @@ This is the only place where Raft meets I/O. Each event-loop turn (DESIGN.md rul
 2. the node's timers fire if due; the advertiser may send its put to the leader; a pending shutdown
    advances (leadership transfer);
 3. while the node has a Ready: persist it with one write and one fsync (only when it holds something to
-   persist), compact the WAL after a snapshot, then send its messages (peer messages through our DEALER
-   to the destination; client responses back along the route their request came in on, all of one
-   client's answers of a Ready in one batch frame), then advance.
+   persist; a snapshot the node took itself is written by storage's background thread and recorded in
+   a later turn), compact the WAL once a snapshot is durable, then send its messages (peer messages
+   through our DEALER to the destination; client responses back along the route their request came in
+   on, all of one client's answers of a Ready in one batch frame), then advance.
 
 Routes are remembered per request sender, whichever socket the request came in on, in a bounded LRU table.
 """
@@ -110,6 +111,8 @@ class NodeRuntime:
         if request is not None:
             self._send_advertise(request, now)
         done = self.stop.step(node, now)
+        if self.storage.poll_snapshot() is not None:  # written in the background (cluster/storage)
+            self._snapshot_durable()
         self.pump(now)
         self._log_role_change()
         if done:
@@ -129,17 +132,11 @@ class NodeRuntime:
                 self._send(msg)
             self._send_answers()
             if rd.needs_persist():
-                self.storage.persist(rd.hard_state, rd.truncate_from, rd.entries, rd.snapshot)
-                if rd.snapshot is not None:
-                    self.storage.compact(node.log.base_index)
-                    meta = rd.snapshot.meta
-                    logger.info(
-                        "{}: snapshot at index {} (term {}) is durable; log kept from index {}",
-                        self.name,
-                        meta.index,
-                        meta.term,
-                        node.log.base_index + 1,
-                    )
+                storage = self.storage
+                durable_before = storage.snapshot_index
+                storage.persist(rd.hard_state, rd.truncate_from, rd.entries, rd.snapshot, rd.snapshot_is_own)
+                if storage.snapshot_index != durable_before:
+                    self._snapshot_durable()
                 now = self.loop.clock()  # the fsync took time
             for msg in rd.messages:
                 self._send(msg)
@@ -147,6 +144,16 @@ class NodeRuntime:
             node.advance(rd, now)
             if rd.is_empty():
                 return  # only background work (a snapshot slice): let the loop poll its sockets first
+
+    def _snapshot_durable(self) -> None:
+        """A snapshot file is durable and recorded in the WAL: compact, and say so."""
+        self.storage.compact(self.node.log.base_index)
+        logger.info(
+            "{}: snapshot at index {} is durable; log kept from index {}",
+            self.name,
+            self.storage.snapshot_index,
+            self.node.log.base_index + 1,
+        )
 
     def flush(self) -> None:
         """Persist (and send) whatever the node still holds, so nothing is pending in storage."""

@@ -84,7 +84,7 @@ def _serve_locked(ctx: zmq.Context[zmq.Socket[bytes]], config: NodeConfig) -> No
         cluster_id=config.cluster_id,
         node_name=config.name,
         segment_bytes=config.wal_segment_bytes,
-        background=True,  # the next segment's zeros are written by a thread, never by the event loop
+        background=True,  # spare WAL segments and the node's own snapshots are written by threads
     )
     loop = EventLoop()
     try:

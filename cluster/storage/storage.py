@@ -8,12 +8,20 @@ The runtime calls `recover()` once, then `persist()` once per Ready: everything 
 with one write and made durable with one fsync (group commit) before the Ready's messages are sent
 (DESIGN.md rule 3). `compact()` drops what a durable snapshot covers. The same code runs on the real
 file system and on the simulator's SimFS.
+
+A snapshot the node took itself (`snapshot_is_own`) guards nothing in its Ready: the WAL still holds every
+entry it covers. With `background` set, its file (about 35 ms for 12 MB here) is written by a thread
+while the node goes on; `poll_snapshot()` then records it in the WAL (SNAPSHOT_MARK, with its own fsync)
+and the runtime compacts. A crash before that leaves the previous snapshot and the full WAL, or a durable
+file without a mark, which recovery records (see recover()). Snapshot files are written one at a time, in
+order: any other snapshot waits for the thread first.
 """
 
 from __future__ import annotations
 
 import gc
 import posixpath
+import threading
 import time
 from dataclasses import dataclass
 
@@ -84,6 +92,8 @@ class DiskStorage:
         self.cluster_id = cluster_id
         self.node_name = node_name
         self.segment_bytes = segment_bytes
+        self.background = background
+        self._snapshot_writer: _SnapshotWriter | None = None
         self.hook: CrashHook = crash_hook if crash_hook is not None else default_crash_hook()
         self.stats = StorageStats()
         self._wal = WalWriter(
@@ -279,10 +289,19 @@ class DiskStorage:
         truncate_from: int | None,
         entries: list[Entry] | tuple[Entry, ...],
         snapshot: Snapshot | None,
+        snapshot_is_own: bool = False,
     ) -> None:
-        """Make a Ready's persistent parts durable: snapshot file, then one WAL write and one fsync."""
+        """Make a Ready's persistent parts durable: snapshot file, then one WAL write and one fsync.
+
+        An own snapshot is handed to the background writer when there is one (see the module docstring).
+        """
         if not self._recovered or self._closed:
             raise StorageError("persist() needs an open, recovered storage")
+        if snapshot is not None:
+            self._finish_snapshot_writer(wait=True)  # files and marks stay in order
+            if snapshot_is_own and self.background:
+                self._start_snapshot_writer(snapshot)
+                snapshot = None
         if snapshot is None and truncate_from is None and not entries and hard_state is None:
             return
         self._validate(truncate_from, entries, snapshot)
@@ -382,6 +401,51 @@ class DiskStorage:
         self.stats.bytes += len(head)
         self.stats.segments_rolled += 1
 
+    # --- snapshots written in the background ---
+
+    def _start_snapshot_writer(self, snapshot: Snapshot) -> None:
+        if snapshot.meta.index < self._log.snapshot_index:
+            raise StorageError(
+                f"snapshot {snapshot.meta.index} is older than the durable one ({self._log.snapshot_index})"
+            )
+        self._snapshot_writer = _SnapshotWriter(self.fs, self.snap_dir, snapshot, self.hook)
+
+    def poll_snapshot(self) -> int | None:
+        """The index of a snapshot the background writer has just made durable and recorded in the WAL,
+        or None; call it every loop turn, and compact() when it says so."""
+        return self._finish_snapshot_writer(wait=False)
+
+    def _finish_snapshot_writer(self, wait: bool) -> int | None:
+        writer = self._snapshot_writer
+        if writer is None or (not wait and writer.is_alive()):
+            return None
+        writer.join()
+        self._snapshot_writer = None
+        meta = writer.snapshot.meta
+        if writer.error is not None:
+            logger.error(
+                "{}: could not write snapshot {} (the WAL still holds its entries): {}",
+                self.node_name,
+                meta.index,
+                writer.error,
+            )
+            return None
+        self.stats.fsyncs += 2  # the file and its directory
+        self.stats.snapshots += 1
+        buf = bytearray()
+        records.append_record(
+            buf, records.RecordType.SNAPSHOT_MARK, records.snapshot_mark_payload(meta.index, meta.term)
+        )
+        if self._log.apply_snapshot(meta.index, meta.term):
+            records.append_record(buf, records.RecordType.TRUNCATE, records.truncate_payload(meta.index + 1))
+        fsyncs = self._wal.fsyncs
+        if self._wal.active is None or self._wal.size >= self.segment_bytes:
+            self._roll()
+        self._wal.write(buf)
+        self._wal.sync(hooks=False)
+        self.stats.fsyncs += self._wal.fsyncs - fsyncs
+        return meta.index
+
     def _write_mark_now(self, index: int, term: int, last: int) -> None:
         logger.info("{}: recording snapshot {} (term {}) in the WAL", self.node_name, index, term)
         if self._wal.active is None or self._wal.size >= self.segment_bytes:
@@ -460,5 +524,26 @@ class DiskStorage:
         return read_snapshot_chunk(self.fs, path, offset, length)
 
     def close(self) -> None:
+        if self._recovered and not self._closed:
+            self._finish_snapshot_writer(wait=True)
         self._wal.close()
         self._closed = True
+
+
+class _SnapshotWriter(threading.Thread):
+    """Writes one snapshot file (atomically, durably) off the event loop; remembers what went wrong."""
+
+    def __init__(self, fs: FileSystem, snap_dir: str, snapshot: Snapshot, hook: CrashHook) -> None:
+        super().__init__(name=f"snapshot-{snapshot.meta.index}", daemon=True)
+        self.fs = fs
+        self.snap_dir = snap_dir
+        self.snapshot = snapshot
+        self.hook = hook
+        self.error: Exception | None = None
+        self.start()
+
+    def run(self) -> None:
+        try:
+            write_snapshot(self.fs, self.snap_dir, self.snapshot, self.hook)
+        except Exception as exc:  # noqa: BLE001 - reported by DiskStorage on the loop's thread
+            self.error = exc

@@ -12,6 +12,7 @@ import posixpath
 import random
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -1000,3 +1001,66 @@ def test_background_spares_on_the_real_file_system(tmp_path: Path) -> None:
     r = reopen(fs, d)
     assert [e.index for e in r.entries] == list(range(1, i))
     assert all(size == end for size, end in _segment_sizes(fs, d)[:-1])
+
+
+# --- own snapshots written in the background ----------------------------------------------------------
+
+
+def _wait_for_snapshot(s: DiskStorage, timeout: float = 10.0) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        index = s.poll_snapshot()
+        if index is not None:
+            return index
+        time.sleep(0.005)
+    raise AssertionError("the background snapshot never became durable")
+
+
+def test_an_own_snapshot_is_written_in_the_background_then_recorded(tmp_path: Path) -> None:
+    fs, d = RealFS(), str(tmp_path / "n1")
+    s = open_storage(fs, d, background=True)
+    s.recover()
+    s.persist(HardState(1, "n1", 20), None, ents(1, 30), None)
+    s.persist(None, None, [], snap(20, 1), snapshot_is_own=True)
+    assert s.snapshot_index == 0  # not durable yet: nothing counts on it
+    s.persist(HardState(1, "n1", 25), None, ents(31, 32), None)  # the node goes on meanwhile
+    assert _wait_for_snapshot(s) == 20 and s.snapshot_index == 20
+    s.compact(20)
+    s.close()
+    r = reopen(fs, d)
+    assert r.snapshot == snap(20, 1) and r.entries == ents(21, 32)
+
+
+def test_any_other_snapshot_waits_for_the_background_writer(tmp_path: Path) -> None:
+    fs, d = RealFS(), str(tmp_path / "n1")
+    s = open_storage(fs, d, background=True)
+    s.recover()
+    s.persist(HardState(1, "n1", 30), None, ents(1, 30), None)
+    s.persist(None, None, [], snap(10, 1), snapshot_is_own=True)
+    s.persist(HardState(2, None, 30), None, [], snap(25, 1))  # installed: written now, after the first
+    assert s.snapshot_index == 25 and s.poll_snapshot() is None
+    s.close()
+    r = reopen(fs, d)
+    assert r.snapshot == snap(25, 1) and r.entries == ents(26, 30)
+
+
+def test_a_failed_background_snapshot_leaves_the_log_whole(tmp_path: Path, warned: list[str]) -> None:
+    class FailingRename(RealFS):
+        def rename(self, src: str, dst: str) -> None:
+            if posixpath.basename(posixpath.dirname(dst)) == "snap":
+                raise OSError("injected: rename failed")
+            super().rename(src, dst)
+
+    d = str(tmp_path / "n1")
+    s = open_storage(FailingRename(), d, background=True)
+    s.recover()
+    s.persist(HardState(1, "n1", 20), None, ents(1, 30), None)
+    s.persist(None, None, [], snap(20, 1), snapshot_is_own=True)
+    deadline = time.monotonic() + 10
+    while s._snapshot_writer is not None and time.monotonic() < deadline:  # noqa: SLF001
+        assert s.poll_snapshot() is None
+        time.sleep(0.005)
+    assert s.snapshot_index == 0 and any("could not write snapshot 20" in w for w in warned)
+    s.close()
+    r = reopen(RealFS(), d)
+    assert r.snapshot is None and r.entries == ents(1, 30)
