@@ -3,6 +3,7 @@
 A runtime drives a NodeActor like this (etcd-raft's Ready/Advance shape):
 
     node.step(message, now) / node.tick(now) / node.propose(...)   # any number of times
+    send(node.take_replication(now))                               # optional: new entries, at once
     rd = node.ready(now)                                           # what happened, batched
     send(rd.early_messages)                                        # may leave at once
     storage.persist(rd.hard_state, rd.truncate_from, rd.entries, rd.snapshot)   # one write + one fsync

@@ -259,6 +259,15 @@ class NodeActor:
             or self._applied < min(self._commit, self._stable_index)
         )
 
+    def take_replication(self, now: float) -> list[Message]:
+        """The leader's AppendEntries for entries appended since the last Ready, to send before calling
+        ready(): they need nothing durable (see actors/contracts.py), and ready() first applies what was
+        committed, which would otherwise hold them back. Empty when there is nothing to replicate."""
+        if self._role is not Role.LEADER or not self._broadcast_wanted or self._ready_out:
+            return []
+        self._broadcast_wanted = False
+        return self._replication.send_all(self._leader_context(now))
+
     def ready(self, now: float) -> Ready:
         """Everything to persist and send since the last Ready. Call advance() once it is durable."""
         if self._ready_out:

@@ -127,6 +127,8 @@ class NodeRuntime:
         for _ in range(MAX_READIES_PER_TURN):
             if not node.has_ready():
                 return
+            for msg in node.take_replication(now):  # new entries leave before the apply work in ready()
+                self._send(msg)
             rd = node.ready(now)
             for msg in rd.early_messages:  # replication runs in parallel with our own fsync
                 self._send(msg)

@@ -563,6 +563,8 @@ class SimCluster:
         for _ in range(10_000):
             if not actor.has_ready():
                 break
+            for msg in actor.take_replication(self.scheduler.now):  # as the runtime does
+                self.network.send(msg)
             rd = actor.ready(self.scheduler.now)
             self.checker.check_node(actor)  # ready() applies and may compact
             for msg in rd.early_messages:

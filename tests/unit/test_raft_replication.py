@@ -295,6 +295,25 @@ def test_snapshot_points_are_staggered_by_member() -> None:
     assert taken["n3"] == [20, 50, 80]  # phase 20
 
 
+def test_take_replication_hands_out_new_entries_before_ready_and_only_once() -> None:
+    c = Cluster(3)
+    leader = c.elect("n1")
+    c.deliver_all()
+    node = c.nodes[leader]
+    node.step(write(leader, 1, key="a"), c.now)
+    early = node.take_replication(c.now)
+    assert sorted(m.dst for m in early) == ["n2", "n3"]
+    assert all(
+        isinstance(m, AppendEntries) and [e.index for e in m.entries] == [node.log.last_index()]
+        for m in early
+    )
+    assert node.take_replication(c.now) == []  # nothing new since
+    rd = node.ready(c.now)
+    assert not [m for m in rd.early_messages + rd.messages if isinstance(m, AppendEntries) and m.entries]
+    node.advance(rd, c.now)
+    assert c.nodes["n2"].take_replication(c.now) == []  # followers never replicate
+
+
 def test_stepping_down_before_ready_leaves_nothing_pending() -> None:
     """Regression (simulator seeds 70, 725, 983): a read or write received just before losing leadership
     must not leave work flagged that only a leader would do, or has_ready() stays true forever."""
