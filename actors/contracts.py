@@ -77,11 +77,9 @@ class StateMachine(Protocol):
     def query(self, query: bytes) -> bytes:
         """Answer a read-only query; return the msgpack-encoded result."""
 
-    def snapshot(self) -> bytes:
-        """Encode the whole state, including the client session table."""
-
     def snapshot_job(self) -> SnapshotJob:
-        """snapshot() of this moment, encoded a slice per step() while the state goes on changing."""
+        """The whole state of this moment (client session table included), encoded a slice per step()
+        while the state goes on changing."""
 
     def restore(self, data: bytes) -> None:
         """Replace the whole state with a snapshot's."""

@@ -55,6 +55,8 @@ from typing import Any
 
 import msgpack
 
+from transport.codec import msgpack_array_header
+
 MAX_KEY_BYTES = 1024
 MAX_VALUE_BYTES = 1024 * 1024
 MAX_VALUE_DEPTH = 64
@@ -280,18 +282,9 @@ class _Session:
 SNAPSHOT_STEP_KEYS = 4096  # keys (or records) encoded per SnapshotJob.step(): about a millisecond
 
 
-def _array_header(length: int) -> bytes:
-    """The msgpack header of an array of `length` items (fixarray, array 16 or array 32)."""
-    if length < 16:
-        return bytes((0x90 | length,))
-    if length < 1 << 16:
-        return b"\xdc" + length.to_bytes(2, "big")
-    return b"\xdd" + length.to_bytes(4, "big")
-
-
 def _packed_items(items: list[Any]) -> bytes:
     """The msgpack encodings of `items`, back to back: an array of them without its header."""
-    return _pack(items)[len(_array_header(len(items))) :]
+    return _pack(items)[len(msgpack_array_header(len(items))) :]
 
 
 class SnapshotJob:
@@ -308,7 +301,7 @@ class SnapshotJob:
         self._budget = budget
         self._keys = keys
         self._records = records
-        self._parts: list[bytes] = [b"\x97", head, _array_header(count)]
+        self._parts: list[bytes] = [b"\x97", head, msgpack_array_header(count)]
         self._sessions = sessions
         self._next = 0  # position in keys, then in keys again (offset by count) for the records
         self._count = count
@@ -324,7 +317,7 @@ class SnapshotJob:
             end = min(count, pos + budget)
             self._parts.append(_packed_items(self._keys[pos:end]))
             if end == count:
-                self._parts.append(_array_header(count))
+                self._parts.append(msgpack_array_header(count))
             self._next = end
         elif pos < 2 * count:
             end = min(2 * count, pos + budget)
@@ -334,7 +327,7 @@ class SnapshotJob:
         if self._next < 2 * count:
             return None
         if not count and len(self._parts) == 3:
-            self._parts.append(_array_header(0))
+            self._parts.append(msgpack_array_header(0))
         self._parts.append(self._sessions)
         data = b"".join(self._parts)
         self._parts = []

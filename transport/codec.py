@@ -75,6 +75,7 @@ __all__ = [
     "encode_append_entries",
     "encode_batch",
     "encode_entry",
+    "msgpack_array_header",
 ]
 
 PROTOCOL_VERSION: Final = 1
@@ -642,7 +643,7 @@ def decode_entry(data: bytes | bytearray | memoryview, max_bytes: int = MAX_FRAM
 _APPEND_ENTRIES_TAG: Final = TAGS[AppendEntries]
 
 
-def _array_header(length: int) -> bytes:
+def msgpack_array_header(length: int) -> bytes:
     """The msgpack header of an array with `length` items (fixarray, array 16 or array 32)."""
     if length < 16:
         return bytes((0x90 | length,))
@@ -677,7 +678,7 @@ def encode_append_entries(msg: AppendEntries, encoded_entries: Sequence[bytes]) 
         use_bin_type=True,
     )
     tail = packb((msg.leader_commit, msg.read_round), use_bin_type=True)
-    parts = [b"\x9a", head[1:], _array_header(len(encoded_entries))]
+    parts = [b"\x9a", head[1:], msgpack_array_header(len(encoded_entries))]
     parts.extend(encoded_entries)
     parts.append(tail[1:])
     return b"".join(parts)
