@@ -593,7 +593,8 @@ class KVStateMachine:
                 return 0
             for key in keys[lo:hi]:
                 del self._data[key]
-            del keys[lo:hi]  # still sorted and exact: no need to rebuild
+            # A new list, still sorted and exact: the old one may belong to a snapshot job in progress.
+            self._sorted_keys = keys[:lo] + keys[hi:]
         self._revision += 1
         return count
 
