@@ -698,6 +698,46 @@ def test_a_snapshot_job_is_untouched_by_a_change_to_the_sorted_keys_it_holds(cha
     assert _finish(job)[0] == want
 
 
+_KEYS = st.sampled_from([f"{p}{i}" for p in ("a/", "b/", "ab") for i in range(12)])
+_OPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("put"), _KEYS),
+        st.tuples(st.just("del"), _KEYS),
+        st.tuples(st.just("del_prefix"), st.sampled_from(["a/", "b/", "ab", "a", "zz"])),
+        st.tuples(st.just("range"), st.sampled_from(["", "a/", "b/", "a"])),
+        st.tuples(st.just("restore"), st.just("")),
+    ),
+    max_size=120,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_OPS)
+def test_range_always_lists_exactly_the_keys_present_in_order(ops: list[tuple[str, str]]) -> None:
+    """The sorted key list is patched with created and deleted keys between sorts; whatever the order
+    of creates, deletes, prefix deletes, ranges and restores, a range lists exactly the keys present."""
+    d = Driver()
+    present: set[str] = set()
+    for name, arg in ops:
+        if name == "put":
+            d.write(["put", arg, 1])
+            present.add(arg)
+        elif name == "del":
+            d.write(["del", arg])
+            present.discard(arg)
+        elif name == "del_prefix":
+            d.write(["del_prefix", arg])
+            present = {k for k in present if not k.startswith(arg)}
+        elif name == "restore":
+            copy = KVStateMachine()
+            copy.restore(d.sm.snapshot())
+            d = Driver(copy, start=copy.applied_index)
+        else:
+            listed = [kv["key"] for kv in d.range(arg)["kvs"]]
+            assert listed == sorted(k for k in present if k.startswith(arg))
+    assert [kv["key"] for kv in d.range("")["kvs"]] == sorted(present)
+
+
 def test_snapshot_step_keys_must_be_positive() -> None:
     with pytest.raises(ValueError, match="snapshot_step_keys"):
         KVStateMachine(snapshot_step_keys=0)
