@@ -19,9 +19,7 @@ def batches(items: Sequence[T], max_bytes: int, size_of: Callable[[T], int]) -> 
 
     An item bigger than `max_bytes` on its own makes a run of one: it still has to go.
     """
-    if len(items) <= 1:
-        if items:
-            yield items
+    if not items:
         return
     start = 0
     total = 0

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from loguru import logger
 
 from actors.contracts import Recovered
-from actors.messages import Entry, HardState, Snapshot
+from actors.messages import Entry, HardState, Snapshot, SnapshotMeta
 from cluster.storage import crash as cp
 from cluster.storage import records
 from cluster.storage.crash import CrashHook, default_crash_hook
@@ -306,8 +306,7 @@ class DiskStorage:
             return
         self._validate(truncate_from, entries, snapshot)
         fsync_count = self._wal.fsyncs
-        if self._wal.active is None or self._wal.size >= self.segment_bytes:
-            self._roll()
+        self._roll_if_due()
 
         log = self._log
         buf = bytearray()
@@ -317,16 +316,7 @@ class DiskStorage:
             write_snapshot(self.fs, self.snap_dir, snapshot, self.hook)
             self.stats.fsyncs += 2  # the file and its directory
             self.stats.snapshots += 1
-            records.append_record(
-                buf, records.RecordType.SNAPSHOT_MARK, records.snapshot_mark_payload(meta.index, meta.term)
-            )
-            nrecords += 1
-            if log.apply_snapshot(meta.index, meta.term):
-                # The log conflicts with the snapshot: say so explicitly, the mark alone keeps the rest.
-                records.append_record(
-                    buf, records.RecordType.TRUNCATE, records.truncate_payload(meta.index + 1)
-                )
-                nrecords += 1
+            nrecords += self._append_snapshot_records(buf, meta)
         if truncate_from is not None:
             records.append_record(buf, records.RecordType.TRUNCATE, records.truncate_payload(truncate_from))
             nrecords += 1
@@ -433,31 +423,43 @@ class DiskStorage:
         self.stats.fsyncs += 2  # the file and its directory
         self.stats.snapshots += 1
         buf = bytearray()
-        records.append_record(
-            buf, records.RecordType.SNAPSHOT_MARK, records.snapshot_mark_payload(meta.index, meta.term)
-        )
-        if self._log.apply_snapshot(meta.index, meta.term):
-            records.append_record(buf, records.RecordType.TRUNCATE, records.truncate_payload(meta.index + 1))
+        self._append_snapshot_records(buf, meta)
         fsyncs = self._wal.fsyncs
-        if self._wal.active is None or self._wal.size >= self.segment_bytes:
-            self._roll()
-        self._wal.write(buf)
-        self._wal.sync(hooks=False)
+        self._write_synced(buf)
         self.stats.fsyncs += self._wal.fsyncs - fsyncs
         return meta.index
 
-    def _write_mark_now(self, index: int, term: int, last: int) -> None:
-        logger.info("{}: recording snapshot {} (term {}) in the WAL", self.node_name, index, term)
+    def _append_snapshot_records(self, buf: bytearray, meta: SnapshotMeta) -> int:
+        """The SNAPSHOT_MARK of a durable snapshot file, plus a TRUNCATE when the log conflicts with it;
+        returns how many records were appended."""
+        records.append_record(
+            buf, records.RecordType.SNAPSHOT_MARK, records.snapshot_mark_payload(meta.index, meta.term)
+        )
+        if not self._log.apply_snapshot(meta.index, meta.term):
+            return 1
+        # The log conflicts with the snapshot: say so explicitly, the mark alone keeps the rest.
+        records.append_record(buf, records.RecordType.TRUNCATE, records.truncate_payload(meta.index + 1))
+        return 2
+
+    def _write_synced(self, buf: bytearray) -> None:
+        """Write records outside persist(), with a sync of their own."""
+        self._roll_if_due()
+        self._wal.write(buf)
+        self._wal.sync(hooks=False)
+
+    def _roll_if_due(self) -> None:
         if self._wal.active is None or self._wal.size >= self.segment_bytes:
             self._roll()
+
+    def _write_mark_now(self, index: int, term: int, last: int) -> None:
+        logger.info("{}: recording snapshot {} (term {}) in the WAL", self.node_name, index, term)
         buf = bytearray()
         records.append_record(
             buf, records.RecordType.SNAPSHOT_MARK, records.snapshot_mark_payload(index, term)
         )
         # Whatever the replay held beyond the recovered log (a log the snapshot conflicted with) is gone.
         records.append_record(buf, records.RecordType.TRUNCATE, records.truncate_payload(last + 1))
-        self._wal.write(buf)
-        self._wal.sync(hooks=False)
+        self._write_synced(buf)
 
     # --- compaction ---
 
