@@ -25,7 +25,7 @@ from cluster.lockfile import DataDirLocked, data_dir_lock
 from cluster.logsetup import configure_logging
 from cluster.runtime import CLIENT_SOCKET_LIMIT, PEER_SOCKET_LIMIT, NodeRuntime
 from cluster.storage import DiskStorage, StorageError
-from transport.disk import RealFS
+from cluster.storage.fs import RealFS
 from transport.endpoints import BindError, ClientPort, PeerMesh
 from transport.loop import EventLoop, catch_signals
 

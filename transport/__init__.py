@@ -1,1 +1,1 @@
-"""Bytes and sockets, nothing Raft-specific: codec, ZeroMQ endpoints, event loop, simulated net/clock/disk."""
+"""Bytes and sockets, nothing Raft-specific: codec, ZeroMQ endpoints, event loop, simulated net and clock."""

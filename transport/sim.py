@@ -3,7 +3,7 @@
 Nothing here knows Raft. Messages are any objects with `src` and `dst` attributes; the network drops,
 duplicates, delays (and therefore reorders) them and honours symmetric or one-way partitions, all drawn
 from one seeded random.Random so a run is exactly reproducible from its seed. The simulated disk lives in
-transport/disk.py (SimFS).
+cluster/storage/fs.py (SimFS).
 """
 
 from __future__ import annotations

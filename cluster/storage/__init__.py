@@ -1,6 +1,6 @@
 """Durable storage of one node: WAL segments, hard state, snapshots and the identity file.
 
-Everything goes through a `transport.disk.FileSystem`, so the simulator runs the same recovery code
+Everything goes through a `cluster.storage.fs.FileSystem`, so the simulator runs the same recovery code
 on `SimFS` that a real node runs on `RealFS`. See storage.py for the layout and the persist contract.
 """
 

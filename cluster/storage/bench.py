@@ -15,8 +15,8 @@ import time
 from loguru import logger
 
 from actors.messages import Entry, HardState
+from cluster.storage.fs import RealFS
 from cluster.storage.storage import DEFAULT_SEGMENT_BYTES, DiskStorage
-from transport.disk import RealFS
 
 BATCH = 1000
 

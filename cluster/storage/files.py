@@ -5,7 +5,7 @@ from __future__ import annotations
 import posixpath
 from collections.abc import Callable, Sequence
 
-from transport.disk import Buffer, FileSystem
+from cluster.storage.fs import Buffer, FileSystem
 
 TEMP_SUFFIX = ".tmp"
 

@@ -15,7 +15,7 @@ import msgpack
 
 from cluster.storage.errors import CorruptionError, IdentityMismatch
 from cluster.storage.files import atomic_write
-from transport.disk import FileSystem
+from cluster.storage.fs import FileSystem
 
 META_NAME = "meta"
 _MAGIC = b"ZRID"

@@ -23,7 +23,7 @@ from cluster.storage import crash as cp
 from cluster.storage.crash import CrashHook
 from cluster.storage.errors import CorruptionError
 from cluster.storage.files import atomic_write
-from transport.disk import FileSystem
+from cluster.storage.fs import FileSystem
 
 _MAGIC = b"ZSNP"
 _HEAD = struct.Struct("<4sII")

@@ -34,6 +34,7 @@ from cluster.storage import records
 from cluster.storage.crash import CrashHook, default_crash_hook
 from cluster.storage.errors import CorruptionError, StorageError
 from cluster.storage.files import TEMP_SUFFIX, ensure_dir
+from cluster.storage.fs import FileSystem
 from cluster.storage.identity import META_NAME, check_identity, meta_path, write_identity
 from cluster.storage.logindex import LogIndex
 from cluster.storage.replay import LogReplayer
@@ -45,7 +46,6 @@ from cluster.storage.snapshots import (
     write_snapshot,
 )
 from cluster.storage.wal import SPARE_NAME, Segment, WalWriter, list_segments
-from transport.disk import FileSystem
 
 DEFAULT_SEGMENT_BYTES = 64 * 1024 * 1024
 SNAPSHOTS_KEPT = 2

@@ -30,7 +30,7 @@ from loguru import logger
 from cluster.storage import crash as cp
 from cluster.storage.crash import CrashHook
 from cluster.storage.errors import StorageError
-from transport.disk import AppendFile, Buffer, FileSystem
+from cluster.storage.fs import AppendFile, Buffer, FileSystem
 
 SUFFIX = ".wal"
 SPARE_NAME = "spare.tmp"  # the next segment being preallocated; recovery deletes it like any temp file

@@ -24,8 +24,8 @@ from actors.messages import ClientRequest, ClientResponse, Entry, NodeId
 from actors.node import NodeActor, Role
 from cluster.kv import KVStateMachine, decode_result, encode_command, encode_query
 from cluster.storage import DiskStorage
+from cluster.storage.fs import SimFS
 from tests.sim.linearizability import Operation, check_history
-from transport.disk import SimFS
 from transport.sim import NetworkFaults, Scheduler, SimNetwork
 
 

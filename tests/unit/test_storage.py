@@ -41,6 +41,7 @@ from cluster.storage import (
     read_identity,
     read_snapshot_meta,
 )
+from cluster.storage.fs import FileSystem, RealFS, SimCrash, SimFS
 from cluster.storage.logindex import LogIndex
 from cluster.storage.records import (
     HEADER_SIZE,
@@ -57,7 +58,6 @@ from cluster.storage.records import (
     unpack_payload,
 )
 from cluster.storage.replay import LogReplayer
-from transport.disk import FileSystem, RealFS, SimCrash, SimFS
 
 ROOT = Path(__file__).resolve().parents[2]
 RANDOM_STEPS = 200

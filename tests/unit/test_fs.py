@@ -1,4 +1,4 @@
-"""transport/disk.py: the SimFS power-loss model, and RealFS doing the same things for real."""
+"""cluster/storage/fs.py: the SimFS power-loss model, and RealFS doing the same things for real."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from transport.disk import AppendFile, FileSystem, RealFS, SimCrash, SimFS
+from cluster.storage.fs import AppendFile, FileSystem, RealFS, SimCrash, SimFS
 
 
 def _durable_file(fs: SimFS, path: str, data: bytes) -> AppendFile:
