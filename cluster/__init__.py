@@ -1,4 +1,5 @@
-"""What a user runs or embeds: config, the KV state machine, storage, node assembly, client, CLI mains."""
+"""What a user runs or embeds: the node (node/), the KV state machine (kv/), storage (storage/), the
+client (client/), the command-line tools (cli/) and the benchmark (bench/). Public imports live here."""
 
 from cluster.client import Client
 from cluster.errors import (

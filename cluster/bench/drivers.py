@@ -48,7 +48,7 @@ def _relay(fut: Future[T], done: Callable[[T], None], fail: Fail) -> None:
 
 class ZraftDriver:
     def __init__(self, endpoints: list[str], timeout: float) -> None:
-        from cluster.client import Client
+        from cluster.client.api import Client
 
         self._client = Client(endpoints, timeout=timeout)
 

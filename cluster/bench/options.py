@@ -14,7 +14,7 @@ from datetime import datetime
 from pathlib import Path
 
 from cluster.bench.workloads import KEY_SPACE, WORKLOADS
-from cluster.defaults import parse_endpoints
+from cluster.client.endpoints import parse_endpoints
 
 COMPARABLE = ("etcd", "pysyncobj")
 DEFAULT_CONCURRENCY = (1, 16, 64, 256)

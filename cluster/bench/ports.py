@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Sequence
 
-from cluster.local_nodes import port_in_use
+from cluster.cli.local_nodes import port_in_use
 
 LOW_PORT = 20_000
 HIGH_PORT = 32_000

@@ -1,6 +1,6 @@
 """zraft as a system under test: a fresh local cluster started through bin/cluster-node, or --endpoints.
 
-Nodes get exactly the flags cluster-local gives them (cluster.local.node_argv), on a free block of ports
+Nodes get exactly the flags cluster-local gives them (cluster.cli.local.node_argv), on a free block of ports
 laid out like cluster-local's (client base+i, peer base+100+i), with data directories in a temporary
 directory that is removed afterwards. Writes are fsynced before they are acknowledged (always on).
 Load: separate load-generator processes, each with one cluster.Client driven through its asynchronous API.
@@ -17,10 +17,10 @@ from typing import Any
 from cluster.bench.pool import WorkerPool
 from cluster.bench.ports import pick_base_port
 from cluster.bench.system import ServerProcess, stop_servers, wait_for
-from cluster.client import Client
-from cluster.defaults import PEER_PORT_OFFSET, local_endpoints, node_name
+from cluster.cli.local import node_argv
+from cluster.client.api import Client
+from cluster.client.endpoints import PEER_PORT_OFFSET, local_endpoints, node_name
 from cluster.errors import ZraftError
-from cluster.local import node_argv
 
 START_TIMEOUT = 30.0
 

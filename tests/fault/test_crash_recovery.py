@@ -20,7 +20,7 @@ import pytest
 
 from actors.messages import RequestKind, Status
 from cluster import Client, OutcomeUnknown, Unavailable
-from cluster.kv import encode_query
+from cluster.kv.machine import encode_query
 from cluster.storage.crash import CRASH_EXIT_CODE, CRASH_POINTS
 from tests.integration.util import (
     Cluster,

@@ -26,8 +26,8 @@ from typing import Any
 import pytest
 
 from cluster import Client, ClientClosed, InvalidRequest, NoAnswer, OutcomeUnknown, Unavailable
-from cluster.defaults import PEER_PORT_OFFSET
-from cluster.local_nodes import port_in_use
+from cluster.cli.local_nodes import port_in_use
+from cluster.client.endpoints import PEER_PORT_OFFSET
 from tests.integration.util import (
     REPO_ROOT,
     Cluster,

@@ -22,7 +22,7 @@ import msgpack
 import pytest
 
 from actors.messages import ClientResponse, RequestKind, RequestVote, Status
-from cluster.runtime import CLIENT_MAX_FRAME, PEER_MAX_FRAME
+from cluster.node.runtime import CLIENT_MAX_FRAME, PEER_MAX_FRAME
 from tests.integration.util import (
     NODE_BIN,
     Cluster,

@@ -31,7 +31,7 @@ import msgpack
 import zmq
 
 from actors.messages import ClientRequest, ClientResponse, RequestKind, Status
-from cluster.kv import decode_result, encode_command, encode_query
+from cluster.kv.machine import decode_result, encode_command, encode_query
 from transport.codec import decode, encode
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

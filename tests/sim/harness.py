@@ -22,7 +22,7 @@ from actors.config import RaftConfig
 from actors.contracts import Ready
 from actors.messages import ClientRequest, ClientResponse, Entry, NodeId
 from actors.node import NodeActor, Role
-from cluster.kv import KVStateMachine, decode_result, encode_command, encode_query
+from cluster.kv.machine import KVStateMachine, decode_result, encode_command, encode_query
 from cluster.storage import DiskStorage
 from cluster.storage.fs import SimFS
 from tests.sim.linearizability import Operation, check_history

@@ -13,7 +13,7 @@ from actors.config import RaftConfig
 from actors.contracts import Ready, Recovered
 from actors.messages import Entry, HardState, Message, Snapshot
 from actors.node import NodeActor, Role
-from cluster.kv import KVStateMachine
+from cluster.kv.machine import KVStateMachine
 
 CONFIG = RaftConfig(election_timeout=1.0, heartbeat_interval=0.1, snapshot_threshold=0)
 

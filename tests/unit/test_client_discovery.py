@@ -1,4 +1,4 @@
-"""Discovery (cluster/discovery.py): learning node names and client URLs from STATUS probes, no sockets."""
+"""Discovery (cluster/client/discovery.py): node names and client URLs from STATUS probes, no sockets."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 import msgpack
 
 from actors.messages import ClientResponse, RequestKind, Status
-from cluster.discovery import MIN_ROUND_INTERVAL, Discovery
+from cluster.client.discovery import MIN_ROUND_INTERVAL, Discovery
 
 
 def answer(d: Discovery, req_id: int, status: dict[str, Any], now: float = 0.0) -> bool:

@@ -9,11 +9,12 @@ from typing import Any
 import msgpack
 import pytest
 
-from cluster import InvalidRequest, NoAnswer, OutcomeUnknown, Rejected, Unavailable, ZraftError, ctl
-from cluster.commands import check_result, describe_bad_request, encode_query, write_encoder
-from cluster.ctl_output import kvs_text, status_text, to_json
-from cluster.defaults import ENDPOINTS_ENV, default_endpoints, local_endpoints, parse_endpoints
-from cluster.kv import MAX_KEY_BYTES, MAX_VALUE_BYTES, encode_command
+from cluster import InvalidRequest, NoAnswer, OutcomeUnknown, Rejected, Unavailable, ZraftError
+from cluster.cli import ctl
+from cluster.cli.ctl_output import kvs_text, status_text, to_json
+from cluster.client.commands import check_result, describe_bad_request, encode_query, write_encoder
+from cluster.client.endpoints import ENDPOINTS_ENV, default_endpoints, local_endpoints, parse_endpoints
+from cluster.kv.machine import MAX_KEY_BYTES, MAX_VALUE_BYTES, encode_command
 
 # --- the hierarchy ------------------------------------------------------------------------------------
 

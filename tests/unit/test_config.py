@@ -1,4 +1,4 @@
-"""cluster/config.py: where each setting comes from (defaults < TOML file < environment < flags) and the
+"""cluster/node/config.py: where each setting comes from (defaults < TOML file < environment < flags) and the
 one-line ConfigError for every configuration the node must refuse to start with."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from actors.config import RaftConfig
-from cluster.config import ConfigError, NodeConfig, load_config, parse_initial_cluster
-from cluster.server import main
+from cluster.node.config import ConfigError, NodeConfig, load_config, parse_initial_cluster
+from cluster.node.server import main
 
 CLUSTER = "n1=tcp://127.0.0.1:7101,n2=tcp://127.0.0.1:7102,n3=tcp://127.0.0.1:7103"
 

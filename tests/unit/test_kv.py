@@ -1,4 +1,4 @@
-"""Unit tests for cluster/kv.py: etcd's revision model, the ops, exactly-once sessions, snapshots, bad input.
+"""Unit tests for cluster/kv/machine.py: etcd's revision model, ops, sessions, snapshots, bad input.
 
 References: etcd's data model (revision, create_revision, mod_revision, version) and the Raft dissertation,
 section 6.3 (client sessions for exactly-once writes), DESIGN.md rules 5 and 7.
@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cluster.kv import (
+from cluster.kv.machine import (
     ALREADY_ACKNOWLEDGED,
     MAX_KEY_BYTES,
     MAX_VALUE_BYTES,

@@ -1,4 +1,4 @@
-"""The I/O-free parts of the node runtime: frame admission (cluster/inbound.py), the route table, the log
+"""The I/O-free parts of the node runtime: frame admission (cluster/node/inbound.py), the route table, the log
 rate limiter, the member advertiser and the graceful-stop sequence. No sockets, manual time."""
 
 from __future__ import annotations
@@ -9,16 +9,16 @@ import msgpack
 import pytest
 
 from actors.messages import ClientRequest, ClientResponse, RequestKind, RequestVote, Status
-from cluster.advertise import Advertiser, client_urls, member_key
-from cluster.inbound import (
+from cluster.kv.machine import KVStateMachine, encode_command
+from cluster.node.advertise import Advertiser, client_urls, member_key
+from cluster.node.inbound import (
     Rejected,
     admit_client_frame,
     admit_dealer_frame,
     admit_peer_frame,
     salvage_ids,
 )
-from cluster.kv import KVStateMachine, encode_command
-from cluster.shutdown import GracefulStop
+from cluster.node.shutdown import GracefulStop
 from tests.unit.raft_fixture import Cluster
 from transport.codec import encode, encode_batch
 from transport.endpoints import split_envelope

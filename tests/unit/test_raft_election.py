@@ -133,7 +133,7 @@ def test_leadership_transfer_hands_over_with_timeout_now() -> None:
 
 def _write(req_id: int):  # type: ignore[no-untyped-def]
     from actors.messages import ClientRequest, RequestKind
-    from cluster.kv import encode_command
+    from cluster.kv.machine import encode_command
 
     return ClientRequest(
         "c", "n1", req_id, RequestKind.WRITE, encode_command(1, req_id, 1, ["put", "k", req_id])

@@ -17,7 +17,7 @@ from actors.messages import (
     Status,
 )
 from actors.node import Role
-from cluster.kv import decode_result, encode_command, encode_query
+from cluster.kv.machine import decode_result, encode_command, encode_query
 from tests.unit.raft_fixture import CONFIG, Cluster
 
 

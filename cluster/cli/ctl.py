@@ -1,7 +1,7 @@
 """cluster-ctl: talk to a zraft cluster from the command line (put, get, del, cas, status).
 
 The argument parser, the value parsing rule and the exit statuses live here; printing is in
-cluster/ctl_output.py and all cluster traffic goes through cluster.Client.
+cluster/cli/ctl_output.py and all cluster traffic goes through cluster.Client.
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from typing import Any
 
 from loguru import logger
 
-from cluster.client import Client
-from cluster.commands import encode_query, write_encoder
-from cluster.ctl_output import FORMATS, kvs_text, show_value, status_text, to_json
-from cluster.defaults import ENDPOINTS_ENV, default_endpoints, local_endpoints, parse_endpoints
+from cluster.cli.ctl_output import FORMATS, kvs_text, show_value, status_text, to_json
+from cluster.client.api import Client
+from cluster.client.commands import encode_query, write_encoder
+from cluster.client.endpoints import ENDPOINTS_ENV, default_endpoints, local_endpoints, parse_endpoints
 from cluster.errors import InvalidRequest, Rejected, ZraftError
 
 EXIT_OK = 0

@@ -18,7 +18,7 @@ from typing import IO
 
 def node_command() -> list[str]:
     """How to run cluster-node: bin/cluster-node of this checkout, else the installed console script."""
-    script = Path(__file__).resolve().parent.parent / "bin" / "cluster-node"
+    script = Path(__file__).resolve().parents[2] / "bin" / "cluster-node"
     if script.is_file():
         return [sys.executable, str(script)]
     installed = shutil.which("cluster-node")

@@ -1,8 +1,8 @@
 """cluster-node: assemble one node process from its configuration and run it until SIGTERM/SIGINT.
 
-Assembly order: configuration (cluster/config.py), logging, the data-directory lock, the sockets (so a
+Assembly order: configuration (cluster/node/config.py), logging, the data-directory lock, the sockets (so a
 port in use fails fast, before the disk is touched), storage recovery, the state machine and NodeActor,
-then the runtime loop (cluster/runtime.py). Exit status: 0 after a clean stop, 2 for configuration
+then the runtime loop (cluster/node/runtime.py). Exit status: 0 after a clean stop, 2 for configuration
 problems (including a port in use or a data directory locked by another process), 1 when the data
 directory cannot be used (corruption, another node's data) or on an unexpected error.
 """
@@ -19,11 +19,11 @@ from loguru import logger
 
 from actors.contracts import Recovered
 from actors.node import NodeActor
-from cluster.config import ConfigError, NodeConfig, load_config
-from cluster.kv import KVStateMachine
-from cluster.lockfile import DataDirLocked, data_dir_lock
-from cluster.logsetup import configure_logging
-from cluster.runtime import CLIENT_SOCKET_LIMIT, PEER_SOCKET_LIMIT, NodeRuntime
+from cluster.kv.machine import KVStateMachine
+from cluster.node.config import ConfigError, NodeConfig, load_config
+from cluster.node.lockfile import DataDirLocked, data_dir_lock
+from cluster.node.logsetup import configure_logging
+from cluster.node.runtime import CLIENT_SOCKET_LIMIT, PEER_SOCKET_LIMIT, NodeRuntime
 from cluster.storage import DiskStorage, StorageError
 from cluster.storage.fs import RealFS
 from transport.endpoints import BindError, ClientPort, PeerMesh

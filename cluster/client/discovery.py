@@ -15,7 +15,7 @@ from typing import Any
 import msgpack
 
 from actors.messages import ClientRequest, ClientResponse, NodeId, RequestKind, Status
-from cluster.defaults import check_endpoint
+from cluster.client.endpoints import check_endpoint
 
 PROBE_ID_BASE = 1 << 62  # probe request ids live above every ClientActor handle
 MIN_ROUND_INTERVAL = 0.2

@@ -14,8 +14,8 @@ from typing import Any, Final
 
 from actors.contracts import StateMachine
 from actors.messages import ClientRequest, RequestKind
-from cluster.inbound import advertiser_id
-from cluster.kv import decode_result, encode_command, encode_query
+from cluster.kv.machine import decode_result, encode_command, encode_query
+from cluster.node.inbound import advertiser_id
 
 MEMBER_PREFIX: Final = "__zraft/members/"
 SETTLED_FACTOR: Final = 5  # once published, re-check this many retry intervals later

@@ -5,7 +5,7 @@ node URL, the ClientActor (request ids, session sequence numbers, leader guess, 
 (node names and URLs). Callers in other threads hand it Submissions through a locked inbox and wake it
 through an inproc PAIR socket; each Submission carries a callback that the thread calls exactly once, with
 the actor's Completion or with the exception that ended the client (`future_completer` makes one that
-completes a Future). Nothing here interprets results: cluster/client.py does that, in the caller's thread
+completes a Future). Nothing here interprets results: cluster/client/api.py does that, in the caller's thread
 for a blocking call and in the callback itself for an asynchronous one.
 """
 
@@ -25,9 +25,9 @@ from loguru import logger
 
 from actors.client import ClientActor, ClientOptions, Completion, Outcome, WriteEncoder
 from actors.messages import ClientRequest, ClientResponse, NodeId, RequestKind
-from cluster.discovery import Discovery
+from cluster.client.discovery import Discovery
 from cluster.errors import ClientClosed, ZraftError
-from cluster.kv import MAX_COMMAND_BYTES
+from cluster.kv.machine import MAX_COMMAND_BYTES
 from transport import codec
 from transport.batches import batches
 

@@ -6,7 +6,7 @@
         c.cas("config/a", {"x": 1}, {"x": 2})   # True
 
 Every call blocks its caller until the answer arrives or the timeout passes, and many threads may call
-at once: requests are pipelined through one background thread (cluster/client_io.py). Writes carry this
+at once: requests are pipelined through one background thread (cluster/client/io_thread.py). Writes carry this
 client's session id and a sequence number, so a retried write is applied at most once. Reads are
 linearizable (ReadIndex) unless serializable=True asks for a possibly stale local read.
 
@@ -49,12 +49,12 @@ from typing import Any, TypeVar
 
 from actors.client import ClientOptions, Completion, Outcome, WriteEncoder
 from actors.messages import NodeId, RequestKind
-from cluster.client_io import ClientLoop, Submission, future_completer
-from cluster.commands import check_result, describe_bad_request, encode_query, write_encoder
-from cluster.defaults import parse_endpoints
-from cluster.discovery import parse_status
+from cluster.client.commands import check_result, describe_bad_request, encode_query, write_encoder
+from cluster.client.discovery import parse_status
+from cluster.client.endpoints import parse_endpoints
+from cluster.client.io_thread import ClientLoop, Submission, future_completer
 from cluster.errors import OutcomeUnknown, Rejected, Unavailable
-from cluster.kv import DEFAULT_MAX_RESPONSES_PER_SESSION
+from cluster.kv.machine import DEFAULT_MAX_RESPONSES_PER_SESSION
 
 _GRACE = 1.0  # extra wait on a future beyond the request's own deadline, in case the I/O thread stalls
 _STATUS_TIMEOUT = 2.0  # default per-call bound for status(): a dead node must not stall it for long

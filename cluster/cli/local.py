@@ -17,8 +17,9 @@ import threading
 import time
 from pathlib import Path
 
-from cluster.client import Client
-from cluster.defaults import (
+from cluster.cli.local_nodes import NodeProcess, node_command, port_in_use, stop_all
+from cluster.client.api import Client
+from cluster.client.endpoints import (
     DEFAULT_BASE_PORT,
     DEFAULT_NODES,
     ENDPOINTS_ENV,
@@ -30,7 +31,6 @@ from cluster.defaults import (
     peer_url,
 )
 from cluster.errors import ZraftError
-from cluster.local_nodes import NodeProcess, node_command, port_in_use, stop_all
 
 DEFAULT_DATA_DIR = Path("data") / "local"
 LAYOUT_FILE = "cluster-local.json"
@@ -185,7 +185,7 @@ def try_lines(endpoints: list[str]) -> list[str]:
     """What to type in another terminal to talk to this cluster, as this user can run cluster-ctl."""
     ctl = "cluster-ctl"
     if not shutil.which(ctl):
-        script = Path(__file__).resolve().parent.parent / "bin" / "cluster-ctl"
+        script = Path(__file__).resolve().parents[2] / "bin" / "cluster-ctl"
         try:
             ctl = str(script.relative_to(Path.cwd()))
         except ValueError:

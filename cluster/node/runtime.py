@@ -3,7 +3,8 @@
 This is the only place where Raft meets I/O. Each event-loop turn (DESIGN.md rule 6):
 
 1. the loop's readers drain every readable socket (at most DRAIN_LIMIT frames each); every frame is
-   decoded and admitted (cluster/inbound.py) and stepped into the node, or dropped and counted (peers), or
+   decoded and admitted (cluster/node/inbound.py) and stepped into the node, or dropped and counted
+   (peers), or
    answered with BAD_REQUEST (clients); STATUS requests are answered here, with runtime facts added;
 2. the node's timers fire if due; the advertiser may send its put to the leader; a pending shutdown
    advances (leadership transfer);
@@ -26,9 +27,10 @@ from loguru import logger
 
 from actors.messages import ClientRequest, ClientResponse, Message, RequestKind, Status
 from actors.node import NodeActor, Role
-from cluster.advertise import Advertiser, client_urls
-from cluster.config import NodeConfig
-from cluster.inbound import (
+from cluster.kv.machine import MAX_COMMAND_BYTES, KVStateMachine
+from cluster.node.advertise import Advertiser, client_urls
+from cluster.node.config import NodeConfig
+from cluster.node.inbound import (
     Rejected,
     admit_client_frame,
     admit_dealer_frame,
@@ -36,9 +38,8 @@ from cluster.inbound import (
     advertiser_id,
     salvage_ids,
 )
-from cluster.kv import MAX_COMMAND_BYTES, KVStateMachine
-from cluster.shutdown import GracefulStop
-from cluster.status import build_status
+from cluster.node.shutdown import GracefulStop
+from cluster.node.status import build_status
 from cluster.storage import DiskStorage
 from transport.batches import batches
 from transport.codec import MAX_FRAME_BYTES, encode, encode_batch
@@ -99,7 +100,7 @@ class NodeRuntime:
     # --- the loop -------------------------------------------------------------------------------------
 
     def run(self) -> None:
-        """Serve until a requested stop completes (see cluster/shutdown.py)."""
+        """Serve until a requested stop completes (see cluster/node/shutdown.py)."""
         self.loop.run(self.turn)
 
     def turn(self, now: float) -> float | None:
