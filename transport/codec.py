@@ -22,10 +22,6 @@ from ``BATCH_TAGS``; a request item is ``[req_id, kind, payload]`` and a respons
 see batches: ``decode_frame`` returns the messages a frame holds, single or batched, each validated as
 if it had come alone.
 
-Encode once (DESIGN.md rule 6): ``encode_entry`` gives the bytes the WAL stores for an entry.
-``encode_append_entries`` puts such bytes into an AppendEntries frame as they are, without encoding
-them again. Its output is byte-for-byte what ``encode`` produces.
-
 ``encode`` trusts its input, because the node builds those messages itself. It does not validate them
 or cap the frame size. Whoever batches entries must keep frames under the receiver's limit
 (MAX_FRAME_BYTES, MAX_ENTRIES_PER_MESSAGE).
@@ -69,12 +65,9 @@ __all__ = [
     "BATCH_TAGS",
     "MAX_BATCH_ITEMS",
     "decode",
-    "decode_entry",
     "decode_frame",
     "encode",
-    "encode_append_entries",
     "encode_batch",
-    "encode_entry",
     "msgpack_array_header",
 ]
 
@@ -626,23 +619,6 @@ def _unpack_message(frame: bytes | bytearray | memoryview, max_bytes: int) -> tu
     return obj  # type: ignore[no-any-return]
 
 
-def encode_entry(entry: Entry) -> bytes:
-    """Encode one log entry as [term, index, kind, data]: the bytes the WAL stores and the wire carries."""
-    return packb((entry.term, entry.index, entry.kind, entry.data), use_bin_type=True)  # type: ignore[no-any-return]
-
-
-def decode_entry(data: bytes | bytearray | memoryview, max_bytes: int = MAX_FRAME_BYTES) -> Entry:
-    """Decode and validate one entry written by encode_entry. Raises DecodeError (only) on bad input."""
-    raw = _unpack(data, max_bytes)
-    entry = _entry_from(raw)
-    if entry is None:
-        raise DecodeError(_entry_problem("entry", raw))
-    return entry
-
-
-_APPEND_ENTRIES_TAG: Final = TAGS[AppendEntries]
-
-
 def msgpack_array_header(length: int) -> bytes:
     """The msgpack header of an array with `length` items (fixarray, array 16 or array 32)."""
     if length < 16:
@@ -650,35 +626,3 @@ def msgpack_array_header(length: int) -> bytes:
     if length < 1 << 16:
         return b"\xdc" + length.to_bytes(2, "big")
     return b"\xdd" + length.to_bytes(4, "big")
-
-
-def encode_append_entries(msg: AppendEntries, encoded_entries: Sequence[bytes]) -> bytes:
-    """Encode `msg` using bytes that are already encoded for its entries. The output equals encode(msg).
-
-    encoded_entries[i] must be encode_entry(msg.entries[i]). This is for bytes the WAL already holds,
-    for example. The function trusts them and does not check them, only that there are as many.
-    """
-    if len(encoded_entries) != len(msg.entries):
-        raise ValueError(
-            f"{len(encoded_entries)} encoded entries for an AppendEntries with {len(msg.entries)} entries"
-        )
-    # The message is an array of 10 items: version, tag, src, dst, term, prev_log_index, prev_log_term,
-    # entries, leader_commit, read_round. Pack the scalars before and after the entries as short arrays,
-    # and drop their one-byte fixarray headers. That leaves the items themselves.
-    head = packb(
-        (
-            PROTOCOL_VERSION,
-            _APPEND_ENTRIES_TAG,
-            msg.src,
-            msg.dst,
-            msg.term,
-            msg.prev_log_index,
-            msg.prev_log_term,
-        ),
-        use_bin_type=True,
-    )
-    tail = packb((msg.leader_commit, msg.read_round), use_bin_type=True)
-    parts = [b"\x9a", head[1:], msgpack_array_header(len(encoded_entries))]
-    parts.extend(encoded_entries)
-    parts.append(tail[1:])
-    return b"".join(parts)

@@ -41,12 +41,9 @@ from transport.codec import (
     TAGS,
     DecodeError,
     decode,
-    decode_entry,
     decode_frame,
     encode,
-    encode_append_entries,
     encode_batch,
-    encode_entry,
 )
 
 U63_MAX = 2**63 - 1
@@ -157,8 +154,6 @@ def test_int_enum_values_encode_as_plain_ints() -> None:
     msg = ClientRequest("c", "n1", 1, RequestKind.READ, b"")
     assert decode(encode(msg)) == msg
     assert encode(msg) == encode(ClientRequest("c", "n1", 1, 1, b""))
-    entry = Entry(1, 1, EntryKind.NOOP, b"")
-    assert decode_entry(encode_entry(entry)) == entry
 
 
 def test_decode_accepts_bytearray_and_memoryview() -> None:
@@ -221,8 +216,6 @@ def test_every_wire_message_class_has_a_tag() -> None:
 def test_golden_frames() -> None:
     # [1, 7, "a", "b", 3]
     assert encode(TimeoutNow("a", "b", 3)) == bytes.fromhex("95 01 07 a1 61 a1 62 03")
-    # [term, index, kind, data]
-    assert encode_entry(Entry(2, 5, 0, b"hi")) == bytes.fromhex("94 02 05 00 c4 02 68 69")
     # [1, 3, "a", "b", term, prev_index, prev_term, [[2, 5, 0, b"hi"]], leader_commit, read_round]
     ae = AppendEntries("a", "b", 2, 4, 1, (Entry(2, 5, 0, b"hi"),), 4, 0)
     assert encode(ae) == bytes.fromhex("9a 01 03 a1 61 a1 62 02 04 01 91 94 02 05 00 c4 02 68 69 04 00")
@@ -415,8 +408,6 @@ def test_bad_entry_inside_append_entries(bad_entry: Any) -> None:
     raw[7] = [GOOD_ENTRY, GOOD_ENTRY, bad_entry]
     with pytest.raises(DecodeError, match=r"^AppendEntries\.entries\[2\][.:]"):
         decode(_pack(raw))
-    with pytest.raises(DecodeError, match=r"^entry[.:]"):
-        decode_entry(_pack(bad_entry))
 
 
 def test_entry_error_names_the_field() -> None:
@@ -485,8 +476,6 @@ def test_max_bytes_parameter() -> None:
     big = encode(EXAMPLES[8])  # about 3 MiB of entries
     with pytest.raises(DecodeError, match="exceeds"):
         decode(big, max_bytes=1 << 20)
-    with pytest.raises(DecodeError, match="exceeds"):
-        decode_entry(encode_entry(Entry(1, 1, 0, b"x" * 100)), max_bytes=50)
 
 
 @pytest.mark.parametrize("frame", ["a string", None, 42, [1, 2], object()])
@@ -503,41 +492,6 @@ def test_float_where_int() -> None:
 
 
 # --- entries for the WAL ----------------------------------------------------------------------------
-
-
-def test_entry_round_trip_examples() -> None:
-    for entry in (
-        Entry(0, 0, 0, b""),
-        Entry(U63_MAX, U63_MAX, int(EntryKind.NOOP), b""),
-        Entry(5, 6, 0, b"\x00" * (1 << 20)),
-    ):
-        assert decode_entry(encode_entry(entry)) == entry
-
-
-def test_decode_entry_rejects_garbage() -> None:
-    data = encode_entry(Entry(1, 2, 0, b"abc"))
-    for end in range(len(data)):
-        with pytest.raises(DecodeError):
-            decode_entry(data[:end])
-    with pytest.raises(DecodeError):
-        decode_entry(data + b"\x00")
-    with pytest.raises(DecodeError):
-        decode_entry(encode(TimeoutNow("a", "b", 1)))
-
-
-@pytest.mark.parametrize("count", [0, 1, 15, 16, 300, 65535, 65536])
-def test_encode_append_entries_matches_encode(count: int) -> None:
-    entries = tuple(Entry(2, i, i % 2, b"x" * (i % 5)) for i in range(1, count + 1))
-    msg = AppendEntries("leader", "follower", 2, 0, 0, entries, count, 7)
-    frame = encode_append_entries(msg, [encode_entry(e) for e in entries])
-    assert frame == encode(msg)
-    assert decode(frame) == msg
-
-
-def test_encode_append_entries_count_mismatch() -> None:
-    msg = AppendEntries("a", "b", 1, 0, 0, (Entry(1, 1, 0, b""),), 0, 0)
-    with pytest.raises(ValueError, match="encoded entries"):
-        encode_append_entries(msg, [])
 
 
 # --- property tests ---------------------------------------------------------------------------------
@@ -629,39 +583,10 @@ def test_round_trip_property_per_type(cls: type, data: st.DataObject) -> None:
     assert decode(encode(msg)) == msg
 
 
-@settings(max_examples=200, deadline=None)
-@given(entries_st)
-def test_entry_round_trip_property(entry: Entry) -> None:
-    assert decode_entry(encode_entry(entry)) == entry
-
-
-@settings(max_examples=100, deadline=None)
-@given(
-    st.builds(
-        AppendEntries,
-        small_ids,
-        small_ids,
-        u63,
-        u63,
-        u63,
-        st.lists(entries_st, max_size=40).map(tuple),
-        u63,
-        u63,
-    )
-)
-def test_encode_append_entries_property(msg: AppendEntries) -> None:
-    assert encode_append_entries(msg, [encode_entry(e) for e in msg.entries]) == encode(msg)
-
-
 @settings(max_examples=1000, deadline=None)
 @given(st.binary(max_size=300))
 def test_fuzz_arbitrary_bytes(frame: bytes) -> None:
     _check_decode(frame)
-    try:
-        entry = decode_entry(frame)
-    except DecodeError:
-        return
-    assert decode_entry(encode_entry(entry)) == entry
 
 
 @settings(max_examples=500, deadline=None)
