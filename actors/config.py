@@ -17,10 +17,16 @@ class RaftConfig:
     snapshot_threshold_bytes: int = 64 << 20  # ...or applied command bytes, whichever comes first (0: never)
     snapshot_keep: int = 1_000  # entries kept below a snapshot so slightly lagging followers use the log
     snapshot_chunk_bytes: int = 1 << 20
+    max_snapshot_bytes: int = 1 << 32  # bound on a snapshot received from a leader, held in memory
     max_pending_reads: int = 100_000
 
     def __post_init__(self) -> None:
         if self.heartbeat_interval <= 0 or self.election_timeout <= 2 * self.heartbeat_interval:
             raise ValueError("need 0 < 2 * heartbeat_interval < election_timeout")
-        if self.max_append_bytes <= 0 or self.max_inflight <= 0 or self.snapshot_chunk_bytes <= 0:
+        if (
+            self.max_append_bytes <= 0
+            or self.max_inflight <= 0
+            or self.snapshot_chunk_bytes <= 0
+            or self.max_snapshot_bytes <= 0
+        ):
             raise ValueError("sizes must be positive")

@@ -22,10 +22,11 @@ reads of applied state), so an answer never waits behind the fsync of the next b
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from actors.messages import Entry, HardState, Message, Snapshot
+from actors.messages import Entry, HardState, Message, NodeId, Snapshot
 
 
 @dataclass(slots=True)
@@ -61,6 +62,17 @@ class Recovered:
     entries: list[Entry]
 
 
+@dataclass(frozen=True, slots=True)
+class InvalidInput:
+    """A peer message the node dropped because it made no sense against its state (DESIGN.md rule 7).
+
+    The node keeps the latest few for the runtime to log (actors do no I/O); it counts them all."""
+
+    peer: NodeId
+    kind: str  # the message class
+    reason: str
+
+
 class SnapshotJob(Protocol):
     """A snapshot being encoded in slices, so that taking one never pauses a node for long."""
 
@@ -81,5 +93,7 @@ class StateMachine(Protocol):
         """The whole state of this moment (client session table included), encoded a slice per step()
         while the state goes on changing."""
 
-    def restore(self, data: bytes) -> None:
-        """Replace the whole state with a snapshot's."""
+    def prepare_restore(self, data: bytes, index: int) -> Callable[[], None]:
+        """Decode and check a snapshot of the state after log index `index`, changing nothing: raise
+        ValueError when the bytes are not such a snapshot. Return the call that swaps the decoded state in;
+        it cannot fail, so the node calls it only once nothing else can go wrong."""

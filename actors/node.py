@@ -10,6 +10,7 @@ ElectionActor and ReplicationActor, which own their own state and never touch ou
 from __future__ import annotations
 
 import random
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
@@ -18,7 +19,7 @@ from typing import Any
 import msgpack
 
 from actors.config import RaftConfig
-from actors.contracts import Ready, Recovered, SnapshotJob, StateMachine
+from actors.contracts import InvalidInput, Ready, Recovered, SnapshotJob, StateMachine
 from actors.election import ElectionActor, Tally
 from actors.log import RaftLog
 from actors.messages import (
@@ -33,6 +34,7 @@ from actors.messages import (
     InstallSnapshotResponse,
     Message,
     NodeId,
+    PeerMessage,
     RequestKind,
     RequestVote,
     RequestVoteResponse,
@@ -42,11 +44,13 @@ from actors.messages import (
     TimeoutNow,
 )
 from actors.replication import LeaderContext, ReplicationActor
+from actors.validation import shape_checks
 
 # Messages that may leave before the Ready that carries them is durable: the leader's replication (its term
 # is durable since before it won) and client answers (they report committed entries, durable on a majority,
 # or state that needs no persistence at all: redirects, refusals, reads of applied state).
 _EARLY_TYPES: tuple[type, ...] = (AppendEntries, InstallSnapshot, ClientResponse)
+MAX_INVALID_REPORTS = 256  # dropped peer messages kept for the runtime to log; older ones are only counted
 
 
 class Role(Enum):
@@ -77,6 +81,7 @@ class Proposal:
 
 
 Handler = Callable[[Any, float], None]
+Check = Callable[[Any, float], str | None]
 
 
 class NodeActor:
@@ -104,7 +109,7 @@ class NodeActor:
         base_index, base_term = (rec.snapshot.meta.index, rec.snapshot.meta.term) if rec.snapshot else (0, 0)
         self._log = RaftLog(base_index, base_term, rec.entries)
         if rec.snapshot is not None:
-            self._sm.restore(rec.snapshot.data)
+            self._sm.prepare_restore(rec.snapshot.data, rec.snapshot.meta.index)()  # our own: fail-stop
         self._applied = base_index
         self._applied_bytes = 0  # command bytes applied since the last snapshot
         self._commit = max(base_index, min(rec.hard_state.commit, self._log.last_index()))
@@ -131,6 +136,17 @@ class NodeActor:
         self._transfer: tuple[NodeId, float] | None = None
         self._ready_out = False
         self._stats = {"proposals": 0, "applied": 0, "snapshots": 0, "elections": 0, "dropped": 0}
+        self._shape_checks = shape_checks(config.max_snapshot_bytes)
+        self._state_checks: dict[type, Check] = {
+            AppendEntries: self._append_entries_problem,
+            InstallSnapshot: self._install_snapshot_problem,
+            TimeoutNow: self._timeout_now_problem,
+            RequestVoteResponse: self._vote_response_problem,
+            AppendEntriesResponse: self._append_response_problem,
+            InstallSnapshotResponse: self._snapshot_response_problem,
+        }
+        self._dropped_invalid: dict[str, int] = {}  # message kind -> count
+        self._invalid: deque[InvalidInput] = deque(maxlen=MAX_INVALID_REPORTS)
         self._election.reset_timer(now)
         self._set_role(Role.FOLLOWER)
 
@@ -177,9 +193,17 @@ class NodeActor:
             "snapshot_index": self._snapshot.meta.index if self._snapshot else 0,
             "members": list(self._members),
             "stats": dict(self._stats),
+            "dropped_invalid": dict(self._dropped_invalid),
         }
         if self._role is Role.LEADER:
             out["progress"] = self._replication.describe()
+        return out
+
+    def take_invalid(self) -> list[InvalidInput]:
+        """The peer messages dropped as invalid since the last call (the latest MAX_INVALID_REPORTS), for
+        the runtime to log; status() counts them all."""
+        out = list(self._invalid)
+        self._invalid.clear()
         return out
 
     # --- inputs ---------------------------------------------------------------------------------------
@@ -192,8 +216,16 @@ class NodeActor:
         if isinstance(msg, ClientResponse):
             self._stats["dropped"] += 1
             return
-        if msg.src not in self._peers or msg.dst != self.id:
-            self._stats["dropped"] += 1
+        if msg.src not in self._peers:
+            self._drop_invalid(msg, f"{msg.src!r} is not one of our peers")
+            return
+        if msg.dst != self.id:
+            self._drop_invalid(msg, f"addressed to {msg.dst!r}")
+            return
+        # Never trust the wire (DESIGN.md rule 7): nothing a peer sends may raise or reach our state unchecked
+        problem = self._shape_checks[type(msg)](msg) or self._state_problem(msg, now)
+        if problem is not None:
+            self._drop_invalid(msg, problem)
             return
         if msg.term > self._term:
             if isinstance(msg, RequestVote):
@@ -422,6 +454,84 @@ class NodeActor:
         self._heartbeat_due = now + self._config.heartbeat_interval
         self._maybe_commit(now)
 
+    # --- peer input checked against our state (DESIGN.md rule 7) -----------------------------------------
+
+    def _state_problem(self, msg: PeerMessage, now: float) -> str | None:
+        """Why a well-formed peer message cannot come from a correct peer, given our state; None if it can.
+
+        A message of an older term is not judged: it is answered with our term and changes nothing.
+        """
+        if msg.term < self._term:
+            return None
+        if msg.term == 0 and isinstance(msg, AppendEntries | InstallSnapshot | RequestVote | TimeoutNow):
+            return "term 0, which no leader or candidate ever has"
+        check = self._state_checks.get(type(msg))
+        return check(msg, now) if check is not None else None
+
+    def _leader_claim_problem(self, msg: AppendEntries | InstallSnapshot | TimeoutNow) -> str | None:
+        """Only one node leads a term (paper 5.2): a second one claiming ours is lying."""
+        if msg.term != self._term:
+            return None
+        if self._role is Role.LEADER:
+            return f"claims to lead term {msg.term}, which we lead"
+        if self._leader is not None and self._leader != msg.src:
+            return f"claims to lead term {msg.term}, which {self._leader} leads"
+        return None
+
+    def _append_entries_problem(self, msg: AppendEntries, now: float) -> str | None:
+        problem = self._leader_claim_problem(msg)
+        if problem is not None:
+            return problem
+        # A leader of our term or a newer one holds every entry we know committed (paper 5.4.1).
+        for entry in msg.entries:
+            if entry.index > self._commit:
+                break
+            local = self._log.term_at(entry.index)
+            if local is not None and local != entry.term:
+                return f"entry {entry.index} of term {entry.term} conflicts with our committed term {local}"
+        return None
+
+    def _install_snapshot_problem(self, msg: InstallSnapshot, now: float) -> str | None:
+        problem = self._leader_claim_problem(msg)
+        if problem is not None:
+            return problem
+        meta = msg.meta
+        if sorted(meta.members) != list(self._members):
+            return f"snapshot members {list(meta.members)[:8]} are not ours"
+        local = self._log.term_at(meta.index) if meta.index <= self._commit else None
+        if local is not None and local != meta.term:
+            return f"snapshot at {meta.index} of term {meta.term} conflicts with our committed term {local}"
+        return None
+
+    def _timeout_now_problem(self, msg: TimeoutNow, now: float) -> str | None:
+        if msg.term > self._term:  # the target of a transfer has acknowledged its leader's term durably
+            return f"term {msg.term} is newer than ours, which a transfer target never sees"
+        return self._leader_claim_problem(msg)
+
+    def _vote_response_problem(self, msg: RequestVoteResponse, now: float) -> str | None:
+        if msg.granted and not msg.pre_vote and msg.term > self._term:
+            return f"a vote granted in term {msg.term}, newer than any we asked for"
+        return None
+
+    def _append_response_problem(self, msg: AppendEntriesResponse, now: float) -> str | None:
+        if msg.term > self._term:
+            return f"a success in term {msg.term}, newer than any we sent" if msg.success else None
+        if self._role is not Role.LEADER:
+            return None  # a late answer to our leadership of this term; ignored
+        return self._replication.append_response_problem(msg, self._leader_context(now))
+
+    def _snapshot_response_problem(self, msg: InstallSnapshotResponse, now: float) -> str | None:
+        if msg.term > self._term:
+            return f"an installed snapshot in term {msg.term}, newer than any we sent" if msg.done else None
+        if self._role is not Role.LEADER:
+            return None
+        return self._replication.snapshot_response_problem(msg)
+
+    def _drop_invalid(self, msg: Message, reason: str) -> None:
+        kind = type(msg).__name__
+        self._dropped_invalid[kind] = self._dropped_invalid.get(kind, 0) + 1
+        self._invalid.append(InvalidInput(msg.src, kind, reason))
+
     # --- votes ----------------------------------------------------------------------------------------
 
     def _on_request_vote(self, msg: RequestVote, now: float) -> None:
@@ -545,10 +655,16 @@ class NodeActor:
             self._answer_snapshot(msg, len(incoming[1]), done=False)
             return
         self._incoming = None
-        self._install(Snapshot(meta, bytes(incoming[1])))
+        data = bytes(incoming[1])
+        try:
+            swap_in = self._sm.prepare_restore(data, meta.index)  # before anything of ours changes
+        except ValueError as exc:
+            self._drop_invalid(msg, str(exc))
+            return
+        self._install(Snapshot(meta, data), swap_in)
         self._answer_snapshot(msg, meta.index, done=True)
 
-    def _install(self, snap: Snapshot) -> None:
+    def _install(self, snap: Snapshot, swap_in: Callable[[], None]) -> None:
         meta = snap.meta
         if self._log.term_at(meta.index) == meta.term:
             self._log.compact_to(meta.index)  # our log continues the snapshot: keep the suffix
@@ -557,7 +673,7 @@ class NodeActor:
             self._pending_truncate = meta.index + 1
             self._unstable_from = meta.index + 1
             self._stable_index = meta.index
-        self._sm.restore(snap.data)
+        swap_in()
         self._snapshot_job = None  # one of our own in the making is older than the state now
         self._applied = meta.index
         self._applied_bytes = 0
@@ -611,6 +727,7 @@ class NodeActor:
         self._outbox.extend(self._replication.on_snapshot_response(msg, self._leader_context(now)))
 
     def _on_second_leader(self, msg: AppendEntries | InstallSnapshot, now: float) -> None:
+        # A peer's claim to lead our term is dropped by _leader_claim_problem: getting here is our own bug.
         raise SafetyViolation(f"{self.id}: {msg.src} also leads term {msg.term}")
 
     def _maybe_commit(self, now: float) -> None:

@@ -42,6 +42,8 @@ class Progress:
     acked_round: int = 0
     snap_index: int = 0
     snap_offset: int = 0
+    sent: int = 0  # the highest log index any message of this term offered: no follower can match beyond
+    snap_sent: int = 0  # bytes of the snapshot at snap_index sent so far: no follower can hold more
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +137,7 @@ class ReplicationActor:
                     read_round=ctx.read_round,
                 )
             )
+            pr.sent = max(pr.sent, prev + len(entries))
             if pr.mode is Mode.PROBE:
                 pr.paused = True
                 return out
@@ -182,6 +185,33 @@ class ReplicationActor:
         return out
 
     # --- receiving --------------------------------------------------------------------------------
+
+    def append_response_problem(self, msg: AppendEntriesResponse, ctx: LeaderContext) -> str | None:
+        """Why an AppendEntriesResponse of our term cannot be a follower's honest answer, or None.
+
+        A follower only ever answers for indexes we sent it and for read rounds we started, so a claim
+        beyond them would count a match (or a ReadIndex confirmation) toward a quorum it never had.
+        """
+        pr = self._progress.get(msg.src)
+        if pr is None:
+            return "not a follower of ours"
+        if msg.match_index > pr.sent:
+            return f"match_index {msg.match_index} beyond the last index sent to it ({pr.sent})"
+        if msg.read_round > ctx.read_round:
+            return f"read_round {msg.read_round} beyond the current round {ctx.read_round}"
+        return None
+
+    def snapshot_response_problem(self, msg: InstallSnapshotResponse) -> str | None:
+        """Why an InstallSnapshotResponse of our term cannot be a follower's honest answer, or None."""
+        pr = self._progress.get(msg.src)
+        if pr is None:
+            return "not a follower of ours"
+        if msg.snapshot_index > pr.sent:
+            return f"snapshot_index {msg.snapshot_index} beyond anything sent to it ({pr.sent})"
+        transfer = pr.mode is Mode.SNAPSHOT and msg.snapshot_index == pr.snap_index
+        if transfer and not msg.done and msg.next_offset > pr.snap_sent:
+            return f"next_offset {msg.next_offset} beyond the {pr.snap_sent} bytes sent"
+        return None
 
     def on_append_response(self, msg: AppendEntriesResponse, ctx: LeaderContext) -> bool:
         """Update the follower's progress; True when its match index advanced."""
@@ -246,6 +276,8 @@ class ReplicationActor:
         if ctx.snapshot is None:
             return None
         pr.mode = Mode.SNAPSHOT
+        if pr.snap_index != ctx.snapshot.meta.index:
+            pr.snap_sent = 0
         pr.snap_index = ctx.snapshot.meta.index
         pr.snap_offset = 0
         pr.inflight.clear()
@@ -259,8 +291,11 @@ class ReplicationActor:
         if snap.meta.index != pr.snap_index:  # a newer snapshot replaced the one being sent: start over
             pr.snap_index = snap.meta.index
             pr.snap_offset = 0
+            pr.snap_sent = 0
         start = min(pr.snap_offset, len(snap.data))
         end = min(start + self._config.snapshot_chunk_bytes, len(snap.data))
+        pr.sent = max(pr.sent, snap.meta.index)
+        pr.snap_sent = max(pr.snap_sent, end)
         return InstallSnapshot(
             src=self._id,
             dst=peer,

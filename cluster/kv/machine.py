@@ -51,6 +51,7 @@ from __future__ import annotations
 import hashlib
 import struct
 from bisect import bisect_left, insort
+from collections.abc import Callable
 from typing import Any
 
 import msgpack
@@ -483,19 +484,32 @@ class KVStateMachine:
 
     def restore(self, data: bytes) -> None:
         """Replace the whole state with a snapshot's; raises ValueError (changing nothing) if invalid."""
+        self.prepare_restore(data, _UINT64_MAX)()
+
+    def prepare_restore(self, data: bytes, index: int) -> Callable[[], None]:
+        """Decode and validate a snapshot taken at log index `index` into fresh structures; the returned
+        call swaps them in. Raises ValueError, changing nothing, if the bytes are not such a snapshot."""
         try:
             state = _decode_snapshot(data)
         except _Invalid as exc:
             raise ValueError(f"invalid snapshot: {exc}") from None
         applied_index, applied_count, revision, keys, records, sessions = state
+        if applied_index > index:
+            # apply() would then refuse every entry after the snapshot's index
+            raise ValueError(f"invalid snapshot: applied index {applied_index} beyond its log index {index}")
         while len(sessions) > self._max_sessions:
             del sessions[next(iter(sessions))]
-        self._applied_index = applied_index
-        self._applied_count = applied_count
-        self._revision = revision
-        self._data = dict(zip(keys, records, strict=True))
-        self._set_sorted_keys(keys)
-        self._sessions = sessions
+        data_table = dict(zip(keys, records, strict=True))
+
+        def swap() -> None:
+            self._applied_index = applied_index
+            self._applied_count = applied_count
+            self._revision = revision
+            self._data = data_table
+            self._set_sorted_keys(keys)
+            self._sessions = sessions
+
+        return swap
 
     # -- extras ------------------------------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -129,9 +130,14 @@ class CheckedStateMachine(KVStateMachine):
         self._checker.on_apply(self._node, index, command)
         return super().apply(index, command)
 
-    def restore(self, data: bytes) -> None:
-        super().restore(data)
-        self._last = self.applied_index
+    def prepare_restore(self, data: bytes, index: int) -> Callable[[], None]:
+        swap = super().prepare_restore(data, index)
+
+        def swap_and_note() -> None:
+            swap()
+            self._last = self.applied_index
+
+        return swap_and_note
 
 
 class SafetyChecker:
@@ -163,6 +169,10 @@ class SafetyChecker:
         self.commit_seen[node] = 0
 
     def check_node(self, node: NodeActor) -> None:
+        # Every simulated peer is correct, however the network treats its messages: none may look invalid.
+        invalid = node.take_invalid()
+        if invalid:
+            raise SimFailure(f"{node.id} dropped a correct peer's message as invalid: {invalid[0]}")
         log = node.log
         mirror = self.mirrors.setdefault(node.id, {})
         # Log matching, by induction: equal (index, term) means equal data and equal previous term.
