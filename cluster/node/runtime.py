@@ -57,6 +57,7 @@ PEER_SOCKET_LIMIT: Final = 2 * PEER_MAX_FRAME  # beyond this ZeroMQ drops the co
 CLIENT_SOCKET_LIMIT: Final = 4 * CLIENT_MAX_FRAME
 MAX_ANSWER_BATCH_BYTES: Final = 1 << 20  # results in one batch frame of client answers
 BAD_FRAME_LOG_INTERVAL: Final = 5.0  # seconds between two reports of the same kind of bad frame
+INVALID_PEER_LOG_INTERVAL: Final = 5.0  # seconds between two reports of invalid messages from one peer
 MAX_REASON_BYTES: Final = 200
 
 
@@ -90,6 +91,7 @@ class NodeRuntime:
         self._peers = frozenset(config.peers)
         self._advertiser_id = advertiser_id(self.name)
         self._bad_frames = LogRateLimiter(BAD_FRAME_LOG_INTERVAL)
+        self._invalid_peers = LogRateLimiter(INVALID_PEER_LOG_INTERVAL)
         self._seen: tuple[Role, int, str | None] = (node.role, node.term, node.leader)
         self._answers: dict[str, list[ClientResponse]] = {}  # client answers of this Ready, by client
         loop.add_reader(mesh.router, self._on_peer_router)
@@ -115,6 +117,7 @@ class NodeRuntime:
         if self.storage.poll_snapshot() is not None:  # written in the background (cluster/storage)
             self._snapshot_durable()
         self.pump(now)
+        self._report_invalid(now)
         self._log_role_change()
         if done:
             return None
@@ -296,6 +299,22 @@ class NodeRuntime:
             more = f" ({suppressed} more since the last report)" if suppressed else ""
             logger.warning(
                 "{}: dropped a bad frame ({}): {}{}", self.name, rejected.counter, rejected.reason, more
+            )
+
+    def _report_invalid(self, now: float) -> None:
+        """Log the peer messages the node dropped as invalid: at most one line per peer per interval."""
+        for invalid in self.node.take_invalid():
+            suppressed = self._invalid_peers.allow(invalid.peer, now)
+            if suppressed is None:
+                continue
+            more = f" ({suppressed} more from it since the last report)" if suppressed else ""
+            logger.warning(
+                "{}: dropped an invalid {} from {}: {}{}",
+                self.name,
+                invalid.kind,
+                invalid.peer[:64],
+                invalid.reason[:MAX_REASON_BYTES],
+                more,
             )
 
     # --- facts ----------------------------------------------------------------------------------------
