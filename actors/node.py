@@ -133,6 +133,8 @@ class NodeActor:
         self._broadcast_wanted = False
         self._heartbeat_due = 0.0
         self._incoming: tuple[SnapshotMeta, bytearray] | None = None
+        # The snapshot a checked last chunk completes, decoded by the check, for that chunk's handler.
+        self._completed: tuple[InstallSnapshot, Snapshot, Callable[[], None]] | None = None
         self._transfer: tuple[NodeId, float] | None = None
         self._ready_out = False
         self._stats = {"proposals": 0, "applied": 0, "snapshots": 0, "elections": 0, "dropped": 0}
@@ -501,7 +503,25 @@ class NodeActor:
         local = self._log.term_at(meta.index) if meta.index <= self._commit else None
         if local is not None and local != meta.term:
             return f"snapshot at {meta.index} of term {meta.term} conflicts with our committed term {local}"
+        data = self._completed_snapshot(msg)
+        if data is not None:
+            try:
+                swap_in = self._sm.prepare_restore(data, meta.index)
+            except ValueError as exc:
+                return str(exc)
+            self._completed = (msg, Snapshot(meta, data), swap_in)
         return None
+
+    def _completed_snapshot(self, msg: InstallSnapshot) -> bytes | None:
+        """The whole snapshot when `msg` is the last chunk of one we would install; otherwise None."""
+        if not msg.done or msg.meta.index <= self._commit:
+            return None
+        if msg.offset == 0:
+            return msg.data
+        incoming = self._incoming
+        if incoming is None or incoming[0] != msg.meta or msg.offset != len(incoming[1]):
+            return None
+        return bytes(incoming[1]) + msg.data
 
     def _timeout_now_problem(self, msg: TimeoutNow, now: float) -> str | None:
         if msg.term > self._term:  # the target of a transfer has acknowledged its leader's term durably
@@ -639,8 +659,14 @@ class NodeActor:
         self._leader = msg.src
         self._election.heard_from_leader(now)
         meta = msg.meta
+        completed, self._completed = self._completed, None
         if meta.index <= self._commit:
             self._incoming = None
+            self._answer_snapshot(msg, meta.index, done=True)
+            return
+        if completed is not None and completed[0] is msg:  # the last chunk, decoded when it was checked
+            self._incoming = None
+            self._install(completed[1], completed[2])
             self._answer_snapshot(msg, meta.index, done=True)
             return
         if msg.offset == 0:
@@ -650,19 +676,10 @@ class NodeActor:
             held = len(incoming[1]) if incoming is not None and incoming[0] == meta else 0
             self._answer_snapshot(msg, held, done=False)
             return
+        if msg.done:
+            raise SafetyViolation(f"{self.id}: the last chunk of snapshot {meta.index} was not checked")
         incoming[1].extend(msg.data)
-        if not msg.done:
-            self._answer_snapshot(msg, len(incoming[1]), done=False)
-            return
-        self._incoming = None
-        data = bytes(incoming[1])
-        try:
-            swap_in = self._sm.prepare_restore(data, meta.index)  # before anything of ours changes
-        except ValueError as exc:
-            self._drop_invalid(msg, str(exc))
-            return
-        self._install(Snapshot(meta, data), swap_in)
-        self._answer_snapshot(msg, meta.index, done=True)
+        self._answer_snapshot(msg, len(incoming[1]), done=False)
 
     def _install(self, snap: Snapshot, swap_in: Callable[[], None]) -> None:
         meta = snap.meta

@@ -154,6 +154,9 @@ FOLLOWER_CASES: dict[str, Forge] = {
     "snapshot_that_does_not_decode": lambda t, last, commit: InstallSnapshot(
         "n1", "n2", t, SnapshotMeta(commit + 10, t, MEMBERS), 0, b"\x93garbage, not a snapshot", True
     ),
+    "snapshot_of_a_newer_term_that_does_not_decode": lambda t, last, commit: InstallSnapshot(
+        "n1", "n2", t + 1, SnapshotMeta(commit + 10, t + 1, MEMBERS), 0, b"\x93garbage", True
+    ),
     "snapshot_of_a_state_beyond_its_index": lambda t, last, commit: InstallSnapshot(
         "n1", "n2", t, SnapshotMeta(commit + 10, t, MEMBERS), 0, kv_snapshot(commit + 1000), True
     ),
@@ -204,6 +207,20 @@ def test_the_same_snapshot_with_a_valid_state_installs() -> None:
     c.flush("n2")
     assert n2.status()["dropped_invalid"] == {}
     assert n2.log.base_index == index and n2.applied_index == index
+
+
+def test_a_chunked_snapshot_that_does_not_decode_is_dropped_with_its_last_chunk() -> None:
+    c = healthy_cluster()
+    n2 = c.nodes["n2"]
+    term = n2.term
+    data = c.sms["n1"].snapshot()
+    meta = SnapshotMeta(n2.commit_index + 10, term, MEMBERS)
+    n2.step(InstallSnapshot("n1", "n2", term, meta, 0, data[:10], False), c.now)
+    c.flush("n2")
+    c.queue.clear()
+    assert n2.status()["dropped_invalid"] == {} and n2.term == term
+    assert_dropped(c, "n2", InstallSnapshot("n1", "n2", term, meta, 10, b"\xff" * 8, True))
+    assert_serves(c)
 
 
 # --- messages sent to leader n1 -------------------------------------------------------------------------

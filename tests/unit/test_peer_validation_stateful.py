@@ -37,7 +37,7 @@ from actors.node import NodeActor, Role
 from cluster.kv import KVStateMachine, encode_command
 from tests.unit.raft_fixture import CONFIG, Cluster
 
-MEMBERS = ("n1", "n2", "n3")
+MEMBERS: tuple[str, ...] = ("n1", "n2", "n3")
 SENDERS = st.sampled_from(["n1", "n3", "n1", "n3", "x9"])
 
 
@@ -98,7 +98,7 @@ class HostilePeers(RuleBasedStateMachine):
                 c.advance_time(0.1)
             c.blocked.clear()
             self.node.step(RequestVoteResponse("n3", "n2", self.node.term + 1, True, True), c.now)
-            assert self.node.role is Role.CANDIDATE
+            assert self.node.status()["role"] == Role.CANDIDATE.value
         assert role != "leader" or self.node.role is Role.LEADER
         self._settle()
         self.sm.applied.clear()
