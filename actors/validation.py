@@ -1,12 +1,13 @@
 """Checks of a peer message on its own, before the receiver looks at its state (DESIGN.md rule 7).
 
-The codec already guarantees types and non-negative ranges for frames off the wire; these checks are what a
-well-behaved peer's message always satisfies whatever the receiver's state: entries contiguous from
-prev_log_index + 1 with non-decreasing terms no newer than the message's term, a prev_log_term no newer
-than the term, a sane snapshot meta, chunk offsets inside the snapshot bound. Each returns None for a
-sane message, else a short reason. What depends on the receiver's state (commit index, role, the
-leader's progress) is checked by NodeActor and ReplicationActor. The checks repeat the codec's range
-checks so that a message built in-process (tests, the simulator) gets the same treatment.
+The codec already guarantees types and non-negative ranges for frames off the wire; these checks are what
+a well-behaved peer's message always satisfies whatever the receiver's state: terms and indexes within
+0..MAX_NUMBER, entries contiguous from prev_log_index + 1 with non-decreasing terms no newer than the
+message's term, a prev_log_term no newer than the term, a sane snapshot meta, chunk offsets inside the
+snapshot bound. Each returns None for a sane message, else a short reason. What depends on the
+receiver's state (commit index, role, the leader's progress) is checked by NodeActor and
+ReplicationActor. The range checks repeat the codec's so that a message built in-process (tests, the
+simulator) gets the same treatment.
 """
 
 from __future__ import annotations
@@ -27,17 +28,20 @@ from actors.messages import (
 )
 
 _ENTRY_KINDS: Final = frozenset(int(k) for k in EntryKind)
+# Terms and indexes only ever grow by small steps; a bound far below the wire's 63 bits keeps a node that
+# adopts a hostile term from ever counting past what the codec carries.
+MAX_NUMBER: Final = 2**62
 
 
-def _negative(**fields: int) -> str | None:
+def _out_of_range(**fields: int) -> str | None:
     for name, value in fields.items():
-        if value < 0:
-            return f"negative {name} {value}"
+        if not 0 <= value <= MAX_NUMBER:
+            return f"{name} {value} outside 0..2**62"
     return None
 
 
 def append_entries_problem(msg: AppendEntries) -> str | None:
-    problem = _negative(
+    problem = _out_of_range(
         term=msg.term,
         prev_log_index=msg.prev_log_index,
         prev_log_term=msg.prev_log_term,
@@ -64,7 +68,7 @@ def append_entries_problem(msg: AppendEntries) -> str | None:
 
 
 def snapshot_meta_problem(meta: SnapshotMeta, term: int) -> str | None:
-    problem = _negative(index=meta.index, meta_term=meta.term)
+    problem = _out_of_range(index=meta.index, meta_term=meta.term)
     if problem:
         return problem
     if meta.index == 0 or meta.term == 0:
@@ -77,7 +81,7 @@ def snapshot_meta_problem(meta: SnapshotMeta, term: int) -> str | None:
 
 
 def install_snapshot_problem(msg: InstallSnapshot, max_snapshot_bytes: int) -> str | None:
-    problem = _negative(term=msg.term, offset=msg.offset)
+    problem = _out_of_range(term=msg.term, offset=msg.offset)
     if problem:
         return problem
     problem = snapshot_meta_problem(msg.meta, msg.term)
@@ -90,7 +94,7 @@ def install_snapshot_problem(msg: InstallSnapshot, max_snapshot_bytes: int) -> s
 
 
 def request_vote_problem(msg: RequestVote) -> str | None:
-    problem = _negative(term=msg.term, last_log_index=msg.last_log_index, last_log_term=msg.last_log_term)
+    problem = _out_of_range(term=msg.term, last_log_index=msg.last_log_index, last_log_term=msg.last_log_term)
     if problem:
         return problem
     # A candidate has appended nothing in the term it campaigns for (a pre-vote asks about its term + 1).
@@ -102,11 +106,11 @@ def request_vote_problem(msg: RequestVote) -> str | None:
 
 
 def vote_response_problem(msg: RequestVoteResponse) -> str | None:
-    return _negative(term=msg.term)
+    return _out_of_range(term=msg.term)
 
 
 def append_response_problem(msg: AppendEntriesResponse) -> str | None:
-    problem = _negative(
+    problem = _out_of_range(
         term=msg.term,
         match_index=msg.match_index,
         conflict_index=msg.conflict_index,
@@ -121,11 +125,11 @@ def append_response_problem(msg: AppendEntriesResponse) -> str | None:
 
 
 def snapshot_response_problem(msg: InstallSnapshotResponse) -> str | None:
-    return _negative(term=msg.term, snapshot_index=msg.snapshot_index, next_offset=msg.next_offset)
+    return _out_of_range(term=msg.term, snapshot_index=msg.snapshot_index, next_offset=msg.next_offset)
 
 
 def timeout_now_problem(msg: TimeoutNow) -> str | None:
-    return _negative(term=msg.term)
+    return _out_of_range(term=msg.term)
 
 
 def shape_checks(max_snapshot_bytes: int) -> dict[type, Callable[[Any], str | None]]:

@@ -183,6 +183,9 @@ FOLLOWER_CASES: dict[str, Forge] = {
     "vote_request_with_a_last_term_not_older_than_its_term": lambda t, last, commit: RequestVote(
         "n3", "n2", t + 1, last + 5, t + 1, False, True
     ),
+    "term_beyond_any_sane_range": lambda t, last, commit: RequestVote(
+        "n3", "n2", 2**63 - 1, last, t, False, True
+    ),
     "message_for_another_node": lambda t, last, commit: AppendEntries("n1", "n3", t, last, t, (), commit, 0),
     "message_from_a_stranger": lambda t, last, commit: AppendEntries("n9", "n2", t + 1, last, t, (), 0, 0),
 }
