@@ -2,8 +2,11 @@
 
 Every input (a peer or client message, a clock tick, a proposal) goes through step()/tick(); all effects
 come out batched through ready() and are acknowledged by advance() once durable (see actors/contracts.py).
-Each incoming peer message passes one term check before role-specific handling; role behaviour is a
-handler table swapped on role change (DESIGN.md rule 4). Election and replication decisions come from
+Each incoming peer message is first checked, on its own (actors/validation.py) and against our state
+(no second leader of our term, no conflict with a committed entry, no answer for more than was sent, a
+snapshot that decodes); an impossible one is dropped, counted and kept for the runtime to log, and never
+raises (DESIGN.md rule 7). Then it passes one term check before role-specific handling; role behaviour
+is a handler table swapped on role change (DESIGN.md rule 4). Election and replication decisions come from
 ElectionActor and ReplicationActor, which own their own state and never touch ours.
 """
 
