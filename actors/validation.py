@@ -97,9 +97,8 @@ def request_vote_problem(msg: RequestVote) -> str | None:
     problem = _out_of_range(term=msg.term, last_log_index=msg.last_log_index, last_log_term=msg.last_log_term)
     if problem:
         return problem
-    # A candidate has appended nothing in the term it campaigns for (a pre-vote asks about its term + 1).
-    if msg.last_log_term >= msg.term:
-        return f"last_log_term {msg.last_log_term} is not older than the campaign's term {msg.term}"
+    # No bound of last_log_term by the term: a node that crashed may recover entries whose term record it
+    # lost (never acknowledged, so never counted), and campaign from that log in an older term.
     if (msg.last_log_index == 0) != (msg.last_log_term == 0):
         return f"last_log_index {msg.last_log_index} with last_log_term {msg.last_log_term}"
     return None

@@ -20,6 +20,8 @@ REGRESSION_SEEDS: dict[int, str] = {
     "has_ready() stayed true forever (found with seeds 70, 725, 983)",
     725: "same bug as 70",
     983: "same bug as 70",
+    300261: "a node that recovered entries newer than its recovered term campaigned with last_log_term equal "
+    "to its term; peer-message validation wrongly dropped that RequestVote as impossible",
 }
 
 

@@ -180,8 +180,8 @@ FOLLOWER_CASES: dict[str, Forge] = {
     ),
     "timeout_now_from_a_non_leader": lambda t, last, commit: TimeoutNow("n3", "n2", t),
     "timeout_now_from_a_newer_term": lambda t, last, commit: TimeoutNow("n1", "n2", t + 1),
-    "vote_request_with_a_last_term_not_older_than_its_term": lambda t, last, commit: RequestVote(
-        "n3", "n2", t + 1, last + 5, t + 1, False, True
+    "vote_request_with_a_log_term_but_no_log": lambda t, last, commit: RequestVote(
+        "n3", "n2", t + 1, 0, t, False, True
     ),
     "term_beyond_any_sane_range": lambda t, last, commit: RequestVote(
         "n3", "n2", 2**63 - 1, last, t, False, True
