@@ -31,7 +31,7 @@ from actors.messages import (
     Status,
     TimeoutNow,
 )
-from cluster.kv import encode_command
+from cluster.kv.machine import encode_command
 from tests.integration.util import (
     REPO_ROOT,
     NodeHandle,

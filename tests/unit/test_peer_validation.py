@@ -31,7 +31,7 @@ from actors.messages import (
     TimeoutNow,
 )
 from actors.node import MAX_INVALID_REPORTS, Role
-from cluster.kv import KVStateMachine, decode_result, encode_command, encode_query
+from cluster.kv.machine import KVStateMachine, decode_result, encode_command, encode_query
 from tests.unit.raft_fixture import CONFIG, Cluster
 
 MEMBERS = ("n1", "n2", "n3")

@@ -34,7 +34,7 @@ from actors.messages import (
     TimeoutNow,
 )
 from actors.node import NodeActor, Role
-from cluster.kv import KVStateMachine, encode_command
+from cluster.kv.machine import KVStateMachine, encode_command
 from tests.unit.raft_fixture import CONFIG, Cluster
 
 MEMBERS: tuple[str, ...] = ("n1", "n2", "n3")
