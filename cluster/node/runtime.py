@@ -12,7 +12,9 @@ This is the only place where Raft meets I/O. Each event-loop turn (DESIGN.md rul
    persist; a snapshot the node took itself is written by storage's background thread and recorded in
    a later turn), compact the WAL once a snapshot is durable, then send its messages (peer messages
    through our DEALER to the destination; client responses back along the route their request came in
-   on, all of one client's answers of a Ready in one batch frame), then advance.
+   on, all of one client's answers of a Ready in one batch frame), then advance;
+4. the peer messages the node dropped as invalid (they decoded but made no sense against its state) are
+   logged, at most one line per peer per INVALID_PEER_LOG_INTERVAL; the node's status counts them all.
 
 Routes are remembered per request sender, whichever socket the request came in on, in a bounded LRU table.
 """
