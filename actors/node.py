@@ -111,13 +111,20 @@ class NodeActor:
         self._snapshot: Snapshot | None = rec.snapshot
         base_index, base_term = (rec.snapshot.meta.index, rec.snapshot.meta.term) if rec.snapshot else (0, 0)
         self._log = RaftLog(base_index, base_term, rec.entries)
+        last_term = self._log.term_at(self._log.last_index()) or 0
+        if last_term > self._term:
+            # A crash may keep an unsynced batch's entries and lose the hard state written with them (any
+            # subset of unsynced pages survives). Those entries were never acknowledged; adopting their
+            # term, with no vote, keeps every log entry's term at most the current term.
+            self._term, self._vote = last_term, None
         if rec.snapshot is not None:
             self._sm.prepare_restore(rec.snapshot.data, rec.snapshot.meta.index)()  # our own: fail-stop
         self._applied = base_index
         self._applied_bytes = 0  # command bytes applied since the last snapshot
         self._commit = max(base_index, min(rec.hard_state.commit, self._log.last_index()))
         self._stable_index = self._log.last_index()  # everything recovered is on disk
-        self._handed_hs = HardState(self._term, self._vote, self._commit)
+        # What storage holds: a term raised above makes the first Ready persist it.
+        self._handed_hs = HardState(rec.hard_state.term, rec.hard_state.vote, self._commit)
         self._unstable_from = self._log.last_index() + 1
         self._pending_truncate: int | None = None
         self._pending_snapshot: Snapshot | None = None

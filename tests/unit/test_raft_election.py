@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from actors.messages import AppendEntries, RequestVote, RequestVoteResponse
-from actors.node import Role
-from tests.unit.raft_fixture import Cluster
+import random
+
+from actors.contracts import Recovered
+from actors.messages import AppendEntries, Entry, EntryKind, HardState, RequestVote, RequestVoteResponse
+from actors.node import NodeActor, Role
+from cluster.kv.machine import KVStateMachine
+from tests.unit.raft_fixture import CONFIG, Cluster
 
 
 def test_a_single_leader_is_elected_and_others_follow() -> None:
@@ -138,3 +142,12 @@ def _write(req_id: int):  # type: ignore[no-untyped-def]
     return ClientRequest(
         "c", "n1", req_id, RequestKind.WRITE, encode_command(1, req_id, 1, ["put", "k", req_id])
     )
+
+
+def test_recovered_entries_newer_than_the_recovered_term_raise_the_term_without_a_vote() -> None:
+    # Power loss can keep an unsynced batch's entries and lose the hard-state record beside them.
+    recovered = Recovered(HardState(2, "n2", 0), None, [Entry(3, 1, EntryKind.NOOP, b"")])
+    node = NodeActor("n1", ("n1", "n2", "n3"), CONFIG, KVStateMachine(), random.Random(1), recovered, 0.0)
+    assert (node.term, node.role) == (3, Role.FOLLOWER)
+    rd = node.ready(0.0)
+    assert rd.hard_state is not None and (rd.hard_state.term, rd.hard_state.vote) == (3, None)
