@@ -15,10 +15,14 @@ what fsync promises:
   what is there, e.g. the zeros of a preallocated WAL segment;
 * creating, renaming and removing a name (file or directory) is durable only after `fsync_dir()` of
   the directory holding the name (a rename becomes durable when either directory is fsynced);
-* `crash(rng)` is the power loss: every file keeps its durable bytes plus a random prefix of its
-  unsynced appends (so the last write can be torn). A file rewritten since its last fsync (truncated
-  below, or overwritten inside, its durable length) comes back as its old durable content, as a
-  prefix of its new content, or as a prefix of the new content over the rest of the old. Each
+* `crash(rng)` is the power loss, page by page (`page_size` bytes, 4096 by default; a multiple of the
+  512-byte sector recovery reasons about). Each file comes back as its durable content with any subset
+  of the pages written since its last fsync: a page that reached the disk holds its new bytes, a lost
+  one its old bytes where there were any and zeros elsewhere (over preallocated space or where the file
+  grew). So a write can be torn anywhere a page boundary falls, and a later page can survive an
+  earlier one. The file's size is its new size or, as when the size reached the disk but not the data
+  or the other way round, anything between its old and new sizes. How many pages survive is drawn per
+  file (none, all, or each with some probability), so whole-write losses and mixtures both occur. Each
   un-synced directory operation is kept or lost at random, in order; a rename is atomic (the file is
   under the old or the new name, never both and never neither, unless its creation was lost too).
   Names whose directory was lost disappear. Afterwards the SimFS is usable again (the node restarts
@@ -230,48 +234,73 @@ _DIR = _Dir()
 
 
 class _Inode:
-    __slots__ = ("ino", "data", "durable_len", "before_rewrite")
+    __slots__ = ("ino", "data", "durable_len", "before_rewrite", "dirty", "page_size")
 
-    def __init__(self, ino: int) -> None:
+    def __init__(self, ino: int, page_size: int) -> None:
         self.ino = ino
+        self.page_size = page_size
         self.data = bytearray()
         self.durable_len = 0  # data[:durable_len] is durable, when before_rewrite is None
-        # The durable content from before a truncate below durable_len since the last fsync.
+        # The durable content, once a truncate or a write since the last fsync reached into durable_len.
         self.before_rewrite: bytes | None = None
+        self.dirty: set[int] = set()  # pages written (or cut) since the last fsync
 
-    def crash_content(self, rng: random.Random) -> bytearray:
-        if self.before_rewrite is None:
-            keep = self.durable_len + rng.randint(0, len(self.data) - self.durable_len)
-            return bytearray(self.data[:keep])
-        # Rewritten since the last fsync: the old durable content, some prefix of the new one, or some
-        # prefix of the new one over the rest of the old (writes reach the disk in order, size or not).
-        old = self.before_rewrite
-        pick = rng.random()
-        if pick < 0.4:
-            return bytearray(old)
-        keep = rng.randint(_common_prefix(old, self.data), len(self.data))
-        if pick < 0.7:
-            return bytearray(self.data[:keep])
-        return bytearray(self.data[:keep]) + old[keep:]
+    def _touch(self, start: int, end: int) -> None:
+        ps = self.page_size
+        self.dirty.update(range(start // ps, (end + ps - 1) // ps))
+
+    def append(self, data: Buffer) -> None:
+        start = len(self.data)
+        self.data += data
+        self._touch(start, len(self.data))
 
     def overwrite(self, offset: int, data: Buffer) -> None:
         """Write data at offset (extending the file if it runs past the end)."""
         if offset < self.durable_len and self.before_rewrite is None:
             self.before_rewrite = bytes(self.data[: self.durable_len])
         self.data[offset : offset + len(data)] = data
+        self._touch(offset, offset + len(data))
 
-
-def _common_prefix(a: Buffer, b: Buffer) -> int:
-    """Length of the longest common prefix, by bisection over slice compares (no per-byte loop)."""
-    lo, hi = 0, min(len(a), len(b))
-    va, vb = memoryview(a), memoryview(b)
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if va[:mid] == vb[:mid]:
-            lo = mid
+    def resize(self, size: int) -> None:
+        """Truncate or extend (with zeros) to size bytes."""
+        if size < self.durable_len and self.before_rewrite is None:
+            self.before_rewrite = bytes(self.data[: self.durable_len])
+        old_len = len(self.data)
+        if size <= old_len:
+            del self.data[size:]
         else:
-            hi = mid - 1
-    return lo
+            self.data += bytes(size - old_len)
+        self._touch(min(size, old_len), max(size, old_len))
+        if self.before_rewrite is None:
+            self.durable_len = min(self.durable_len, size)
+
+    def sync(self) -> None:
+        self.durable_len = len(self.data)
+        self.before_rewrite = None
+        self.dirty.clear()
+
+    def crash_content(self, rng: random.Random) -> bytearray:
+        old = self.before_rewrite if self.before_rewrite is not None else self.data[: self.durable_len]
+        new = self.data
+        if not self.dirty and len(old) == len(new):
+            return bytearray(old)
+        if len(new) >= len(old):  # grown: the new size, or the old one, or any size between reached the disk
+            size = len(new) if rng.random() < 0.5 else rng.randint(len(old), len(new))
+        else:  # cut: the new size reached the disk or not
+            size = rng.choice((len(new), len(old)))
+        out = bytearray(old[:size])
+        out += bytes(size - len(out))
+        pick = rng.random()
+        survive = 0.0 if pick < 0.2 else 1.0 if pick < 0.4 else rng.random()
+        ps = self.page_size
+        for page in sorted(self.dirty):
+            start = page * ps
+            if start >= size:
+                break
+            if rng.random() < survive:
+                end = min(start + ps, size)
+                out[start : start + len(new[start:end])] = new[start:end]  # beyond the new size: the old
+        return out
 
 
 Node = _Inode | _Dir
@@ -307,7 +336,7 @@ class _SimFile:
         self._check()
         self._fs._tick("write")
         if self._pos is None:
-            self._inode.data += data
+            self._inode.append(data)
         else:
             self._inode.overwrite(self._pos, data)
             self._pos += len(data)
@@ -316,9 +345,7 @@ class _SimFile:
     def fsync(self) -> None:
         self._check()
         self._fs._tick("fsync")
-        inode = self._inode
-        inode.durable_len = len(inode.data)
-        inode.before_rewrite = None
+        self._inode.sync()
         self._fs.fsync_count += 1
 
     def close(self) -> None:
@@ -338,7 +365,10 @@ def _norm(path: str) -> str:
 class SimFS:
     """An in-memory file system with power-loss semantics (see the module docstring)."""
 
-    def __init__(self) -> None:
+    def __init__(self, page_size: int = 4096) -> None:
+        if page_size <= 0 or page_size % 512:
+            raise ValueError("page_size must be a positive multiple of 512")
+        self.page_size = page_size
         self._cur: dict[str, dict[str, Node]] = {"/": {}, ".": {}}
         self._dur: dict[str, dict[str, Node]] = {"/": {}, ".": {}}
         self._pending: list[_DirOp] = []
@@ -429,7 +459,7 @@ class SimFS:
             parent, name = _split(path)
             entries = self._dir_entries(parent)
             self._tick("create")
-            node = _Inode(self._next_ino)
+            node = _Inode(self._next_ino, self.page_size)
             self._next_ino += 1
             entries[name] = node
             self._pending.append(_DirOp("create", (parent,), None, (parent, name), node))
@@ -441,7 +471,7 @@ class SimFS:
         inode = self._inode(path)
         self._tick("allocate")
         if size > len(inode.data):
-            inode.data += bytes(size - len(inode.data))  # durable at the next fsync, like an append
+            inode.resize(size)  # durable at the next fsync, like an append
         return True
 
     def open_write_at(self, path: str, offset: int) -> AppendFile:
@@ -449,20 +479,13 @@ class SimFS:
             raise ValueError("offset must be >= 0")
         inode = self._inode(path)
         if offset > len(inode.data):
-            inode.data += bytes(offset - len(inode.data))  # like a sparse hole: reads back as zeros
+            inode.resize(offset)  # like a sparse hole: reads back as zeros
         return _SimFile(self, _norm(path), inode, offset)
 
     def truncate(self, path: str, size: int) -> None:
         inode = self._inode(path)
         self._tick("truncate")
-        if size < inode.durable_len and inode.before_rewrite is None:
-            inode.before_rewrite = bytes(inode.data[: inode.durable_len])
-        if size <= len(inode.data):
-            del inode.data[size:]
-        else:
-            inode.data += bytes(size - len(inode.data))
-        if inode.before_rewrite is None:
-            inode.durable_len = min(inode.durable_len, size)
+        inode.resize(size)
 
     def rename(self, src: str, dst: str) -> None:
         node = self._lookup(src)
@@ -561,7 +584,7 @@ class SimFS:
                 else:
                     inode = contents.get(node.ino)
                     if inode is None:
-                        inode = _Inode(node.ino)
+                        inode = _Inode(node.ino, self.page_size)
                         inode.data = node.crash_content(rng)
                         inode.durable_len = len(inode.data)
                         contents[node.ino] = inode

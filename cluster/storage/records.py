@@ -7,6 +7,13 @@ msgpack arrays:
     HARD_STATE     [term, vote or None, commit]   the latest one wins
     TRUNCATE       [from_index]                   drop entries >= from_index
     SNAPSHOT_MARK  [index, term]                  a durable snapshot covers entries <= index
+    SYNC           [offset]                       the end of a batch the writer fsyncs before it writes on
+
+SYNC (added with issue 9; older WALs have none, and an older zraft refuses a WAL that has them) ends
+every batch that is fsynced, and carries its own offset in the segment so that a copy of a record inside
+some payload is never taken for one. It is how recovery tells a torn write from damage: the writer writes
+nothing after a SYNC record until that fsync has returned, so any byte found after a SYNC record proves
+that everything up to it was durable (replay.py).
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ from __future__ import annotations
 import re
 import struct
 import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from enum import IntEnum
 from typing import Any
 
@@ -28,6 +35,7 @@ class RecordType(IntEnum):
     HARD_STATE = 2
     TRUNCATE = 3
     SNAPSHOT_MARK = 4
+    SYNC = 5
 
 
 HEADER = struct.Struct("<IIB")
@@ -40,7 +48,7 @@ _crc32 = zlib.crc32
 
 # Every payload is a msgpack fixarray of 1..4 items, so a record's type byte is followed by 0x91..0x94.
 # Used to look for valid records after a bad one without trying every byte offset.
-_RECORD_START = re.compile(rb"[\x01-\x04][\x91-\x94]")
+_RECORD_START = re.compile(rb"[\x01-\x05][\x91-\x94]")
 
 
 class RecordFormatError(ValueError):
@@ -88,6 +96,15 @@ def truncate_payload(from_index: int) -> bytes:
 
 def snapshot_mark_payload(index: int, term: int) -> bytes:
     return _packb([index, term])
+
+
+def sync_payload(offset: int) -> bytes:
+    return _packb([offset])
+
+
+def append_sync(buf: bytearray, offset: int) -> None:
+    """Append the SYNC record that ends a batch; offset is where that record starts in its segment."""
+    append_record(buf, RecordType.SYNC, sync_payload(offset))
 
 
 def entry_maker() -> Callable[[int, int, int, bytes], Entry]:
@@ -153,6 +170,12 @@ def decode_snapshot_mark(obj: Any) -> tuple[int, int]:
     return int(obj[0]), int(obj[1])
 
 
+def decode_sync(obj: Any) -> int:
+    if not (type(obj) is list and len(obj) == 1 and _is_int(obj[0])):
+        raise RecordFormatError(f"bad SYNC payload {obj!r:.80}")
+    return int(obj[0])
+
+
 def check_record(buf: bytes | memoryview, offset: int) -> tuple[int, int] | str:
     """Validate the framing of the record at offset: (type, end offset) or the reason it is bad."""
     n = len(buf)
@@ -180,6 +203,19 @@ def find_valid_record(buf: bytes | memoryview, start: int) -> int | None:
         if offset >= start and isinstance(check_record(data, offset), tuple):
             return offset
     return None
+
+
+def valid_records(buf: bytes | memoryview, start: int) -> Iterator[tuple[int, int, int]]:
+    """(offset, type, end) of every record with valid framing at or after start, skipping damage."""
+    data = bytes(buf) if isinstance(buf, memoryview) else buf
+    off: int | None = start
+    while off is not None and off < len(data):
+        res = check_record(data, off)
+        if isinstance(res, tuple):
+            yield off, res[0], res[1]
+            off = res[1]
+        else:
+            off = find_valid_record(data, off + 1)
 
 
 def unpack_payload(buf: bytes | memoryview) -> Any:

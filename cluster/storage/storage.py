@@ -268,10 +268,11 @@ class DiskStorage:
         if cut is None:
             return
         logger.warning(
-            "{}: torn record at the tail of {} at offset {}: cutting {} bytes (a write that never completed)",
+            "{}: torn write in {} at offset {} ({}): cutting {} bytes (a write that never completed)",
             self.node_name,
             path,
             cut,
+            replayer.cut_reason,
             len(buf) - cut,
         )
         self.fs.truncate(path, cut)
@@ -329,19 +330,19 @@ class DiskStorage:
             records.append_record(buf, records.RecordType.HARD_STATE, records.hard_state_payload(hard_state))
             nrecords += 1
 
-        self._wal.write(buf)
         # Term and vote must be durable before a vote or acknowledgement leaves; a commit index alone
         # need not be (a restarted node learns it again), so a commit-only change rides along unsynced
         # until the next fsync, as etcd does.
         log_changed = snapshot is not None or truncate_from is not None or bool(entries)
-        if log_changed or self._term_or_vote_changed(hard_state):
-            self._wal.sync()
+        sync = log_changed or self._term_or_vote_changed(hard_state)
+        self._wal.append(buf, sync=sync)
+        if sync:
             self._synced_hard_state = hard_state or self._synced_hard_state
         if hard_state is not None:
             self._hard_state = hard_state
         self.stats.fsyncs += self._wal.fsyncs - fsync_count
         self.stats.batches += 1
-        self.stats.records += nrecords
+        self.stats.records += nrecords + sync
         self.stats.bytes += len(buf)
 
     def _term_or_vote_changed(self, hard_state: HardState | None) -> bool:
@@ -387,7 +388,8 @@ class DiskStorage:
         )
         if self._wal.roll(self._log.last + 1, head):
             self.stats.segments_from_spare += 1
-        self.stats.records += 1
+        self._synced_hard_state = self._hard_state  # the head is synced with the new segment
+        self.stats.records += 2
         self.stats.bytes += len(head)
         self.stats.segments_rolled += 1
 
@@ -444,8 +446,7 @@ class DiskStorage:
     def _write_synced(self, buf: bytearray) -> None:
         """Write records outside persist(), with a sync of their own."""
         self._roll_if_due()
-        self._wal.write(buf)
-        self._wal.sync(hooks=False)
+        self._wal.append(buf, sync=True, hooks=False)
 
     def _roll_if_due(self) -> None:
         if self._wal.active is None or self._wal.size >= self.segment_bytes:

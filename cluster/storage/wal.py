@@ -15,6 +15,13 @@ background thread when `background` is set, so the filling never stalls the even
 space reserved with fallocate. Recovery treats zeros after the last record of the last segment as unused
 space (replay.py) and the writer continues where the records end. A segment left behind by a roll is cut
 to its records first, so only the last segment ever has such a tail.
+
+Sync markers: every batch that is fsynced ends with a SYNC record (records.py), and the writer writes
+nothing more to the segment until that fsync has returned (one thread writes the WAL, one batch at a
+time; `append` is the only way in). A new segment's head is fsynced with a SYNC of its own before any
+batch follows it. So bytes found after a SYNC record prove that every byte before it was durable, which is
+what lets recovery tell a torn write (zeros where the last, unsynced batch never reached the disk) from
+damage to synced data.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from dataclasses import dataclass
 from loguru import logger
 
 from cluster.storage import crash as cp
+from cluster.storage import records
 from cluster.storage.crash import CrashHook
 from cluster.storage.errors import StorageError
 from cluster.storage.fs import AppendFile, Buffer, FileSystem
@@ -184,8 +192,8 @@ class WalWriter:
                 self._file = self.fs.open_append(path)
 
     def roll(self, first_index: int, head: Buffer) -> bool:
-        """Start a new segment whose first record is head (the current HARD_STATE); not fsynced yet.
-        True when the segment is a spare of zeros written ahead."""
+        """Start a new segment whose first record is head (the current HARD_STATE), fsynced with a SYNC
+        record. True when the segment is a spare of zeros written ahead."""
         if self._file is not None:
             if self._unsynced:
                 self._file.fsync()
@@ -217,10 +225,20 @@ class WalWriter:
         self.segments.append(seg)
         self.size = 0
         logger.debug("started WAL segment {}, writing {}", path, how)
-        self.write(head)
+        # Synced on its own, so that every segment this writer starts has a SYNC record before any batch.
+        self.append(bytearray(head), sync=True, hooks=False)
         return spare is not None
 
-    def write(self, data: Buffer) -> None:
+    def append(self, buf: bytearray, sync: bool, hooks: bool = True) -> None:
+        """Write one batch at the end of the active segment. With sync, end it with a SYNC record and
+        fsync before returning (between the two WAL crash points when hooks is set)."""
+        if sync:
+            records.append_sync(buf, self.size + len(buf))
+        self._write(buf)
+        if sync:
+            self._sync(hooks)
+
+    def _write(self, data: Buffer) -> None:
         if self._file is None:
             raise StorageError("no active WAL segment")
         self._unsynced = True
@@ -230,8 +248,7 @@ class WalWriter:
         if self._spare is not None and 2 * self.size >= self.preallocate:
             self._spare.start()
 
-    def sync(self, hooks: bool = True) -> None:
-        """The one fsync of a persist call, between its two crash points."""
+    def _sync(self, hooks: bool) -> None:
         if self._file is None:
             raise StorageError("no active WAL segment")
         if hooks:
