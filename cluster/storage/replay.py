@@ -281,7 +281,7 @@ def _record_extent(buf: bytes, off: int) -> int:
     if off + HEADER_SIZE <= n:
         length, _, rtype = HEADER.unpack_from(buf, off)
         if rtype in TYPE_CRC and length <= MAX_PAYLOAD:
-            return min(off + HEADER_SIZE + length, n)
+            return min(off + HEADER_SIZE + int(length), n)
     return min(off + HEADER_SIZE, n)
 
 
