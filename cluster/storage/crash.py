@@ -23,6 +23,7 @@ WAL_AFTER_FSYNC = "wal-after-fsync"
 SNAP_AFTER_TEMP_WRITE = "snap-after-temp-write"  # temp file written, not yet fsynced
 SNAP_BEFORE_RENAME = "snap-before-rename"  # temp file fsynced, not yet renamed
 SNAP_AFTER_RENAME = "snap-after-rename"  # renamed, directory not yet fsynced
+SNAP_BEFORE_MARK = "snap-before-mark"  # an own snapshot's file is durable, its WAL record not yet written
 COMPACT_BEFORE_DELETE = "compact-before-delete"
 
 CRASH_POINTS: tuple[str, ...] = (
@@ -31,6 +32,7 @@ CRASH_POINTS: tuple[str, ...] = (
     SNAP_AFTER_TEMP_WRITE,
     SNAP_BEFORE_RENAME,
     SNAP_AFTER_RENAME,
+    SNAP_BEFORE_MARK,
     COMPACT_BEFORE_DELETE,
 )
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from cluster.storage.fs import Buffer, FileSystem
 
@@ -44,6 +44,19 @@ def atomic_write(
 
     points names the (after-temp-write, before-rename, after-rename) crash points passed to hook.
     """
+    for _ in atomic_write_steps(fs, path, parts, hook, points):
+        pass
+
+
+def atomic_write_steps(
+    fs: FileSystem,
+    path: str,
+    parts: Sequence[Buffer],
+    hook: Callable[[str], None] | None = None,
+    points: tuple[str, str, str] | None = None,
+) -> Iterator[str]:
+    """atomic_write, one step per iteration (yielding the name of the step just done), so that a caller
+    can interleave other work, or a crash, between the steps."""
     tmp = path + TEMP_SUFFIX
     if fs.exists(tmp):
         fs.remove(tmp)
@@ -51,14 +64,18 @@ def atomic_write(
     try:
         for part in parts:
             f.write(part)
+        yield "temp file written"
         if hook is not None and points is not None:
             hook(points[0])
         f.fsync()
     finally:
         f.close()
+    yield "temp file synced"
     if hook is not None and points is not None:
         hook(points[1])
     fs.rename(tmp, path)
+    yield "renamed"
     if hook is not None and points is not None:
         hook(points[2])
     fs.fsync_dir(parent_dir(path))
+    yield "directory synced"

@@ -13,6 +13,7 @@ import posixpath
 import re
 import struct
 import zlib
+from collections.abc import Iterator
 from typing import Any
 
 import msgpack
@@ -22,7 +23,7 @@ from actors.messages import Snapshot, SnapshotMeta
 from cluster.storage import crash as cp
 from cluster.storage.crash import CrashHook
 from cluster.storage.errors import CorruptionError
-from cluster.storage.files import atomic_write
+from cluster.storage.files import atomic_write_steps
 from cluster.storage.fs import FileSystem
 
 _MAGIC = b"ZSNP"
@@ -65,15 +66,22 @@ def encode_header(snapshot: Snapshot) -> bytes:
 
 def write_snapshot(fs: FileSystem, snap_dir: str, snapshot: Snapshot, hook: CrashHook | None = None) -> str:
     """Write a snapshot file atomically and durably; returns its name."""
-    name = snapshot_name(snapshot.meta.term, snapshot.meta.index)
-    atomic_write(
+    for _ in write_snapshot_steps(fs, snap_dir, snapshot, hook):
+        pass
+    return snapshot_name(snapshot.meta.term, snapshot.meta.index)
+
+
+def write_snapshot_steps(
+    fs: FileSystem, snap_dir: str, snapshot: Snapshot, hook: CrashHook | None = None
+) -> Iterator[str]:
+    """write_snapshot one step at a time (see files.atomic_write_steps): what the snapshot writer runs."""
+    return atomic_write_steps(
         fs,
-        posixpath.join(snap_dir, name),
+        posixpath.join(snap_dir, snapshot_name(snapshot.meta.term, snapshot.meta.index)),
         [encode_header(snapshot), snapshot.data],
         hook,
         (cp.SNAP_AFTER_TEMP_WRITE, cp.SNAP_BEFORE_RENAME, cp.SNAP_AFTER_RENAME),
     )
-    return name
 
 
 def _parse_header(path: str, raw: bytes) -> tuple[SnapshotMeta, int, int, int]:

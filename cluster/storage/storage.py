@@ -10,18 +10,18 @@ with one write and made durable with one fsync (group commit) before the Ready's
 file system and on the simulator's SimFS.
 
 A snapshot the node took itself (`snapshot_is_own`) guards nothing in its Ready: the WAL still holds every
-entry it covers. With `background` set, its file (about 35 ms for 12 MB here) is written by a thread
-while the node goes on; `poll_snapshot()` then records it in the WAL (SNAPSHOT_MARK, with its own fsync)
-and the runtime compacts. A crash before that leaves the previous snapshot and the full WAL, or a durable
-file without a mark, which recovery records (see recover()). Snapshot files are written one at a time, in
-order: any other snapshot waits for the thread first.
+entry it covers. With a snapshot runner (`background` gives production's thread; the simulator passes its
+own), its file (about 35 ms for 12 MB here) is written by the snapshot writer (snapshot_writer.py) while
+the node goes on; `poll_snapshot()` then records it in the WAL (SNAPSHOT_MARK, with its own fsync) and the
+runtime compacts. A crash before that leaves the previous snapshot and the full WAL, or a durable file
+without a mark, which recovery records (see recover()). Snapshot files are written one at a time, in
+order: any other snapshot waits for the writer first.
 """
 
 from __future__ import annotations
 
 import gc
 import posixpath
-import threading
 import time
 from dataclasses import dataclass
 
@@ -38,6 +38,7 @@ from cluster.storage.fs import FileSystem
 from cluster.storage.identity import META_NAME, check_identity, meta_path, write_identity
 from cluster.storage.logindex import LogIndex
 from cluster.storage.replay import LogReplayer
+from cluster.storage.snapshot_writer import SnapshotJob, SnapshotRunner, ThreadRunner
 from cluster.storage.snapshots import (
     list_snapshots,
     load_newest_valid,
@@ -63,6 +64,8 @@ class StorageStats:
     segments_rolled: int = 0
     segments_from_spare: int = 0  # rolled into a spare of zeros written ahead (wal.py)
     segments_deleted: int = 0
+    torn_records_cut: int = 0  # recoveries that cut a record cut short by the end of the file
+    zero_holes_cut: int = 0  # recoveries that cut a zero-filled hole (replay.py)
 
     def entries_per_fsync(self) -> float:
         return self.entries / self.fsyncs if self.fsyncs else 0.0
@@ -80,9 +83,12 @@ class DiskStorage:
         crash_hook: CrashHook | None = None,
         preallocate: bool = True,
         background: bool = False,
+        snapshot_runner: SnapshotRunner | None = None,
     ) -> None:
         """`preallocate`: new WAL segments are files of segment_bytes durable zeros, written over
-        (cheaper syncs; see wal.py), prepared in a background thread when `background` is set."""
+        (cheaper syncs; see wal.py), prepared in a background thread when `background` is set.
+        `snapshot_runner` runs the writer of the node's own snapshots; by default a thread when
+        `background` is set, else none (persist() writes them itself)."""
         if segment_bytes <= 0:
             raise ValueError("segment_bytes must be positive")
         self.fs = fs
@@ -93,7 +99,8 @@ class DiskStorage:
         self.node_name = node_name
         self.segment_bytes = segment_bytes
         self.background = background
-        self._snapshot_writer: _SnapshotWriter | None = None
+        self._snapshot_runner = snapshot_runner or (ThreadRunner() if background else None)
+        self._snapshot_job: SnapshotJob | None = None
         self.hook: CrashHook = crash_hook if crash_hook is not None else default_crash_hook()
         self.stats = StorageStats()
         self._wal = WalWriter(
@@ -275,6 +282,10 @@ class DiskStorage:
             replayer.cut_reason,
             len(buf) - cut,
         )
+        if replayer.cut_reason.startswith("zero-filled hole"):
+            self.stats.zero_holes_cut += 1
+        else:
+            self.stats.torn_records_cut += 1
         self.fs.truncate(path, cut)
         f = self.fs.open_append(path)
         try:
@@ -300,7 +311,7 @@ class DiskStorage:
             raise StorageError("persist() needs an open, recovered storage")
         if snapshot is not None:
             self._finish_snapshot_writer(wait=True)  # files and marks stay in order
-            if snapshot_is_own and self.background:
+            if snapshot_is_own and self._snapshot_runner is not None:
                 self._start_snapshot_writer(snapshot)
                 snapshot = None
         if snapshot is None and truncate_from is None and not entries and hard_state is None:
@@ -400,7 +411,9 @@ class DiskStorage:
             raise StorageError(
                 f"snapshot {snapshot.meta.index} is older than the durable one ({self._log.snapshot_index})"
             )
-        self._snapshot_writer = _SnapshotWriter(self.fs, self.snap_dir, snapshot, self.hook)
+        assert self._snapshot_runner is not None
+        self._snapshot_job = SnapshotJob(self.fs, self.snap_dir, snapshot, self.hook)
+        self._snapshot_runner.start(self._snapshot_job)
 
     def poll_snapshot(self) -> int | None:
         """The index of a snapshot the background writer has just made durable and recorded in the WAL,
@@ -408,22 +421,24 @@ class DiskStorage:
         return self._finish_snapshot_writer(wait=False)
 
     def _finish_snapshot_writer(self, wait: bool) -> int | None:
-        writer = self._snapshot_writer
-        if writer is None or (not wait and writer.is_alive()):
+        job = self._snapshot_job
+        if job is None or (not wait and not job.finished):
             return None
-        writer.join()
-        self._snapshot_writer = None
-        meta = writer.snapshot.meta
-        if writer.error is not None:
+        assert self._snapshot_runner is not None
+        self._snapshot_runner.wait(job)
+        self._snapshot_job = None
+        meta = job.snapshot.meta
+        if job.error is not None:
             logger.error(
                 "{}: could not write snapshot {} (the WAL still holds its entries): {}",
                 self.node_name,
                 meta.index,
-                writer.error,
+                job.error,
             )
             return None
         self.stats.fsyncs += 2  # the file and its directory
         self.stats.snapshots += 1
+        self.hook(cp.SNAP_BEFORE_MARK)
         buf = bytearray()
         self._append_snapshot_records(buf, meta)
         fsyncs = self._wal.fsyncs
@@ -531,22 +546,3 @@ class DiskStorage:
             self._finish_snapshot_writer(wait=True)
         self._wal.close()
         self._closed = True
-
-
-class _SnapshotWriter(threading.Thread):
-    """Writes one snapshot file (atomically, durably) off the event loop; remembers what went wrong."""
-
-    def __init__(self, fs: FileSystem, snap_dir: str, snapshot: Snapshot, hook: CrashHook) -> None:
-        super().__init__(name=f"snapshot-{snapshot.meta.index}", daemon=True)
-        self.fs = fs
-        self.snap_dir = snap_dir
-        self.snapshot = snapshot
-        self.hook = hook
-        self.error: Exception | None = None
-        self.start()
-
-    def run(self) -> None:
-        try:
-            write_snapshot(self.fs, self.snap_dir, self.snapshot, self.hook)
-        except Exception as exc:  # noqa: BLE001 - reported by DiskStorage on the loop's thread
-            self.error = exc

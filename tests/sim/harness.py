@@ -1,8 +1,9 @@
 """Whole-cluster deterministic simulation of zraft, with Raft's safety properties checked after every event.
 
 One seed fixes everything: the election timeouts, the network's drops, duplicates, delays and partitions,
-node crashes (through the real storage code on a simulated disk that loses unsynced writes and can tear the
-last one), restarts, and the clients' operations. After every event the harness checks election safety,
+node crashes (through the real storage code on a simulated disk, SimFS, that loses any subset of the pages
+written since the last fsync; crash points inside the storage; the production snapshot writer's steps run
+as events, so crashes fall between them too), restarts, and the clients' operations. After every event the harness checks election safety,
 log matching, leader completeness, that applied sequences agree, and that committed entries never change;
 at the end it heals everything, demands liveness within a bounded time, checks the clients' histories for
 linearizability and that all replicas converged. A failure raises SimFailure carrying the replay command.
@@ -26,6 +27,7 @@ from actors.node import NodeActor, Role
 from cluster.kv.machine import KVStateMachine, decode_result, encode_command, encode_query
 from cluster.storage import DiskStorage
 from cluster.storage.fs import SimFS
+from cluster.storage.snapshot_writer import SnapshotJob
 from tests.sim.linearizability import Operation, check_history
 from transport.sim import NetworkFaults, Scheduler, SimNetwork
 
@@ -107,6 +109,8 @@ class SimOptions:
 
 
 SNAPSHOT_STEP_KEYS = 8  # small slices, so a snapshot spans several Readies with events in between
+PAGE_SIZE = 512  # SimFS pages: several per 4096-byte WAL segment, so a torn write can leave holes in one
+WRITER_STEP_CRASH = 0.01  # power loss between two steps of the snapshot writer (its hooks add more)
 SLICE_PAUSE = 0.0005  # simulated seconds between two Readies that only carried background work
 
 
@@ -388,6 +392,28 @@ class SimReport:
     elections: int
     snapshots_installed: int
     max_term: int
+    crash_points: dict[str, int] = field(default_factory=dict)  # storage crash points that fired
+    writer_crashes: int = 0  # power losses inside the snapshot writer (between steps or at its points)
+    zero_holes_cut: int = 0  # torn writes recovery cut at a zero-filled hole
+    torn_records_cut: int = 0  # torn writes recovery cut at a record cut by the end of a file
+
+
+class SimSnapshotRunner:
+    """Runs the storage's snapshot writer (cluster/storage/snapshot_writer.py) as simulated events: each
+    step of the very job production runs on a thread is one event after a simulated disk delay, so
+    Readies, messages and crashes fall between the steps."""
+
+    def __init__(self, cluster: SimCluster, node: SimNode) -> None:
+        self.cluster = cluster
+        self.node = node
+
+    def start(self, job: SnapshotJob) -> None:
+        self.cluster._schedule_writer_step(self.node, job)
+
+    def wait(self, job: SnapshotJob) -> None:
+        """The storage needs the job done now (another snapshot, or close): run what is left, here."""
+        while not job.step():
+            pass
 
 
 class SimCluster:
@@ -405,7 +431,7 @@ class SimCluster:
             ),
         )
         self.node_ids: list[NodeId] = [f"n{i + 1}" for i in range(opts.nodes)]
-        self.nodes = {nid: SimNode(nid, SimFS()) for nid in self.node_ids}
+        self.nodes = {nid: SimNode(nid, SimFS(page_size=PAGE_SIZE)) for nid in self.node_ids}
         self.checker = SafetyChecker()
         self.clients = [SimClient(self, i) for i in range(opts.clients)]
         self.clients_by_id = {c.id: c for c in self.clients}
@@ -414,6 +440,10 @@ class SimCluster:
         self.crashes = 0
         self.restarts = 0
         self.installs = 0
+        self.crash_points: dict[str, int] = {}
+        self.writer_crashes = 0
+        self.zero_holes_cut = 0
+        self.torn_records_cut = 0
         self._disk_rng = random.Random(self.rng.getrandbits(64))
         self._nemesis_rng = random.Random(self.rng.getrandbits(64))
         self._node_rngs = {nid: random.Random(self.rng.getrandbits(64)) for nid in self.node_ids}
@@ -469,6 +499,10 @@ class SimCluster:
             elections=len(self.checker.leaders),
             snapshots_installed=self.installs,
             max_term=max((n.actor.term for n in self.nodes.values() if n.actor), default=0),
+            crash_points=dict(sorted(self.crash_points.items())),
+            writer_crashes=self.writer_crashes,
+            zero_holes_cut=self.zero_holes_cut,
+            torn_records_cut=self.torn_records_cut,
         )
 
     def _drive(self, until: Any, stop_at: float = float("inf")) -> None:
@@ -513,8 +547,11 @@ class SimCluster:
             node_name=nid,
             segment_bytes=4096,
             crash_hook=self._crash_hook(node),
+            snapshot_runner=SimSnapshotRunner(self, node),
         )
         recovered = node.storage.recover()
+        self.zero_holes_cut += node.storage.stats.zero_holes_cut
+        self.torn_records_cut += node.storage.stats.torn_records_cut
         node.sm = CheckedStateMachine(nid, self.checker)
         node.actor = NodeActor(
             nid, tuple(self.node_ids), self.options.raft, node.sm, self._node_rngs[nid], recovered, now
@@ -527,9 +564,37 @@ class SimCluster:
     def _crash_hook(self, node: SimNode) -> Any:
         def hook(point: str) -> None:
             if self.options.crash_points and not self.healing and self._disk_rng.random() < 0.01:
+                self.crash_points[point] = self.crash_points.get(point, 0) + 1
+                if point.startswith("snap-"):
+                    self.writer_crashes += 1
                 raise SimCrash(point)
 
         return hook
+
+    def _schedule_writer_step(self, node: SimNode, job: SnapshotJob) -> None:
+        incarnation = node.incarnation
+        delay = self._disk_rng.uniform(*self.options.disk_delay)
+        self.scheduler.after(delay, lambda: self._writer_step(node, job, incarnation))
+
+    def _writer_step(self, node: SimNode, job: SnapshotJob, incarnation: int) -> None:
+        """One step of a node's snapshot writer; once the job is done the pump records it in the WAL, as
+        the runtime's next turn does."""
+        if node.incarnation != incarnation or node.storage is None or job.finished:
+            return  # the node crashed meanwhile, or the storage waited for the job and ran it itself
+        crash_here = self.options.crash_points and not self.healing
+        if crash_here and self._disk_rng.random() < WRITER_STEP_CRASH:
+            self.writer_crashes += 1
+            self._crash(node)
+            return
+        try:
+            finished = job.step()
+        except SimCrash:
+            self._crash(node)
+            return
+        if finished:
+            self._after_event(node)
+        else:
+            self._schedule_writer_step(node, job)
 
     def _crash(self, node: SimNode) -> None:
         if not node.up:
@@ -570,6 +635,14 @@ class SimCluster:
         actor = node.actor
         if actor is None or node.persisting:
             return
+        storage = node.storage
+        assert storage is not None
+        try:
+            if storage.poll_snapshot() is not None:  # the snapshot writer finished: as the runtime's turn
+                storage.compact(actor.log.base_index)
+        except SimCrash:
+            self._crash(node)
+            return
         for _ in range(10_000):
             if not actor.has_ready():
                 break
@@ -601,10 +674,12 @@ class SimCluster:
     def _persisted(self, node: SimNode, rd: Ready, incarnation: int) -> None:
         if node.incarnation != incarnation or node.storage is None:
             return
+        storage = node.storage
         try:
-            node.storage.persist(rd.hard_state, rd.truncate_from, rd.entries, rd.snapshot)
-            if rd.snapshot is not None and node.actor is not None:
-                node.storage.compact(node.actor.log.base_index)
+            durable_before = storage.snapshot_index
+            storage.persist(rd.hard_state, rd.truncate_from, rd.entries, rd.snapshot, rd.snapshot_is_own)
+            if storage.snapshot_index != durable_before and node.actor is not None:  # as the runtime does
+                storage.compact(node.actor.log.base_index)
         except SimCrash:
             self._crash(node)
             return

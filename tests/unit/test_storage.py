@@ -59,6 +59,7 @@ from cluster.storage.records import (
     unpack_payload,
 )
 from cluster.storage.replay import SECTOR, LogReplayer
+from cluster.storage.snapshot_writer import SnapshotJob
 
 ROOT = Path(__file__).resolve().parents[2]
 RANDOM_STEPS = 200
@@ -841,19 +842,28 @@ def test_crash_point_exits_the_process() -> None:
     env[CRASH_ENV] = "some-other-point"
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and "survived" in proc.stdout
-    assert len(set(CRASH_POINTS)) == 6
+    assert len(set(CRASH_POINTS)) == 7
+
+
+def test_the_readme_lists_every_crash_point() -> None:
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    listed = readme[readme.index("ZRAFT_CRASH_POINT` to one of") :].split(" and the node exits")[0]
+    assert {p.strip("`,") for p in listed.split() if p.startswith("`") and "-" in p} == set(CRASH_POINTS)
 
 
 def test_storage_hits_every_crash_point(env: tuple[FileSystem, str]) -> None:
     fs, d = env
     hook = RaiseAt("none")
-    s = open_storage(fs, d, segment_bytes=100, crash_hook=hook)
+    s = open_storage(fs, d, segment_bytes=100, crash_hook=hook, snapshot_runner=StepRunner())
     s.recover()
     for i in range(1, 30):
         s.persist(HardState(1, None, i), None, ents(i, i), None)
     for i in (5, 10, 15):
         s.persist(None, None, [], snap(i, 1))
     s.compact(15)
+    s.persist(None, None, [], snap(20, 1), snapshot_is_own=True)
+    assert s.poll_snapshot() is None  # the writer has not run a step yet
+    s.close()  # waits for the writer, which records the snapshot
     assert set(hook.hits) == set(CRASH_POINTS)
 
 
@@ -1275,6 +1285,51 @@ def test_background_spares_on_the_real_file_system(tmp_path: Path) -> None:
 # --- own snapshots written in the background ----------------------------------------------------------
 
 
+class StepRunner:
+    """A snapshot runner that runs a job's steps only when told to (or when the storage waits for it)."""
+
+    def __init__(self) -> None:
+        self.jobs: list[SnapshotJob] = []
+
+    def start(self, job: SnapshotJob) -> None:
+        self.jobs.append(job)
+
+    def wait(self, job: SnapshotJob) -> None:
+        while not job.step():
+            pass
+
+
+WRITER_STEPS = ["temp file written", "temp file synced", "renamed", "directory synced"]
+
+
+@pytest.mark.parametrize("steps", range(len(WRITER_STEPS) + 2))
+def test_an_own_snapshot_survives_a_power_loss_between_any_two_writer_steps(steps: int) -> None:
+    """steps = how many of the writer's steps ran before the power failed; one more: the job finished
+    (file durable) but the storage had not recorded it; two more: recorded in the WAL."""
+    for seed in range(12):
+        fs, runner = SimFS(page_size=512), StepRunner()
+        s = open_storage(fs, "/d", snapshot_runner=runner)
+        s.recover()
+        s.persist(HardState(1, "n1", 20), None, ents(1, 30), None)
+        s.persist(None, None, [], snap(20, 1, data=b"s" * 3000), snapshot_is_own=True)
+        (job,) = runner.jobs
+        for i in range(min(steps, len(WRITER_STEPS) + 1)):
+            job.step()
+            s.persist(HardState(1, "n1", 20), None, ents(31 + i, 31 + i), None)  # the node goes on meanwhile
+        assert job.steps_done == WRITER_STEPS[:steps] and job.finished == (steps > len(WRITER_STEPS))
+        if steps == len(WRITER_STEPS) + 1:
+            assert s.poll_snapshot() == 20
+        fs.crash(random.Random(seed))
+        r = reopen(fs, "/d")
+        last = 30 + min(steps, len(WRITER_STEPS) + 1)
+        if steps >= len(WRITER_STEPS):  # the directory was synced: the file is durable
+            assert r.snapshot == snap(20, 1, data=b"s" * 3000) and r.entries == ents(21, last), seed
+        else:
+            assert r.snapshot in (None, snap(20, 1, data=b"s" * 3000)), seed
+            assert r.entries == ents(21 if r.snapshot else 1, last), seed
+        assert not [n for n in fs.listdir("/d/snap") if n.endswith(".tmp")]
+
+
 def _wait_for_snapshot(s: DiskStorage, timeout: float = 10.0) -> int:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -1326,7 +1381,7 @@ def test_a_failed_background_snapshot_leaves_the_log_whole(tmp_path: Path, warne
     s.persist(HardState(1, "n1", 20), None, ents(1, 30), None)
     s.persist(None, None, [], snap(20, 1), snapshot_is_own=True)
     deadline = time.monotonic() + 10
-    while s._snapshot_writer is not None and time.monotonic() < deadline:  # noqa: SLF001
+    while s._snapshot_job is not None and time.monotonic() < deadline:  # noqa: SLF001
         assert s.poll_snapshot() is None
         time.sleep(0.005)
     assert s.snapshot_index == 0 and any("could not write snapshot 20" in w for w in warned)
