@@ -3,10 +3,11 @@
 One seed fixes everything: the election timeouts, the network's drops, duplicates, delays and partitions,
 node crashes (through the real storage code on a simulated disk, SimFS, that loses any subset of the pages
 written since the last fsync; crash points inside the storage; the production snapshot writer's steps run
-as events, so crashes fall between them too), restarts, and the clients' operations. After every event the harness checks election safety,
-log matching, leader completeness, that applied sequences agree, and that committed entries never change;
-at the end it heals everything, demands liveness within a bounded time, checks the clients' histories for
-linearizability and that all replicas converged. A failure raises SimFailure carrying the replay command.
+as events, so crashes fall between them too), restarts, and the clients' operations. After every event
+the harness checks election safety, log matching, leader completeness, that applied sequences agree, and
+that committed entries never change; at the end it heals everything, demands liveness within a bounded
+time, checks the clients' histories for linearizability and that all replicas converged. A failure raises
+SimFailure carrying the replay command.
 """
 
 from __future__ import annotations
