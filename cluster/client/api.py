@@ -54,7 +54,7 @@ from cluster.client.discovery import parse_status
 from cluster.client.endpoints import parse_endpoints
 from cluster.client.io_thread import ClientLoop, Submission, future_completer
 from cluster.errors import OutcomeUnknown, Rejected, Unavailable
-from cluster.kv.machine import DEFAULT_MAX_RESPONSES_PER_SESSION
+from cluster.kv.sessions import DEFAULT_MAX_RESPONSES_PER_SESSION
 
 _GRACE = 1.0  # extra wait on a future beyond the request's own deadline, in case the I/O thread stalls
 _STATUS_TIMEOUT = 2.0  # default per-call bound for status(): a dead node must not stall it for long

@@ -1,6 +1,6 @@
-"""Client-side encoding of KV ops (cluster/kv/machine.py's format) and checking of their results.
+"""Client-side encoding of KV ops (cluster/kv/ops.py's format) and checking of their results.
 
-Validation happens here, in the calling thread, through cluster.kv.machine's own encoders, so the
+Validation happens here, in the calling thread, through cluster.kv.ops' own encoders, so the
 client refuses exactly what the state machine would refuse, with the same words, before anything is sent.
 A write's op is encoded once: the command for each (session, seq, ack_floor) the ClientActor chooses is
 that small header followed by the already-encoded op (a msgpack array is the concatenation of its items).
@@ -14,7 +14,7 @@ import msgpack
 
 from actors.client import WriteEncoder
 from cluster.errors import InvalidRequest, Rejected
-from cluster.kv import machine as kv
+from cluster.kv import ops as kv
 
 
 def _command_head(session: int, seq: int, ack_floor: int) -> bytes:

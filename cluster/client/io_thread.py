@@ -27,7 +27,7 @@ from actors.client import ClientActor, ClientOptions, Completion, Outcome, Write
 from actors.messages import ClientRequest, ClientResponse, NodeId, RequestKind
 from cluster.client.discovery import Discovery
 from cluster.errors import ClientClosed, ZraftError
-from cluster.kv.machine import MAX_COMMAND_BYTES
+from cluster.kv.ops import MAX_COMMAND_BYTES
 from transport import codec
 from transport.batches import batches
 

@@ -1,4 +1,4 @@
-"""Unit tests for cluster/kv/machine.py: etcd's revision model, ops, sessions, snapshots, bad input.
+"""Unit tests for cluster/kv/: etcd's revision model, ops, sessions, snapshots, bad input.
 
 References: etcd's data model (revision, create_revision, mod_revision, version) and the Raft dissertation,
 section 6.3 (client sessions for exactly-once writes), DESIGN.md rules 5 and 7.

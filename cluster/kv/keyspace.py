@@ -1,0 +1,228 @@
+"""The keyspace of one replica: keys, their records and the global revision, and the ops that use them.
+
+Data model (etcd's): a global `revision`, starting at 0, grows by one for every change (a put, or a delete
+that removed at least one key; a whole `del_prefix` is one change). Every key keeps `create_revision`,
+`mod_revision` and `version` (the number of puts since it was created; deleting removes the key, and
+re-creating it starts again at version 1). Keys sort by code point, which is the same as UTF-8 byte order.
+
+Ops arrive here already validated (cluster/kv/ops.py); results are returned encoded.
+"""
+
+from __future__ import annotations
+
+import struct
+from bisect import bisect_left, insort
+from typing import Any
+
+from cluster.kv.ops import Value, pack
+
+# One key's state: (value, create_revision, mod_revision, version). A tuple keeps 100k keys small.
+Record = tuple[Value, int, int, int]
+
+MAX_PENDING_KEY_CHANGES = 64  # created/deleted keys patched into the sorted list; beyond, sort again
+
+_DOUBLE = struct.Struct(">d")
+
+
+class Keyspace:
+    """Keys -> records, the revision, and a lazily maintained sorted key list."""
+
+    __slots__ = ("_data", "_keys_added", "_keys_removed", "_revision", "_sorted_keys")
+
+    def __init__(self) -> None:
+        self._revision = 0
+        self._data: dict[str, Record] = {}
+        # Sorted keys for range/snapshot, brought up to date lazily: the last sorted list (never changed
+        # in place: a snapshot job may hold it) plus the keys created and deleted since; None when so
+        # many changed that sorting everything again is cheaper than patching the list.
+        self._sorted_keys: list[str] | None = []
+        self._keys_added: set[str] = set()
+        self._keys_removed: set[str] = set()
+
+    @property
+    def revision(self) -> int:
+        return self._revision
+
+    @property
+    def records(self) -> dict[str, Record]:
+        """The live key -> record table (callers must not change it)."""
+        return self._data
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def replace(self, revision: int, keys: list[str], table: dict[str, Record]) -> None:
+        """Take a whole new state (from a snapshot): `keys` sorted and unique, `table` their records."""
+        self._revision = revision
+        self._data = table
+        self._set_sorted_keys(keys)
+
+    def sorted_keys(self) -> list[str]:
+        """Every key in order. The list is never changed in place afterwards (a snapshot job may hold
+        it): a change replaces or drops the cached list."""
+        keys = self._sorted_keys
+        if keys is None:
+            keys = sorted(self._data)
+        elif self._keys_added or self._keys_removed:
+            keys = keys.copy()  # a fraction of a millisecond at 100k keys, against ~13 ms to sort them
+            for key in self._keys_removed:
+                at = bisect_left(keys, key)
+                if at < len(keys) and keys[at] == key:
+                    del keys[at]
+            for key in self._keys_added:
+                insort(keys, key)
+        else:
+            return keys
+        self._set_sorted_keys(keys)
+        return keys
+
+    # -- queries -------------------------------------------------------------------------------------
+
+    def get(self, key: str) -> bytes:
+        record = self._data.get(key)
+        kv = None if record is None else kv_dict(key, record)
+        return pack({"ok": True, "rev": self._revision, "kv": kv})
+
+    def range(self, prefix: str, limit: int) -> bytes:
+        keys = self.sorted_keys()
+        data = self._data
+        kvs: list[dict[str, Any]] = []
+        more = False
+        for i in range(bisect_left(keys, prefix), len(keys)):
+            key = keys[i]
+            if not key.startswith(prefix):
+                break
+            if limit and len(kvs) == limit:
+                more = True
+                break
+            kvs.append(kv_dict(key, data[key]))
+        return pack({"ok": True, "rev": self._revision, "kvs": kvs, "more": more})
+
+    # -- writes --------------------------------------------------------------------------------------
+
+    def execute(self, op: list[Any]) -> bytes:
+        """Run one validated write op and return its encoded result."""
+        name = op[0]
+        data = self._data
+        if name == "put":
+            key, value = op[1], op[2]
+            prev = data.get(key)
+            self._put(key, value, prev)
+            return pack({"ok": True, "rev": self._revision, "prev": None if prev is None else prev[0]})
+        if name == "del":
+            deleted = self._delete(op[1])
+            return pack({"ok": True, "rev": self._revision, "deleted": deleted})
+        if name == "del_prefix":
+            count = self._delete_prefix(op[1])
+            return pack({"ok": True, "rev": self._revision, "deleted": count})
+        key, expected = op[1], op[2]
+        current = data.get(key)
+        matches = (
+            current is None
+            if expected is None
+            else (current is not None and same_value(current[0], expected))
+        )
+        if name == "cas":
+            if matches:
+                self._put(key, op[3], current)
+            after = data[key][0] if key in data else None
+            return pack({"ok": True, "rev": self._revision, "swapped": matches, "value": after})
+        # cas_del
+        deleted = self._delete(key) if matches else 0
+        after = data[key][0] if key in data else None
+        return pack(
+            {"ok": True, "rev": self._revision, "swapped": matches, "deleted": deleted, "value": after}
+        )
+
+    def _put(self, key: str, value: Value, prev: Record | None) -> None:
+        self._revision += 1
+        rev = self._revision
+        if prev is None:
+            self._data[key] = (value, rev, rev, 1)
+            self._key_created(key)
+        else:
+            self._data[key] = (value, prev[1], rev, prev[3] + 1)
+
+    def _delete(self, key: str) -> int:
+        if key not in self._data:
+            return 0
+        del self._data[key]
+        self._revision += 1
+        self._key_deleted(key)
+        return 1
+
+    def _delete_prefix(self, prefix: str) -> int:
+        if not self._data:
+            return 0
+        if not prefix:
+            count = len(self._data)
+            self._data = {}
+            self._set_sorted_keys([])
+        else:
+            keys = self.sorted_keys()
+            lo = bisect_left(keys, prefix)
+            hi = lo
+            while hi < len(keys) and keys[hi].startswith(prefix):
+                hi += 1
+            count = hi - lo
+            if not count:
+                return 0
+            for key in keys[lo:hi]:
+                del self._data[key]
+            # A new list, still sorted and exact: the old one may belong to a snapshot job in progress.
+            self._set_sorted_keys(keys[:lo] + keys[hi:])
+        self._revision += 1
+        return count
+
+    # -- the sorted key list -------------------------------------------------------------------------
+
+    def _set_sorted_keys(self, keys: list[str] | None) -> None:
+        self._sorted_keys = keys
+        self._keys_added.clear()
+        self._keys_removed.clear()
+
+    def _key_created(self, key: str) -> None:
+        if self._sorted_keys is None:
+            return
+        if key in self._keys_removed:
+            self._keys_removed.discard(key)  # deleted and created again: the sorted list still has it
+        else:
+            self._keys_added.add(key)
+        self._check_key_changes()
+
+    def _key_deleted(self, key: str) -> None:
+        if self._sorted_keys is None:
+            return
+        if key in self._keys_added:
+            self._keys_added.discard(key)  # created and deleted since the list was sorted
+        else:
+            self._keys_removed.add(key)
+        self._check_key_changes()
+
+    def _check_key_changes(self) -> None:
+        if len(self._keys_added) + len(self._keys_removed) > MAX_PENDING_KEY_CHANGES:
+            self._set_sorted_keys(None)
+
+
+def kv_dict(key: str, record: Record) -> dict[str, Any]:
+    return {
+        "key": key,
+        "value": record[0],
+        "create_revision": record[1],
+        "mod_revision": record[2],
+        "version": record[3],
+    }
+
+
+def same_value(a: Value, b: Value) -> bool:
+    """Equal and of the same types throughout (so 1, 1.0 and True differ); floats compare bit for bit."""
+    kind = type(a)
+    if kind is not type(b):
+        return False
+    if kind is float:
+        return _DOUBLE.pack(a) == _DOUBLE.pack(b)
+    if kind is list:
+        return len(a) == len(b) and all(same_value(x, y) for x, y in zip(a, b, strict=True))
+    if kind is dict:
+        return a.keys() == b.keys() and all(same_value(v, b[k]) for k, v in a.items())
+    return bool(a == b)

@@ -1,0 +1,222 @@
+"""The byte formats of KV commands, queries and results, and the validation of untrusted ones.
+
+    encode_command(session, seq, ack_floor, op) -> bytes    a write, proposed through the Raft log
+    encode_query(op) -> bytes                                a read, answered by `KVStateMachine.query`
+    decode_result(data) -> dict                              any result
+
+Write ops (the last element of a command) and their results:
+
+    ["put", key, value]           {"ok": True, "rev": rev, "prev": previous value or None}
+    ["del", key]                  {"ok": True, "rev": rev, "deleted": 0 | 1}
+    ["del_prefix", prefix]        {"ok": True, "rev": rev, "deleted": count}          ("" = every key)
+    ["cas", key, expected, new]   {"ok": True, "rev": rev, "swapped": bool, "value": value after}
+    ["cas_del", key, expected]    {"ok": True, "rev": rev, "swapped": bool, "deleted": 0 | 1,
+                                   "value": value after (None once deleted)}
+
+Query ops:
+
+    ["get", key]                  {"ok": True, "rev": rev, "kv": None | kv}
+    ["range", prefix, limit]      {"ok": True, "rev": rev, "kvs": [kv, ...] sorted by key, "more": bool}
+                                  (limit 0 = no limit; kv = {"key", "value", "create_revision",
+                                   "mod_revision", "version"})
+
+Any bad input gives {"ok": False, "error": "..."} and changes nothing. `rev` is always the revision after
+the operation. In cas/cas_del, `expected` None means "the key is absent"; otherwise it matches a stored
+value that is equal and of the same types throughout (1, 1.0 and True differ; floats compare bit for bit;
+map order does not matter).
+
+The client facade encodes through these functions, so it refuses exactly what the state machine would
+refuse, with the same words. Everything here is pure: no state, no clock, no I/O. Values are None, bool,
+int, float, str, bytes, lists and maps with str or bytes keys, nested at most MAX_VALUE_DEPTH deep, at most
+MAX_VALUE_BYTES once msgpack-encoded; keys are non-empty str of at most MAX_KEY_BYTES UTF-8 bytes.
+
+DESIGN.md rule 7: commands are untrusted bytes and are validated before anything changes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgpack
+
+MAX_KEY_BYTES = 1024
+MAX_VALUE_BYTES = 1024 * 1024
+MAX_VALUE_DEPTH = 64
+# A cas carries two values; anything longer than this cannot be a valid command, so it is never unpacked.
+MAX_COMMAND_BYTES = 2 * MAX_VALUE_BYTES + MAX_KEY_BYTES + 256
+MAX_QUERY_BYTES = MAX_KEY_BYTES + 256
+
+Value = Any  # None | bool | int | float | str | bytes | list[Value] | dict[str | bytes, Value]
+
+_SCALARS = (type(None), bool, int, float, str, bytes)
+_WRITE_ARITY = {"put": 3, "del": 2, "del_prefix": 2, "cas": 4, "cas_del": 3}
+_QUERY_ARITY = {"get": 2, "range": 3}
+UINT64_MAX = 2**64 - 1
+
+
+class Invalid(Exception):
+    """The input failed validation; the message is the client-facing error text."""
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Encoding helpers (shared with the client facade and the tests)
+
+
+def pack(obj: Any) -> bytes:
+    out: bytes = msgpack.packb(obj, use_bin_type=True)
+    return out
+
+
+def unpack(data: bytes) -> Any:
+    return msgpack.unpackb(data, raw=False, use_list=True, strict_map_key=True)
+
+
+def encode_command(session: int, seq: int, ack_floor: int, op: list[Any]) -> bytes:
+    """Encode a write command; raises ValueError if the state machine would reject it as invalid."""
+    data = pack([session, seq, ack_floor, op])
+    try:
+        parse_command(data)
+    except Invalid as exc:
+        raise ValueError(str(exc)) from None
+    return data
+
+
+def encode_query(op: list[Any]) -> bytes:
+    """Encode a read-only query; raises ValueError if the state machine would reject it as invalid."""
+    data = pack(op)
+    try:
+        parse_query(data)
+    except Invalid as exc:
+        raise ValueError(str(exc)) from None
+    return data
+
+
+def decode_result(data: bytes) -> dict[str, Any]:
+    """Decode a result from apply() or query(); raises ValueError if it is not a result."""
+    try:
+        result = unpack(data)
+    except Exception as exc:
+        raise ValueError(f"malformed result: {exc}") from None
+    if not isinstance(result, dict) or not isinstance(result.get("ok"), bool):
+        raise ValueError("malformed result: expected a map with a boolean 'ok'")
+    return result
+
+
+def error(message: str) -> bytes:
+    return pack({"ok": False, "error": message})
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Validation of untrusted input
+
+
+def is_int(x: object) -> bool:
+    return type(x) is int
+
+
+def check_uint(x: object, what: str) -> int:
+    if type(x) is not int or not 0 <= x <= UINT64_MAX:
+        raise Invalid(f"{what} must be a non-negative integer")
+    return x
+
+
+def check_key(x: object, what: str = "key", allow_empty: bool = False) -> str:
+    if type(x) is not str:
+        raise Invalid(f"{what} must be a string")
+    if not x and not allow_empty:
+        raise Invalid(f"{what} must not be empty")
+    size = len(x.encode("utf-8"))
+    if size > MAX_KEY_BYTES:
+        raise Invalid(f"{what} too large ({size} bytes > {MAX_KEY_BYTES})")
+    return x
+
+
+def check_value_shape(value: object) -> None:
+    """Allowed types only, nesting bounded; iterative, so deep input cannot exhaust the Python stack."""
+    if type(value) in _SCALARS:
+        return
+    stack: list[tuple[object, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        kind = type(item)
+        if kind in _SCALARS:
+            continue
+        if depth > MAX_VALUE_DEPTH:
+            raise Invalid(f"value nested deeper than {MAX_VALUE_DEPTH}")
+        if kind is list:
+            stack.extend((x, depth + 1) for x in item)  # type: ignore[attr-defined]
+        elif kind is dict:
+            for k, v in item.items():  # type: ignore[attr-defined]
+                if type(k) is not str and type(k) is not bytes:
+                    raise Invalid("map keys inside a value must be str or bytes")
+                stack.append((v, depth + 1))
+        else:
+            raise Invalid(f"unsupported value type {kind.__name__}")
+
+
+def _check_value(value: object) -> Value:
+    check_value_shape(value)
+    try:
+        size = len(pack(value))
+    except Exception as exc:  # cannot happen for a validated shape; stay defensive on untrusted input
+        raise Invalid(f"value cannot be encoded: {exc}") from None
+    if size > MAX_VALUE_BYTES:
+        raise Invalid(f"value too large ({size} bytes > {MAX_VALUE_BYTES})")
+    return value
+
+
+def _check_op(op: object, arity: dict[str, int]) -> list[Any]:
+    if type(op) is not list or not op:
+        raise Invalid("op must be a non-empty list")
+    name = op[0]
+    if type(name) is not str:
+        raise Invalid("op name must be a string")
+    want = arity.get(name)
+    if want is None:
+        raise Invalid(f"unknown op {name[:64]!r}")
+    if len(op) != want:
+        raise Invalid(f"op {name!r} takes {want - 1} argument(s), got {len(op) - 1}")
+    if name in ("put", "del", "cas", "cas_del", "get"):
+        check_key(op[1])
+    else:  # del_prefix, range
+        check_key(op[1], "prefix", allow_empty=True)
+    if name == "put":
+        _check_value(op[2])
+    elif name == "cas":
+        _check_value(op[2])
+        _check_value(op[3])
+    elif name == "cas_del":
+        _check_value(op[2])
+    elif name == "range":
+        check_uint(op[2], "limit")
+    return op
+
+
+def _unpack_bounded(data: bytes, what: str, limit: int) -> Any:
+    """Untrusted bytes -> one msgpack object, refusing anything that is not bytes or is over `limit`."""
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise Invalid(f"{what} must be bytes")
+    if len(data) > limit:
+        raise Invalid(f"{what} too large ({len(data)} bytes > {limit})")
+    try:
+        return unpack(data)
+    except Exception:
+        raise Invalid(f"malformed {what}: not a single valid msgpack object") from None
+
+
+def parse_command(data: bytes) -> tuple[int, int, int, list[Any]]:
+    """(session, seq, ack_floor, op) of a write command; raises Invalid."""
+    obj = _unpack_bounded(data, "command", MAX_COMMAND_BYTES)
+    if type(obj) is not list or len(obj) != 4:
+        raise Invalid("command must be [session, seq, ack_floor, op]")
+    session = check_uint(obj[0], "session")
+    seq = check_uint(obj[1], "seq")
+    ack_floor = check_uint(obj[2], "ack_floor")
+    if session != 0 and ack_floor > seq:
+        raise Invalid("ack_floor must not be above seq")
+    return session, seq, ack_floor, _check_op(obj[3], _WRITE_ARITY)
+
+
+def parse_query(data: bytes) -> list[Any]:
+    """The op of a read-only query; raises Invalid."""
+    return _check_op(_unpack_bounded(data, "query", MAX_QUERY_BYTES), _QUERY_ARITY)
