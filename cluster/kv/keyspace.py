@@ -5,7 +5,9 @@ that removed at least one key; a whole `del_prefix` is one change). Every key ke
 `mod_revision` and `version` (the number of puts since it was created; deleting removes the key, and
 re-creating it starts again at version 1). Keys sort by code point, which is the same as UTF-8 byte order.
 
-Ops arrive here already validated (cluster/kv/ops.py); results are returned encoded.
+Ops arrive here already validated (cluster/kv/ops.py); results are returned encoded. A write's result
+never carries a value (only revisions, counts and flags): it is what a client session caches to answer a
+retry (cluster/kv/sessions.py), so it must stay a few dozen bytes whatever the values are.
 """
 
 from __future__ import annotations
@@ -108,7 +110,7 @@ class Keyspace:
             key, value = op[1], op[2]
             prev = data.get(key)
             self._put(key, value, prev)
-            return pack({"ok": True, "rev": self._revision, "prev": None if prev is None else prev[0]})
+            return pack({"ok": True, "rev": self._revision, "created": prev is None})
         if name == "del":
             deleted = self._delete(op[1])
             return pack({"ok": True, "rev": self._revision, "deleted": deleted})
@@ -125,14 +127,10 @@ class Keyspace:
         if name == "cas":
             if matches:
                 self._put(key, op[3], current)
-            after = data[key][0] if key in data else None
-            return pack({"ok": True, "rev": self._revision, "swapped": matches, "value": after})
+            return pack({"ok": True, "rev": self._revision, "swapped": matches})
         # cas_del
         deleted = self._delete(key) if matches else 0
-        after = data[key][0] if key in data else None
-        return pack(
-            {"ok": True, "rev": self._revision, "swapped": matches, "deleted": deleted, "value": after}
-        )
+        return pack({"ok": True, "rev": self._revision, "swapped": matches, "deleted": deleted})
 
     def _put(self, key: str, value: Value, prev: Record | None) -> None:
         self._revision += 1

@@ -40,6 +40,7 @@ from cluster.kv.ops import (
 from cluster.kv.sessions import (
     ALREADY_ACKNOWLEDGED,
     DEFAULT_MAX_RESPONSES_PER_SESSION,
+    DEFAULT_MAX_SESSION_BYTES,
     DEFAULT_MAX_SESSIONS,
     SessionTable,
 )
@@ -56,6 +57,7 @@ from cluster.kv.snapshot import (
 __all__ = [
     "ALREADY_ACKNOWLEDGED",
     "DEFAULT_MAX_RESPONSES_PER_SESSION",
+    "DEFAULT_MAX_SESSION_BYTES",
     "DEFAULT_MAX_SESSIONS",
     "MAX_COMMAND_BYTES",
     "MAX_KEY_BYTES",
@@ -89,12 +91,19 @@ class KVStateMachine:
         max_sessions: int = DEFAULT_MAX_SESSIONS,
         max_responses_per_session: int = DEFAULT_MAX_RESPONSES_PER_SESSION,
         snapshot_step_keys: int = SNAPSHOT_STEP_KEYS,
+        max_session_bytes: int = DEFAULT_MAX_SESSION_BYTES,
     ) -> None:
-        if max_sessions < 1 or max_responses_per_session < 1 or snapshot_step_keys < 1:
-            raise ValueError("max_sessions, max_responses_per_session and snapshot_step_keys must be >= 1")
+        """The bounds of the session table are explained in cluster/kv/sessions.py; every replica of a
+        cluster must use the same ones, since they decide what apply forgets."""
+        bounds = (max_sessions, max_responses_per_session, snapshot_step_keys, max_session_bytes)
+        if min(bounds) < 1:
+            raise ValueError(
+                "max_sessions, max_responses_per_session, snapshot_step_keys and max_session_bytes"
+                " must be >= 1"
+            )
         self._snapshot_step = snapshot_step_keys
         self._keyspace = Keyspace()
-        self._sessions = SessionTable(max_sessions, max_responses_per_session)
+        self._sessions = SessionTable(max_sessions, max_responses_per_session, max_session_bytes)
         self._applied_index = 0
         self._applied_count = 0
 
@@ -116,6 +125,11 @@ class KVStateMachine:
     @property
     def session_count(self) -> int:
         return len(self._sessions)
+
+    @property
+    def session_bytes(self) -> int:
+        """The session table's size as max_session_bytes counts it."""
+        return self._sessions.size
 
     def __len__(self) -> int:
         return len(self._keyspace)

@@ -6,12 +6,14 @@
 
 Write ops (the last element of a command) and their results:
 
-    ["put", key, value]           {"ok": True, "rev": rev, "prev": previous value or None}
+    ["put", key, value]           {"ok": True, "rev": rev, "created": bool (the key was absent)}
     ["del", key]                  {"ok": True, "rev": rev, "deleted": 0 | 1}
     ["del_prefix", prefix]        {"ok": True, "rev": rev, "deleted": count}          ("" = every key)
-    ["cas", key, expected, new]   {"ok": True, "rev": rev, "swapped": bool, "value": value after}
-    ["cas_del", key, expected]    {"ok": True, "rev": rev, "swapped": bool, "deleted": 0 | 1,
-                                   "value": value after (None once deleted)}
+    ["cas", key, expected, new]   {"ok": True, "rev": rev, "swapped": bool}
+    ["cas_del", key, expected]    {"ok": True, "rev": rev, "swapped": bool, "deleted": 0 | 1}
+
+A write's result holds no value (put gives no previous value, a failed cas not the current one: read it
+with get): results are cached per client session to answer retries, and must stay small.
 
 Query ops:
 

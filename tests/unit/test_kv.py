@@ -25,6 +25,7 @@ from cluster.kv.machine import (
     encode_command,
     encode_query,
 )
+from cluster.kv.sessions import RESPONSE_OVERHEAD_BYTES, SESSION_OVERHEAD_BYTES
 
 
 class Driver:
@@ -68,9 +69,9 @@ def kv() -> Driver:
 
 def test_put_get_revision_and_version_bookkeeping(kv: Driver) -> None:
     assert kv.read(["get", "a"]) == {"ok": True, "rev": 0, "kv": None}
-    assert kv.write(["put", "a", 1]) == {"ok": True, "rev": 1, "prev": None}
-    assert kv.write(["put", "b", "x"]) == {"ok": True, "rev": 2, "prev": None}
-    assert kv.write(["put", "a", [1, {"k": b"\x00"}]]) == {"ok": True, "rev": 3, "prev": 1}
+    assert kv.write(["put", "a", 1]) == {"ok": True, "rev": 1, "created": True}
+    assert kv.write(["put", "b", "x"]) == {"ok": True, "rev": 2, "created": True}
+    assert kv.write(["put", "a", [1, {"k": b"\x00"}]]) == {"ok": True, "rev": 3, "created": False}
     assert kv.read(["get", "a"]) == {
         "ok": True,
         "rev": 3,
@@ -105,14 +106,14 @@ def test_delete_and_recreate_starts_a_new_generation(kv: Driver) -> None:
     assert kv.get("a") is None
     # Deleting an absent key changes nothing, so the revision stays.
     assert kv.write(["del", "a"]) == {"ok": True, "rev": 3, "deleted": 0}
-    assert kv.write(["put", "a", 3]) == {"ok": True, "rev": 4, "prev": None}
+    assert kv.write(["put", "a", 3]) == {"ok": True, "rev": 4, "created": True}
     assert kv.get("a") == {"key": "a", "value": 3, "create_revision": 4, "mod_revision": 4, "version": 1}
 
 
 def test_key_may_hold_none(kv: Driver) -> None:
     kv.write(["put", "n", None])
     assert kv.get("n") == {"key": "n", "value": None, "create_revision": 1, "mod_revision": 1, "version": 1}
-    assert kv.write(["put", "n", 1])["prev"] is None
+    assert kv.write(["put", "n", 1])["created"] is False  # a key holding None exists
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -173,8 +174,8 @@ def test_del_prefix_is_one_revision(kv: Driver) -> None:
 
 
 def test_cas_create_if_absent(kv: Driver) -> None:
-    assert kv.write(["cas", "lock", None, "me"]) == {"ok": True, "rev": 1, "swapped": True, "value": "me"}
-    assert kv.write(["cas", "lock", None, "you"]) == {"ok": True, "rev": 1, "swapped": False, "value": "me"}
+    assert kv.write(["cas", "lock", None, "me"]) == {"ok": True, "rev": 1, "swapped": True}
+    assert kv.write(["cas", "lock", None, "you"]) == {"ok": True, "rev": 1, "swapped": False}
     assert kv.get("lock") == {
         "key": "lock",
         "value": "me",
@@ -187,16 +188,11 @@ def test_cas_create_if_absent(kv: Driver) -> None:
 def test_cas_swap_and_mismatch(kv: Driver) -> None:
     kv.write(["put", "k", {"n": 1, "tags": ["a"]}])
     # Map order does not matter; types do.
-    assert kv.write(["cas", "k", {"tags": ["a"], "n": 1}, 2]) == {
-        "ok": True,
-        "rev": 2,
-        "swapped": True,
-        "value": 2,
-    }
+    assert kv.write(["cas", "k", {"tags": ["a"], "n": 1}, 2]) == {"ok": True, "rev": 2, "swapped": True}
     assert kv.get("k") == {"key": "k", "value": 2, "create_revision": 1, "mod_revision": 2, "version": 2}
     for wrong in [2.0, True, "2", [2], 3]:
-        assert kv.write(["cas", "k", wrong, 9]) == {"ok": True, "rev": 2, "swapped": False, "value": 2}
-    assert kv.write(["cas", "absent", 1, 2]) == {"ok": True, "rev": 2, "swapped": False, "value": None}
+        assert kv.write(["cas", "k", wrong, 9]) == {"ok": True, "rev": 2, "swapped": False}
+    assert kv.write(["cas", "absent", 1, 2]) == {"ok": True, "rev": 2, "swapped": False}
     assert kv.get("absent") is None
 
 
@@ -215,29 +211,11 @@ def test_cas_float_compares_bit_for_bit(kv: Driver) -> None:
 
 def test_cas_del(kv: Driver) -> None:
     kv.write(["put", "k", "v"])
-    assert kv.write(["cas_del", "k", "other"]) == {
-        "ok": True,
-        "rev": 1,
-        "swapped": False,
-        "deleted": 0,
-        "value": "v",
-    }
-    assert kv.write(["cas_del", "k", "v"]) == {
-        "ok": True,
-        "rev": 2,
-        "swapped": True,
-        "deleted": 1,
-        "value": None,
-    }
+    assert kv.write(["cas_del", "k", "other"]) == {"ok": True, "rev": 1, "swapped": False, "deleted": 0}
+    assert kv.write(["cas_del", "k", "v"]) == {"ok": True, "rev": 2, "swapped": True, "deleted": 1}
     assert kv.get("k") is None
     # Expected None (absent) on an absent key holds, and there is nothing to delete.
-    assert kv.write(["cas_del", "k", None]) == {
-        "ok": True,
-        "rev": 2,
-        "swapped": True,
-        "deleted": 0,
-        "value": None,
-    }
+    assert kv.write(["cas_del", "k", None]) == {"ok": True, "rev": 2, "swapped": True, "deleted": 0}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -250,7 +228,7 @@ def test_duplicate_session_seq_returns_cached_result_and_applies_once(kv: Driver
     kv.write(["put", "other", 1])  # something in between, at another log index
     again = kv.raw(command)
     assert again == first
-    assert decode_result(first) == {"ok": True, "rev": 1, "prev": None}
+    assert decode_result(first) == {"ok": True, "rev": 1, "created": True}
     assert kv.sm.revision == 2
     assert kv.get("k") == {"key": "k", "value": "v", "create_revision": 1, "mod_revision": 1, "version": 1}
 
@@ -333,6 +311,110 @@ def test_responses_per_session_are_bounded() -> None:
     assert decode_result(first)["ok"] is True
     assert kv.sm.revision == 5
     assert decode_result(kv.raw(encode_command(1, 3, 0, ["put", "k", 3])))["rev"] == 3
+
+
+def test_write_results_never_carry_a_value() -> None:
+    """What a session caches is a write's result: it must stay small however large the values are."""
+    kv = Driver()
+    big = "x" * (MAX_VALUE_BYTES - 16)
+    results = [
+        kv.raw(encode_command(1, 1, 0, ["put", "k", big])),
+        kv.raw(encode_command(1, 2, 0, ["put", "k", big])),
+        kv.raw(encode_command(1, 3, 0, ["cas", "k", "other", big])),
+        kv.raw(encode_command(1, 4, 0, ["cas", "k", big, big])),
+        kv.raw(encode_command(1, 5, 0, ["cas_del", "k", "other"])),
+        kv.raw(encode_command(1, 6, 0, ["cas_del", "k", big])),
+        kv.raw(encode_command(1, 7, 0, ["del_prefix", ""])),
+    ]
+    assert all(decode_result(r)["ok"] for r in results)
+    assert max(len(r) for r in results) < 64
+    assert kv.sm.session_bytes == SESSION_OVERHEAD_BYTES + sum(
+        len(r) + RESPONSE_OVERHEAD_BYTES for r in results
+    )
+
+
+def _session_bytes_of(snapshot: bytes) -> int:
+    """The session table's size recomputed from a snapshot, as sessions.py documents it."""
+    sessions = msgpack.unpackb(snapshot, raw=False)[6]
+    return sum(
+        SESSION_OVERHEAD_BYTES + sum(len(r) + RESPONSE_OVERHEAD_BYTES for _, r in s[3]) for s in sessions
+    )
+
+
+def test_sessions_are_bounded_in_bytes_evicting_the_least_recent_first() -> None:
+    def fill(kv: Driver) -> None:
+        for sid in (1, 2, 3):
+            kv.write(["put", "a", sid], session=sid, seq=1)
+            kv.write(["put", "a", sid], session=sid, seq=2)
+
+    unbounded = Driver()
+    fill(unbounded)
+    bound = unbounded.sm.session_bytes  # exactly three sessions of two responses each
+    kv = Driver(KVStateMachine(max_session_bytes=bound))
+    fill(kv)
+    assert kv.sm.session_ids() == [1, 2, 3] and kv.sm.session_bytes == bound
+    kv.write(["put", "a", 1], session=1, seq=3)  # session 1 grows and becomes the most recent
+    assert kv.sm.session_ids() == [3, 1]  # over the bound: session 2, touched longest ago, went
+    assert kv.sm.session_bytes <= bound
+    kv.write(["put", "a", 4], session=4, seq=1)
+    assert kv.sm.session_ids() == [3, 1, 4] and kv.sm.session_bytes <= bound
+    assert kv.sm.session_bytes == _session_bytes_of(kv.sm.snapshot())
+
+
+def test_the_session_being_written_is_never_evicted_for_bytes() -> None:
+    kv = Driver(KVStateMachine(max_session_bytes=1))
+    kv.write(["put", "a", 1], session=1, seq=1)
+    kv.write(["put", "a", 2], session=2, seq=1)
+    assert kv.sm.session_ids() == [2]
+    command = encode_command(2, 2, 0, ["put", "a", 3])
+    first = kv.raw(command)
+    assert kv.raw(command) == first and kv.sm.revision == 3  # still deduplicated
+
+
+_SESSION_OPS = st.lists(
+    st.tuples(
+        st.integers(1, 6), st.integers(1, 40), st.integers(0, 40), st.sampled_from(["put", "del", "cas"])
+    ),
+    max_size=150,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(_SESSION_OPS, st.integers(200, 3000))
+def test_session_bytes_are_exact_and_survive_restore(
+    ops: list[tuple[int, int, int, str]], bound: int
+) -> None:
+    """The running total equals the size recomputed from the content, stays within the bound (but for
+    the one session being written), and a replica restored from a snapshot continues identically."""
+    live = Driver(KVStateMachine(max_responses_per_session=8, max_session_bytes=bound))
+    restored: Driver | None = None
+    for i, (sid, seq, ack, name) in enumerate(ops):
+        op = {"put": ["put", "k", i], "del": ["del", "k"], "cas": ["cas", "k", None, i]}[name]
+        command = raw_command([sid, seq, min(ack, seq), op])
+        replicas = [live] if restored is None else [live, restored]
+        answers = {r.raw(command) for r in replicas}
+        assert len(answers) == 1
+        assert live.sm.session_bytes == _session_bytes_of(live.sm.snapshot())
+        assert live.sm.session_bytes <= bound or live.sm.session_count == 1
+        if i == len(ops) // 2:
+            restored = Driver(
+                KVStateMachine(max_responses_per_session=8, max_session_bytes=bound),
+                start=live.sm.applied_index,
+            )
+            restored.sm.restore(live.sm.snapshot())
+        if restored is not None:
+            assert restored.sm.session_bytes == live.sm.session_bytes
+            assert restored.sm.digest() == live.sm.digest()
+
+
+def test_restore_trims_sessions_to_the_byte_bound() -> None:
+    kv = Driver()
+    for sid in range(1, 6):
+        kv.write(["put", "k", sid], session=sid, seq=1)
+    per_session = kv.sm.session_bytes // 5
+    small = KVStateMachine(max_session_bytes=2 * per_session)
+    small.restore(kv.sm.snapshot())
+    assert small.session_ids() == [4, 5] and small.session_bytes == 2 * per_session
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -738,6 +820,9 @@ def test_range_always_lists_exactly_the_keys_present_in_order(ops: list[tuple[st
     assert [kv["key"] for kv in d.range("")["kvs"]] == sorted(present)
 
 
-def test_snapshot_step_keys_must_be_positive() -> None:
-    with pytest.raises(ValueError, match="snapshot_step_keys"):
-        KVStateMachine(snapshot_step_keys=0)
+@pytest.mark.parametrize(
+    "bound", ["max_sessions", "max_responses_per_session", "snapshot_step_keys", "max_session_bytes"]
+)
+def test_bounds_must_be_positive(bound: str) -> None:
+    with pytest.raises(ValueError, match=bound):
+        KVStateMachine(**{bound: 0})
