@@ -3,6 +3,7 @@ client (client/), the command-line tools (cli/) and the benchmark (bench/). Publ
 
 from cluster.client import Client
 from cluster.errors import (
+    AlreadyApplied,
     ClientClosed,
     InvalidRequest,
     NoAnswer,
@@ -13,6 +14,7 @@ from cluster.errors import (
 )
 
 __all__ = [
+    "AlreadyApplied",
     "Client",
     "ClientClosed",
     "InvalidRequest",

@@ -3,13 +3,18 @@
     ZraftError                    base of everything below
     ├── Rejected                  definite failure: the request was never applied (safe to fix and resend)
     │   └── InvalidRequest        found invalid by the client before sending (bad key, value too large, ...)
-    ├── NoAnswer                  the cluster did not answer within the timeout
+    ├── NoAnswer                  no usable answer from the cluster within the timeout
     │   ├── OutcomeUnknown        ... to a write: it may or may not have been applied
+    │   │   └── AlreadyApplied    ... it was applied (exactly once), but its result is no longer known
     │   └── Unavailable           ... to a read or status: nothing was changed
     └── ClientClosed              the Client was used after close()
 
 Catch NoAnswer to handle "the cluster is not answering" in one place; catch OutcomeUnknown when a write's
-effect matters (read the key back, or retry with a compare-and-swap).
+effect matters (read the key back, or retry with a compare-and-swap). AlreadyApplied is an OutcomeUnknown
+that knows a little more: the write took effect once and will not take effect again, but what it returned
+(the revision of a put, whether a cas swapped) is lost. It happens when a retry of the write reaches the
+cluster after the cluster dropped the first attempt's cached answer (its per-session cache is bounded:
+cluster/kv/sessions.py). The same handling is right for both: read the state back before deciding.
 """
 
 from __future__ import annotations
@@ -77,3 +82,16 @@ class ClientClosed(ZraftError):
 
     def __init__(self) -> None:
         super().__init__("the client is closed")
+
+
+class AlreadyApplied(OutcomeUnknown):
+    """A retried write that the cluster had applied already, once; its result is no longer kept.
+
+    The write's effect happened exactly once and will not happen again. What it returned is unknown:
+    read the key back (a put's revision is the key's mod_revision only if nothing wrote it since).
+    `timeout` is the request's timeout; the answer itself came in time.
+    """
+
+    def _describe(self) -> str:
+        text = f"{self.operation}: the write was applied, but the cluster no longer knows its result"
+        return f"{text} ({self.detail})" if self.detail else text

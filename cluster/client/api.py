@@ -11,7 +11,8 @@ client's session id and a sequence number, so a retried write is applied at most
 linearizable (ReadIndex) unless serializable=True asks for a possibly stale local read.
 
 Errors (cluster/errors.py): InvalidRequest before sending anything, Rejected when the cluster refused,
-OutcomeUnknown when a write got no answer in time, Unavailable when a read or status got none.
+OutcomeUnknown when a write got no answer in time (its subclass AlreadyApplied when a retried write had
+been applied but its result was gone), Unavailable when a read or status got none.
 
 Asynchronous calls: put_async, cas_async, delete_async, delete_prefix_async, get_async, get_kv_async and
 range_async take the same arguments as their blocking twins and return a concurrent.futures.Future at
@@ -280,7 +281,7 @@ def _interpret(request: _Request, done: Completion) -> dict[str, Any]:
         raise Unavailable(request.operation, request.limit, detail)
     if done.outcome is Outcome.REJECTED:
         raise Rejected(request.operation, describe_bad_request(done.result))
-    return check_result(request.operation, done.result)
+    return check_result(request.operation, done.result, request.limit)
 
 
 # What each call returns, from the state machine's answer.

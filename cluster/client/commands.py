@@ -13,7 +13,7 @@ from typing import Any
 import msgpack
 
 from actors.client import WriteEncoder
-from cluster.errors import InvalidRequest, Rejected
+from cluster.errors import AlreadyApplied, InvalidRequest, Rejected
 from cluster.kv import ops as kv
 
 
@@ -64,14 +64,23 @@ def encode_query(operation: str, op: list[Any]) -> bytes:
         raise InvalidRequest(operation, _reason(exc)) from None
 
 
-def check_result(operation: str, data: bytes) -> dict[str, Any]:
-    """The decoded state machine result; raises Rejected for {"ok": False} or a malformed result."""
+# What nodes from before the "already_applied" code answered instead (the same situation).
+_LEGACY_ALREADY_APPLIED = "request already acknowledged"
+
+
+def check_result(operation: str, data: bytes, timeout: float = 0.0) -> dict[str, Any]:
+    """The decoded state machine result. Raises AlreadyApplied when a retried write had been applied but
+    its result is gone, Rejected for any other {"ok": False} or a malformed result. `timeout` is the
+    request's, for the AlreadyApplied it raises."""
     try:
         result = kv.decode_result(data)
     except ValueError as exc:
         raise Rejected(operation, f"unreadable answer from the cluster: {exc}") from None
     if not result["ok"]:
-        raise Rejected(operation, str(result.get("error") or "unknown error"))
+        reason = str(result.get("error") or "unknown error")
+        if result.get("code") == kv.ALREADY_APPLIED_CODE or reason == _LEGACY_ALREADY_APPLIED:
+            raise AlreadyApplied(operation, timeout, reason)
+        raise Rejected(operation, reason)
     return result
 
 

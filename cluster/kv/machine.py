@@ -22,6 +22,7 @@ from collections.abc import Callable
 
 from cluster.kv.keyspace import Keyspace, Record
 from cluster.kv.ops import (
+    ALREADY_APPLIED_CODE,
     MAX_COMMAND_BYTES,
     MAX_KEY_BYTES,
     MAX_QUERY_BYTES,
@@ -38,7 +39,7 @@ from cluster.kv.ops import (
     parse_query,
 )
 from cluster.kv.sessions import (
-    ALREADY_ACKNOWLEDGED,
+    ALREADY_APPLIED,
     DEFAULT_MAX_RESPONSES_PER_SESSION,
     DEFAULT_MAX_SESSION_BYTES,
     DEFAULT_MAX_SESSIONS,
@@ -55,7 +56,8 @@ from cluster.kv.snapshot import (
 )
 
 __all__ = [
-    "ALREADY_ACKNOWLEDGED",
+    "ALREADY_APPLIED",
+    "ALREADY_APPLIED_CODE",
     "DEFAULT_MAX_RESPONSES_PER_SESSION",
     "DEFAULT_MAX_SESSION_BYTES",
     "DEFAULT_MAX_SESSIONS",

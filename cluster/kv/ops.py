@@ -22,7 +22,9 @@ Query ops:
                                   (limit 0 = no limit; kv = {"key", "value", "create_revision",
                                    "mod_revision", "version"})
 
-Any bad input gives {"ok": False, "error": "..."} and changes nothing. `rev` is always the revision after
+Any bad input gives {"ok": False, "error": "..."} and changes nothing. A retried write that was applied
+already but whose cached result is gone gives {"ok": False, "code": "already_applied", "error": "..."}
+(cluster/kv/sessions.py): it was applied once, and is not applied again. `rev` is always the revision after
 the operation. In cas/cas_del, `expected` None means "the key is absent"; otherwise it matches a stored
 value that is equal and of the same types throughout (1, 1.0 and True differ; floats compare bit for bit;
 map order does not matter).
@@ -49,6 +51,10 @@ MAX_COMMAND_BYTES = 2 * MAX_VALUE_BYTES + MAX_KEY_BYTES + 256
 MAX_QUERY_BYTES = MAX_KEY_BYTES + 256
 
 Value = Any  # None | bool | int | float | str | bytes | list[Value] | dict[str | bytes, Value]
+
+# The "code" of a write result for a retry whose write was applied already but whose cached result is
+# gone (cluster/kv/sessions.py); the client raises AlreadyApplied for it.
+ALREADY_APPLIED_CODE = "already_applied"
 
 _SCALARS = (type(None), bool, int, float, str, bytes)
 _WRITE_ARITY = {"put": 3, "del": 2, "del_prefix": 2, "cas": 4, "cas_del": 3}
@@ -104,8 +110,9 @@ def decode_result(data: bytes) -> dict[str, Any]:
     return result
 
 
-def error(message: str) -> bytes:
-    return pack({"ok": False, "error": message})
+def error(message: str, code: str = "") -> bytes:
+    """A failure result; `code`, when given, names a failure the client maps to its own exception."""
+    return pack({"ok": False, "error": message, "code": code} if code else {"ok": False, "error": message})
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -2,14 +2,18 @@
 
 A command carries a client session id, a sequence number and an ack floor (every seq below it has been
 answered to the client). Session 0 means "no session": always applied, never deduplicated. For another
-session a seq below the session's floor is refused, a seq with a cached response gets that response back
-without being applied again, and a new seq is applied and its response cached.
+session a seq with a cached response gets that response back without being applied again, a new seq is
+applied and its response cached, and a seq below the session's floor is not applied again either: it gets
+{"ok": False, "code": "already_applied"}. That is true for every write a client still waits for: the
+client's own ack floor never passes its open writes, so the floor passes an open write only when its
+answer was dropped for the per-session bound below, after it was applied. The client raises
+AlreadyApplied (cluster/errors.py).
 
 Bounds. The table changes in apply on every replica, so it is bounded deterministically (DESIGN.md rule
 5: its size is a function of its content, never of time or memory):
 
 * each session keeps at most `max_responses` responses: beyond, the smallest seqs are dropped and the
-  session's floor rises past them, so a retry of one of them is refused as already applied, never
+  session's floor rises past them, so a retry of one of them is answered as already applied, never
   applied again. The client keeps its open writes within a window a little smaller than this
   (cluster/client/api.py SEQ_WINDOW, from DEFAULT_MAX_RESPONSES_PER_SESSION), so a write it still
   waits for keeps its answer;
@@ -30,7 +34,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cluster.kv.ops import Invalid, check_uint, error
+from cluster.kv.ops import ALREADY_APPLIED_CODE, Invalid, check_uint, error
 
 DEFAULT_MAX_SESSIONS = 10_000
 DEFAULT_MAX_RESPONSES_PER_SESSION = 1024
@@ -40,7 +44,9 @@ DEFAULT_MAX_SESSION_BYTES = 8 * 1024 * 1024
 SESSION_OVERHEAD_BYTES = 32
 RESPONSE_OVERHEAD_BYTES = 12
 
-ALREADY_ACKNOWLEDGED = "request already acknowledged"
+# The error text for a seq below a session's floor: it was applied (the floor only rises past seqs the
+# client was answered for, or whose cached answers were dropped for the bound), but its answer is gone.
+ALREADY_APPLIED = "write already applied; its result is no longer kept"
 
 
 class Session:
@@ -90,7 +96,7 @@ class SessionTable:
         if session is None:
             return None
         if seq < session.floor:
-            return error(ALREADY_ACKNOWLEDGED)
+            return error(ALREADY_APPLIED, ALREADY_APPLIED_CODE)
         cached = session.responses.get(seq)
         if cached is not None:
             self._touch(session_id, session, index)

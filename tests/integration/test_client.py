@@ -25,15 +25,30 @@ from typing import Any
 
 import pytest
 
-from cluster import Client, ClientClosed, InvalidRequest, NoAnswer, OutcomeUnknown, Unavailable
+from actors.messages import ClientResponse, RequestKind, Status
+from cluster import (
+    AlreadyApplied,
+    Client,
+    ClientClosed,
+    InvalidRequest,
+    NoAnswer,
+    OutcomeUnknown,
+    Rejected,
+    Unavailable,
+)
 from cluster.cli.local_nodes import port_in_use
+from cluster.client.commands import check_result
 from cluster.client.endpoints import PEER_PORT_OFFSET
+from cluster.kv.machine import encode_command
 from tests.integration.util import (
     REPO_ROOT,
     Cluster,
     NodeHandle,
+    find_leader,
     free_ports,
     get_status,
+    request,
+    send_request,
     start_cluster,
     wait_for_leader,
     wait_until,
@@ -127,6 +142,45 @@ def test_cas_delete_and_delete_prefix(client: Client) -> None:
     assert client.delete_prefix("dp/") == 5
     assert client.range("dp/") == [] and client.get("dpx") == "stays"
     assert client.delete_prefix("dp/") == 0
+
+
+def _through_leader(cluster: Cluster, command: bytes) -> ClientResponse:
+    """Send one write command to the leader, the same command again after a NOT_LEADER or silence (a
+    resend of the same session and seq, as the client does: the cluster applies it at most once)."""
+
+    def attempt() -> ClientResponse | None:
+        leader = find_leader(cluster)
+        if leader is None:
+            return None
+        try:
+            response = send_request(leader.client_url, request(RequestKind.WRITE, command), timeout=1.0)
+        except TimeoutError:
+            return None
+        return response if response.status == Status.OK else None
+
+    response = wait_until(attempt, 10.0, "an answer from the leader")
+    assert response is not None
+    return response
+
+
+def test_a_retry_of_an_applied_write_whose_answer_is_gone_raises_already_applied(
+    cluster: Cluster, client: Client
+) -> None:
+    """A session's write is applied; a later write of the session tells the cluster the first one's
+    answer is no longer needed (its ack floor), so the cluster drops it; then a retry of the first write
+    arrives. The real nodes answer "already applied" (not applied again), which the client reports as
+    AlreadyApplied: an unknown outcome that is known to have happened, never a Rejected."""
+    session = random.randrange(1, 2**62)
+    first = encode_command(session, 1, 1, ["put", "aa/k", "first"])
+    assert check_result("put", _through_leader(cluster, first).result)["created"] is True
+    later = encode_command(session, 2, 2, ["put", "aa/k", "second"])
+    revision = check_result("put", _through_leader(cluster, later).result)["rev"]
+    retry = _through_leader(cluster, first)
+    with pytest.raises(AlreadyApplied) as caught:
+        check_result("put", retry.result)
+    assert not isinstance(caught.value, Rejected) and isinstance(caught.value, OutcomeUnknown)
+    kv = client.get_kv("aa/k")
+    assert kv is not None and kv["value"] == "second" and kv["mod_revision"] == revision
 
 
 def test_many_threads_pipeline_through_one_client(client: Client) -> None:

@@ -116,8 +116,8 @@ def test_a_silent_node_is_asked_for_its_status_again_never_another_node() -> Non
 
 def test_a_stuck_write_holds_back_writes_beyond_the_sequence_window() -> None:
     """Regression (kill -9 fault test): one write stuck on a dead node while thousands of others complete
-    pushed its seq out of the state machine's bounded answer cache, and its retry was then refused as
-    'already acknowledged'. The client keeps newest - oldest open seq below the window instead."""
+    pushed its seq out of the state machine's bounded answer cache, and its retry then only learned that
+    it was already applied, not its result. The client keeps newest - oldest open seq below the window."""
     a = ClientActor("c1", ("n1",), session=42, rng=random.Random(3), options=ClientOptions(max_seq_window=3))
     stuck = a.write(enc, 0.0, 5.0)
     others = [a.write(enc, 0.0, 5.0) for _ in range(4)]

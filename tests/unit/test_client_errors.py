@@ -9,12 +9,20 @@ from typing import Any
 import msgpack
 import pytest
 
-from cluster import InvalidRequest, NoAnswer, OutcomeUnknown, Rejected, Unavailable, ZraftError
+from cluster import (
+    AlreadyApplied,
+    InvalidRequest,
+    NoAnswer,
+    OutcomeUnknown,
+    Rejected,
+    Unavailable,
+    ZraftError,
+)
 from cluster.cli import ctl
 from cluster.cli.ctl_output import kvs_text, status_text, to_json
 from cluster.client.commands import check_result, describe_bad_request, encode_query, write_encoder
 from cluster.client.endpoints import ENDPOINTS_ENV, default_endpoints, local_endpoints, parse_endpoints
-from cluster.kv.machine import MAX_KEY_BYTES, MAX_VALUE_BYTES, encode_command
+from cluster.kv.machine import MAX_KEY_BYTES, MAX_VALUE_BYTES, KVStateMachine, encode_command
 
 # --- the hierarchy ------------------------------------------------------------------------------------
 
@@ -29,6 +37,16 @@ def test_unknown_outcome_and_definite_failure_are_separate_branches() -> None:
     assert not isinstance(unknown, Rejected) and not isinstance(unavailable, Rejected)
     assert isinstance(invalid, Rejected) and isinstance(invalid, ValueError)
     assert not isinstance(rejected, NoAnswer)
+
+
+def test_already_applied_is_an_unknown_outcome_never_a_rejection() -> None:
+    """Code that handles OutcomeUnknown (read the state back) handles it right; code that resends after
+    a Rejected (safe only for what was never applied) never sees it."""
+    applied = AlreadyApplied("cas", 5.0, "write already applied; its result is no longer kept")
+    assert isinstance(applied, OutcomeUnknown) and isinstance(applied, NoAnswer)
+    assert not isinstance(applied, Rejected)
+    assert "was applied" in str(applied) and "no longer knows its result" in str(applied)
+    assert "may or may not" not in str(applied) and "never applied" not in str(applied)
 
 
 def test_messages_say_what_the_caller_may_conclude() -> None:
@@ -108,6 +126,29 @@ def test_results_with_ok_false_raise_rejected_with_their_error_text() -> None:
     assert check_result("get", msgpack.packb({"ok": True, "kv": None}))["kv"] is None
     assert describe_bad_request(b"unknown request kind") == "unknown request kind"
     assert describe_bad_request(b"") == "bad request"
+
+
+def test_a_retry_whose_answer_was_dropped_raises_already_applied() -> None:
+    """The state machine's answer to a retry of an applied write whose cached answer was dropped (the
+    per-session bound) becomes AlreadyApplied, and the write is not applied a second time."""
+    sm = KVStateMachine(max_responses_per_session=2)
+    session = 77
+    encode = write_encoder("cas", session, ["cas", "lock", None, "me"])
+    first = sm.apply(1, encode(session, 1, 1))
+    assert check_result("cas", first)["swapped"] is True
+    for seq in (2, 3):  # two more writes: seq 1's answer no longer fits the session's cache
+        sm.apply(seq, write_encoder("put", session, ["put", f"k{seq}", seq])(session, seq, 1))
+    revision = sm.revision
+    with pytest.raises(AlreadyApplied) as caught:
+        check_result("cas", sm.apply(4, encode(session, 1, 1)), timeout=3.0)
+    assert caught.value.operation == "cas" and caught.value.timeout == 3.0
+    assert sm.revision == revision
+
+
+def test_an_older_nodes_already_acknowledged_answer_also_raises_already_applied() -> None:
+    legacy = msgpack.packb({"ok": False, "error": "request already acknowledged"})
+    with pytest.raises(AlreadyApplied):
+        check_result("put", legacy)
 
 
 # --- endpoints ------------------------------------------------------------------------------------------

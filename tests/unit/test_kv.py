@@ -15,7 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cluster.kv.machine import (
-    ALREADY_ACKNOWLEDGED,
+    ALREADY_APPLIED,
+    ALREADY_APPLIED_CODE,
     MAX_KEY_BYTES,
     MAX_VALUE_BYTES,
     MAX_VALUE_DEPTH,
@@ -26,6 +27,9 @@ from cluster.kv.machine import (
     encode_query,
 )
 from cluster.kv.sessions import RESPONSE_OVERHEAD_BYTES, SESSION_OVERHEAD_BYTES
+
+# The answer to a retried write that was applied, once, but whose cached result is gone.
+ALREADY = {"ok": False, "error": ALREADY_APPLIED, "code": ALREADY_APPLIED_CODE}
 
 
 class Driver:
@@ -256,7 +260,7 @@ def test_ack_floor_prunes_cached_responses_and_rejects_below_floor(kv: Driver) -
     # seq 3 acknowledges everything below 2: seq 1 is dropped and from now on refused, seq 2 is kept.
     kv.write(["put", "c", 3], session=5, seq=3, ack=2)
     rev = kv.sm.revision
-    assert decode_result(kv.raw(c1)) == {"ok": False, "error": ALREADY_ACKNOWLEDGED}
+    assert decode_result(kv.raw(c1)) == ALREADY
     assert kv.raw(c2) == r2
     assert kv.sm.revision == rev
     snap = kv.sm.snapshot()
@@ -267,7 +271,7 @@ def test_ack_floor_prunes_cached_responses_and_rejects_below_floor(kv: Driver) -
 def test_rejected_below_floor_changes_nothing(kv: Driver) -> None:
     kv.write(["put", "a", 1], session=5, seq=4, ack=4)
     digest = kv.sm.digest()
-    assert kv.write(["put", "a", 2], session=5, seq=3, ack=0) == {"ok": False, "error": ALREADY_ACKNOWLEDGED}
+    assert kv.write(["put", "a", 2], session=5, seq=3, ack=0) == ALREADY
     assert kv.sm.digest() == digest
 
 
@@ -292,7 +296,7 @@ def test_session_eviction_removes_smallest_last_index() -> None:
     assert kv.sm.session_ids() == [1, 4, 3]
     kv.write(["put", "a", 6], session=5, seq=1)
     assert kv.sm.session_ids() == [4, 3, 5]
-    # A rejected (already acknowledged) request is not activity.
+    # A request answered as already applied is not activity.
     kv.write(["put", "a", 7], session=4, seq=9, ack=9)
     kv.write(["put", "a", 8], session=4, seq=1)
     assert kv.sm.session_ids() == [3, 5, 4]
@@ -304,10 +308,7 @@ def test_responses_per_session_are_bounded() -> None:
     for seq in range(2, 6):
         kv.write(["put", "k", seq], session=1, seq=seq)
     # seqs 1 and 2 were dropped to keep 3 responses; their retries are refused, not re-applied.
-    assert decode_result(kv.raw(encode_command(1, 1, 0, ["put", "k", 1]))) == {
-        "ok": False,
-        "error": ALREADY_ACKNOWLEDGED,
-    }
+    assert decode_result(kv.raw(encode_command(1, 1, 0, ["put", "k", 1]))) == ALREADY
     assert decode_result(first)["ok"] is True
     assert kv.sm.revision == 5
     assert decode_result(kv.raw(encode_command(1, 3, 0, ["put", "k", 3])))["rev"] == 3
@@ -646,7 +647,7 @@ def test_duplicate_after_restore_is_still_deduplicated() -> None:
         assert replica.raw(command) == first
         assert replica.sm.revision == 1
         replica.write(["put", "k2", 2], session=42, seq=8, ack=8)
-        assert decode_result(replica.raw(command)) == {"ok": False, "error": ALREADY_ACKNOWLEDGED}
+        assert decode_result(replica.raw(command)) == ALREADY
     assert restored.sm.digest() == kv.sm.digest()
     assert restored.sm.snapshot() == kv.sm.snapshot()
 
