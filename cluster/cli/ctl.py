@@ -9,16 +9,18 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from itertools import islice
 from typing import Any
 
 from loguru import logger
 
-from cluster.cli.ctl_output import FORMATS, kvs_text, show_value, status_text, to_json
+from cluster.cli.ctl_output import FORMATS, kv_simple, kvs_text, show_value, status_text, to_json
 from cluster.client.api import Client
 from cluster.client.commands import encode_query, write_encoder
 from cluster.client.endpoints import ENDPOINTS_ENV, default_endpoints, local_endpoints, parse_endpoints
 from cluster.errors import InvalidRequest, Rejected, ZraftError
+from cluster.kv.ops import MAX_RANGE_LIMIT
 
 EXIT_OK = 0
 EXIT_FAILED = 1  # a definite failure: rejected, cas did not swap, key not found on get
@@ -116,8 +118,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     get = sub.add_parser("get", parents=[common], help="print the value of KEY (exit 1 when absent)")
     get.add_argument("key", metavar="KEY")
-    get.add_argument("--prefix", action="store_true", help="every key starting with KEY, sorted")
-    get.add_argument("--limit", type=int, default=0, metavar="N", help="with --prefix: at most N keys")
+    get.add_argument(
+        "--prefix", action="store_true", help="every key starting with KEY, sorted (read a page at a time)"
+    )
+    get.add_argument(
+        "--limit", type=int, default=0, metavar="N", help="with --prefix: at most N keys (default: all)"
+    )
     get.add_argument(
         "--serializable", action="store_true", help="answer from any node, possibly stale (faster)"
     )
@@ -149,13 +155,27 @@ def _put(c: Client, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _get(c: Client, args: argparse.Namespace) -> int:
-    if args.prefix:
-        kvs = c.range(args.key, args.limit, args.serializable)
-        text = kvs_text(kvs, args.write_out)
+def _get_prefix(c: Client, args: argparse.Namespace) -> int:
+    """Every key under the prefix (at most --limit), read a page per request however many there are."""
+    page_size = min(args.limit, MAX_RANGE_LIMIT) if args.limit else MAX_RANGE_LIMIT
+    entries: Iterator[dict[str, Any]] = c.range_all(
+        args.key, page_size=page_size, serializable=args.serializable
+    )
+    if args.limit:
+        entries = islice(entries, args.limit)
+    if args.write_out == "simple":  # streamed: printed as the pages arrive
+        for entry in entries:
+            print(kv_simple(entry))
+    else:
+        text = kvs_text(list(entries), args.write_out)
         if text:
             print(text)
-        return EXIT_OK
+    return EXIT_OK
+
+
+def _get(c: Client, args: argparse.Namespace) -> int:
+    if args.prefix:
+        return _get_prefix(c, args)
     kv = c.get_kv(args.key, args.serializable)
     if kv is None:
         print(f"cluster-ctl: key not found: {args.key}", file=sys.stderr)
@@ -209,7 +229,7 @@ def check_request(args: argparse.Namespace) -> None:
         values = [args.value] if args.command == "put" else [args.expected, args.new]
         write_encoder(args.command, 0, [args.command, args.key, *map(parse_value, values)])
     elif args.command in ("get", "del"):
-        op = ["range", args.key, 0] if args.prefix else ["get", args.key]
+        op = ["range", args.key, 0, ""] if args.prefix else ["get", args.key]
         encode_query(args.command, op)
 
 

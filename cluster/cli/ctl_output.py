@@ -47,7 +47,12 @@ def kvs_text(kvs: Sequence[dict[str, Any]], fmt: str) -> str:
     if fmt == "table":
         rows = [[show_value(kv[c]) if c == "value" else str(kv[c]) for c in KV_COLUMNS] for kv in kvs]
         return table(KV_COLUMNS, rows)
-    return "\n".join(f"{kv['key']}\n{show_value(kv['value'])}" for kv in kvs)
+    return "\n".join(kv_simple(kv) for kv in kvs)
+
+
+def kv_simple(kv: dict[str, Any]) -> str:
+    """One record in the simple format: its key on a line, its value on the next."""
+    return f"{kv['key']}\n{show_value(kv['value'])}"
 
 
 def status_text(status: dict[str, Any], fmt: str) -> str:

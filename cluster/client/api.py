@@ -14,6 +14,13 @@ Errors (cluster/errors.py): InvalidRequest before sending anything, Rejected whe
 OutcomeUnknown when a write got no answer in time (its subclass AlreadyApplied when a retried write had
 been applied but its result was gone), Unavailable when a read or status got none.
 
+Range reads come in pages (cluster/client/ranges.py): range() answers one page of a prefix and
+range_all() iterates over every key of it, a page at a time:
+
+    page = c.range("jobs/", limit=100)              # page.kvs, page.more, page.revision
+    more = c.range("jobs/", limit=100, after=page.next_after)
+    for kv in c.range_all("jobs/"): ...
+
 Asynchronous calls: put_async, cas_async, delete_async, delete_prefix_async, get_async, get_kv_async and
 range_async take the same arguments as their blocking twins and return a concurrent.futures.Future at
 once, so one thread can keep many requests in flight without a thread per request:
@@ -54,6 +61,7 @@ from cluster.client.commands import check_result, describe_bad_request, encode_q
 from cluster.client.discovery import parse_status
 from cluster.client.endpoints import parse_endpoints
 from cluster.client.io_thread import ClientLoop, Submission, future_completer
+from cluster.client.ranges import RangeIterator, RangePage, page_from_result
 from cluster.errors import OutcomeUnknown, Rejected, Unavailable
 from cluster.kv.sessions import DEFAULT_MAX_RESPONSES_PER_SESSION
 
@@ -163,10 +171,36 @@ class Client:
         return _kv(self._call(self._read("get", ["get", key], serializable, timeout)))
 
     def range(
-        self, prefix: str, limit: int = 0, serializable: bool = False, *, timeout: float | None = None
-    ) -> list[dict[str, Any]]:
-        """Key-value dicts (as get_kv) of keys starting with prefix, sorted by key; limit 0 = all."""
-        return _kvs(self._call(self._read("range", ["range", prefix, limit], serializable, timeout)))
+        self,
+        prefix: str,
+        limit: int = 0,
+        serializable: bool = False,
+        *,
+        after: str = "",
+        timeout: float | None = None,
+    ) -> RangePage:
+        """One page of the keys starting with prefix and sorting after `after` ("" = from the first):
+        entries (dicts as get_kv gives) sorted by key, `more`, and the revision it was read at. At most
+        `limit` keys (0 = the cluster's default page of DEFAULT_RANGE_LIMIT; above MAX_RANGE_LIMIT is
+        refused) and at most MAX_RANGE_BYTES of entries, so a page may be shorter than `limit` while
+        `more` is True. range_all() follows the pages; cluster/client/ranges.py says what paging
+        through a changing prefix gives."""
+        request = self._read("range", _range_op(prefix, limit, after), serializable, timeout)
+        return page_from_result(self._call(request))
+
+    def range_all(
+        self, prefix: str, *, page_size: int = 0, serializable: bool = False, timeout: float | None = None
+    ) -> RangeIterator:
+        """Every entry under prefix, in key order, read a page of `page_size` keys (0 = the default
+        page) at a time as the iterator is consumed; `timeout` bounds each page. A bad prefix or page
+        size raises InvalidRequest here; a page's failure is raised by next(). The iterator's
+        `consistent` tells whether all pages were read at one revision (see cluster/client/ranges.py)."""
+        self._read("range", _range_op(prefix, page_size, ""), serializable, timeout)  # validate now
+
+        def fetch(after: str) -> RangePage:
+            return self.range(prefix, page_size, serializable, after=after, timeout=timeout)
+
+        return RangeIterator(fetch)
 
     def get_async(self, key: str, serializable: bool = False, *, timeout: float | None = None) -> Future[Any]:
         """get() without waiting: a future of the value (None when absent)."""
@@ -179,10 +213,17 @@ class Client:
         return self._call_async(self._read("get", ["get", key], serializable, timeout), _kv)
 
     def range_async(
-        self, prefix: str, limit: int = 0, serializable: bool = False, *, timeout: float | None = None
-    ) -> Future[list[dict[str, Any]]]:
-        """range() without waiting."""
-        return self._call_async(self._read("range", ["range", prefix, limit], serializable, timeout), _kvs)
+        self,
+        prefix: str,
+        limit: int = 0,
+        serializable: bool = False,
+        *,
+        after: str = "",
+        timeout: float | None = None,
+    ) -> Future[RangePage]:
+        """range() without waiting: a future of the page."""
+        request = self._read("range", _range_op(prefix, limit, after), serializable, timeout)
+        return self._call_async(request, page_from_result)
 
     # --- status -----------------------------------------------------------------------------------
 
@@ -313,8 +354,8 @@ def _value(result: dict[str, Any]) -> Any:
     return None if kv is None else kv["value"]
 
 
-def _kvs(result: dict[str, Any]) -> list[dict[str, Any]]:
-    return list(result["kvs"])
+def _range_op(prefix: str, limit: int, after: str) -> list[Any]:
+    return ["range", prefix, limit, after]
 
 
 def _summarize(

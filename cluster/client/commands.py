@@ -51,13 +51,12 @@ def write_encoder(operation: str, session: int, op: list[Any]) -> WriteEncoder:
 
 def encode_query(operation: str, op: list[Any]) -> bytes:
     """Validate and encode a read-only query. Raises InvalidRequest."""
-    key = op[1] if len(op) > 1 else None
-    if (
-        isinstance(key, str) and len(key.encode("utf-8")) > kv.MAX_KEY_BYTES
-    ):  # say so before "query too large"
-        what = "prefix" if op[0] == "range" else "key"
-        size = len(key.encode("utf-8"))
-        raise InvalidRequest(operation, f"{what} too large ({size} bytes > {kv.MAX_KEY_BYTES})")
+    # Say which key is too large before kv would say "query too large".
+    names = ("prefix", "limit", "after") if op[0] == "range" else ("key",)
+    for what, key in zip(names, op[1:], strict=False):
+        if isinstance(key, str) and len(key.encode("utf-8")) > kv.MAX_KEY_BYTES:
+            size = len(key.encode("utf-8"))
+            raise InvalidRequest(operation, f"{what} too large ({size} bytes > {kv.MAX_KEY_BYTES})")
     try:
         return kv.encode_query(op)
     except (ValueError, TypeError, OverflowError) as exc:

@@ -13,10 +13,13 @@ retry (cluster/kv/sessions.py), so it must stay a few dozen bytes whatever the v
 from __future__ import annotations
 
 import struct
-from bisect import bisect_left, insort
+from bisect import bisect_left, bisect_right, insort
 from typing import Any
 
-from cluster.kv.ops import Value, pack
+import msgpack
+
+from cluster.kv.ops import DEFAULT_RANGE_LIMIT, MAX_RANGE_BYTES, Value, pack
+from transport.codec import msgpack_array_header
 
 # One key's state: (value, create_revision, mod_revision, version). A tuple keeps 100k keys small.
 Record = tuple[Value, int, int, int]
@@ -24,12 +27,16 @@ Record = tuple[Value, int, int, int]
 MAX_PENDING_KEY_CHANGES = 64  # created/deleted keys patched into the sorted list; beyond, sort again
 
 _DOUBLE = struct.Struct(">d")
+# A range answer, {"ok": True, "rev": rev, "kvs": [kv, ...], "more": bool}, in pieces around its kvs.
+_RANGE_HEAD = b"\x84" + pack("ok") + pack(True) + pack("rev")
+_KVS = pack("kvs")
+_MORE = {True: pack("more") + pack(True), False: pack("more") + pack(False)}
 
 
 class Keyspace:
     """Keys -> records, the revision, and a lazily maintained sorted key list."""
 
-    __slots__ = ("_data", "_keys_added", "_keys_removed", "_revision", "_sorted_keys")
+    __slots__ = ("_data", "_keys_added", "_keys_removed", "_packer", "_revision", "_sorted_keys")
 
     def __init__(self) -> None:
         self._revision = 0
@@ -40,6 +47,9 @@ class Keyspace:
         self._sorted_keys: list[str] | None = []
         self._keys_added: set[str] = set()
         self._keys_removed: set[str] = set()
+        # Reused for the kvs of a range page: msgpack.packb makes a Packer per call, which doubles the
+        # cost of a page. Per keyspace, since one replica is only ever used by one thread at a time.
+        self._packer = msgpack.Packer(use_bin_type=True)
 
     @property
     def revision(self) -> int:
@@ -85,20 +95,35 @@ class Keyspace:
         kv = None if record is None else kv_dict(key, record)
         return pack({"ok": True, "rev": self._revision, "kv": kv})
 
-    def range(self, prefix: str, limit: int) -> bytes:
+    def range(self, prefix: str, limit: int, after: str) -> bytes:
+        """One page of the keys under `prefix` after `after` (cluster/kv/ops.py says what a page is)."""
         keys = self.sorted_keys()
         data = self._data
-        kvs: list[dict[str, Any]] = []
+        start = bisect_left(keys, prefix)
+        if after:
+            start = max(start, bisect_right(keys, after))
+        limit = limit or DEFAULT_RANGE_LIMIT
+        # Each kv is encoded once, on its own, so the page's size is known before the answer is built.
+        items: list[bytes] = []
+        size = 0
         more = False
-        for i in range(bisect_left(keys, prefix), len(keys)):
+        encode = self._packer.pack
+        for i in range(start, len(keys)):
             key = keys[i]
             if not key.startswith(prefix):
                 break
-            if limit and len(kvs) == limit:
+            if len(items) == limit:
                 more = True
                 break
-            kvs.append(kv_dict(key, data[key]))
-        return pack({"ok": True, "rev": self._revision, "kvs": kvs, "more": more})
+            item: bytes = encode(kv_dict(key, data[key]))
+            if items and size + len(item) > MAX_RANGE_BYTES:
+                more = True
+                break
+            items.append(item)
+            size += len(item)
+        return b"".join(
+            [_RANGE_HEAD, pack(self._revision), _KVS, msgpack_array_header(len(items)), *items, _MORE[more]]
+        )
 
     # -- writes --------------------------------------------------------------------------------------
 

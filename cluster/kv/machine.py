@@ -23,9 +23,12 @@ from collections.abc import Callable
 from cluster.kv.keyspace import Keyspace, Record
 from cluster.kv.ops import (
     ALREADY_APPLIED_CODE,
+    DEFAULT_RANGE_LIMIT,
     MAX_COMMAND_BYTES,
     MAX_KEY_BYTES,
     MAX_QUERY_BYTES,
+    MAX_RANGE_BYTES,
+    MAX_RANGE_LIMIT,
     MAX_VALUE_BYTES,
     MAX_VALUE_DEPTH,
     UINT64_MAX,
@@ -61,9 +64,12 @@ __all__ = [
     "DEFAULT_MAX_RESPONSES_PER_SESSION",
     "DEFAULT_MAX_SESSION_BYTES",
     "DEFAULT_MAX_SESSIONS",
+    "DEFAULT_RANGE_LIMIT",
     "MAX_COMMAND_BYTES",
     "MAX_KEY_BYTES",
     "MAX_QUERY_BYTES",
+    "MAX_RANGE_BYTES",
+    "MAX_RANGE_LIMIT",
     "MAX_VALUE_BYTES",
     "MAX_VALUE_DEPTH",
     "SNAPSHOT_FORMAT",
@@ -167,7 +173,7 @@ class KVStateMachine:
             return error(str(exc))
         if op[0] == "get":
             return self._keyspace.get(op[1])
-        return self._keyspace.range(op[1], op[2])
+        return self._keyspace.range(op[1], op[2], op[3])
 
     def snapshot(self) -> bytes:
         ks = self._keyspace

@@ -18,9 +18,24 @@ with get): results are cached per client session to answer retries, and must sta
 Query ops:
 
     ["get", key]                  {"ok": True, "rev": rev, "kv": None | kv}
-    ["range", prefix, limit]      {"ok": True, "rev": rev, "kvs": [kv, ...] sorted by key, "more": bool}
-                                  (limit 0 = no limit; kv = {"key", "value", "create_revision",
-                                   "mod_revision", "version"})
+    ["range", prefix, limit, after]
+                                  {"ok": True, "rev": rev, "kvs": [kv, ...] sorted by key, "more": bool}
+    (kv = {"key", "value", "create_revision", "mod_revision", "version"})
+
+A range answers one page: the keys that start with `prefix` and sort after `after` ("" = from the first),
+in order, at most `limit` of them (0 = DEFAULT_RANGE_LIMIT; above MAX_RANGE_LIMIT the query is refused,
+not clamped, so a caller's mistake shows) and no more than MAX_RANGE_BYTES of encoded kvs (a page stops
+before the entry that would pass it, but always holds at least one, which fits: a kv is at most a key and
+a value). `more` says whether further keys match; the next page is asked for with `after` = the last key
+of this one. So a page may hold fewer than `limit` keys while `more` is True. MAX_RANGE_BYTES keeps any
+answer a quarter of the transport's frame limit (transport/codec.py MAX_FRAME_BYTES).
+
+Pages and consistency: `rev` is the revision the page was read at. There is no history of older
+revisions (unlike etcd, which reads every page at the first page's revision), so each page shows the
+state of its own moment. A caller that pages through a prefix gets every key at most once, in order;
+every key present from the first page's read to the last one's exactly once; a key created or deleted
+meanwhile may or may not appear; and each value as of its page's `rev`. When every page has the same
+`rev`, nothing changed in between and the pages together are exactly the prefix at that revision.
 
 Any bad input gives {"ok": False, "error": "..."} and changes nothing. A retried write that was applied
 already but whose cached result is gone gives {"ok": False, "code": "already_applied", "error": "..."}
@@ -48,7 +63,10 @@ MAX_VALUE_BYTES = 1024 * 1024
 MAX_VALUE_DEPTH = 64
 # A cas carries two values; anything longer than this cannot be a valid command, so it is never unpacked.
 MAX_COMMAND_BYTES = 2 * MAX_VALUE_BYTES + MAX_KEY_BYTES + 256
-MAX_QUERY_BYTES = MAX_KEY_BYTES + 256
+MAX_QUERY_BYTES = 2 * MAX_KEY_BYTES + 256  # a range carries a prefix and an after-key
+DEFAULT_RANGE_LIMIT = 1000  # keys in a range page when the query says 0
+MAX_RANGE_LIMIT = 10_000  # the most keys a range query may ask for
+MAX_RANGE_BYTES = 4 * 1024 * 1024  # encoded kvs in one range page (see above)
 
 Value = Any  # None | bool | int | float | str | bytes | list[Value] | dict[str | bytes, Value]
 
@@ -58,7 +76,7 @@ ALREADY_APPLIED_CODE = "already_applied"
 
 _SCALARS = (type(None), bool, int, float, str, bytes)
 _WRITE_ARITY = {"put": 3, "del": 2, "del_prefix": 2, "cas": 4, "cas_del": 3}
-_QUERY_ARITY = {"get": 2, "range": 3}
+_QUERY_ARITY = {"get": 2, "range": 4}
 UINT64_MAX = 2**64 - 1
 
 
@@ -197,7 +215,10 @@ def _check_op(op: object, arity: dict[str, int]) -> list[Any]:
     elif name == "cas_del":
         _check_value(op[2])
     elif name == "range":
-        check_uint(op[2], "limit")
+        limit = check_uint(op[2], "limit")
+        if limit > MAX_RANGE_LIMIT:
+            raise Invalid(f"limit too large ({limit} > {MAX_RANGE_LIMIT}); ask for the next page with after")
+        check_key(op[3], "after", allow_empty=True)
     return op
 
 

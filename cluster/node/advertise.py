@@ -14,7 +14,7 @@ from typing import Any, Final
 
 from actors.contracts import StateMachine
 from actors.messages import ClientRequest, RequestKind
-from cluster.kv.machine import decode_result, encode_command, encode_query
+from cluster.kv.machine import MAX_RANGE_LIMIT, decode_result, encode_command, encode_query
 from cluster.node.inbound import advertiser_id
 
 MEMBER_PREFIX: Final = "__zraft/members/"
@@ -31,13 +31,18 @@ def member_record(client_url: str, peer_url: str) -> dict[str, Any]:
 
 def read_members(sm: StateMachine) -> dict[str, dict[str, Any]]:
     """name -> advertised record, from the local state machine (possibly stale on a follower)."""
-    result = decode_result(sm.query(encode_query(["range", MEMBER_PREFIX, 0])))
     out: dict[str, dict[str, Any]] = {}
-    for kv in result.get("kvs", []) if result["ok"] else []:
-        value = kv.get("value")
-        if isinstance(value, dict):
-            out[kv["key"][len(MEMBER_PREFIX) :]] = value
-    return out
+    after = ""
+    while True:  # page by page, though a cluster's members fit in one
+        result = decode_result(sm.query(encode_query(["range", MEMBER_PREFIX, MAX_RANGE_LIMIT, after])))
+        kvs = result.get("kvs", []) if result["ok"] else []
+        for kv in kvs:
+            value = kv.get("value")
+            if isinstance(value, dict):
+                out[kv["key"][len(MEMBER_PREFIX) :]] = value
+        if not kvs or not result.get("more"):
+            return out
+        after = kvs[-1]["key"]
 
 
 def client_urls(sm: StateMachine) -> dict[str, str]:

@@ -39,7 +39,7 @@ from cluster import (
 from cluster.cli.local_nodes import port_in_use
 from cluster.client.commands import check_result
 from cluster.client.endpoints import PEER_PORT_OFFSET
-from cluster.kv.machine import encode_command
+from cluster.kv.machine import MAX_RANGE_LIMIT, encode_command
 from tests.integration.util import (
     REPO_ROOT,
     Cluster,
@@ -120,12 +120,22 @@ def test_put_get_revisions_and_versions(client: Client) -> None:
 def test_range_is_sorted_limited_and_prefix_exact(client: Client) -> None:
     for key in ("rng/b", "rng/a", "rng/c", "rngx", "rn"):
         client.put(key, key.upper())
-    kvs = client.range("rng/")
-    assert [kv["key"] for kv in kvs] == ["rng/a", "rng/b", "rng/c"]
+    page = client.range("rng/")
+    kvs = page.kvs
+    assert [kv["key"] for kv in kvs] == ["rng/a", "rng/b", "rng/c"] and page.more is False
     assert [kv["value"] for kv in kvs] == ["RNG/A", "RNG/B", "RNG/C"]
     assert all({"create_revision", "mod_revision", "version"} <= kv.keys() for kv in kvs)
-    assert [kv["key"] for kv in client.range("rng/", limit=2)] == ["rng/a", "rng/b"]
-    assert client.range("nothing-here/") == []
+    assert page.revision >= max(kv["mod_revision"] for kv in kvs)
+    first = client.range("rng/", limit=2)
+    assert [kv["key"] for kv in first.kvs] == ["rng/a", "rng/b"] and first.more is True
+    rest = client.range("rng/", limit=2, after=first.next_after)
+    assert [kv["key"] for kv in rest.kvs] == ["rng/c"] and rest.more is False
+    assert [kv["key"] for kv in client.range_all("rng/", page_size=1)] == ["rng/a", "rng/b", "rng/c"]
+    assert client.range("nothing-here/").kvs == [] and list(client.range_all("nothing-here/")) == []
+    with pytest.raises(InvalidRequest, match="limit too large"):
+        client.range("rng/", limit=MAX_RANGE_LIMIT + 1)
+    with pytest.raises(InvalidRequest, match="limit too large"):
+        client.range_all("rng/", page_size=MAX_RANGE_LIMIT + 1)
 
 
 def test_cas_delete_and_delete_prefix(client: Client) -> None:
@@ -140,7 +150,7 @@ def test_cas_delete_and_delete_prefix(client: Client) -> None:
         client.put(f"dp/{i}", i)
     client.put("dpx", "stays")
     assert client.delete_prefix("dp/") == 5
-    assert client.range("dp/") == [] and client.get("dpx") == "stays"
+    assert client.range("dp/").kvs == [] and client.get("dpx") == "stays"
     assert client.delete_prefix("dp/") == 0
 
 
@@ -204,7 +214,7 @@ def test_many_threads_pipeline_through_one_client(client: Client) -> None:
         w.join(60)
     elapsed = time.monotonic() - started_at
     assert not errors, errors[:3]
-    assert len(client.range("mt/")) == threads * per_thread
+    assert len(list(client.range_all("mt/"))) == threads * per_thread
     print(f"\n{threads} threads x {per_thread} puts (+ gets): {elapsed:.2f}s")
 
 
@@ -272,7 +282,7 @@ def test_async_calls_return_what_the_blocking_calls_return(client: Client) -> No
         "an asynchronous serializable read",
     )
     client.put_async("async/b", 2).result(ASYNC_WAIT)
-    assert [kv["key"] for kv in client.range_async("async/").result(ASYNC_WAIT)] == ["async/a", "async/b"]
+    assert [kv["key"] for kv in client.range_async("async/").result(ASYNC_WAIT).kvs] == ["async/a", "async/b"]
     assert client.delete_async("async/a").result(ASYNC_WAIT) is True
     assert client.delete_async("async/a").result(ASYNC_WAIT) is False
     assert client.delete_prefix_async("async/").result(ASYNC_WAIT) == 1
@@ -292,7 +302,7 @@ def test_many_async_puts_in_flight_from_one_thread(client: Client) -> None:
     revisions = [f.result(ASYNC_WAIT) for f in futures]
     assert len(set(revisions)) == 200
     assert revisions == sorted(revisions)  # one session, pipelined in order to one leader
-    assert len(client.range("async-many/")) == 200
+    assert len(client.range("async-many/").kvs) == 200
 
 
 def test_a_callback_may_start_the_next_async_call(client: Client) -> None:
@@ -315,7 +325,7 @@ def test_a_callback_may_start_the_next_async_call(client: Client) -> None:
 
     step(0)
     assert finished.get(timeout=ASYNC_WAIT) == chain_length - 1
-    assert [kv["value"] for kv in client.range("async-chain/")] == list(range(chain_length))
+    assert [kv["value"] for kv in client.range_all("async-chain/")] == list(range(chain_length))
 
 
 def test_async_calls_on_a_closed_client_fail_with_client_closed(cluster: Cluster) -> None:

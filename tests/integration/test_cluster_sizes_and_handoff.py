@@ -16,7 +16,7 @@ def test_five_nodes_elect_a_leader_and_serve_writes_through_any_node() -> None:
             with Client([node.client_url], timeout=10.0) as client:
                 client.put(f"via/{node.name}", node.name)
         with Client(client_urls(cluster), timeout=10.0) as client:
-            assert [kv["value"] for kv in client.range("via/")] == sorted(n.name for n in cluster.nodes)
+            assert [kv["value"] for kv in client.range_all("via/")] == sorted(n.name for n in cluster.nodes)
             status = client.status()
             assert status["leader"] == leader.name
 

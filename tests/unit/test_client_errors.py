@@ -22,7 +22,7 @@ from cluster.cli import ctl
 from cluster.cli.ctl_output import kvs_text, status_text, to_json
 from cluster.client.commands import check_result, describe_bad_request, encode_query, write_encoder
 from cluster.client.endpoints import ENDPOINTS_ENV, default_endpoints, local_endpoints, parse_endpoints
-from cluster.kv.machine import MAX_KEY_BYTES, MAX_VALUE_BYTES, KVStateMachine, encode_command
+from cluster.kv.machine import MAX_KEY_BYTES, MAX_RANGE_LIMIT, MAX_VALUE_BYTES, KVStateMachine, encode_command
 
 # --- the hierarchy ------------------------------------------------------------------------------------
 
@@ -98,9 +98,12 @@ def test_deep_nesting_is_refused() -> None:
     ("op", "words"),
     [
         (["get", "k" * (MAX_KEY_BYTES + 1)], "key too large"),
-        (["range", "p" * (MAX_KEY_BYTES + 1), 0], "prefix too large"),
+        (["range", "p" * (MAX_KEY_BYTES + 1), 0, ""], "prefix too large"),
+        (["range", "p", 0, "a" * (MAX_KEY_BYTES + 1)], "after too large"),
         (["get", ""], "key must not be empty"),
-        (["range", "p", -1], "limit must be a non-negative integer"),
+        (["range", "p", -1, ""], "limit must be a non-negative integer"),
+        (["range", "p", MAX_RANGE_LIMIT + 1, ""], "limit too large"),
+        (["range", "p", 0], "takes 3 argument"),
         (["get", b"bytes"], "key must be a string"),
     ],
 )

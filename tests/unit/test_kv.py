@@ -17,7 +17,10 @@ from hypothesis import strategies as st
 from cluster.kv.machine import (
     ALREADY_APPLIED,
     ALREADY_APPLIED_CODE,
+    DEFAULT_RANGE_LIMIT,
     MAX_KEY_BYTES,
+    MAX_RANGE_BYTES,
+    MAX_RANGE_LIMIT,
     MAX_VALUE_BYTES,
     MAX_VALUE_DEPTH,
     ApplyOrderError,
@@ -52,8 +55,8 @@ class Driver:
         kv: dict[str, Any] | None = self.read(["get", key])["kv"]
         return kv
 
-    def range(self, prefix: str, limit: int = 0) -> dict[str, Any]:
-        return self.read(["range", prefix, limit])
+    def range(self, prefix: str, limit: int = 0, after: str = "") -> dict[str, Any]:
+        return self.read(["range", prefix, limit, after])
 
 
 def raw_command(obj: Any) -> bytes:
@@ -158,6 +161,116 @@ def test_range_sees_creates_and_deletes_after_a_previous_range(kv: Driver) -> No
     assert [(x["key"], x["value"]) for x in kv.range("p/")["kvs"]] == [("p/a", 2), ("p/b", 3)]
     kv.write(["del", "p/a"])
     assert [x["key"] for x in kv.range("p/")["kvs"]] == ["p/b"]
+
+
+def _keys_of(page: dict[str, Any]) -> list[str]:
+    return [x["key"] for x in page["kvs"]]
+
+
+def test_range_pages_continue_after_the_last_key(kv: Driver) -> None:
+    for key in ["p/a", "p/b", "p/c", "p/d", "p/e", "q"]:
+        kv.write(["put", key, 0])
+    first = kv.range("p/", 2)
+    assert _keys_of(first) == ["p/a", "p/b"] and first["more"] is True and first["rev"] == 6
+    second = kv.range("p/", 2, after="p/b")
+    assert _keys_of(second) == ["p/c", "p/d"] and second["more"] is True
+    last = kv.range("p/", 2, after="p/d")
+    assert _keys_of(last) == ["p/e"] and last["more"] is False
+    # `after` need not be a key that exists, nor lie under the prefix.
+    assert _keys_of(kv.range("p/", 0, after="p/bb")) == ["p/c", "p/d", "p/e"]
+    assert _keys_of(kv.range("p/", 0, after="a")) == ["p/a", "p/b", "p/c", "p/d", "p/e"]
+    assert kv.range("p/", 0, after="p/e") == {"ok": True, "rev": 6, "kvs": [], "more": False}
+    assert kv.range("p/", 0, after="z") == {"ok": True, "rev": 6, "kvs": [], "more": False}
+
+
+def test_range_answer_is_exactly_the_msgpack_of_its_map(kv: Driver) -> None:
+    """The page is encoded kv by kv and joined; it must be the very bytes msgpack gives the whole map."""
+    for i in range(20):
+        kv.write(["put", f"k{i:02d}", {"i": i, "blob": b"\x00" * i}])
+    for limit, after in [(0, ""), (5, ""), (5, "k07"), (1, "k19")]:
+        answer = kv.sm.query(encode_query(["range", "k", limit, after]))
+        assert answer == msgpack.packb(decode_result(answer), use_bin_type=True)
+
+
+def test_range_default_page_and_the_largest_limit(kv: Driver) -> None:
+    for i in range(DEFAULT_RANGE_LIMIT + 5):
+        kv.write(["put", f"k{i:05d}", i])
+    page = kv.range("k")
+    assert len(page["kvs"]) == DEFAULT_RANGE_LIMIT and page["more"] is True
+    assert len(kv.range("k", MAX_RANGE_LIMIT)["kvs"]) == DEFAULT_RANGE_LIMIT + 5
+    too_many = decode_result(kv.sm.query(raw_command(["range", "k", MAX_RANGE_LIMIT + 1, ""])))
+    assert too_many["ok"] is False and "limit too large" in too_many["error"]
+    with pytest.raises(ValueError, match="limit too large"):
+        encode_query(["range", "k", MAX_RANGE_LIMIT + 1, ""])
+
+
+def test_range_pages_are_bounded_in_bytes() -> None:
+    kv = Driver()
+    big = "v" * (MAX_VALUE_BYTES - 5)  # the largest value: 5 bytes of str header
+    keys = [f"big/{i}" for i in range(7)]
+    for key in keys:
+        kv.write(["put", key, big])
+    seen: list[str] = []
+    sizes: list[int] = []
+    after = ""
+    while True:
+        answer = kv.sm.query(encode_query(["range", "big/", MAX_RANGE_LIMIT, after]))
+        assert len(answer) <= MAX_RANGE_BYTES + 64
+        page = decode_result(answer)
+        assert page["kvs"]  # a page always holds at least one entry
+        seen += _keys_of(page)
+        sizes.append(len(page["kvs"]))
+        if not page["more"]:
+            break
+        after = page["kvs"][-1]["key"]
+    assert seen == keys
+    assert sizes == [3, 3, 1]  # four values of about 1 MiB would pass 4 MiB
+
+
+_PAGING_KEYS = st.sampled_from([f"d/{i:02d}" for i in range(30)])
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.sets(_PAGING_KEYS, max_size=30),
+    st.lists(
+        st.tuples(
+            st.integers(1, 7), st.lists(st.tuples(st.sampled_from(["put", "del"]), _PAGING_KEYS), max_size=4)
+        ),
+        max_size=20,
+    ),
+)
+def test_paging_while_keys_change(initial: set[str], steps: list[tuple[int, list[tuple[str, str]]]]) -> None:
+    """Pages read at different revisions: every key comes at most once and in order, each existed when
+    its page was read, and every key present throughout comes exactly once."""
+    kv = Driver()
+    for key in sorted(initial):
+        kv.write(["put", key, 0])
+    present = set(initial)
+    throughout = set(initial)
+    returned: list[str] = []
+    after = ""
+    more = True
+    for limit, changes in [*steps, *[(7, [])] * 30]:
+        if not more:
+            break
+        page = kv.range("d/", limit, after)
+        assert page["rev"] == kv.sm.revision
+        assert set(_keys_of(page)) <= present
+        returned += _keys_of(page)
+        more = page["more"]
+        if more:
+            after = page["kvs"][-1]["key"]
+        for name, key in changes:
+            kv.write([name, key, 1] if name == "put" else [name, key])
+            if name == "del":
+                present.discard(key)
+                throughout.discard(key)  # even if created again later: it was absent for a while
+            else:
+                present.add(key)
+    assert more is False
+    assert returned == sorted(set(returned))
+    assert throughout <= set(returned)
 
 
 def test_del_prefix_is_one_revision(kv: Driver) -> None:
@@ -532,9 +645,14 @@ BAD_QUERIES: list[Any] = [
     ["get", ""],
     ["get", 1],
     ["range", "p"],
-    ["range", "p", -1],
-    ["range", "p", True],
-    ["range", None, 0],
+    ["range", "p", 0],
+    ["range", "p", -1, ""],
+    ["range", "p", True, ""],
+    ["range", None, 0, ""],
+    ["range", "p", 0, None],
+    ["range", "p", 0, 7],
+    ["range", "p", 0, "a" * (MAX_KEY_BYTES + 1)],
+    ["range", "p", MAX_RANGE_LIMIT + 1, ""],
     ["put", "k", 1],
     ["watch", "k"],
     [],
@@ -616,9 +734,10 @@ QUERIES: list[list[Any]] = [
     ["get", "k/001"],
     ["get", "k/007"],
     ["get", "lock"],
-    ["range", "", 0],
-    ["range", "k/", 5],
-    ["range", "k/04", 0],
+    ["range", "", 0, ""],
+    ["range", "k/", 5, ""],
+    ["range", "k/04", 0, ""],
+    ["range", "k/", 3, "k/002"],
 ]
 
 

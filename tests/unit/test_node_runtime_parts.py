@@ -9,7 +9,7 @@ import msgpack
 import pytest
 
 from actors.messages import ClientRequest, ClientResponse, RequestKind, RequestVote, Status
-from cluster.kv.machine import KVStateMachine, encode_command
+from cluster.kv.machine import MAX_RANGE_LIMIT, KVStateMachine, encode_command
 from cluster.node.advertise import Advertiser, client_urls, member_key
 from cluster.node.inbound import (
     Rejected,
@@ -162,6 +162,15 @@ def test_client_urls_skips_records_of_the_wrong_shape() -> None:
     sm.apply(3, encode_command(0, 0, 0, ["put", member_key("c"), {"client_url": 5}]))
     sm.apply(4, encode_command(0, 0, 0, ["put", "unrelated", {"client_url": "tcp://x:1"}]))
     assert client_urls(sm) == {"a": "tcp://a:1"}
+
+
+def test_client_urls_reads_every_page_of_members() -> None:
+    sm = KVStateMachine()
+    count = MAX_RANGE_LIMIT + 3  # more than one page holds
+    for i in range(count):
+        sm.apply(i + 1, encode_command(0, 0, 0, ["put", member_key(f"n{i:05d}"), {"client_url": f"u{i}"}]))
+    urls = client_urls(sm)
+    assert len(urls) == count and urls["n00000"] == "u0" and urls[f"n{count - 1:05d}"] == f"u{count - 1}"
 
 
 # --- graceful stop -------------------------------------------------------------------------------------
