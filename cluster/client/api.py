@@ -68,8 +68,9 @@ from cluster.kv.sessions import DEFAULT_MAX_RESPONSES_PER_SESSION
 _GRACE = 1.0  # extra wait on a future beyond the request's own deadline, in case the I/O thread stalls
 _STATUS_TIMEOUT = 2.0  # default per-call bound for status(): a dead node must not stall it for long
 _SESSION_LIMIT = 2**63 - 1
-# The state machine caches this many answers per session; keep open writes within it, with a margin, so a
-# stuck write's answer is never dropped while it may still be retried.
+# The state machine caches this many answers per session (cluster/kv/sessions.py: its byte bound evicts
+# whole sessions, least recently written first, and never trims a live one below this); keep open writes
+# within it, with a margin, so a stuck write's answer is never dropped while it may still be retried.
 SEQ_WINDOW = DEFAULT_MAX_RESPONSES_PER_SESSION - 24
 
 T = TypeVar("T")

@@ -14,9 +14,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from cluster.client.api import SEQ_WINDOW
 from cluster.kv.machine import (
     ALREADY_APPLIED,
     ALREADY_APPLIED_CODE,
+    DEFAULT_MAX_RESPONSES_PER_SESSION,
+    DEFAULT_MAX_SESSION_BYTES,
     DEFAULT_RANGE_LIMIT,
     MAX_KEY_BYTES,
     MAX_RANGE_BYTES,
@@ -425,6 +428,32 @@ def test_responses_per_session_are_bounded() -> None:
     assert decode_result(first)["ok"] is True
     assert kv.sm.revision == 5
     assert decode_result(kv.raw(encode_command(1, 3, 0, ["put", "k", 3])))["rev"] == 3
+
+
+def test_the_clients_sequence_window_keeps_a_stuck_writes_answer() -> None:
+    """The contract between the client's SEQ_WINDOW and the per-session cache: a write applied but not
+    answered (its answer lost), overtaken by a window's worth of newer writes whose ack floor it holds
+    down, still gets its own answer on retry. One write more than the cache holds would lose it."""
+    for later, keeps in [(SEQ_WINDOW - 1, True), (DEFAULT_MAX_RESPONSES_PER_SESSION, False)]:
+        kv = Driver()
+        stuck = encode_command(9, 1, 1, ["cas", "lock", None, "me"])
+        answer = kv.raw(stuck)
+        for seq in range(2, 2 + later):
+            kv.write(["put", f"k{seq}", seq], session=9, seq=seq, ack=1)
+        retried = kv.raw(stuck)
+        assert (retried == answer) is keeps
+        assert decode_result(retried) == ({"ok": True, "rev": 1, "swapped": True} if keeps else ALREADY)
+
+
+def test_a_full_session_is_a_small_part_of_the_byte_bound() -> None:
+    """Byte eviction only starts once hundreds of sessions hold a full window of the largest results."""
+    largest = len(
+        msgpack.packb({"ok": True, "rev": 2**64 - 1, "swapped": True, "deleted": 1}, use_bin_type=True)
+    )
+    full_session = SESSION_OVERHEAD_BYTES + DEFAULT_MAX_RESPONSES_PER_SESSION * (
+        largest + RESPONSE_OVERHEAD_BYTES
+    )
+    assert DEFAULT_MAX_SESSION_BYTES // full_session >= 100
 
 
 def test_write_results_never_carry_a_value() -> None:
