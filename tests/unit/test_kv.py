@@ -866,6 +866,20 @@ def test_invalid_snapshot_is_refused_and_changes_nothing(data: bytes) -> None:
     assert kv.sm.digest() == digest and kv.sm.snapshot() == snap
 
 
+def test_prepare_restore_changes_nothing_until_the_swap() -> None:
+    source = populated()
+    snap = source.sm.snapshot()
+    target = Driver()
+    target.write(["put", "only", 1], session=3, seq=1)
+    digest, before = target.sm.digest(), target.sm.snapshot()
+    with pytest.raises(ValueError, match="beyond its log index"):
+        target.sm.prepare_restore(snap, source.sm.applied_index - 1)
+    swap = target.sm.prepare_restore(snap, source.sm.applied_index)
+    assert target.sm.digest() == digest and target.sm.snapshot() == before
+    swap()
+    assert target.sm.snapshot() == snap and target.sm.session_bytes == source.sm.session_bytes
+
+
 def test_restore_trims_sessions_to_the_configured_bound() -> None:
     kv = Driver()
     for sid in range(1, 6):
