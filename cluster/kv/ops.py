@@ -28,7 +28,7 @@ not clamped, so a caller's mistake shows) and no more than MAX_RANGE_BYTES of en
 before the entry that would pass it, but always holds at least one, which fits: a kv is at most a key and
 a value). `more` says whether further keys match; the next page is asked for with `after` = the last key
 of this one. So a page may hold fewer than `limit` keys while `more` is True. MAX_RANGE_BYTES keeps any
-answer a quarter of the transport's frame limit (transport/codec.py MAX_FRAME_BYTES).
+answer at about a quarter of the transport's frame limit (transport/codec.py MAX_FRAME_BYTES).
 
 Pages and consistency: `rev` is the revision the page was read at. There is no history of older
 revisions (unlike etcd, which reads every page at the first page's revision), so each page shows the

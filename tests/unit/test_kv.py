@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cluster.client.api import SEQ_WINDOW
+from cluster.kv.keyspace import kv_dict
 from cluster.kv.machine import (
     ALREADY_APPLIED,
     ALREADY_APPLIED_CODE,
@@ -33,6 +34,7 @@ from cluster.kv.machine import (
     encode_query,
 )
 from cluster.kv.sessions import RESPONSE_OVERHEAD_BYTES, SESSION_OVERHEAD_BYTES
+from transport.codec import MAX_FRAME_BYTES
 
 # The answer to a retried write that was applied, once, but whose cached result is gone.
 ALREADY = {"ok": False, "error": ALREADY_APPLIED, "code": ALREADY_APPLIED_CODE}
@@ -228,6 +230,15 @@ def test_range_pages_are_bounded_in_bytes() -> None:
         after = page["kvs"][-1]["key"]
     assert seen == keys
     assert sizes == [3, 3, 1]  # four values of about 1 MiB would pass 4 MiB
+
+
+def test_the_page_bound_fits_the_largest_entry_and_stays_well_under_the_frame_limit() -> None:
+    """A page always holds at least one entry, and a whole page (plus its ClientResponse envelope) is
+    under a third of what a client or peer accepts in one frame."""
+    largest_value = "v" * (MAX_VALUE_BYTES - 5)  # 5 bytes of str header: exactly MAX_VALUE_BYTES encoded
+    biggest = kv_dict("k" * MAX_KEY_BYTES, (largest_value, 2**64 - 1, 2**64 - 1, 2**64 - 1))
+    assert len(msgpack.packb(biggest, use_bin_type=True)) <= MAX_RANGE_BYTES
+    assert MAX_RANGE_BYTES + 64 * 1024 <= MAX_FRAME_BYTES // 3
 
 
 _PAGING_KEYS = st.sampled_from([f"d/{i:02d}" for i in range(30)])
