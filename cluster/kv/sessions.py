@@ -4,10 +4,12 @@ A command carries a client session id, a sequence number and an ack floor (every
 answered to the client). Session 0 means "no session": always applied, never deduplicated. For another
 session a seq with a cached response gets that response back without being applied again, a new seq is
 applied and its response cached, and a seq below the session's floor is not applied again either: it gets
-{"ok": False, "code": "already_applied"}. That is true for every write a client still waits for: the
-client's own ack floor never passes its open writes, so the floor passes an open write only when its
-answer was dropped for the per-session bound below, after it was applied. The client raises
-AlreadyApplied (cluster/errors.py).
+{"ok": False, "code": "already_applied"}. That is true for every write a client still waits for, as long
+as the client keeps its open writes within the window below: its own ack floor never passes its open
+writes, and within the window no answer is dropped for the per-session bound, so the floor passes an open
+write only once the write was applied. (A client that broke the window could also get it for a write of
+its that was never applied and now never will be: the floor rose past it when newer answers were
+dropped.) The client raises AlreadyApplied (cluster/errors.py).
 
 Bounds. The table changes in apply on every replica, so it is bounded deterministically (DESIGN.md rule
 5: its size is a function of its content, never of time or memory):
