@@ -71,6 +71,9 @@ class ClientActor:
     _next_seq: int = 1
     _pending: dict[int, _Pending] = field(default_factory=dict)
     _open_seqs: set[int] = field(default_factory=set)
+    # The same seqs in the order they were started, which is increasing order, so the oldest open one is
+    # at the front once finished ones are dropped from it (min() of the set cost O(window) per write).
+    _open_order: deque[int] = field(default_factory=deque)
     _outbox: list[ClientRequest] = field(default_factory=list)
     _done: list[Completion] = field(default_factory=list)
     _node_cursor: int = 0
@@ -96,13 +99,21 @@ class ClientActor:
         return handle
 
     def _window_full(self) -> bool:
-        return bool(self._open_seqs) and self._next_seq - min(self._open_seqs) >= self.options.max_seq_window
+        return bool(self._open_seqs) and self._next_seq - self._oldest_open() >= self.options.max_seq_window
+
+    def _oldest_open(self) -> int:
+        """The smallest open seq (there must be one)."""
+        order = self._open_order
+        while order[0] not in self._open_seqs:
+            order.popleft()
+        return order[0]
 
     def _start_write(self, handle: int, encode: WriteEncoder, deadline: float, now: float) -> None:
         seq = self._next_seq
         self._next_seq += 1
         self._open_seqs.add(seq)
-        payload = encode(self.session, seq, min(self._open_seqs))
+        self._open_order.append(seq)
+        payload = encode(self.session, seq, self._oldest_open())
         pending = _Pending(handle, RequestKind.WRITE, payload, deadline, seq)
         self._pending[handle] = pending
         self._send(pending, self._leader or self._rotate(), now)

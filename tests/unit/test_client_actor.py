@@ -5,6 +5,8 @@ from __future__ import annotations
 import random
 
 import msgpack
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from actors.client import ClientActor, ClientOptions, Outcome
 from actors.messages import ClientResponse, RequestKind, Status
@@ -140,3 +142,27 @@ def test_a_held_back_write_times_out_at_its_deadline() -> None:
     assert a.next_deadline() <= 1.0
     a.tick(1.0)
     assert [(c.handle, c.outcome) for c in a.take_completions()] == [(held, Outcome.TIMEOUT)]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.booleans(), st.integers(0, 50)), max_size=120), st.integers(1, 8))
+def test_every_write_carries_the_oldest_open_seq_as_its_ack_floor(
+    steps: list[tuple[bool, int]], window: int
+) -> None:
+    """Whatever order writes finish in, a write's ack floor is the smallest seq still open when it
+    starts, and no write starts window or more seqs past it."""
+    a = ClientActor(
+        "c1", ("n1",), session=42, rng=random.Random(3), options=ClientOptions(max_seq_window=window)
+    )
+    open_seqs: dict[int, int] = {}  # seq -> req_id, as the model sees it
+    for new_write, pick in steps:
+        if new_write or not open_seqs:
+            a.write(enc, 0.0, 100.0)
+        else:
+            seq = sorted(open_seqs)[pick % len(open_seqs)]
+            reply(a, open_seqs.pop(seq), "n1", Status.OK)
+        for m in a.take_messages():
+            _, seq, floor, _ = msgpack.unpackb(m.payload)
+            assert floor == min([*open_seqs, seq])
+            assert seq - floor < window
+            open_seqs[seq] = m.req_id
