@@ -20,6 +20,7 @@ from actors.messages import ClientRequest, ClientResponse, NodeId, RequestKind, 
 class Outcome(Enum):
     OK = "ok"  # result holds the state machine's answer
     REJECTED = "rejected"  # definite failure: never applied (result holds the reason)
+    BUSY = "busy"  # the leader refused it as overloaded, and no attempt of it can have been applied
     TIMEOUT = "timeout"  # deadline passed; a write may or may not have been applied
 
 
@@ -41,6 +42,7 @@ class _Pending:
     retry_at: float = 0.0
     attempts: int = 0
     sent: bool = False
+    maybe_applied: bool = False  # a write attempt went unanswered or got UNKNOWN: it may still commit
 
 
 @dataclass(slots=True)
@@ -159,6 +161,9 @@ class ClientActor:
             self._finish(pending, Outcome.OK, msg.result)
         elif status == Status.BAD_REQUEST or pending.kind == RequestKind.STATUS:
             self._finish(pending, Outcome.REJECTED, msg.result)
+        elif status == Status.BUSY and msg.src == pending.target and not pending.maybe_applied:
+            self._leader = msg.src  # only a leader is ever busy
+            self._finish(pending, Outcome.BUSY, msg.result)
         elif status == Status.NOT_LEADER and msg.src == pending.target:
             hint = msg.leader_hint if msg.leader_hint in self.nodes and msg.leader_hint != msg.src else ""
             self._leader = hint
@@ -166,9 +171,10 @@ class ClientActor:
                 self._send(pending, hint, now)
             else:
                 self._backoff(pending, now)
-        elif msg.src == pending.target:  # UNAVAILABLE or UNKNOWN: same node may recover; back off
+        elif msg.src == pending.target:  # UNAVAILABLE, UNKNOWN, or BUSY after an attempt that may commit
             if status == Status.UNKNOWN:
                 self._leader = msg.leader_hint if msg.leader_hint in self.nodes else ""
+                pending.maybe_applied = True
             self._backoff(pending, now)
         self._release_deferred(now)
 
@@ -181,6 +187,7 @@ class ClientActor:
             elif not pending.sent and now >= pending.retry_at:
                 self._send(pending, self._leader or self._rotate(), now)
             elif pending.sent and now >= pending.retry_at:
+                pending.maybe_applied = pending.kind == RequestKind.WRITE
                 if pending.target == self._leader:
                     self._leader = ""  # silent leader: try the others
                 self._send(pending, self._rotate(avoid=pending.target), now)

@@ -19,6 +19,11 @@ class RaftConfig:
     snapshot_chunk_bytes: int = 1 << 20
     max_snapshot_bytes: int = 1 << 32  # bound on a snapshot received from a leader, held in memory
     max_pending_reads: int = 100_000
+    # A leader refuses proposals (Refusal.BUSY) while this many entries, or bytes of entries, wait for
+    # commit, so a leader that cannot reach a majority does not grow its log without bound. One proposal
+    # is always taken when nothing is uncommitted, however big (etcd's MaxUncommittedEntriesSize).
+    max_uncommitted_entries: int = 10_000
+    max_uncommitted_bytes: int = 64 << 20
 
     def __post_init__(self) -> None:
         if self.heartbeat_interval <= 0 or self.election_timeout <= 2 * self.heartbeat_interval:
@@ -30,3 +35,5 @@ class RaftConfig:
             or self.max_snapshot_bytes <= 0
         ):
             raise ValueError("sizes must be positive")
+        if min(self.max_pending_reads, self.max_uncommitted_entries, self.max_uncommitted_bytes) <= 0:
+            raise ValueError("limits must be positive")

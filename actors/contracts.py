@@ -2,7 +2,8 @@
 
 A runtime drives a NodeActor like this (etcd-raft's Ready/Advance shape):
 
-    node.step(message, now) / node.tick(now) / node.propose(...)   # any number of times
+    node.step(message, now) / node.tick(now)                       # any number of times
+    node.propose(data) / node.read_index(token)                    # what the service above asks for
     send(node.take_replication(now))                               # optional: new entries, at once
     rd = node.ready(now)                                           # what happened, batched
     send(rd.early_messages)                                        # may leave at once
@@ -18,15 +19,40 @@ the leader's term, durable since before it won, so the leader replicates while i
 and counts itself toward a quorum only after advance() (dissertation 10.2.1); and client answers, which
 report entries already committed (durable on a majority) or need nothing durable (redirects, refusals,
 reads of applied state), so an answer never waits behind the fsync of the next batch.
+
+NodeActor knows nothing of clients. Whoever serves them (cluster/kv/service.py) proposes commands and asks
+for read indexes, and learns from each Ready what became of them: `applied` holds the results of the
+commands this node proposed as leader of its current term, `reads` the read tokens that are now safe to
+serve from the state machine, `failed_reads` those that never will be (leadership lost), and
+`lost_leadership` the term whose leadership ended (its proposals' outcome is unknown). Answers built from
+them depend on nothing the Ready persists: send them with `early_messages`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Protocol
 
 from actors.messages import Entry, HardState, Message, NodeId, Snapshot
+
+
+class Refusal(Enum):
+    """Why NodeActor did not take a proposal or a read."""
+
+    NOT_LEADER = "not_leader"
+    TRANSFERRING = "transferring"  # leadership transfer in progress: the target is about to take over
+    BUSY = "busy"  # too many uncommitted entries or bytes, or too many pending reads
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """A command this node proposed, now applied: its index, the term it was proposed in, the result."""
+
+    index: int
+    term: int
+    result: bytes
 
 
 @dataclass(slots=True)
@@ -40,6 +66,10 @@ class Ready:
     snapshot_is_own: bool = False
     messages: list[Message] = field(default_factory=list)  # to send once the above is durable
     early_messages: list[Message] = field(default_factory=list)  # may be sent before persisting
+    applied: list[Applied] = field(default_factory=list)  # results of our own proposals applied now
+    reads: list[int] = field(default_factory=list)  # read tokens now safe to serve from the state machine
+    failed_reads: list[int] = field(default_factory=list)  # read tokens that will never be (not leader)
+    lost_leadership: int | None = None  # the term we stopped leading: its proposals' outcome is unknown
 
     def needs_persist(self) -> bool:
         return (
@@ -50,7 +80,15 @@ class Ready:
         )
 
     def is_empty(self) -> bool:
-        return not self.needs_persist() and not self.messages and not self.early_messages
+        return (
+            not self.needs_persist()
+            and not self.messages
+            and not self.early_messages
+            and not self.applied
+            and not self.reads
+            and not self.failed_reads
+            and self.lost_leadership is None
+        )
 
 
 @dataclass(slots=True)

@@ -142,6 +142,7 @@ class Status(IntEnum):
     BAD_REQUEST = 2  # the request was rejected and never applied
     UNAVAILABLE = 3  # the node cannot serve now (e.g. leadership transfer in progress); retry
     UNKNOWN = 4  # the outcome is unknown (leadership lost after the write was proposed); retry same seq
+    BUSY = 5  # the leader holds too much uncommitted work; the request was never proposed: retry later
 
 
 @dataclass(frozen=True, slots=True)

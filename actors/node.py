@@ -1,7 +1,10 @@
 """NodeActor: one Raft node. The only owner and writer of term, vote, log, commit and applied index.
 
-Every input (a peer or client message, a clock tick, a proposal) goes through step()/tick(); all effects
-come out batched through ready() and are acknowledged by advance() once durable (see actors/contracts.py).
+Every input (a peer message, a clock tick, a proposal, a read) goes through step()/tick()/propose()/
+read_index(); all effects come out batched through ready() and are acknowledged by advance() once durable
+(see actors/contracts.py). It knows nothing of clients, request kinds or encodings: commands are opaque
+bytes, and what became of a proposal or a read comes out in the Ready for the service above
+(cluster/kv/service.py) to answer.
 Each incoming peer message is first checked, on its own (actors/validation.py) and against our state
 (no second leader of our term, no conflict with a committed entry, no answer for more than was sent, a
 snapshot that decodes); an impossible one is dropped, counted and kept for the runtime to log, and never
@@ -19,17 +22,14 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-import msgpack
-
 from actors.config import RaftConfig
-from actors.contracts import InvalidInput, Ready, Recovered, SnapshotJob, StateMachine
+from actors.contracts import Applied, InvalidInput, Ready, Recovered, Refusal, SnapshotJob, StateMachine
 from actors.election import ElectionActor, Tally
 from actors.log import RaftLog
 from actors.messages import (
+    PEER_MESSAGE_TYPES,
     AppendEntries,
     AppendEntriesResponse,
-    ClientRequest,
-    ClientResponse,
     Entry,
     EntryKind,
     HardState,
@@ -38,21 +38,18 @@ from actors.messages import (
     Message,
     NodeId,
     PeerMessage,
-    RequestKind,
     RequestVote,
     RequestVoteResponse,
     Snapshot,
     SnapshotMeta,
-    Status,
     TimeoutNow,
 )
 from actors.replication import LeaderContext, ReplicationActor
 from actors.validation import shape_checks
 
 # Messages that may leave before the Ready that carries them is durable: the leader's replication (its term
-# is durable since before it won) and client answers (they report committed entries, durable on a majority,
-# or state that needs no persistence at all: redirects, refusals, reads of applied state).
-_EARLY_TYPES: tuple[type, ...] = (AppendEntries, InstallSnapshot, ClientResponse)
+# is durable since before it won).
+_EARLY_TYPES: tuple[type, ...] = (AppendEntries, InstallSnapshot)
 MAX_INVALID_REPORTS = 256  # dropped peer messages kept for the runtime to log; older ones are only counted
 
 
@@ -69,18 +66,9 @@ class SafetyViolation(AssertionError):
 
 @dataclass(slots=True)
 class PendingRead:
-    client: NodeId
-    req_id: int
-    query: bytes
+    token: int  # the caller's
     round: int  # the heartbeat round that must be confirmed by a majority
     index: int | None  # the read index; None until an entry of this term commits
-
-
-@dataclass(slots=True)
-class Proposal:
-    client: NodeId
-    req_id: int
-    term: int
 
 
 Handler = Callable[[Any, float], None]
@@ -136,8 +124,12 @@ class NodeActor:
         self._handlers: dict[type, Handler] = {}
         self._election = ElectionActor(node_id, self._members, config, rng)
         self._replication = ReplicationActor(node_id, self._peers, config)
-        self._proposals: dict[int, Proposal] = {}
         self._reads: list[PendingRead] = []
+        self._reads_done: list[int] = []  # tokens safe to serve, for the next Ready
+        self._reads_failed: list[int] = []
+        self._applied_out: list[Applied] = []
+        self._lost_leadership: int | None = None
+        self._uncommitted_bytes = 0  # leader only: bytes of entries above the commit index
         self._read_round = 0
         self._round_wanted = False
         self._broadcast_wanted = False
@@ -206,6 +198,9 @@ class NodeActor:
             "members": list(self._members),
             "stats": dict(self._stats),
             "dropped_invalid": dict(self._dropped_invalid),
+            "uncommitted": self._log.last_index() - self._commit,
+            "uncommitted_bytes": self._uncommitted_bytes,
+            "pending_reads": len(self._reads),
         }
         if self._role is Role.LEADER:
             out["progress"] = self._replication.describe()
@@ -220,12 +215,9 @@ class NodeActor:
 
     # --- inputs ---------------------------------------------------------------------------------------
 
-    def step(self, msg: Message, now: float) -> None:
-        """Handle one incoming message. Term check first, then the current role's handler."""
-        if isinstance(msg, ClientRequest):
-            self._on_client_request(msg, now)
-            return
-        if isinstance(msg, ClientResponse):
+    def step(self, msg: PeerMessage, now: float) -> None:
+        """Handle one incoming peer message. Term check first, then the current role's handler."""
+        if not isinstance(msg, PEER_MESSAGE_TYPES):  # client traffic belongs to the service above
             self._stats["dropped"] += 1
             return
         if msg.src not in self._peers:
@@ -276,6 +268,39 @@ class NodeActor:
             return deadline
         return self._election.deadline()
 
+    def propose(self, data: bytes) -> int | Refusal:
+        """Append a command to the log as leader; its index, or why not. Its result comes out in a later
+        Ready's `applied` once committed and applied, unless `lost_leadership` reports our term ended."""
+        if self._role is not Role.LEADER:
+            return Refusal.NOT_LEADER
+        if self._transfer is not None:
+            return Refusal.TRANSFERRING
+        uncommitted = self._log.last_index() - self._commit
+        if uncommitted and (
+            uncommitted >= self._config.max_uncommitted_entries
+            or self._uncommitted_bytes + len(data) > self._config.max_uncommitted_bytes
+        ):
+            return Refusal.BUSY
+        self._stats["proposals"] += 1
+        return self._append(EntryKind.COMMAND, data)
+
+    def read_index(self, token: int) -> Refusal | None:
+        """Start a linearizable read (ReadIndex, dissertation 6.4): `token` comes out in a later Ready's
+        `reads` once a heartbeat round sent after this call was acknowledged by a majority, an entry of
+        our term is committed, and the state machine has applied the commit index of this moment; or in
+        `failed_reads` if we lose leadership first. None when taken, else why not."""
+        if self._role is not Role.LEADER:
+            return Refusal.NOT_LEADER
+        if self._transfer is not None:
+            return Refusal.TRANSFERRING
+        if len(self._reads) >= self._config.max_pending_reads:
+            return Refusal.BUSY
+        committed_in_term = self._log.term_at(self._commit) == self._term
+        index = self._commit if committed_in_term else None
+        self._reads.append(PendingRead(token, self._read_round + 1, index))
+        self._round_wanted = True
+        return None
+
     def transfer_leadership(self, now: float, target: NodeId | None = None) -> NodeId | None:
         """Hand leadership to `target` (default: the most up-to-date follower). Dissertation 3.10."""
         if self._role is not Role.LEADER or not self._peers:
@@ -301,6 +326,9 @@ class NodeActor:
             or self._snapshot_job is not None
             or self._hard_state() != self._handed_hs
             or self._applied < min(self._commit, self._stable_index)
+            or self._reads_done
+            or self._reads_failed
+            or self._lost_leadership is not None
         )
 
     def take_replication(self, now: float) -> list[Message]:
@@ -339,7 +367,15 @@ class NodeActor:
             snapshot_is_own=self._pending_snapshot_is_own,
             messages=late,
             early_messages=early,
+            applied=self._applied_out,
+            reads=self._reads_done,
+            failed_reads=self._reads_failed,
+            lost_leadership=self._lost_leadership,
         )
+        self._applied_out = []
+        self._reads_done = []
+        self._reads_failed = []
+        self._lost_leadership = None
         self._handed_hs = hs
         self._pending_truncate = None
         self._pending_snapshot = None
@@ -411,7 +447,7 @@ class NodeActor:
         self._set_role(Role.FOLLOWER)
         self._election.reset_timer(now)
         if was_leader:
-            self._abandon_client_work()
+            self._stop_leading()
 
     def _follow_then(self, handler: Handler) -> Handler:
         """A (pre-)candidate that hears from the leader of its term becomes its follower (paper 5.2)."""
@@ -462,6 +498,9 @@ class NodeActor:
         self._transfer = None
         self._election.start_leading(now)
         self._replication.start(self._log.last_index(), now)
+        self._uncommitted_bytes = sum(
+            len(self._log.entry(i).data) for i in range(self._commit + 1, self._log.last_index() + 1)
+        )
         self._append(EntryKind.NOOP, b"")  # commits earlier terms' entries once it commits (paper 5.4.2)
         self._heartbeat_due = now + self._config.heartbeat_interval
         self._maybe_commit(now)
@@ -761,6 +800,8 @@ class NodeActor:
         quorum = self._replication.quorum_match(self._stable_index)
         # Only entries of the current term commit by counting replicas (paper 5.4.2).
         if quorum > self._commit and self._log.term_at(quorum) == self._term:
+            for i in range(self._commit + 1, quorum + 1):
+                self._uncommitted_bytes -= len(self._log.entry(i).data)
             self._commit = quorum
             for read in self._reads:  # reads that waited for the first commit of this term
                 if read.index is None:
@@ -776,41 +817,11 @@ class NodeActor:
     def _append(self, kind: EntryKind, data: bytes) -> int:
         index = self._log.last_index() + 1
         self._log.append(Entry(term=self._term, index=index, kind=kind, data=data))
+        self._uncommitted_bytes += len(data)
         self._broadcast_wanted = True
         return index
 
-    # --- clients --------------------------------------------------------------------------------------
-
-    def _on_client_request(self, msg: ClientRequest, now: float) -> None:
-        kind = msg.kind
-        if kind == RequestKind.SERIAL_READ:
-            self._reply(msg.src, msg.req_id, Status.OK, self._sm.query(msg.payload))
-        elif kind == RequestKind.STATUS:
-            self._reply(msg.src, msg.req_id, Status.OK, msgpack.packb(self.status(), use_bin_type=True))
-        elif kind not in (RequestKind.WRITE, RequestKind.READ):
-            self._reply(msg.src, msg.req_id, Status.BAD_REQUEST, b"unknown request kind")
-        elif self._role is not Role.LEADER:
-            self._reply(msg.src, msg.req_id, Status.NOT_LEADER, b"")
-        elif self._transfer is not None:
-            self._reply(msg.src, msg.req_id, Status.UNAVAILABLE, b"leadership transfer in progress")
-        elif kind == RequestKind.WRITE:
-            index = self._append(EntryKind.COMMAND, msg.payload)
-            self._proposals[index] = Proposal(msg.src, msg.req_id, self._term)
-            self._stats["proposals"] += 1
-        elif len(self._reads) >= self._config.max_pending_reads:
-            self._reply(msg.src, msg.req_id, Status.UNAVAILABLE, b"too many pending reads")
-        else:
-            committed_in_term = self._log.term_at(self._commit) == self._term
-            self._reads.append(
-                PendingRead(
-                    msg.src,
-                    msg.req_id,
-                    msg.payload,
-                    self._read_round + 1,
-                    self._commit if committed_in_term else None,
-                )
-            )
-            self._round_wanted = True
+    # --- reads and lost leadership ------------------------------------------------------------------
 
     def _serve_reads(self) -> None:
         if not self._reads:
@@ -819,41 +830,33 @@ class NodeActor:
         waiting: list[PendingRead] = []
         for read in self._reads:
             if read.round <= confirmed and read.index is not None and read.index <= self._applied:
-                self._reply(read.client, read.req_id, Status.OK, self._sm.query(read.query))
+                self._reads_done.append(read.token)
             else:
                 waiting.append(read)
         self._reads = waiting
 
-    def _abandon_client_work(self) -> None:
-        """We lost leadership: proposals may or may not commit, reads cannot be confirmed by us."""
-        hint = self._leader or ""
-        for prop in self._proposals.values():
-            self._outbox.append(ClientResponse(self.id, prop.client, prop.req_id, Status.UNKNOWN, b"", hint))
-        for read in self._reads:
-            self._outbox.append(
-                ClientResponse(self.id, read.client, read.req_id, Status.NOT_LEADER, b"", hint)
-            )
-        self._proposals = {}
+    def _stop_leading(self) -> None:
+        """We lost leadership: proposals may or may not commit, reads cannot be confirmed by us. Reads
+        already confirmed stay good: the state they will be served from is at least their read index."""
+        self._lost_leadership = max(self._term, self._lost_leadership or 0)
+        self._reads_failed.extend(read.token for read in self._reads)
         self._reads = []
         self._transfer = None
-
-    def _reply(self, client: NodeId, req_id: int, status: Status, result: bytes) -> None:
-        hint = (self._leader or "") if status is not Status.OK else ""
-        self._outbox.append(ClientResponse(self.id, client, req_id, status, result, hint))
+        self._uncommitted_bytes = 0
 
     # --- apply and snapshots --------------------------------------------------------------------------
 
     def _apply_committed(self) -> None:
         upto = min(self._commit, self._stable_index)
+        own = self._role is Role.LEADER  # only a leader's entries of its own term can be our proposals
         while self._applied < upto:
             entry = self._log.entry(self._applied + 1)
             result = self._sm.apply(entry.index, entry.data) if entry.kind == EntryKind.COMMAND else b""
             self._applied = entry.index
             self._applied_bytes += len(entry.data)
             self._stats["applied"] += 1
-            prop = self._proposals.pop(entry.index, None)
-            if prop is not None and prop.term == entry.term:
-                self._reply(prop.client, prop.req_id, Status.OK, result)
+            if own and entry.term == self._term and entry.kind == EntryKind.COMMAND:
+                self._applied_out.append(Applied(entry.index, entry.term, result))
 
     def _maybe_snapshot(self) -> None:
         """Snapshot every N applied entries or M applied bytes, whichever comes first.

@@ -4,6 +4,7 @@ client (client/), the command-line tools (cli/) and the benchmark (bench/). Publ
 from cluster.client import Client
 from cluster.errors import (
     AlreadyApplied,
+    Busy,
     ClientClosed,
     InvalidRequest,
     NoAnswer,
@@ -15,6 +16,7 @@ from cluster.errors import (
 
 __all__ = [
     "AlreadyApplied",
+    "Busy",
     "Client",
     "ClientClosed",
     "InvalidRequest",

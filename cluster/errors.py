@@ -2,7 +2,9 @@
 
     ZraftError                    base of everything below
     ├── Rejected                  definite failure: the request was never applied (safe to fix and resend)
-    │   └── InvalidRequest        found invalid by the client before sending (bad key, value too large, ...)
+    │   ├── InvalidRequest        found invalid, by the client before sending or by the node before
+    │   │                         proposing (bad key, value too large, a reserved "__zraft/" key, ...)
+    │   └── Busy                  the leader holds too much uncommitted work (no majority reachable?)
     ├── NoAnswer                  no usable answer from the cluster within the timeout
     │   ├── OutcomeUnknown        ... to a write: it may or may not have been applied
     │   │   └── AlreadyApplied    ... it was applied (exactly once), but its result is no longer known
@@ -40,10 +42,19 @@ class Rejected(ZraftError):
 
 
 class InvalidRequest(Rejected, ValueError):
-    """The client refused the request before sending it: bad key, bad value type, value too large, ..."""
+    """The request is invalid: bad key, bad value type, value too large, a key under the reserved
+    "__zraft/" prefix, ... Found by the client before sending it, or by the node before proposing it."""
 
     def _describe(self) -> str:
         return f"invalid {self.operation}: {self.reason}"
+
+
+class Busy(Rejected):
+    """The leader refused the request at once: too many writes wait for commit (or reads for
+    confirmation), typically because it cannot reach a majority. Nothing was applied; retry later."""
+
+    def _describe(self) -> str:
+        return f"{self.operation} refused, the cluster is busy: {self.reason}"
 
 
 class NoAnswer(ZraftError):

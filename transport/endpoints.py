@@ -108,14 +108,19 @@ def send_frames(sock: zmq.Socket[bytes], frames: list[bytes], stats: SendStats) 
     return True
 
 
-def recv_batch(sock: zmq.Socket[bytes], limit: int) -> list[list[bytes]]:
-    """Up to `limit` multipart messages that are waiting on `sock`, without blocking."""
+def recv_batch(sock: zmq.Socket[bytes], limit: int, max_bytes: int) -> list[list[bytes]]:
+    """Up to `limit` multipart messages that are waiting on `sock`, without blocking, stopping once they
+    hold `max_bytes` or more (the first message is always taken, whatever its size). The rest stay queued
+    in ZeroMQ, which stops reading the connection when its high-water mark is reached."""
     out: list[list[bytes]] = []
-    while len(out) < limit:
+    taken = 0
+    while len(out) < limit and taken < max_bytes:
         try:
-            out.append(sock.recv_multipart(flags=zmq.NOBLOCK))
+            frames = sock.recv_multipart(flags=zmq.NOBLOCK)
         except zmq.Again:
             break
+        out.append(frames)
+        taken += sum(len(f) for f in frames)
     return out
 
 

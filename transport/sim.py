@@ -78,12 +78,14 @@ class SimNetwork:
         self.dropped = 0
         self.duplicated = 0
 
-    def send(self, msg: Addressed) -> None:
+    def send(self, msg: Addressed, duplicable: bool = True) -> None:
+        """Deliver `msg` after a random delay, or lose it; a duplicable one is sometimes delivered twice
+        (a stream that never duplicates, such as one TCP connection, sends with duplicable=False)."""
         self.sent += 1
         if (msg.src, msg.dst) in self._blocked or self._rng.random() < self.faults.drop:
             self.dropped += 1
             return
-        copies = 2 if self._rng.random() < self.faults.duplicate else 1
+        copies = 2 if self._rng.random() < self.faults.duplicate and duplicable else 1
         self.duplicated += copies - 1
         for _ in range(copies):
             delay = self._rng.uniform(self.faults.min_delay, self.faults.max_delay)

@@ -10,9 +10,10 @@ at once: requests are pipelined through one background thread (cluster/client/io
 client's session id and a sequence number, so a retried write is applied at most once. Reads are
 linearizable (ReadIndex) unless serializable=True asks for a possibly stale local read.
 
-Errors (cluster/errors.py): InvalidRequest before sending anything, Rejected when the cluster refused,
-OutcomeUnknown when a write got no answer in time (its subclass AlreadyApplied when a retried write had
-been applied but its result was gone), Unavailable when a read or status got none.
+Errors (cluster/errors.py): InvalidRequest when the client or the node found the request invalid (nothing
+was proposed), Busy when the leader refused it as overloaded, Rejected when the cluster refused it
+otherwise, OutcomeUnknown when a write got no answer in time (its subclass AlreadyApplied when a retried
+write had been applied but its result was gone), Unavailable when a read or status got none.
 
 Range reads come in pages (cluster/client/ranges.py): range() answers one page of a prefix and
 range_all() iterates over every key of it, a page at a time:
@@ -62,7 +63,7 @@ from cluster.client.discovery import parse_status
 from cluster.client.endpoints import parse_endpoints
 from cluster.client.io_thread import ClientLoop, Submission, future_completer
 from cluster.client.ranges import RangeIterator, RangePage, page_from_result
-from cluster.errors import OutcomeUnknown, Rejected, Unavailable
+from cluster.errors import Busy, InvalidRequest, OutcomeUnknown, Unavailable
 from cluster.kv.sessions import DEFAULT_MAX_RESPONSES_PER_SESSION
 
 _GRACE = 1.0  # extra wait on a future beyond the request's own deadline, in case the I/O thread stalls
@@ -322,7 +323,9 @@ def _interpret(request: _Request, done: Completion) -> dict[str, Any]:
         detail = "no leader reachable" if request.kind is RequestKind.READ else ""
         raise Unavailable(request.operation, request.limit, detail)
     if done.outcome is Outcome.REJECTED:
-        raise Rejected(request.operation, describe_bad_request(done.result))
+        raise InvalidRequest(request.operation, describe_bad_request(done.result))
+    if done.outcome is Outcome.BUSY:
+        raise Busy(request.operation, describe_bad_request(done.result))
     return check_result(request.operation, done.result, request.limit)
 
 

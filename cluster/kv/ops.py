@@ -117,6 +117,16 @@ def encode_query(op: list[Any]) -> bytes:
     return data
 
 
+def command_op(data: bytes) -> list[Any]:
+    """The op of `data` when apply() would execute it as a command; otherwise ValueError with the reason it
+    would refuse it (malformed msgpack, wrong arity, bad key or value, too large, unknown op). Nodes check
+    client writes with it before proposing them, so nothing the state machine refuses reaches the log."""
+    try:
+        return parse_command(data)[3]
+    except Invalid as exc:
+        raise ValueError(str(exc)) from None
+
+
 def decode_result(data: bytes) -> dict[str, Any]:
     """Decode a result from apply() or query(); raises ValueError if it is not a result."""
     try:

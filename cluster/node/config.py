@@ -5,7 +5,8 @@ environment variables (ZRAFT_*), command-line flags. Every problem becomes a Con
 one readable line naming the setting and where it came from; cluster-node prints it and exits with 2.
 
 TOML keys are the NodeConfig field names (name, data_dir, peer_url, client_url, initial_cluster,
-cluster_id, election_timeout_ms, heartbeat_ms, snapshot_entries, log_level, log_json). initial_cluster is a
+cluster_id, election_timeout_ms, heartbeat_ms, snapshot_entries, max_uncommitted_entries, intake_bytes,
+log_level, log_json, ...). initial_cluster is a
 table (n1 = "tcp://...") or the same "n1=URL,n2=URL" string the flag takes.
 """
 
@@ -44,6 +45,9 @@ class NodeConfig:
     snapshot_entries: int = 100_000  # applied entries between automatic snapshots (etcd's default); 0 = never
     snapshot_bytes: int = 64 * 1024 * 1024  # ...or after this many bytes of applied commands
     wal_segment_bytes: int = 64 * 1024 * 1024  # a WAL segment rolls over past this size
+    max_uncommitted_entries: int = 10_000  # a leader answers writes BUSY while this many wait for commit
+    max_uncommitted_bytes: int = 64 * 1024 * 1024  # ...or this many bytes of them
+    intake_bytes: int = 8 * 1024 * 1024  # bytes taken from one socket per loop turn (at least one frame)
     log_level: str = "INFO"
     log_json: bool = False
 
@@ -62,6 +66,8 @@ class NodeConfig:
             heartbeat_interval=self.heartbeat_ms / 1000.0,
             snapshot_threshold=self.snapshot_entries,
             snapshot_threshold_bytes=self.snapshot_bytes,
+            max_uncommitted_entries=self.max_uncommitted_entries,
+            max_uncommitted_bytes=self.max_uncommitted_bytes,
         )
 
 
@@ -80,6 +86,9 @@ SETTINGS: dict[str, tuple[str, str]] = {
     "snapshot_entries": ("--snapshot-entries", "ZRAFT_SNAPSHOT_ENTRIES"),
     "snapshot_bytes": ("--snapshot-bytes", "ZRAFT_SNAPSHOT_BYTES"),
     "wal_segment_bytes": ("--wal-segment-bytes", "ZRAFT_WAL_SEGMENT_BYTES"),
+    "max_uncommitted_entries": ("--max-uncommitted-entries", "ZRAFT_MAX_UNCOMMITTED_ENTRIES"),
+    "max_uncommitted_bytes": ("--max-uncommitted-bytes", "ZRAFT_MAX_UNCOMMITTED_BYTES"),
+    "intake_bytes": ("--intake-bytes", "ZRAFT_INTAKE_BYTES"),
     "log_level": ("--log-level", "ZRAFT_LOG_LEVEL"),
     "log_json": ("--log-json", "ZRAFT_LOG_JSON"),
 }
@@ -90,6 +99,9 @@ _INT_SETTINGS = (
     "snapshot_entries",
     "snapshot_bytes",
     "wal_segment_bytes",
+    "max_uncommitted_entries",
+    "max_uncommitted_bytes",
+    "intake_bytes",
 )
 _DEFAULTS: dict[str, Any] = {
     "cluster_id": "zraft",
@@ -98,6 +110,9 @@ _DEFAULTS: dict[str, Any] = {
     "snapshot_entries": 100_000,
     "snapshot_bytes": 64 * 1024 * 1024,
     "wal_segment_bytes": 64 * 1024 * 1024,
+    "max_uncommitted_entries": 10_000,
+    "max_uncommitted_bytes": 64 * 1024 * 1024,
+    "intake_bytes": 8 * 1024 * 1024,
     "log_level": "INFO",
     "log_json": False,
 }
@@ -188,6 +203,23 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="roll the write-ahead log to a new segment past N bytes; segments a snapshot covers are "
         "deleted (ZRAFT_WAL_SEGMENT_BYTES; default 67108864)",
+    )
+    add(
+        "--max-uncommitted-entries",
+        metavar="N",
+        help="a leader answers new writes BUSY (retry later) while N entries wait for commit, so a leader "
+        "without a majority does not queue them without end (ZRAFT_MAX_UNCOMMITTED_ENTRIES; default 10000)",
+    )
+    add(
+        "--max-uncommitted-bytes",
+        metavar="N",
+        help="...or while N bytes of entries wait for commit (ZRAFT_MAX_UNCOMMITTED_BYTES; default 67108864)",
+    )
+    add(
+        "--intake-bytes",
+        metavar="N",
+        help="bytes the node takes in from one socket per loop turn, at least one frame; the rest waits "
+        "in ZeroMQ (ZRAFT_INTAKE_BYTES; default 8388608)",
     )
     add(
         "--log-level",
@@ -283,6 +315,9 @@ def _validate(merged: dict[str, _Value]) -> NodeConfig:
     snapshot_entries = _positive_int(merged, "snapshot_entries", minimum=0)
     snapshot_bytes = _positive_int(merged, "snapshot_bytes", minimum=0)
     wal_segment_bytes = _positive_int(merged, "wal_segment_bytes", minimum=4096)
+    max_uncommitted_entries = _positive_int(merged, "max_uncommitted_entries", minimum=1)
+    max_uncommitted_bytes = _positive_int(merged, "max_uncommitted_bytes", minimum=1)
+    intake_bytes = _positive_int(merged, "intake_bytes", minimum=1)
     if 2 * heartbeat >= election:
         raise ConfigError(
             f"heartbeat interval {heartbeat} ms ({merged['heartbeat_ms'].source}) must be below half the "
@@ -306,6 +341,9 @@ def _validate(merged: dict[str, _Value]) -> NodeConfig:
         snapshot_entries=snapshot_entries,
         snapshot_bytes=snapshot_bytes,
         wal_segment_bytes=wal_segment_bytes,
+        max_uncommitted_entries=max_uncommitted_entries,
+        max_uncommitted_bytes=max_uncommitted_bytes,
+        intake_bytes=intake_bytes,
         log_level=level,
         log_json=_bool(merged["log_json"]),
     )

@@ -19,7 +19,7 @@ from typing import Final
 
 import msgpack
 
-from actors.messages import PEER_MESSAGE_TYPES, ClientRequest, ClientResponse, Message
+from actors.messages import PEER_MESSAGE_TYPES, ClientRequest, ClientResponse, Message, PeerMessage
 from transport.codec import (
     BATCH_TAGS,
     MAX_NODE_ID_CHARS,
@@ -56,7 +56,9 @@ def _decode(frame: bytes, max_bytes: int, counter: str) -> Message:
         raise Rejected(counter, str(exc)) from None
 
 
-def admit_peer_frame(identity: bytes, frame: bytes, peers: Collection[str], max_bytes: int) -> Message:
+def admit_peer_frame(
+    identity: bytes, frame: bytes, peers: Collection[str], max_bytes: int
+) -> PeerMessage | ClientRequest:
     """The message a peer ROUTER frame carries, if it may arrive there; otherwise Rejected."""
     try:
         sender = identity.decode("utf-8")
@@ -77,7 +79,7 @@ def admit_peer_frame(identity: bytes, frame: bytes, peers: Collection[str], max_
         raise Rejected(
             "spoofed_peer", f"{type(msg).__name__} claims src {msg.src!r} but came from {sender!r}"
         )
-    return msg
+    return msg  # type: ignore[return-value]
 
 
 def _decode_all(frame: bytes, max_bytes: int, counter: str) -> list[Message]:

@@ -2,21 +2,25 @@
 
 This is the only place where Raft meets I/O. Each event-loop turn (DESIGN.md rule 6):
 
-1. the loop's readers drain every readable socket (at most DRAIN_LIMIT frames each); every frame is
-   decoded and admitted (cluster/node/inbound.py) and stepped into the node, or dropped and counted
-   (peers), or
-   answered with BAD_REQUEST (clients); STATUS requests are answered here, with runtime facts added;
+1. the loop's readers drain every readable socket (at most DRAIN_LIMIT frames and about
+   config.intake_bytes bytes each, so one turn's intake is bounded); every frame is decoded and admitted
+   (cluster/node/inbound.py), then a peer message is stepped into the node and a client request handed to
+   the KV service (cluster/kv/service.py) with the connection it came on, or the frame is dropped and
+   counted (peers) or answered with BAD_REQUEST (clients);
 2. the node's timers fire if due; the advertiser may send its put to the leader; a pending shutdown
    advances (leadership transfer);
 3. while the node has a Ready: persist it with one write and one fsync (only when it holds something to
    persist; a snapshot the node took itself is written by storage's background thread and recorded in
    a later turn), compact the WAL once a snapshot is durable, then send its messages (peer messages
-   through our DEALER to the destination; client responses back along the route their request came in
-   on, all of one client's answers of a Ready in one batch frame), then advance;
+   through our DEALER to the destination; the service's answers, built from the Ready, back along the
+   connection their request came in on, all of one connection's answers in one batch frame, before the
+   fsync), then advance;
 4. the peer messages the node dropped as invalid (they decoded but made no sense against its state) are
    logged, at most one line per peer per INVALID_PEER_LOG_INTERVAL; the node's status counts them all.
 
-Routes are remembered per request sender, whichever socket the request came in on, in a bounded LRU table.
+Answers are routed by the connection a request came in on (its ROUTER envelope), never by the `src` the
+sender declares: a client naming itself after another never sees the other's answers, and a client that
+stops reading only fills its own connection's queue (a full queue drops that connection's answers).
 """
 
 from __future__ import annotations
@@ -24,12 +28,12 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any, Final
 
-import msgpack
 from loguru import logger
 
-from actors.messages import ClientRequest, ClientResponse, Message, RequestKind, Status
+from actors.messages import ClientRequest, ClientResponse, Message, Status
 from actors.node import NodeActor, Role
 from cluster.kv.machine import MAX_COMMAND_BYTES, KVStateMachine
+from cluster.kv.service import KVService, Origin
 from cluster.node.advertise import Advertiser, client_urls
 from cluster.node.config import NodeConfig
 from cluster.node.inbound import (
@@ -37,7 +41,6 @@ from cluster.node.inbound import (
     admit_client_frame,
     admit_dealer_frame,
     admit_peer_frame,
-    advertiser_id,
     salvage_ids,
 )
 from cluster.node.shutdown import GracefulStop
@@ -48,11 +51,9 @@ from transport.codec import MAX_FRAME_BYTES, encode, encode_batch
 from transport.endpoints import ClientPort, PeerMesh, Route, SendStats, recv_batch, reply, split_envelope
 from transport.loop import EventLoop
 from transport.ratelimit import LogRateLimiter
-from transport.routes import RouteTable
 
 DRAIN_LIMIT: Final = 1000  # frames taken from one socket per turn, so no socket starves the others
 MAX_READIES_PER_TURN: Final = 64
-ROUTE_CAPACITY: Final = 65_536
 PEER_MAX_FRAME: Final = MAX_FRAME_BYTES  # what decode accepts from a peer
 CLIENT_MAX_FRAME: Final = MAX_COMMAND_BYTES + 64 * 1024  # a request never needs more
 PEER_SOCKET_LIMIT: Final = 2 * PEER_MAX_FRAME  # beyond this ZeroMQ drops the connection itself
@@ -85,17 +86,16 @@ class NodeRuntime:
         self.started = loop.clock()
         self.counters: Counter[str] = Counter()
         self.reply_stats = SendStats()
-        self.routes: RouteTable[Route] = RouteTable(ROUTE_CAPACITY)
+        self.service: KVService[Route] = KVService(node, sm, self._status)
+        self._intake_bytes = config.intake_bytes
         election_timeout = config.election_timeout_ms / 1000.0
         self.stop = GracefulStop(self.name, election_timeout)
         retry = min(2.0, max(0.5, 2 * election_timeout))  # advertise retry: a couple of seconds at most
         self.advertiser = Advertiser(self.name, config.client_url, config.peer_url, retry)
         self._peers = frozenset(config.peers)
-        self._advertiser_id = advertiser_id(self.name)
         self._bad_frames = LogRateLimiter(BAD_FRAME_LOG_INTERVAL)
         self._invalid_peers = LogRateLimiter(INVALID_PEER_LOG_INTERVAL)
         self._seen: tuple[Role, int, str | None] = (node.role, node.term, node.leader)
-        self._answers: dict[str, list[ClientResponse]] = {}  # client answers of this Ready, by client
         loop.add_reader(mesh.router, self._on_peer_router)
         loop.add_reader(clients.router, self._on_client_router)
         for peer, dealer in mesh.dealers.items():
@@ -130,15 +130,17 @@ class NodeRuntime:
     def pump(self, now: float) -> None:
         """Persist, send and advance every Ready the node has (persist before you speak)."""
         node = self.node
+        service = self.service
         for _ in range(MAX_READIES_PER_TURN):
             if not node.has_ready():
-                return
+                break
             for msg in node.take_replication(now):  # new entries leave before the apply work in ready()
                 self._send(msg)
             rd = node.ready(now)
             for msg in rd.early_messages:  # replication runs in parallel with our own fsync
                 self._send(msg)
-            self._send_answers()
+            service.on_ready(rd)
+            self._send_answers()  # they report committed or applied state: no need to wait for the fsync
             if rd.needs_persist():
                 storage = self.storage
                 durable_before = storage.snapshot_index
@@ -148,10 +150,10 @@ class NodeRuntime:
                 now = self.loop.clock()  # the fsync took time
             for msg in rd.messages:
                 self._send(msg)
-            self._send_answers()
             node.advance(rd, now)
             if rd.is_empty():
-                return  # only background work (a snapshot slice): let the loop poll its sockets first
+                break  # only background work (a snapshot slice): let the loop poll its sockets first
+        self._send_answers()  # refusals and local reads that needed no Ready
 
     def _snapshot_durable(self) -> None:
         """A snapshot file is durable and recorded in the WAL: compact, and say so."""
@@ -170,37 +172,25 @@ class NodeRuntime:
     # --- sending --------------------------------------------------------------------------------------
 
     def _send(self, msg: Message) -> None:
-        """Send a peer message now; hold a client answer for _send_answers (one frame per client)."""
-        if isinstance(msg, ClientResponse):
-            if msg.dst == self._advertiser_id:
-                return  # the answer to our own advertise write, stepped in locally while leading
-            held = self._answers.get(msg.dst)
-            if held is None:
-                self._answers[msg.dst] = [msg]
-            else:
-                held.append(msg)
-        elif isinstance(msg, ClientRequest):
-            self.counters["unexpected_outgoing"] += 1  # the node never originates requests
+        """Send a peer message now through our DEALER to its destination."""
+        if isinstance(msg, ClientRequest | ClientResponse):
+            self.counters["unexpected_outgoing"] += 1  # the Raft core never speaks to clients
         else:
             self.mesh.send(msg.dst, encode(msg))
 
     def _send_answers(self) -> None:
-        """Send the held client answers: each client's in as few frames as the batch limits allow."""
-        if not self._answers:
+        """Send the service's answers: each connection's in as few frames as the batch limits allow."""
+        if not self.service.has_answers():
             return
-        answers, self._answers = self._answers, {}
-        for dst, msgs in answers.items():
-            route = self.routes.lookup(dst)
-            if route is None:
-                self.reply_stats.dropped_unknown += len(msgs)
-                continue
-            for batch in batches(msgs, MAX_ANSWER_BATCH_BYTES, lambda m: len(m.result)):
-                reply(route, encode_batch(batch), self.reply_stats)
+        for route, msgs in self.service.take_answers().items():
+            for run in _runs_by_dst(msgs):  # a batch frame has one dst; one connection may use many names
+                for batch in batches(run, MAX_ANSWER_BATCH_BYTES, lambda m: len(m.result)):
+                    reply(route, encode_batch(batch), self.reply_stats)
 
     def _send_advertise(self, request: ClientRequest, now: float) -> None:
         logger.debug("{}: advertising {} through leader {}", self.name, self.advertiser.record, request.dst)
         if request.dst == self.name:
-            self.node.step(request, now)
+            self.service.request(request, None, Origin.MEMBER)  # our own write: nobody to answer
         else:
             self.mesh.send(request.dst, encode(request))
 
@@ -209,7 +199,7 @@ class NodeRuntime:
     def _on_peer_router(self) -> None:
         now = self.loop.clock()
         router = self.mesh.router
-        for frames in recv_batch(router, DRAIN_LIMIT):
+        for frames in recv_batch(router, DRAIN_LIMIT, self._intake_bytes):
             self.counters["peer_frames"] += 1
             if len(frames) != 2:
                 self._drop(
@@ -222,15 +212,15 @@ class NodeRuntime:
             except Rejected as rejected:
                 self._drop(rejected, now)
                 continue
-            if isinstance(msg, ClientRequest):
-                self._accept_request(msg, Route(router, (identity,)), now)
+            if isinstance(msg, ClientRequest):  # a member's advertise write (admission checked who sent it)
+                self.service.request(msg, Route(router, (identity,)), Origin.MEMBER)
             else:
                 self.node.step(msg, now)
 
     def _on_client_router(self) -> None:
         now = self.loop.clock()
         router = self.clients.router
-        for frames in recv_batch(router, DRAIN_LIMIT):
+        for frames in recv_batch(router, DRAIN_LIMIT, self._intake_bytes):
             self.counters["client_frames"] += 1
             split = split_envelope(frames)
             if split is None:
@@ -244,13 +234,14 @@ class NodeRuntime:
                 self._drop(rejected, now)
                 self._answer_bad_request(route, payload, rejected.reason)
                 continue
+            service = self.service
             for request in requests:
-                self._accept_request(request, route, now)
+                service.request(request, route, Origin.CLIENT)
 
     def _dealer_reader(self, peer: str, dealer: Any) -> Any:
         def on_readable() -> None:
             now = self.loop.clock()
-            for frames in recv_batch(dealer, DRAIN_LIMIT):
+            for frames in recv_batch(dealer, DRAIN_LIMIT, self._intake_bytes):
                 try:
                     if len(frames) != 1:
                         raise Rejected("unexpected_peer", f"{len(frames)} frames on our DEALER to {peer}")
@@ -265,15 +256,9 @@ class NodeRuntime:
 
         return on_readable
 
-    def _accept_request(self, request: ClientRequest, route: Route, now: float) -> None:
-        self.routes.remember(request.src, route)
-        if request.kind == RequestKind.STATUS:
-            self._answer_status(request, route)
-        else:
-            self.node.step(request, now)
-
-    def _answer_status(self, request: ClientRequest, route: Route) -> None:
-        status = build_status(
+    def _status(self) -> dict[str, Any]:
+        """The STATUS answer's facts (the service adds its own)."""
+        return build_status(
             self.node.status(),
             cluster_id=self.config.cluster_id,
             client_url=self.config.client_url,
@@ -284,9 +269,6 @@ class NodeRuntime:
             runtime=self.runtime_counters(),
             uptime=self.loop.clock() - self.started,
         )
-        result: bytes = msgpack.packb(status, use_bin_type=True)
-        response = ClientResponse(self.name, request.src, request.req_id, Status.OK, result, "")
-        reply(route, encode(response), self.reply_stats)
 
     def _answer_bad_request(self, route: Route, payload: bytes, reason: str) -> None:
         src, req_id = salvage_ids(payload, CLIENT_MAX_FRAME)
@@ -325,7 +307,6 @@ class NodeRuntime:
         out: dict[str, Any] = dict(self.counters)
         out["peer_send"] = self.mesh.stats.as_dict()
         out["replies"] = self.reply_stats.as_dict()
-        out["routes"] = len(self.routes)
         out["turns"] = self.loop.turns
         out["advertise_sent"] = self.advertiser.sent
         return out
@@ -350,3 +331,15 @@ class NodeRuntime:
             logger.info("{}: stepped down as leader (term {})", self.name, term)
         else:
             logger.debug("{}: follower without a known leader (term {})", self.name, term)
+
+
+def _runs_by_dst(msgs: list[ClientResponse]) -> list[list[ClientResponse]]:
+    """`msgs` cut into consecutive runs addressed to the same dst, in order."""
+    runs: list[list[ClientResponse]] = []
+    dst: str | None = None
+    for msg in msgs:
+        if msg.dst != dst:
+            runs.append([])
+            dst = msg.dst
+        runs[-1].append(msg)
+    return runs

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from loguru import logger
@@ -26,6 +26,7 @@ from actors.contracts import Ready
 from actors.messages import ClientRequest, ClientResponse, Entry, NodeId
 from actors.node import NodeActor, Role
 from cluster.kv.machine import KVStateMachine, decode_result, encode_command, encode_query
+from cluster.kv.service import KVService, Origin
 from cluster.storage import DiskStorage
 from cluster.storage.fs import SimFS
 from cluster.storage.snapshot_writer import SnapshotJob
@@ -104,6 +105,9 @@ class SimOptions:
                 nemesis_interval=(0.1, 0.8),
                 disk_delay=(0.001, 0.02),
                 fault_time=25.0,
+                # so few uncommitted entries that leaders refuse writes as busy now and then: a busy answer
+                # must mean "never applied", which the linearizability check holds it to
+                raft=replace(cls().raft, max_uncommitted_entries=4),
                 profile=profile,
             )
         raise ValueError(f"unknown simulation profile {profile!r} (default3, harsh5)")
@@ -237,6 +241,7 @@ class SimNode:
     storage: DiskStorage | None = None
     sm: CheckedStateMachine | None = None
     actor: NodeActor | None = None
+    service: KVService[str] | None = None  # connections are the clients' names: the sim network is trusted
     up: bool = False
     persisting: bool = False
     incarnation: int = 0
@@ -269,6 +274,7 @@ class SimClient:
         self.open: dict[int, _Invocation] = {}
         self.history: list[Operation] = []
         self.counter = 0
+        self.busy = 0
         self.tick_token = 0
         self.final_reads: dict[int, str] = {}
         self.final_results: dict[str, Any] = {}
@@ -341,7 +347,9 @@ class SimClient:
             self._record(done)
             self._issue_later()
         for msg in self.actor.take_messages():
-            self.cluster.network.send(msg)
+            # A request reaches a node at most once, as over ZeroMQ's TCP (a retry is a new send): a BUSY
+            # answer to it then proves it was never proposed, which a second copy could not.
+            self.cluster.network.send(msg, duplicable=False)
         deadline = self.actor.next_deadline()
         if deadline != float("inf"):
             self.tick_token += 1
@@ -354,6 +362,11 @@ class SimClient:
         final_key = self.final_reads.pop(done.handle, None)
         if done.outcome is Outcome.REJECTED:
             raise SimFailure(f"{self.id}: {inv.kind} on {inv.key} rejected: {done.result!r}")
+        if done.outcome is Outcome.BUSY:
+            if final_key is not None:
+                raise SimFailure(f"liveness: final read of {final_key} refused as busy after healing")
+            self.busy += 1
+            return  # refused before anything was proposed: no effect on the history
         if done.outcome is Outcome.TIMEOUT:
             if final_key is not None:
                 raise SimFailure(f"liveness: final read of {final_key} timed out after healing")
@@ -557,6 +570,7 @@ class SimCluster:
         node.actor = NodeActor(
             nid, tuple(self.node_ids), self.options.raft, node.sm, self._node_rngs[nid], recovered, now
         )
+        node.service = KVService(node.actor, node.sm)
         node.up = True
         node.persisting = False
         self.checker.forget_node(nid)
@@ -605,6 +619,7 @@ class SimCluster:
         node.incarnation += 1
         node.fs.crash(self._disk_rng)
         node.actor = None
+        node.service = None
         node.sm = None
         self.crashes += 1
 
@@ -621,9 +636,12 @@ class SimCluster:
                 client.on_response(msg)
             return
         node = self.nodes.get(msg.dst)
-        if node is None or not node.up or node.actor is None:
+        if node is None or not node.up or node.actor is None or node.service is None:
             return
-        node.actor.step(msg, self.scheduler.now)
+        if isinstance(msg, ClientRequest):
+            node.service.request(msg, msg.src, Origin.CLIENT)
+        else:
+            node.actor.step(msg, self.scheduler.now)
         self._after_event(node)
 
     def _after_event(self, node: SimNode) -> None:
@@ -632,8 +650,15 @@ class SimCluster:
         self.checker.check_node(actor)
         self._pump(node)
 
+    def _send_answers(self, node: SimNode) -> None:
+        if node.service is not None:
+            for answers in node.service.take_answers().values():
+                for answer in answers:
+                    self.network.send(answer)
+
     def _pump(self, node: SimNode) -> None:
         actor = node.actor
+        self._send_answers(node)  # refusals and local reads need no Ready, nor wait for a persist
         if actor is None or node.persisting:
             return
         storage = node.storage
@@ -653,6 +678,9 @@ class SimCluster:
             self.checker.check_node(actor)  # ready() applies and may compact
             for msg in rd.early_messages:
                 self.network.send(msg)
+            assert node.service is not None
+            node.service.on_ready(rd)
+            self._send_answers(node)  # as the runtime: before the persist
             if rd.needs_persist():
                 node.persisting = True
                 incarnation = node.incarnation

@@ -1,7 +1,9 @@
 """A tiny synchronous driver for unit tests of NodeActor: manual time, instant in-memory persistence.
 
 Messages are queued, never sent implicitly: a test delivers, drops or inspects them itself, so each test
-states exactly the message exchange the paper's claim is about.
+states exactly the message exchange the paper's claim is about. Each node has its KV service above it
+(cluster/kv/service.py), as in the runtime: client requests go to the service, and its answers are queued
+with the node's messages, connections being the clients' names.
 """
 
 from __future__ import annotations
@@ -11,9 +13,10 @@ from dataclasses import dataclass, field
 
 from actors.config import RaftConfig
 from actors.contracts import Ready, Recovered
-from actors.messages import Entry, HardState, Message, Snapshot
+from actors.messages import ClientRequest, Entry, HardState, Message, Snapshot
 from actors.node import NodeActor, Role
 from cluster.kv.machine import KVStateMachine
+from cluster.kv.service import KVService, Origin
 
 CONFIG = RaftConfig(election_timeout=1.0, heartbeat_interval=0.1, snapshot_threshold=0)
 
@@ -56,6 +59,7 @@ class Cluster:
             nid: NodeActor(nid, self.ids, config, self.sms[nid], random.Random(self.rng.random()), None, 0.0)
             for nid in self.ids
         }
+        self.services = {nid: KVService[str](self.nodes[nid], self.sms[nid]) for nid in self.ids}
         self.queue: list[Message] = []
         self.to_clients: list[Message] = []  # delivered messages addressed to no node
         self.sent: list[Message] = []  # every message any node ever emitted, for inspection
@@ -64,16 +68,23 @@ class Cluster:
     def flush(self, nid: str) -> list[Message]:
         """Persist and collect everything node `nid` has ready; messages go to the queue and are returned."""
         node = self.nodes[nid]
-        out: list[Message] = []
+        service = self.services[nid]
+        out: list[Message] = [m for answers in service.take_answers().values() for m in answers]
         while node.has_ready():
             rd = node.ready(self.now)
             out.extend(rd.early_messages)
+            service.on_ready(rd)
+            out.extend(m for answers in service.take_answers().values() for m in answers)
             self.disks[nid].persist(rd)
             out.extend(rd.messages)
             node.advance(rd, self.now)
         self.queue.extend(out)
         self.sent.extend(out)
         return out
+
+    def request(self, req: ClientRequest) -> None:
+        """A client request arriving at node `req.dst` from the client named `req.src`."""
+        self.services[req.dst].request(req, req.src, Origin.CLIENT)
 
     def flush_all(self) -> None:
         for nid in self.ids:
@@ -91,8 +102,10 @@ class Cluster:
                     continue
                 if msg.dst not in self.nodes:
                     self.to_clients.append(msg)
-                    continue
-                self.nodes[msg.dst].step(msg, self.now)
+                elif isinstance(msg, ClientRequest):
+                    self.request(msg)
+                else:
+                    self.nodes[msg.dst].step(msg, self.now)
         raise AssertionError("messages never quieted down")
 
     def advance_time(self, seconds: float, step: float = 0.05) -> None:
@@ -130,3 +143,4 @@ class Cluster:
             self.disks[nid].recovered(),
             self.now,
         )
+        self.services[nid] = KVService(self.nodes[nid], self.sms[nid])

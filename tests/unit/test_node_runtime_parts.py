@@ -23,7 +23,6 @@ from tests.unit.raft_fixture import Cluster
 from transport.codec import encode, encode_batch
 from transport.endpoints import split_envelope
 from transport.ratelimit import LogRateLimiter
-from transport.routes import RouteTable
 
 PEERS = frozenset({"n2", "n3"})
 LIMIT = 1 << 20
@@ -107,18 +106,6 @@ def test_split_envelope() -> None:
 
 
 # --- small helpers -------------------------------------------------------------------------------------
-
-
-def test_route_table_forgets_the_least_recently_used() -> None:
-    routes: RouteTable[int] = RouteTable(2)
-    routes.remember("a", 1)
-    routes.remember("b", 2)
-    assert routes.lookup("a") == 1  # a is now the most recently used
-    routes.remember("c", 3)
-    assert "b" not in routes and routes.lookup("a") == 1 and routes.lookup("c") == 3
-    assert (len(routes), routes.evicted) == (2, 1)
-    routes.remember("a", 9)
-    assert routes.lookup("a") == 9
 
 
 def test_rate_limiter_reports_what_it_suppressed() -> None:

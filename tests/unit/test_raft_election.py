@@ -53,8 +53,8 @@ def test_vote_answer_is_in_the_same_ready_as_the_persisted_vote() -> None:
 def test_vote_only_for_an_up_to_date_log() -> None:
     """Paper 5.4.1: a voter denies a candidate whose log is less up to date than its own."""
     c = Cluster(3)
-    leader = c.elect("n1")
-    c.nodes[leader].step(_write(1), c.now)
+    c.elect("n1")
+    c.request(_write(1))
     c.deliver_all()  # everyone holds entries of term 1 now (no-op + the write)
     n2 = c.nodes["n2"]
     n2.step(RequestVote("n3", "n2", 5, 0, 0, pre_vote=False, transfer=True), c.now)
@@ -126,7 +126,7 @@ def test_leadership_transfer_hands_over_with_timeout_now() -> None:
     """Dissertation 3.10: the leader brings the target up to date and sends TimeoutNow; the target wins."""
     c = Cluster(3)
     leader = c.elect("n1")
-    c.nodes[leader].step(_write(1), c.now)
+    c.request(_write(1))
     c.deliver_all()
     target = c.nodes[leader].transfer_leadership(c.now, "n2")
     assert target == "n2"

@@ -46,7 +46,7 @@ def test_committed_write_is_applied_everywhere_and_answered_once() -> None:
     """Paper 5.3: an entry replicated on a majority is committed and applied by every server in order."""
     c = Cluster(3)
     leader = c.elect("n1")
-    c.nodes[leader].step(write(leader, 1, value="v"), c.now)
+    c.request(write(leader, 1, value="v"))
     c.deliver_all()
     c.advance_time(0.3)  # a heartbeat spreads the commit index
     got = [m for m in responses(c) if m.req_id == 1]
@@ -62,7 +62,7 @@ def test_leader_counts_itself_only_after_its_own_fsync() -> None:
     c = Cluster(3)
     leader = c.elect("n1")
     node = c.nodes[leader]
-    node.step(write(leader, 1), c.now)
+    c.request(write(leader, 1))
     rd = node.ready(c.now)  # handed to storage, not yet durable
     index = rd.entries[-1].index
     sent = [m for m in rd.early_messages if isinstance(m, AppendEntries)]
@@ -130,7 +130,7 @@ def test_entries_of_earlier_terms_are_not_committed_by_counting_replicas() -> No
     c.elect("n1")
     n1 = c.nodes["n1"]
     c.blocked.update({"n2", "n3"})
-    n1.step(write("n1", 1), c.now)  # a term-1 entry only n1 stores
+    c.request(write("n1", 1))  # a term-1 entry only n1 stores
     c.flush("n1")
     c.queue.clear()
     old_index = n1.log.last_index()
@@ -160,8 +160,8 @@ def test_retried_write_is_applied_once() -> None:
     c = Cluster(3)
     leader = c.elect("n1")
     req = ClientRequest("c", leader, 1, RequestKind.WRITE, encode_command(9, 1, 1, ["put", "x", "v"]))
-    c.nodes[leader].step(req, c.now)
-    c.nodes[leader].step(replace(req, req_id=2), c.now)  # the retry
+    c.request(req)
+    c.request(replace(req, req_id=2))  # the retry
     c.deliver_all()
     got = {m.req_id: decode_result(m.result) for m in responses(c)}
     assert got[1] == got[2]
@@ -173,15 +173,15 @@ def test_linearizable_read_waits_for_a_majority_to_confirm_leadership() -> None:
     """Dissertation 6.4 (ReadIndex): a read is answered only after a heartbeat round reaches a majority."""
     c = Cluster(3)
     leader = c.elect("n1")
-    c.nodes[leader].step(write(leader, 1, value="v"), c.now)
+    c.request(write(leader, 1, value="v"))
     c.deliver_all()
     responses(c)
     c.blocked.update({"n2", "n3"})
-    c.nodes[leader].step(read(leader, 2), c.now)
+    c.request(read(leader, 2))
     c.deliver_all()
     assert not [m for m in responses(c) if m.req_id == 2]  # no majority: no answer
     c.blocked.clear()
-    c.nodes[leader].step(read(leader, 3), c.now)
+    c.request(read(leader, 3))
     c.deliver_all()
     answered = {
         m.req_id: decode_result(m.result)["kv"]["value"] for m in responses(c) if m.status == Status.OK
@@ -195,7 +195,7 @@ def test_many_reads_share_one_confirmation_round() -> None:
     leader = c.elect("n1")
     node = c.nodes[leader]
     for i in range(50):
-        node.step(read(leader, 100 + i), c.now)
+        c.request(read(leader, 100 + i))
     rd = node.ready(c.now)
     heartbeats = [m for m in rd.early_messages if isinstance(m, AppendEntries)]
     assert len(heartbeats) == 2  # one per follower
@@ -208,12 +208,12 @@ def test_many_reads_share_one_confirmation_round() -> None:
 def test_followers_redirect_and_serve_serializable_reads_locally() -> None:
     c = Cluster(3)
     leader = c.elect("n1")
-    c.nodes[leader].step(write(leader, 1, value="v"), c.now)
+    c.request(write(leader, 1, value="v"))
     c.deliver_all()
     c.advance_time(0.3)
     responses(c)
-    c.nodes["n2"].step(read("n2", 5), c.now)
-    c.nodes["n2"].step(read("n2", 6, kind=RequestKind.SERIAL_READ), c.now)
+    c.request(read("n2", 5))
+    c.request(read("n2", 6, kind=RequestKind.SERIAL_READ))
     c.flush("n2")
     got = {m.req_id: m for m in responses(c)}
     assert got[5].status == Status.NOT_LEADER and got[5].leader_hint == leader
@@ -225,7 +225,7 @@ def test_deposed_leader_reports_unknown_outcome_for_pending_writes() -> None:
     c = Cluster(3)
     leader = c.elect("n1")
     c.blocked.update({"n2", "n3"})
-    c.nodes[leader].step(write(leader, 1), c.now)
+    c.request(write(leader, 1))
     c.flush(leader)
     c.nodes[leader].step(AppendEntries("n2", leader, 5, 0, 0, (), 0, 0), c.now)
     c.flush(leader)
@@ -240,7 +240,7 @@ def test_lagging_follower_catches_up_through_a_chunked_snapshot() -> None:
     leader = c.elect("n1")
     c.blocked.add("n3")
     for i in range(30):
-        c.nodes[leader].step(write(leader, i + 1, key=f"k{i}", value="x" * 20), c.now)
+        c.request(write(leader, i + 1, key=f"k{i}", value="x" * 20))
         c.deliver_all()
     c.advance_time(0.3)
     assert c.nodes[leader].log.base_index > 0  # compacted
@@ -267,7 +267,7 @@ def test_leader_takes_snapshots_and_compacts_its_log() -> None:
     c = Cluster(1, config=config)
     leader = c.elect()
     for i in range(12):
-        c.nodes[leader].step(write(leader, i + 1, key=f"k{i}"), c.now)
+        c.request(write(leader, i + 1, key=f"k{i}"))
         c.flush(leader)
     node = c.nodes[leader]
     assert node.latest_snapshot is not None and node.latest_snapshot.meta.index >= 5
@@ -284,7 +284,7 @@ def test_snapshot_points_are_staggered_by_member() -> None:
     leader = c.elect("n1")
     taken: dict[str, list[int]] = {nid: [] for nid in c.nodes}
     for i in range(100):
-        c.nodes[leader].step(write(leader, i + 1, key=f"k{i}"), c.now)
+        c.request(write(leader, i + 1, key=f"k{i}"))
         c.deliver_all()
         for nid, node in c.nodes.items():
             snap = node.latest_snapshot
@@ -300,7 +300,7 @@ def test_take_replication_hands_out_new_entries_before_ready_and_only_once() -> 
     leader = c.elect("n1")
     c.deliver_all()
     node = c.nodes[leader]
-    node.step(write(leader, 1, key="a"), c.now)
+    c.request(write(leader, 1, key="a"))
     early = node.take_replication(c.now)
     assert sorted(m.dst for m in early) == ["n2", "n3"]
     assert all(
@@ -321,8 +321,8 @@ def test_stepping_down_before_ready_leaves_nothing_pending() -> None:
     leader = c.elect("n1")
     node = c.nodes[leader]
     c.flush(leader)
-    node.step(read(leader, 1), c.now)
-    node.step(write(leader, 2), c.now)
+    c.request(read(leader, 1))
+    c.request(write(leader, 2))
     node.step(AppendEntries("n2", leader, node.term + 1, 0, 0, (), 0, 0), c.now)
     c.flush(leader)
     assert not node.has_ready()
@@ -335,11 +335,11 @@ def test_snapshot_is_also_taken_after_enough_applied_bytes() -> None:
     c = Cluster(1, config=config)
     leader = c.elect()
     for i in range(3):
-        c.nodes[leader].step(write(leader, i + 1, key=f"k{i}", value="x" * 100), c.now)
+        c.request(write(leader, i + 1, key=f"k{i}", value="x" * 100))
         c.flush(leader)
     assert c.nodes[leader].latest_snapshot is None  # about 3 x 120 bytes: not yet
     for i in range(3, 12):
-        c.nodes[leader].step(write(leader, i + 1, key=f"k{i}", value="x" * 100), c.now)
+        c.request(write(leader, i + 1, key=f"k{i}", value="x" * 100))
         c.flush(leader)
     snap = c.nodes[leader].latest_snapshot
     assert snap is not None and 8 <= snap.meta.index <= 11

@@ -1,0 +1,216 @@
+"""KVService: the client protocol of one node, between clients' requests and the Raft core (NodeActor).
+
+It owns what NodeActor must not know: the request kinds (WRITE, READ, SERIAL_READ, STATUS); the checks a
+write passes before anything is proposed (a command the state machine would refuse, a client write to the
+reserved "__zraft/" keys: DESIGN.md rule 7, nothing invalid reaches the log); the proposals and reads that
+wait for the Raft core, and their answers; and the counts of what it refused, by reason. No I/O: the
+runtime (cluster/node/runtime.py) and the simulator (tests/sim/harness.py) hand it each request with the
+connection it came in on and the port it came in on, and send its answers back on that connection. A
+request's declared `src` is only echoed in the answer, never used to route one (rule 7).
+
+Per Ready (DESIGN.md rule 6): `on_ready(rd)` turns the results of our own applied proposals, the reads that
+became safe and the leadership we lost into answers, which depend on nothing the Ready persists, so the
+runtime sends them with the Ready's early messages, before its fsync.
+
+Reserved keys: every key under RESERVED_PREFIX belongs to the nodes (the advertised client URLs). A write
+from the client port that could change one is refused with BAD_REQUEST: put, del, cas and cas_del of such
+a key, and a del_prefix whose prefix covers any of them ("", "_", "__z", ... "__zraft/" and anything
+under it), rather than silently deleting only the other keys. Writes from the peer port (a member's own
+advertise write, which the admission code lets in only from that member's connection) may touch them.
+Reads of the reserved keys are open to everyone: clients discover the nodes through them.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any, Final, Generic, TypeVar
+
+import msgpack
+
+from actors.contracts import Ready, Refusal, StateMachine
+from actors.messages import ClientRequest, ClientResponse, NodeId, RequestKind, Status
+from actors.node import NodeActor
+from cluster.kv.ops import command_op
+
+RESERVED_PREFIX: Final = "__zraft/"
+MAX_REASON_BYTES: Final = 200
+
+C = TypeVar("C", bound=Hashable)
+
+
+class Origin(Enum):
+    """Which port a request came in on: it decides what the request may do, whatever it claims to be."""
+
+    CLIENT = "client"  # the client port: anyone
+    MEMBER = "member"  # the peer port (a member's advertise write) or the node itself
+
+
+@dataclass(slots=True)
+class _Waiting(Generic[C]):
+    """Who gets the answer to a proposal or a read, and what it needs."""
+
+    conn: C | None  # None: nobody to answer (the node's own request)
+    src: NodeId
+    req_id: int
+    term: int  # a proposal's term; 0 for a read
+    query: bytes  # a read's query; b"" for a proposal
+
+
+_REFUSAL_ANSWERS: Final = {
+    Refusal.NOT_LEADER: (Status.NOT_LEADER, b""),
+    Refusal.TRANSFERRING: (Status.UNAVAILABLE, b"leadership transfer in progress"),
+    Refusal.BUSY: (Status.BUSY, b""),
+}
+_BUSY_TEXTS: Final = {
+    "proposals": b"too many writes wait for commit; retry later",
+    "reads": b"too many reads wait for confirmation; retry later",
+}
+
+
+def touches_reserved(op: list[Any]) -> bool:
+    """Whether a validated write op could change a key under RESERVED_PREFIX."""
+    if op[0] == "del_prefix":
+        prefix: str = op[1]
+        return RESERVED_PREFIX.startswith(prefix) or prefix.startswith(RESERVED_PREFIX)
+    key: str = op[1]
+    return key.startswith(RESERVED_PREFIX)
+
+
+class KVService(Generic[C]):
+    """The client protocol of one node; see the module docstring. `C` is whatever names a connection."""
+
+    def __init__(
+        self,
+        node: NodeActor,
+        sm: StateMachine,
+        status: Callable[[], dict[str, Any]] | None = None,
+    ) -> None:
+        self._node = node
+        self._sm = sm
+        self._status = status or node.status
+        self._proposals: dict[int, _Waiting[C]] = {}  # log index -> who proposed it
+        self._reads: dict[int, _Waiting[C]] = {}  # read token -> who asked
+        self._next_token = 1
+        self._answers: dict[C, list[ClientResponse]] = {}
+        self.refused: Counter[str] = Counter()  # by reason
+        self.unanswerable = 0  # answers for the node's own requests, dropped by design
+
+    # --- input ----------------------------------------------------------------------------------------
+
+    def request(self, req: ClientRequest, conn: C | None, origin: Origin) -> None:
+        """Handle one request that came in on `conn` (None: the node's own, answered to nobody)."""
+        kind = req.kind
+        if kind == RequestKind.WRITE:
+            self._write(req, conn, origin)
+        elif kind == RequestKind.READ:
+            token = self._next_token
+            self._next_token += 1
+            refusal = self._node.read_index(token)
+            if refusal is None:
+                self._reads[token] = _Waiting(conn, req.src, req.req_id, 0, req.payload)
+            else:
+                self._refuse(req, conn, refusal, "reads")
+        elif kind == RequestKind.SERIAL_READ:
+            self._answer(conn, req.src, req.req_id, Status.OK, self._sm.query(req.payload))
+        elif kind == RequestKind.STATUS:
+            self._answer(conn, req.src, req.req_id, Status.OK, self._encoded_status())
+        else:
+            self._bad_request(req, conn, "unknown_kind", "unknown request kind")
+
+    def on_ready(self, rd: Ready) -> None:
+        """Answer what the Ready reports: applied proposals, reads now safe or failed, leadership lost."""
+        proposals = self._proposals
+        for applied in rd.applied:
+            waiting = proposals.pop(applied.index, None)
+            if waiting is None:
+                continue
+            if waiting.term == applied.term:
+                self._answer(waiting.conn, waiting.src, waiting.req_id, Status.OK, applied.result)
+            else:  # cannot happen while the core reports only its own term's entries; never guess
+                self._answer(waiting.conn, waiting.src, waiting.req_id, Status.UNKNOWN, b"")
+        reads = self._reads
+        for token in rd.reads:
+            waiting = reads.pop(token, None)
+            if waiting is not None:
+                result = self._sm.query(waiting.query)
+                self._answer(waiting.conn, waiting.src, waiting.req_id, Status.OK, result)
+        for token in rd.failed_reads:
+            waiting = reads.pop(token, None)
+            if waiting is not None:
+                self._answer(waiting.conn, waiting.src, waiting.req_id, Status.NOT_LEADER, b"")
+        lost = rd.lost_leadership
+        if lost is not None and proposals:
+            for index in [i for i, w in proposals.items() if w.term <= lost]:
+                waiting = proposals.pop(index)
+                self._answer(waiting.conn, waiting.src, waiting.req_id, Status.UNKNOWN, b"")
+
+    # --- output ---------------------------------------------------------------------------------------
+
+    def take_answers(self) -> dict[C, list[ClientResponse]]:
+        """The answers since the last call, by connection, each connection's in order."""
+        answers, self._answers = self._answers, {}
+        return answers
+
+    def has_answers(self) -> bool:
+        return bool(self._answers)
+
+    def describe(self) -> dict[str, Any]:
+        """For STATUS: what waits, and what was refused by reason."""
+        return {
+            "pending_proposals": len(self._proposals),
+            "pending_reads": len(self._reads),
+            "refused": dict(self.refused),
+        }
+
+    # --- internals ------------------------------------------------------------------------------------
+
+    def _write(self, req: ClientRequest, conn: C | None, origin: Origin) -> None:
+        try:
+            op = command_op(req.payload)
+        except ValueError as exc:
+            self._bad_request(req, conn, "invalid_command", str(exc))
+            return
+        if origin is Origin.CLIENT and touches_reserved(op):
+            self._bad_request(req, conn, "reserved_key", f"keys under {RESERVED_PREFIX!r} are reserved")
+            return
+        node = self._node
+        index = node.propose(req.payload)
+        if isinstance(index, Refusal):
+            self._refuse(req, conn, index, "proposals")
+            return
+        self._proposals[index] = _Waiting(conn, req.src, req.req_id, node.term, b"")
+
+    def _refuse(self, req: ClientRequest, conn: C | None, refusal: Refusal, what: str) -> None:
+        status, text = _REFUSAL_ANSWERS[refusal]
+        if refusal is Refusal.BUSY:
+            self.refused[f"busy_{what}"] += 1
+            text = _BUSY_TEXTS[what]
+        else:
+            self.refused[refusal.value] += 1
+        self._answer(conn, req.src, req.req_id, status, text)
+
+    def _bad_request(self, req: ClientRequest, conn: C | None, reason: str, text: str) -> None:
+        self.refused[reason] += 1
+        data = text.encode("utf-8", "replace")[:MAX_REASON_BYTES]
+        self._answer(conn, req.src, req.req_id, Status.BAD_REQUEST, data)
+
+    def _answer(self, conn: C | None, dst: NodeId, req_id: int, status: Status, result: bytes) -> None:
+        if conn is None:
+            self.unanswerable += 1
+            return
+        hint = (self._node.leader or "") if status is not Status.OK else ""
+        response = ClientResponse(self._node.id, dst, req_id, status, result, hint)
+        held = self._answers.get(conn)
+        if held is None:
+            self._answers[conn] = [response]
+        else:
+            held.append(response)
+
+    def _encoded_status(self) -> bytes:
+        status = self._status()
+        status["clients"] = self.describe()
+        data: bytes = msgpack.packb(status, use_bin_type=True)
+        return data
