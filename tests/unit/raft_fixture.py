@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from actors.config import RaftConfig
 from actors.contracts import Ready, Recovered
-from actors.messages import ClientRequest, Entry, HardState, Message, Snapshot
+from actors.messages import ClientRequest, ClientResponse, Entry, HardState, Message, Snapshot
 from actors.node import NodeActor, Role
 from cluster.kv.machine import KVStateMachine
 from cluster.kv.service import KVService, Origin
@@ -63,18 +63,19 @@ class Cluster:
         self.queue: list[Message] = []
         self.to_clients: list[Message] = []  # delivered messages addressed to no node
         self.sent: list[Message] = []  # every message any node ever emitted, for inspection
+        self.answered: list[tuple[str, ClientResponse]] = []  # every service answer, with its connection
         self.blocked: set[str] = set()
 
     def flush(self, nid: str) -> list[Message]:
         """Persist and collect everything node `nid` has ready; messages go to the queue and are returned."""
         node = self.nodes[nid]
         service = self.services[nid]
-        out: list[Message] = [m for answers in service.take_answers().values() for m in answers]
+        out: list[Message] = self._answers(service)
         while node.has_ready():
             rd = node.ready(self.now)
             out.extend(rd.early_messages)
             service.on_ready(rd)
-            out.extend(m for answers in service.take_answers().values() for m in answers)
+            out.extend(self._answers(service))
             self.disks[nid].persist(rd)
             out.extend(rd.messages)
             node.advance(rd, self.now)
@@ -82,9 +83,16 @@ class Cluster:
         self.sent.extend(out)
         return out
 
-    def request(self, req: ClientRequest) -> None:
-        """A client request arriving at node `req.dst` from the client named `req.src`."""
-        self.services[req.dst].request(req, req.src, Origin.CLIENT)
+    def request(self, req: ClientRequest, conn: str | None = None, origin: Origin = Origin.CLIENT) -> None:
+        """A client request arriving at node `req.dst` on connection `conn` (default: its src's name)."""
+        self.services[req.dst].request(req, req.src if conn is None else conn, origin)
+
+    def _answers(self, service: KVService[str]) -> list[Message]:
+        out: list[Message] = []
+        for conn, answers in service.take_answers().items():
+            self.answered.extend((conn, m) for m in answers)
+            out.extend(answers)
+        return out
 
     def flush_all(self) -> None:
         for nid in self.ids:

@@ -166,3 +166,55 @@ def test_every_write_carries_the_oldest_open_seq_as_its_ack_floor(
             assert floor == min([*open_seqs, seq])
             assert seq - floor < window
             open_seqs[seq] = m.req_id
+
+
+# --- BUSY: final only when no attempt can have been proposed ---------------------------------------------
+
+
+def test_busy_ends_a_write_at_once_when_no_attempt_can_have_been_applied() -> None:
+    a = make()
+    h = a.write(enc, 0.0, 5.0)
+    (first,) = a.take_messages()
+    other = next(n for n in ("n1", "n2", "n3") if n != first.dst)
+    reply(a, h, first.dst, Status.NOT_LEADER, hint=other)  # a definite "not proposed here"
+    (second,) = a.take_messages()
+    reply(a, h, other, Status.BUSY, result=b"too many writes wait for commit")
+    (done,) = a.take_completions()
+    assert done.outcome is Outcome.BUSY and done.result == b"too many writes wait for commit"
+    assert a.leader_guess == other
+
+
+def test_busy_after_an_attempt_that_may_commit_keeps_retrying_the_same_seq() -> None:
+    a = make()
+    h = a.write(enc, 0.0, 5.0)
+    (first,) = a.take_messages()
+    a.tick(0.6)  # the first attempt stayed silent: it may have been proposed
+    (second,) = a.take_messages()
+    reply(a, h, second.dst, Status.BUSY)
+    assert a.take_completions() == []
+    a.tick(3.0)
+    (third,) = a.take_messages()
+    assert third.payload == first.payload  # the same session and seq: applied at most once
+    a.tick(5.0)
+    (done,) = a.take_completions()
+    assert done.outcome is Outcome.TIMEOUT
+
+
+def test_busy_after_unknown_is_not_final_either() -> None:
+    a = make()
+    h = a.write(enc, 0.0, 5.0)
+    (first,) = a.take_messages()
+    reply(a, h, first.dst, Status.UNKNOWN, hint=first.dst)
+    a.tick(2.0)
+    (second,) = a.take_messages()
+    reply(a, h, second.dst, Status.BUSY)
+    assert a.take_completions() == []
+
+
+def test_a_busy_read_ends_at_once() -> None:
+    a = make()
+    h = a.read(b"q", 0.0, 5.0)
+    (first,) = a.take_messages()
+    reply(a, h, first.dst, Status.BUSY)
+    (done,) = a.take_completions()
+    assert done.outcome is Outcome.BUSY
