@@ -290,3 +290,24 @@ def test_main_exits_2_with_one_line_on_stderr(tmp_path: Path, capsys: pytest.Cap
     err = capsys.readouterr().err.strip()
     assert err.startswith("cluster-node: error: ") and "'n9' is not in the initial cluster" in err
     assert len(err.splitlines()) == 1
+
+
+def test_bounds_on_uncommitted_work_and_intake_come_from_every_source(tmp_path: Path) -> None:
+    default = load_config(flags(tmp_path), {})
+    raft = default.raft_config()
+    assert (raft.max_uncommitted_entries, raft.max_uncommitted_bytes) == (10_000, 64 << 20)
+    assert default.intake_bytes == 8 << 20
+    env = {"ZRAFT_MAX_UNCOMMITTED_BYTES": "4096", "ZRAFT_INTAKE_BYTES": "65536"}
+    config = load_config(flags(tmp_path, max_uncommitted_entries="32"), env)
+    assert (config.max_uncommitted_entries, config.max_uncommitted_bytes) == (32, 4096)
+    assert config.intake_bytes == 65536
+    assert config.raft_config().max_uncommitted_entries == 32
+    assert "max uncommitted entries" in refuse(flags(tmp_path, max_uncommitted_entries="0"))
+    assert "intake bytes" in refuse(flags(tmp_path, intake_bytes="-1"))
+
+
+def test_help_lists_the_bounds(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        load_config(["--help"], {})
+    out = capsys.readouterr().out
+    assert "--max-uncommitted-entries" in out and "--max-uncommitted-bytes" in out and "--intake-bytes" in out
