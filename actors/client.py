@@ -22,6 +22,7 @@ class Outcome(Enum):
     REJECTED = "rejected"  # definite failure: never applied (result holds the reason)
     BUSY = "busy"  # the leader refused it as overloaded, and no attempt of it can have been applied
     TIMEOUT = "timeout"  # deadline passed; a write may or may not have been applied
+    NOT_APPLIED = "not_applied"  # a write's deadline passed, but every attempt was refused unproposed
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +125,7 @@ class ClientActor:
         while self._deferred and (now >= self._deferred[0][2] or not self._window_full()):
             handle, encode, deadline = self._deferred.popleft()
             if now >= deadline:  # never sent: certainly not applied, but the caller's time is up
-                self._done.append(Completion(handle, Outcome.TIMEOUT, b""))
+                self._done.append(Completion(handle, Outcome.NOT_APPLIED, b""))
             else:
                 self._start_write(handle, encode, deadline, now)
 
@@ -181,7 +182,10 @@ class ClientActor:
     def tick(self, now: float) -> None:
         for pending in list(self._pending.values()):
             if now >= pending.deadline:
-                self._finish(pending, Outcome.TIMEOUT, b"")
+                # A write none of whose attempts can have been proposed (each was refused before it was,
+                # and none is in flight) is known not applied; any other that times out may have been.
+                unproposed = pending.kind == RequestKind.WRITE and not (pending.maybe_applied or pending.sent)
+                self._finish(pending, Outcome.NOT_APPLIED if unproposed else Outcome.TIMEOUT, b"")
             elif pending.kind == RequestKind.STATUS and now >= pending.retry_at:
                 self._send(pending, pending.target, now)  # a status is a question to one node: ask it again
             elif not pending.sent and now >= pending.retry_at:

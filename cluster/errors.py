@@ -8,7 +8,7 @@
     ├── NoAnswer                  no usable answer from the cluster within the timeout
     │   ├── OutcomeUnknown        ... to a write: it may or may not have been applied
     │   │   └── AlreadyApplied    ... it was applied (exactly once), but its result is no longer known
-    │   └── Unavailable           ... to a read or status: nothing was changed
+    │   └── Unavailable           ... to a read or status, or every node refused a write: nothing changed
     └── ClientClosed              the Client was used after close()
 
 Catch NoAnswer to handle "the cluster is not answering" in one place; catch OutcomeUnknown when a write's
@@ -82,7 +82,8 @@ class OutcomeUnknown(NoAnswer):
 
 
 class Unavailable(NoAnswer):
-    """A read or status request got no answer (no reachable node, or no leader); nothing was changed."""
+    """A read or status request got no answer (no reachable node, or no leader), or every node that a
+    write reached refused it before proposing it (no leader); nothing was changed."""
 
     def _describe(self) -> str:
         return super()._describe() + "; nothing was changed"

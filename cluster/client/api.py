@@ -12,8 +12,9 @@ linearizable (ReadIndex) unless serializable=True asks for a possibly stale loca
 
 Errors (cluster/errors.py): InvalidRequest when the client or the node found the request invalid (nothing
 was proposed), Busy when the leader refused it as overloaded, Rejected when the cluster refused it
-otherwise, OutcomeUnknown when a write got no answer in time (its subclass AlreadyApplied when a retried
-write had been applied but its result was gone), Unavailable when a read or status got none.
+otherwise, OutcomeUnknown when a write got no answer in time and may have been applied (its subclass
+AlreadyApplied when a retried write had been applied but its result was gone), Unavailable when a read or
+status got no answer, or when every attempt of a write was refused before being proposed (no leader).
 
 Range reads come in pages (cluster/client/ranges.py): range() answers one page of a prefix and
 range_all() iterates over every key of it, a page at a time:
@@ -317,6 +318,8 @@ class _Request:
 def _interpret(request: _Request, done: Completion) -> dict[str, Any]:
     """The state machine's answer to a request, or the error its caller gets (shared by the blocking and
     the asynchronous calls)."""
+    if done.outcome is Outcome.NOT_APPLIED:
+        raise Unavailable(request.operation, request.limit, "no leader took the write")
     if done.outcome is Outcome.TIMEOUT:
         if request.kind is RequestKind.WRITE:
             raise OutcomeUnknown(request.operation, request.limit)

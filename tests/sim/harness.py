@@ -367,6 +367,8 @@ class SimClient:
                 raise SimFailure(f"liveness: final read of {final_key} refused as busy after healing")
             self.busy += 1
             return  # refused before anything was proposed: no effect on the history
+        if done.outcome is Outcome.NOT_APPLIED:
+            return  # every attempt refused unproposed: no effect on the history (the check holds it to that)
         if done.outcome is Outcome.TIMEOUT:
             if final_key is not None:
                 raise SimFailure(f"liveness: final read of {final_key} timed out after healing")

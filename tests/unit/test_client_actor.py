@@ -141,7 +141,8 @@ def test_a_held_back_write_times_out_at_its_deadline() -> None:
     a.take_messages()
     assert a.next_deadline() <= 1.0
     a.tick(1.0)
-    assert [(c.handle, c.outcome) for c in a.take_completions()] == [(held, Outcome.TIMEOUT)]
+    # never sent, so certainly never applied
+    assert [(c.handle, c.outcome) for c in a.take_completions()] == [(held, Outcome.NOT_APPLIED)]
 
 
 @settings(max_examples=200, deadline=None)
@@ -218,3 +219,26 @@ def test_a_busy_read_ends_at_once() -> None:
     reply(a, h, first.dst, Status.BUSY)
     (done,) = a.take_completions()
     assert done.outcome is Outcome.BUSY
+
+
+def test_a_write_only_ever_refused_unproposed_ends_not_applied() -> None:
+    a = make()
+    h = a.write(enc, 0.0, 2.0)
+    now = 0.0
+    while now < 2.0:
+        for msg in a.take_messages():
+            reply_at = ClientResponse(msg.dst, "c1", h, Status.NOT_LEADER, b"", "")
+            a.step(reply_at, now)  # no node leads: every attempt is refused before it is proposed
+        now = min(2.0, a.next_deadline())
+        a.tick(now)
+    (done,) = a.take_completions()
+    assert done.outcome is Outcome.NOT_APPLIED
+
+
+def test_a_write_in_flight_at_its_deadline_may_have_been_applied() -> None:
+    a = make(("n1",))
+    a.write(enc, 0.0, 0.3)  # shorter than the attempt timeout: the only attempt is still out
+    a.take_messages()
+    a.tick(0.3)
+    (done,) = a.take_completions()
+    assert done.outcome is Outcome.TIMEOUT

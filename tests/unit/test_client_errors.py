@@ -72,6 +72,10 @@ def test_a_nodes_refusals_become_invalid_request_and_busy() -> None:
         _interpret(put, Completion(1, Outcome.BUSY, b"too many writes wait for commit; retry later"))
     assert isinstance(info.value, Rejected) and not isinstance(info.value, NoAnswer)
     assert "busy" in str(info.value) and "too many writes" in str(info.value)
+    with pytest.raises(Unavailable, match="no leader took the write"):  # known not applied
+        _interpret(put, Completion(1, Outcome.NOT_APPLIED, b""))
+    with pytest.raises(OutcomeUnknown):
+        _interpret(put, Completion(1, Outcome.TIMEOUT, b""))
 
 
 # --- validation before sending ------------------------------------------------------------------------
