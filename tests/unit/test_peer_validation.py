@@ -41,7 +41,7 @@ _req_ids = itertools.count(1)
 def write(c: Cluster, leader: str, key: str, value: object) -> None:
     req_id = next(_req_ids)
     command = encode_command(0, 0, 0, ["put", key, value])
-    c.nodes[leader].step(ClientRequest("c", leader, req_id, RequestKind.WRITE, command), c.now)
+    c.request(ClientRequest("c", leader, req_id, RequestKind.WRITE, command))
     c.deliver_all()
 
 

@@ -273,7 +273,7 @@ class HostilePeers(RuleBasedStateMachine):
 
     def _client_write(self, leader: str, n: int) -> None:
         request = ClientRequest("c", leader, n, RequestKind.WRITE, command(n))
-        self.c.nodes[leader].step(request, self.c.now)
+        self.c.request(request)
 
 
 def _settings(**overrides: Any) -> settings:
