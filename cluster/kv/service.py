@@ -59,11 +59,6 @@ class _Waiting(Generic[C]):
     query: bytes  # a read's query; b"" for a proposal
 
 
-_REFUSAL_ANSWERS: Final = {
-    Refusal.NOT_LEADER: (Status.NOT_LEADER, b""),
-    Refusal.TRANSFERRING: (Status.UNAVAILABLE, b"leadership transfer in progress"),
-    Refusal.BUSY: (Status.BUSY, b""),
-}
 _BUSY_TEXTS: Final = {
     "proposals": b"too many writes wait for commit; retry later",
     "reads": b"too many reads wait for confirmation; retry later",
@@ -184,12 +179,14 @@ class KVService(Generic[C]):
         self._proposals[index] = _Waiting(conn, req.src, req.req_id, node.term, b"")
 
     def _refuse(self, req: ClientRequest, conn: C | None, refusal: Refusal, what: str) -> None:
-        status, text = _REFUSAL_ANSWERS[refusal]
-        if refusal is Refusal.BUSY:
-            self.refused[f"busy_{what}"] += 1
-            text = _BUSY_TEXTS[what]
+        """Answer a request the Raft core did not take; `what` it was: "proposals" or "reads"."""
+        if refusal is Refusal.NOT_LEADER:
+            status, text, reason = Status.NOT_LEADER, b"", refusal.value
+        elif refusal is Refusal.TRANSFERRING:
+            status, text, reason = Status.UNAVAILABLE, b"leadership transfer in progress", refusal.value
         else:
-            self.refused[refusal.value] += 1
+            status, text, reason = Status.BUSY, _BUSY_TEXTS[what], f"busy_{what}"
+        self.refused[reason] += 1
         self._answer(conn, req.src, req.req_id, status, text)
 
     def _bad_request(self, req: ClientRequest, conn: C | None, reason: str, text: str) -> None:

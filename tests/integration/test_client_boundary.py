@@ -23,9 +23,8 @@ from cluster.storage import DiskStorage
 from cluster.storage.fs import RealFS
 from tests.integration.util import (
     REPO_ROOT,
-    Cluster,
-    NodeHandle,
     client_id,
+    followers,
     get_status,
     request,
     send_request,
@@ -34,6 +33,8 @@ from tests.integration.util import (
     wait_until,
 )
 from transport.codec import decode_frame, encode
+
+pytestmark = pytest.mark.integration
 
 GARBAGE_WRITES = [
     b"\xc1",  # not msgpack
@@ -46,10 +47,6 @@ GARBAGE_WRITES = [
     msgpack.packb([0, 0, 0, ["put", "k", "x" * (2 << 20)]]),  # oversized
     msgpack.packb([1, 5, 9, ["put", "k", 1]]),  # ack floor above seq
 ]
-
-
-def followers(cluster: Cluster, leader: NodeHandle) -> list[NodeHandle]:
-    return [n for n in cluster.nodes if n.name != leader.name]
 
 
 def dealer(url: str) -> zmq.Socket[bytes]:

@@ -29,6 +29,7 @@ from tests.integration.util import (
     NodeHandle,
     client_id,
     find_leader,
+    followers,
     free_ports,
     get_status,
     read_request,
@@ -52,10 +53,6 @@ pytestmark = pytest.mark.integration
 def cluster() -> Iterator[Cluster]:
     with start_cluster(3) as running:
         yield running
-
-
-def followers(cluster: Cluster, leader: NodeHandle) -> list[NodeHandle]:
-    return [n for n in cluster.nodes if n.name != leader.name]
 
 
 def all_follow(cluster: Cluster, leader: NodeHandle) -> bool:

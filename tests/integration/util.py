@@ -320,6 +320,10 @@ def find_leader(cluster: Cluster, exclude: Sequence[str] = ()) -> NodeHandle | N
     return best[1] if best else None
 
 
+def followers(cluster: Cluster, leader: NodeHandle) -> list[NodeHandle]:
+    return [n for n in cluster.nodes if n.name != leader.name]
+
+
 def wait_for_leader(cluster: Cluster, timeout: float = 10.0, exclude: Sequence[str] = ()) -> NodeHandle:
     leader = wait_until(lambda: find_leader(cluster, exclude), timeout, "a leader")
     assert leader is not None

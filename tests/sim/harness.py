@@ -274,7 +274,6 @@ class SimClient:
         self.open: dict[int, _Invocation] = {}
         self.history: list[Operation] = []
         self.counter = 0
-        self.busy = 0
         self.tick_token = 0
         self.final_reads: dict[int, str] = {}
         self.final_results: dict[str, Any] = {}
@@ -365,7 +364,6 @@ class SimClient:
         if done.outcome is Outcome.BUSY:
             if final_key is not None:
                 raise SimFailure(f"liveness: final read of {final_key} refused as busy after healing")
-            self.busy += 1
             return  # refused before anything was proposed: no effect on the history
         if done.outcome is Outcome.NOT_APPLIED:
             return  # every attempt refused unproposed: no effect on the history (the check holds it to that)

@@ -83,9 +83,9 @@ class Cluster:
         self.sent.extend(out)
         return out
 
-    def request(self, req: ClientRequest, conn: str | None = None, origin: Origin = Origin.CLIENT) -> None:
-        """A client request arriving at node `req.dst` on connection `conn` (default: its src's name)."""
-        self.services[req.dst].request(req, req.src if conn is None else conn, origin)
+    def request(self, req: ClientRequest) -> None:
+        """A client request arriving at node `req.dst` from the client named `req.src`."""
+        self.services[req.dst].request(req, req.src, Origin.CLIENT)
 
     def _answers(self, service: KVService[str]) -> list[Message]:
         out: list[Message] = []

@@ -28,11 +28,6 @@ def raw_write(payload: bytes, req_id: int = 1) -> ClientRequest:
     return ClientRequest("c", "n1", req_id, RequestKind.WRITE, payload)
 
 
-def answers_of(service: KVService[str]) -> dict[str, list[ClientResponse]]:
-    """Answers the service holds, not yet taken by the fixture's flush."""
-    return service.take_answers()
-
-
 def elected(n: int = 3, **config: int) -> tuple[Cluster, str, KVService[str]]:
     c = Cluster(n, config=replace(CONFIG, **config)) if config else Cluster(n)
     leader = c.elect("n1")
@@ -75,7 +70,7 @@ def test_a_write_the_state_machine_would_refuse_is_answered_and_never_logged(pay
     last = node.log.last_index()
     service.request(raw_write(payload, req_id=9), "conn-a", Origin.CLIENT)
     assert node.log.last_index() == last and not node.has_ready()
-    (answer,) = answers_of(service)["conn-a"]
+    (answer,) = service.take_answers()["conn-a"]
     assert (answer.req_id, answer.status) == (9, Status.BAD_REQUEST) and answer.result
     assert service.refused["invalid_command"] == 1
 
@@ -89,7 +84,7 @@ def test_command_op_names_what_the_state_machine_would_refuse() -> None:
 def test_unknown_request_kind_is_a_bad_request() -> None:
     c, leader, service = elected()
     service.request(ClientRequest("c", leader, 4, 99, b""), "conn", Origin.CLIENT)
-    (answer,) = answers_of(service)["conn"]
+    (answer,) = service.take_answers()["conn"]
     assert answer.status == Status.BAD_REQUEST and service.refused["unknown_kind"] == 1
 
 
@@ -114,7 +109,7 @@ def test_client_writes_that_could_touch_reserved_keys_are_refused(op: list[objec
     last = c.nodes[leader].log.last_index()
     service.request(write_op(op, dst=leader), "conn", Origin.CLIENT)
     assert c.nodes[leader].log.last_index() == last
-    (answer,) = answers_of(service)["conn"]
+    (answer,) = service.take_answers()["conn"]
     assert answer.status == Status.BAD_REQUEST and b"reserved" in answer.result
     assert service.refused["reserved_key"] == 1
 
@@ -203,7 +198,7 @@ def test_pending_reads_are_bounded() -> None:
     for i in range(5):
         read = ClientRequest("c", leader, i, RequestKind.READ, encode_query(["get", "k"]))
         service.request(read, "conn", Origin.CLIENT)
-    statuses = [m.status for m in answers_of(service)["conn"]]
+    statuses = [m.status for m in service.take_answers()["conn"]]
     assert statuses == [Status.BUSY, Status.BUSY] and service.refused["busy_reads"] == 2
 
 
@@ -220,7 +215,7 @@ def test_lost_leadership_makes_proposals_unknown_and_reads_not_leader() -> None:
     rd = node.ready(c.now)
     assert rd.lost_leadership is not None and rd.failed_reads
     service.on_ready(rd)
-    got = answers_of(service)
+    got = service.take_answers()
     assert [m.status for m in got["w"]] == [Status.UNKNOWN]
     assert [m.status for m in got["r"]] == [Status.NOT_LEADER]
     assert service.describe()["pending_proposals"] == 0 and service.describe()["pending_reads"] == 0
@@ -232,7 +227,7 @@ def test_status_reports_what_was_refused_by_reason() -> None:
     service.request(write_op(["del_prefix", ""], dst=leader), "conn", Origin.CLIENT)
     c.services["n2"].request(write_op(["put", "k", 1], dst="n2"), "conn", Origin.CLIENT)
     service.request(ClientRequest("c", leader, 5, RequestKind.STATUS, b""), "conn", Origin.CLIENT)
-    status = msgpack.unpackb(answers_of(service)["conn"][-1].result)
+    status = msgpack.unpackb(service.take_answers()["conn"][-1].result)
     assert status["clients"]["refused"] == {"invalid_command": 1, "reserved_key": 1}
     assert status["uncommitted"] == 0 and status["role"] == "leader"
     assert c.services["n2"].refused == {"not_leader": 1}
