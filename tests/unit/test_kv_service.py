@@ -15,7 +15,8 @@ import pytest
 from actors.contracts import Refusal
 from actors.messages import AppendEntries, ClientRequest, ClientResponse, RequestKind, Status
 from actors.node import Role
-from cluster.kv.machine import command_op, encode_command, encode_query
+from cluster.kv.machine import encode_command, encode_query
+from cluster.kv.ops import command_op
 from cluster.kv.service import RESERVED_PREFIX, KVService, Origin, touches_reserved
 from tests.unit.raft_fixture import CONFIG, Cluster
 
