@@ -23,7 +23,7 @@ from cluster.storage.crash import (
 from cluster.storage.errors import CorruptionError, IdentityMismatch, StorageError
 from cluster.storage.identity import read_identity
 from cluster.storage.records import RecordType
-from cluster.storage.snapshots import load_newest_valid, load_snapshot, read_snapshot_meta
+from cluster.storage.snapshots import load_newest_valid, load_snapshot
 from cluster.storage.storage import DEFAULT_SEGMENT_BYTES, DiskStorage, StorageStats
 
 __all__ = [
@@ -51,5 +51,4 @@ __all__ = [
     "load_newest_valid",
     "load_snapshot",
     "read_identity",
-    "read_snapshot_meta",
 ]

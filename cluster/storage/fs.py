@@ -539,10 +539,6 @@ class SimFS:
             old[offset] ^= xor
             inode.before_rewrite = bytes(old)
 
-    def unsynced_ops(self) -> int:
-        """How many directory operations are not durable yet."""
-        return len(self._pending)
-
     # --- durability ---
 
     def _apply_durable(self, op: _DirOp) -> None:

@@ -109,17 +109,6 @@ def _parse_header(path: str, raw: bytes) -> tuple[SnapshotMeta, int, int, int]:
     return SnapshotMeta(index=index, term=term, members=tuple(members)), end, dlen, dcrc
 
 
-def read_snapshot_meta(fs: FileSystem, path: str) -> tuple[SnapshotMeta, int]:
-    """The meta and data length of a snapshot file without reading its data (checksum not verified)."""
-    raw = fs.read_range(path, 0, 4096)
-    if len(raw) >= _HEAD.size:
-        _, hlen, _ = _HEAD.unpack_from(raw, 0)
-        if _HEAD.size + hlen > len(raw):
-            raw = fs.read_range(path, 0, _HEAD.size + hlen)
-    meta, _, dlen, _ = _parse_header(path, raw)
-    return meta, dlen
-
-
 def load_snapshot(fs: FileSystem, path: str) -> Snapshot:
     """Read and verify a whole snapshot file (one read); CorruptionError when it is damaged."""
     raw = fs.read(path)
@@ -132,13 +121,6 @@ def load_snapshot(fs: FileSystem, path: str) -> Snapshot:
     if zlib.crc32(data) != dcrc:
         raise CorruptionError(f"{path}: snapshot data checksum mismatch (data at offset {start})")
     return Snapshot(meta=meta, data=data)
-
-
-def read_snapshot_chunk(fs: FileSystem, path: str, offset: int, length: int) -> bytes:
-    """length bytes of a snapshot's data from offset (for sending InstallSnapshot chunks)."""
-    raw = fs.read_range(path, 0, _HEAD.size)
-    _, hlen, _ = _HEAD.unpack_from(raw, 0)
-    return fs.read_range(path, _HEAD.size + hlen + offset, length)
 
 
 def load_newest_valid(fs: FileSystem, snap_dir: str) -> tuple[Snapshot | None, str | None]:

@@ -42,7 +42,6 @@ from cluster.storage.snapshot_writer import SnapshotJob, SnapshotRunner, ThreadR
 from cluster.storage.snapshots import (
     list_snapshots,
     load_newest_valid,
-    read_snapshot_chunk,
     snapshot_name,
     write_snapshot,
 )
@@ -533,13 +532,6 @@ class DiskStorage:
         if not self._log.snapshot_index:
             return None
         return posixpath.join(self.snap_dir, snapshot_name(self._log.snapshot_term, self._log.snapshot_index))
-
-    def read_snapshot_chunk(self, offset: int, length: int) -> bytes:
-        """Bytes of the newest snapshot's data, for InstallSnapshot chunks."""
-        path = self.snapshot_path()
-        if path is None:
-            raise StorageError("no snapshot")
-        return read_snapshot_chunk(self.fs, path, offset, length)
 
     def close(self) -> None:
         if self._recovered and not self._closed:
