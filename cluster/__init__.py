@@ -1,7 +1,7 @@
 """What a user runs or embeds: the node (node/), the KV state machine (kv/), storage (storage/), the
 client (client/), the command-line tools (cli/) and the benchmark (bench/). Public imports live here."""
 
-from cluster.client import Client
+from cluster.client import AsyncClient, Client
 from cluster.errors import (
     AlreadyApplied,
     Busy,
@@ -16,6 +16,7 @@ from cluster.errors import (
 
 __all__ = [
     "AlreadyApplied",
+    "AsyncClient",
     "Busy",
     "Client",
     "ClientClosed",

@@ -61,8 +61,9 @@ from actors.client import ClientOptions, Completion, Outcome, WriteEncoder
 from actors.messages import NodeId, RequestKind
 from cluster.client.commands import check_result, describe_bad_request, encode_query, write_encoder
 from cluster.client.discovery import parse_status
+from cluster.client.driver import Submission
 from cluster.client.endpoints import parse_endpoints
-from cluster.client.io_thread import ClientLoop, Submission, future_completer
+from cluster.client.io_thread import ClientLoop, future_completer
 from cluster.client.ranges import RangeIterator, RangePage, page_from_result
 from cluster.errors import Busy, InvalidRequest, OutcomeUnknown, Unavailable
 from cluster.kv.sessions import DEFAULT_MAX_RESPONSES_PER_SESSION

@@ -21,7 +21,7 @@ can iterate again.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,15 +53,10 @@ def page_from_result(result: dict[str, Any]) -> RangePage:
     return RangePage(kvs, more, revision)
 
 
-class RangeIterator(Iterator[dict[str, Any]]):
-    """Every entry under a prefix, in key order, fetching one page at a time as it is consumed.
+class _PageCursor:
+    """The bookkeeping of reading a prefix page by page, shared by the blocking and the async iterator."""
 
-    Errors of a page request (Unavailable, Rejected, ...) are raised from next(); the iterator may be
-    resumed after one, from the page that failed.
-    """
-
-    def __init__(self, fetch: Callable[[str], RangePage]) -> None:
-        self._fetch = fetch  # after -> the page of keys after it
+    def __init__(self) -> None:
         self._entries: list[dict[str, Any]] = []
         self._position = 0
         self._after = ""
@@ -70,25 +65,23 @@ class RangeIterator(Iterator[dict[str, Any]]):
         self.first_revision = 0  # the revision of the first page read (0 before that)
         self.last_revision = 0  # the revision of the latest page read
 
-    def __iter__(self) -> RangeIterator:
-        return self
-
-    def __next__(self) -> dict[str, Any]:
-        while self._position >= len(self._entries):
-            if self._finished:
-                raise StopIteration
-            self._load()
-        entry = self._entries[self._position]
-        self._position += 1
-        return entry
-
     @property
     def consistent(self) -> bool:
         """Whether every page so far was read at one revision (so nothing changed in between)."""
         return self.first_revision == self.last_revision
 
-    def _load(self) -> None:
-        page = self._fetch(self._after)
+    def _needs_page(self) -> bool:
+        return self._position >= len(self._entries) and not self._finished
+
+    def _take(self) -> dict[str, Any] | None:
+        """The next entry of the current page, or None at the end of the prefix."""
+        if self._position >= len(self._entries):
+            return None
+        entry = self._entries[self._position]
+        self._position += 1
+        return entry
+
+    def _accept(self, page: RangePage) -> None:
         self.pages += 1
         if self.pages == 1:
             self.first_revision = page.revision
@@ -97,3 +90,45 @@ class RangeIterator(Iterator[dict[str, Any]]):
         self._position = 0
         self._after = page.next_after
         self._finished = not page.more
+
+
+class RangeIterator(_PageCursor, Iterator[dict[str, Any]]):
+    """Every entry under a prefix, in key order, fetching one page at a time as it is consumed.
+
+    Errors of a page request (Unavailable, Rejected, ...) are raised from next(); the iterator may be
+    resumed after one, from the page that failed.
+    """
+
+    def __init__(self, fetch: Callable[[str], RangePage]) -> None:
+        super().__init__()
+        self._fetch = fetch  # after -> the page of keys after it
+
+    def __iter__(self) -> RangeIterator:
+        return self
+
+    def __next__(self) -> dict[str, Any]:
+        while self._needs_page():
+            self._accept(self._fetch(self._after))
+        entry = self._take()
+        if entry is None:
+            raise StopIteration
+        return entry
+
+
+class AsyncRangeIterator(_PageCursor, AsyncIterator[dict[str, Any]]):
+    """RangeIterator for AsyncClient: `async for kv in c.range_all(prefix)`; the same pages and errors."""
+
+    def __init__(self, fetch: Callable[[str], Awaitable[RangePage]]) -> None:
+        super().__init__()
+        self._fetch = fetch
+
+    def __aiter__(self) -> AsyncRangeIterator:
+        return self
+
+    async def __anext__(self) -> dict[str, Any]:
+        while self._needs_page():
+            self._accept(await self._fetch(self._after))
+        entry = self._take()
+        if entry is None:
+            raise StopAsyncIteration
+        return entry

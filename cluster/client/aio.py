@@ -1,0 +1,332 @@
+"""AsyncClient: the zraft client for asyncio, driven in the caller's event loop (no thread).
+
+    async with AsyncClient(["tcp://127.0.0.1:7001", "tcp://127.0.0.1:7002"], timeout=5.0) as c:
+        rev = await c.put("config/a", {"x": 1})
+        await c.get("config/a")                          # {"x": 1}
+        async for kv in c.range_all("config/"): ...
+
+The calls are the blocking Client's (cluster/client/api.py), awaited: the same arguments, results and
+exceptions, checked by a test that compares the two signatures. Requests go through the same ClientCore
+and ClientActor (cluster/client/driver.py) as the Client's I/O thread, here over zmq.asyncio DEALER sockets:
+calls append to an inbox and schedule one turn of the driver with call_soon, so the calls made in one
+event-loop pass (asyncio.gather of many puts) leave as one batch frame per node. A receive task per socket
+hands frames to the next turn; a timer handle runs the turn when the actor or discovery next needs it.
+
+Cancelling a task that awaits a call only stops the wait: the request goes on inside the actor until it
+is answered or its deadline passes (so a write keeps its seq and its retries stay the same write), and its
+answer is dropped. Its outcome is unknown to the caller, as for OutcomeUnknown. close() ends every pending
+call with ClientClosed. An AsyncClient belongs to the event loop it connected in.
+
+Streams plug in beside the calls. `watch(prefix, ...)` will return an async iterator: its opening request
+registers a per-stream sink in ClientCore (see its stream hooks) that puts pushed events on an
+asyncio.Queue, `__anext__` awaits the queue, and `aclose()` (or leaving `async for`) sends the cancel.
+`lease(ttl)` will be an async context manager that grants the lease with an awaited call, runs its
+keepalive as a task of this loop (`self._call` of a keepalive write every ttl/3), and on exit cancels that
+task and revokes the lease; close() cancels both kinds with ClientClosed like any pending call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any, TypeVar
+
+import zmq
+import zmq.asyncio
+
+from actors.client import ClientOptions, Completion, Outcome, WriteEncoder
+from actors.messages import NodeId, RequestKind
+
+# The request building and answer interpretation are the blocking Client's own, so the two cannot differ.
+from cluster.client.api import (
+    _SESSION_LIMIT,
+    _STATUS_TIMEOUT,
+    SEQ_WINDOW,
+    _deleted,
+    _existed,
+    _interpret,
+    _kv,
+    _range_op,
+    _Request,
+    _revision,
+    _summarize,
+    _swapped,
+    _value,
+)
+from cluster.client.commands import encode_query, write_encoder
+from cluster.client.discovery import parse_status
+from cluster.client.driver import ClientCore, DealerLinks, Submission
+from cluster.client.endpoints import parse_endpoints
+from cluster.client.ranges import AsyncRangeIterator, RangePage, page_from_result
+from cluster.errors import ClientClosed, Unavailable
+
+_RECV_BATCH = 4096  # frames one socket hands over before letting the loop run others
+
+T = TypeVar("T")
+
+
+class AsyncClient:
+    """A connection to a zraft cluster for asyncio; see the module docstring. Use `async with`."""
+
+    def __init__(
+        self, endpoints: list[str] | str, timeout: float = 5.0, *, attempt_timeout: float = 0.5
+    ) -> None:
+        """Check the arguments; nothing is connected before `async with` (or `await connect()`).
+
+        Raises ValueError for a malformed endpoint or a non-positive timeout, like Client.
+        """
+        self._urls = parse_endpoints(endpoints if isinstance(endpoints, str) else ",".join(endpoints))
+        if timeout <= 0 or attempt_timeout <= 0:
+            raise ValueError("timeout and attempt_timeout must be positive")
+        self.timeout = timeout
+        self.client_id: NodeId = f"cli-{secrets.token_hex(8)}"
+        self._session = 1 + secrets.randbelow(_SESSION_LIMIT)  # 0 would mean "no session"
+        self._options = ClientOptions(
+            attempt_timeout=min(attempt_timeout, timeout), max_seq_window=SEQ_WINDOW
+        )
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._ctx: zmq.asyncio.Context | None = None
+        self._links: DealerLinks | None = None
+        self._core: ClientCore | None = None
+        self._ready = asyncio.Event()
+        self._inbox: list[Submission] = []
+        self._received: list[bytes] = []
+        self._turn_handle: asyncio.Handle | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._receivers: list[asyncio.Task[None]] = []
+        self._closed = False
+
+    # --- lifecycle --------------------------------------------------------------------------------
+
+    async def connect(self) -> None:
+        """Open the sockets and learn the node names; Unavailable when no endpoint answers in time."""
+        if self._closed:
+            raise ClientClosed()
+        if self._core is not None:
+            return
+        self._loop = asyncio.get_running_loop()
+        self._ctx = zmq.asyncio.Context()
+        self._links = DealerLinks(self._ctx, self._watch)
+        self._core = ClientCore(
+            self.client_id,
+            self._session,
+            self._urls,
+            self._options,
+            self._links,
+            time.monotonic(),
+            self._ready.set,
+        )
+        self._schedule_turn()
+        try:
+            await asyncio.wait_for(self._ready.wait(), self.timeout)
+        except TimeoutError:
+            await self.close()
+            detail = f"no node answered at {', '.join(self._urls)}"
+            raise Unavailable("connect", self.timeout, detail) from None
+
+    async def close(self) -> None:
+        """Close the sockets. Calls still waiting raise ClientClosed (a write among them may or may not
+        have been applied). Safe to call more than once."""
+        if self._closed:
+            return
+        self._closed = True
+        for handle in (self._turn_handle, self._timer):
+            if handle is not None:
+                handle.cancel()
+        error = ClientClosed()
+        inbox, self._inbox = self._inbox, []
+        for sub in inbox:
+            sub.on_done(error)
+        if self._core is not None:
+            self._core.fail_all(error)
+        for task in self._receivers:
+            task.cancel()
+        await asyncio.gather(*self._receivers, return_exceptions=True)
+        if self._links is not None:
+            self._links.close()
+        if self._ctx is not None:
+            self._ctx.term()
+
+    async def __aenter__(self) -> AsyncClient:
+        await self.connect()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    @property
+    def nodes(self) -> dict[NodeId, str]:
+        """The nodes discovered so far: name -> client URL."""
+        return {} if self._core is None else dict(self._core.known)
+
+    # --- writes -----------------------------------------------------------------------------------
+
+    async def put(self, key: str, value: Any, *, timeout: float | None = None) -> int:
+        """Set key to value; returns the new revision."""
+        return _revision(await self._call(self._write("put", ["put", key, value], timeout)))
+
+    async def cas(self, key: str, expected: Any, new: Any, *, timeout: float | None = None) -> bool:
+        """Set key to `new` only if its value is `expected` (None: only if absent); True if swapped."""
+        return _swapped(await self._call(self._write("cas", ["cas", key, expected, new], timeout)))
+
+    async def delete(self, key: str, *, timeout: float | None = None) -> bool:
+        """Delete key; True if it existed."""
+        return _existed(await self._call(self._write("delete", ["del", key], timeout)))
+
+    async def delete_prefix(self, prefix: str, *, timeout: float | None = None) -> int:
+        """Delete every key starting with prefix ("" = every key); returns how many were deleted."""
+        return _deleted(await self._call(self._write("delete_prefix", ["del_prefix", prefix], timeout)))
+
+    # --- reads ------------------------------------------------------------------------------------
+
+    async def get(self, key: str, serializable: bool = False, *, timeout: float | None = None) -> Any:
+        """The value of key, or None when absent. Linearizable unless serializable=True."""
+        return _value(await self._call(self._read("get", ["get", key], serializable, timeout)))
+
+    async def get_kv(
+        self, key: str, serializable: bool = False, *, timeout: float | None = None
+    ) -> dict[str, Any] | None:
+        """{"key", "value", "create_revision", "mod_revision", "version"} of key, or None when absent."""
+        return _kv(await self._call(self._read("get", ["get", key], serializable, timeout)))
+
+    async def range(
+        self,
+        prefix: str,
+        limit: int = 0,
+        serializable: bool = False,
+        *,
+        after: str = "",
+        timeout: float | None = None,
+    ) -> RangePage:
+        """One page of the keys starting with prefix and sorting after `after`, as Client.range."""
+        request = self._read("range", _range_op(prefix, limit, after), serializable, timeout)
+        return page_from_result(await self._call(request))
+
+    def range_all(
+        self, prefix: str, *, page_size: int = 0, serializable: bool = False, timeout: float | None = None
+    ) -> AsyncRangeIterator:
+        """Every entry under prefix, in key order, a page at a time: `async for kv in c.range_all(p)`.
+        A bad prefix or page size raises InvalidRequest here; a page's failure is raised by the loop."""
+        self._read("range", _range_op(prefix, page_size, ""), serializable, timeout)  # validate now
+
+        async def fetch(after: str) -> RangePage:
+            return await self.range(prefix, page_size, serializable, after=after, timeout=timeout)
+
+        return AsyncRangeIterator(fetch)
+
+    # --- status -----------------------------------------------------------------------------------
+
+    async def status(self, *, timeout: float | None = None) -> dict[str, Any]:
+        """Every node's own view, as Client.status; Unavailable when no node answers."""
+        limit = timeout if timeout is not None else min(self.timeout, _STATUS_TIMEOUT)
+        known = self._require_core().known
+        deadline = time.monotonic() + limit
+        names = list(known)
+        done = await asyncio.gather(*(self._submit(RequestKind.STATUS, b"", deadline, n) for n in names))
+        answers: dict[NodeId, dict[str, Any]] = {}
+        for name, completion in zip(names, done, strict=True):
+            status = parse_status(completion.result) if completion.outcome is Outcome.OK else None
+            if status is not None:
+                answers[name] = status
+        if not answers:
+            raise Unavailable("status", limit, "no node answered")
+        return _summarize(known, self._require_core().members, answers)
+
+    # --- internals --------------------------------------------------------------------------------
+
+    def _write(self, operation: str, op: list[Any], timeout: float | None) -> _Request:
+        encoder = write_encoder(operation, self._session, op)
+        return _Request(operation, RequestKind.WRITE, encoder, self._limit(timeout))
+
+    def _read(self, operation: str, op: list[Any], serializable: bool, timeout: float | None) -> _Request:
+        query = encode_query(operation, op)
+        kind = RequestKind.SERIAL_READ if serializable else RequestKind.READ
+        return _Request(operation, kind, query, self._limit(timeout))
+
+    def _limit(self, timeout: float | None) -> float:
+        limit = self.timeout if timeout is None else timeout
+        if limit <= 0:
+            raise ValueError("timeout must be positive")
+        return limit
+
+    async def _call(self, request: _Request) -> dict[str, Any]:
+        deadline = time.monotonic() + request.limit
+        return _interpret(request, await self._submit(request.kind, request.body, deadline))
+
+    def _submit(
+        self, kind: RequestKind, body: bytes | WriteEncoder, deadline: float, node: NodeId = ""
+    ) -> asyncio.Future[Completion]:
+        """Queue a request for the next turn; the future ends with its Completion (or ClientClosed).
+        The actor, not a wait here, ends it at its deadline."""
+        self._require_core()
+        fut: asyncio.Future[Completion] = asyncio.get_running_loop().create_future()
+        self._inbox.append(Submission(kind, body, deadline, _completer(fut), node))
+        self._schedule_turn()
+        return fut
+
+    def _require_core(self) -> ClientCore:
+        if self._closed:
+            raise ClientClosed()
+        if self._core is None:
+            raise RuntimeError("AsyncClient is not connected: use `async with AsyncClient(...)`")
+        if asyncio.get_running_loop() is not self._loop:
+            raise RuntimeError("an AsyncClient must be used from the event loop it connected in")
+        return self._core
+
+    def _schedule_turn(self) -> None:
+        if self._turn_handle is None and not self._closed:
+            assert self._loop is not None
+            self._turn_handle = self._loop.call_soon(self._turn)
+
+    def _turn(self) -> None:
+        """One driver turn: the frames that arrived, the calls made since the last turn, the timers."""
+        self._turn_handle = None
+        core, loop = self._core, self._loop
+        assert core is not None and loop is not None
+        now = time.monotonic()
+        frames, self._received = self._received, []
+        for frame in frames:
+            core.receive(frame, now)
+        inbox, self._inbox = self._inbox, []
+        core.turn(inbox, now)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        due = core.next_due()
+        if due != float("inf") and not self._closed:
+            self._timer = loop.call_later(max(0.0, due - time.monotonic()), self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._schedule_turn()
+
+    def _watch(self, sock: zmq.Socket[Any]) -> None:
+        assert self._loop is not None
+        assert isinstance(sock, zmq.asyncio.Socket)
+        self._receivers.append(self._loop.create_task(self._receive(sock)))
+
+    async def _receive(self, sock: zmq.asyncio.Socket) -> None:
+        """Hand every frame of one socket to the next turn."""
+        while True:
+            for _ in range(_RECV_BATCH):
+                frame: bytes = await sock.recv()  # done at once while frames are queued
+                self._received.append(frame)
+                self._schedule_turn()
+            await asyncio.sleep(0)  # let the turn and the other sockets run
+
+
+def _completer(fut: asyncio.Future[Completion]) -> Callable[[Completion | BaseException], None]:
+    def on_done(outcome: Completion | BaseException) -> None:
+        if fut.done():  # its caller was cancelled: the answer has no one to go to
+            return
+        if isinstance(outcome, BaseException):
+            fut.set_exception(outcome)
+        else:
+            fut.set_result(outcome)
+
+    return on_done

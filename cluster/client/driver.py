@@ -1,0 +1,250 @@
+"""ClientCore: what every client driver does between its sockets and the ClientActor, shared by the blocking
+Client's I/O thread (io_thread.py) and AsyncClient's event-loop driver (aio.py).
+
+ClientCore owns Discovery (node names and URLs), the ClientActor (request ids, session seqs, leader guess,
+retries), the callbacks of the requests in flight, the decoding and checking of incoming frames, and the
+batching of outgoing requests into one frame per node per turn. It waits for nothing and reads no clock: a
+driver hands it frames, submissions and the time, asks it when it next needs a turn (`next_due`), and gives it
+`Links` that keep one socket per URL and send without blocking. DealerLinks is those links over ZeroMQ DEALER
+sockets with the options both drivers use (a plain or a zmq.asyncio context).
+
+Streaming calls (watch events pushed by a node, lease keepalives) are meant to plug in here, beside the
+request callbacks: see the `stream hooks` note in ClientCore.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from contextlib import suppress
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import zmq
+from loguru import logger
+
+from actors.client import ClientActor, ClientOptions, Completion, Outcome, WriteEncoder
+from actors.messages import ClientRequest, ClientResponse, NodeId, RequestKind
+from cluster.client.discovery import Discovery
+from cluster.kv.ops import MAX_COMMAND_BYTES
+from transport import codec
+from transport.batches import batches
+
+BATCH_MAX_BYTES = MAX_COMMAND_BYTES // 2  # payload bytes in one batch frame, well under a node's limit
+_HWM = 100_000  # pipelined requests may burst; a full queue drops the send and the actor retries
+
+
+OnDone = Callable[[Completion | BaseException], None]  # runs in the driver; must not raise
+
+
+@dataclass(frozen=True, slots=True)
+class Submission:
+    kind: RequestKind
+    body: bytes | WriteEncoder  # the query for reads, the command encoder for writes, b"" for STATUS
+    deadline: float  # time.monotonic() value
+    on_done: OnDone  # called once, by the driver
+    node: NodeId = ""  # STATUS only: the node to ask
+
+
+class Links(Protocol):
+    """One socket per URL, owned by a driver."""
+
+    def open(self, url: str) -> bool:
+        """Make sure a socket to `url` exists; False when the URL cannot be connected to."""
+
+    def send(self, url: str, frame: bytes) -> None:
+        """Send without blocking; a frame that does not fit is dropped (the actor's retry covers it)."""
+
+
+class DealerLinks:
+    """Links over ZeroMQ DEALER sockets; `on_open` lets the driver watch each new socket for input."""
+
+    def __init__(self, ctx: zmq.Context[Any], on_open: Callable[[zmq.Socket[Any]], None]) -> None:
+        self._ctx = ctx
+        self._on_open = on_open
+        self.sockets: dict[str, zmq.Socket[Any]] = {}
+        self._bad_urls: set[str] = set()
+
+    def open(self, url: str) -> bool:
+        if url in self.sockets:
+            return True
+        if url in self._bad_urls:
+            return False
+        sock = self._ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.SNDHWM, _HWM)
+        sock.setsockopt(zmq.RCVHWM, _HWM)
+        sock.setsockopt(zmq.RECONNECT_IVL, 100)
+        sock.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
+        try:
+            sock.connect(url)
+        except zmq.ZMQError as exc:
+            logger.warning("zraft client: cannot connect to {} ({})", url, exc)
+            sock.close(linger=0)
+            self._bad_urls.add(url)
+            return False
+        self.sockets[url] = sock
+        self._on_open(sock)
+        return True
+
+    def send(self, url: str, frame: bytes) -> None:
+        if not self.open(url):
+            return
+        with suppress(zmq.Again):  # queue full: dropped, and the actor's retry timer covers it
+            sent = self.sockets[url].send(frame, zmq.NOBLOCK)
+            # A zmq.asyncio socket answers a non-blocking send with a finished future instead of raising;
+            # look at its exception so a dropped frame is not reported as "never retrieved".
+            exception = getattr(sent, "exception", None)
+            if exception is not None:
+                exception()
+
+    def close(self) -> None:
+        for sock in self.sockets.values():
+            sock.close(linger=0)
+        self.sockets.clear()
+
+
+class ClientCore:
+    """Discovery, the ClientActor and the requests in flight, driven by one driver (never two threads).
+
+    A turn is: `receive` every frame that arrived, then `turn(submissions, now)`, which probes, starts the
+    submissions, runs the actor's timers and flushes one batch frame per node. `next_due()` says when the
+    next turn is needed if nothing arrives.
+
+    Stream hooks: watch events will arrive as frames that are not answers to a request; `receive` is where
+    they are told apart (by a stream id the opening request got) and handed to a per-stream sink, as
+    `_pending` hands answers to OnDone callbacks. A lease keepalive is an ordinary write submitted by the
+    driver on a timer from `next_due`.
+    """
+
+    def __init__(
+        self,
+        client_id: NodeId,
+        session: int,
+        endpoints: list[str],
+        options: ClientOptions,
+        links: Links,
+        now: float,
+        on_ready: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._client_id = client_id
+        self._session = session
+        self._options = options
+        self._links = links
+        self._on_ready = on_ready
+        self._discovery = Discovery(client_id, endpoints, now)
+        self.actor: ClientActor | None = None
+        # Copies for callers in other threads: replaced, never mutated.
+        self.known: dict[NodeId, str] = {}  # node name -> client URL, as far as discovered
+        self.members: frozenset[NodeId] = frozenset()  # member names the nodes reported
+        self._pending: dict[int, OnDone] = {}  # by the actor's request handle
+
+    @property
+    def ready(self) -> bool:
+        """Some node answered, so node names are known and requests can be started."""
+        return self.actor is not None
+
+    def next_due(self) -> float:
+        """When the next turn is needed if nothing arrives (a time.monotonic() value, may be inf)."""
+        due = self._discovery.next_due()
+        if self.actor is not None:
+            due = min(due, self.actor.next_deadline())
+        return due
+
+    def receive(self, frame: bytes, now: float) -> None:
+        """Take in one frame from a node (answers are acted on; the next turn flushes what they cause)."""
+        try:
+            msgs = codec.decode_frame(frame)
+        except codec.DecodeError as exc:
+            logger.warning("zraft client: dropped an undecodable frame ({})", exc)
+            return
+        for msg in msgs:
+            if not isinstance(msg, ClientResponse) or msg.dst != self._client_id:
+                logger.warning("zraft client: dropped an unexpected {}", type(msg).__name__)
+                continue
+            self._on_response(msg, now)
+
+    def turn(self, submissions: Sequence[Submission], now: float) -> None:
+        """Probe if due, start the submissions, run the actor's timers, send, and report completions."""
+        for url, request in self._discovery.due_probes(now):
+            self._send(url, (request,))
+        self._accept(submissions, now)
+        if self.actor is not None:
+            self.actor.tick(now)
+            self._flush()
+
+    def fail_all(self, error: BaseException) -> None:
+        """End every request in flight with `error` (the client is closing)."""
+        pending, self._pending = self._pending, {}
+        for on_done in pending.values():
+            on_done(error)
+
+    # --- internals --------------------------------------------------------------------------------
+
+    def _accept(self, submissions: Sequence[Submission], now: float) -> None:
+        actor = self.actor
+        for sub in submissions:
+            if actor is None:  # no node has answered yet (clients wait for one before taking calls)
+                sub.on_done(Completion(0, Outcome.TIMEOUT, b""))
+                continue
+            timeout = max(0.0, sub.deadline - now)
+            if sub.kind == RequestKind.WRITE:
+                assert callable(sub.body)
+                handle = actor.write(sub.body, now, timeout)
+            elif sub.kind == RequestKind.STATUS:
+                if sub.node not in actor.nodes:
+                    sub.on_done(Completion(0, Outcome.REJECTED, b"unknown node"))
+                    continue
+                handle = actor.status(sub.node, now, timeout)
+            else:
+                assert isinstance(sub.body, bytes)
+                handle = actor.read(sub.body, now, timeout, sub.kind == RequestKind.SERIAL_READ)
+            self._pending[handle] = sub.on_done
+
+    def _on_response(self, msg: ClientResponse, now: float) -> None:
+        if self._discovery.is_probe(msg.req_id):
+            if self._discovery.on_answer(msg, now):
+                self._learned()
+            return
+        if self.actor is None:
+            return
+        if msg.leader_hint and msg.leader_hint not in self.actor.nodes:
+            self._discovery.request_round(now)
+        self.actor.step(msg, now)  # the turn flushes once, after every answer it received
+
+    def _learned(self) -> None:
+        """Discovery's map changed: open sockets for new URLs and tell the actor the node names."""
+        names = self._discovery.names
+        for url in self._discovery.urls():
+            self._links.open(url)
+        self.known = names
+        self.members = frozenset(self._discovery.members)
+        nodes = tuple(sorted(names))
+        if self.actor is None:
+            self.actor = ClientActor(self._client_id, nodes, self._session, random.Random(), self._options)
+            self._on_ready()
+        elif nodes != self.actor.nodes:
+            self.actor.nodes = nodes
+
+    def _flush(self) -> None:
+        """Send what the actor wants sent, one batch frame per node, then report finished requests."""
+        assert self.actor is not None
+        by_url: dict[str, list[ClientRequest]] = {}
+        for request in self.actor.take_messages():
+            url = self.known.get(request.dst)
+            if url is not None:
+                by_url.setdefault(url, []).append(request)
+        for url, requests in by_url.items():
+            for batch in batches(requests, BATCH_MAX_BYTES, _payload_size):
+                self._send(url, batch)
+        for done in self.actor.take_completions():
+            on_done = self._pending.pop(done.handle, None)
+            if on_done is not None:
+                on_done(done)
+
+    def _send(self, url: str, requests: Sequence[ClientRequest]) -> None:
+        self._links.send(url, codec.encode_batch(requests))
+
+
+def _payload_size(request: ClientRequest) -> int:
+    return len(request.payload)
