@@ -36,6 +36,7 @@ from typing import Any, TypeVar
 
 import zmq
 import zmq.asyncio
+from loguru import logger
 
 from actors.client import ClientOptions, Completion, Outcome, WriteEncoder
 from actors.messages import NodeId, RequestKind
@@ -61,7 +62,7 @@ from cluster.client.discovery import parse_status
 from cluster.client.driver import ClientCore, DealerLinks, Submission
 from cluster.client.endpoints import parse_endpoints
 from cluster.client.ranges import AsyncRangeIterator, RangePage, page_from_result
-from cluster.errors import ClientClosed, Unavailable
+from cluster.errors import ClientClosed, Unavailable, ZraftError
 
 _RECV_BATCH = 4096  # frames one socket hands over before letting the loop run others
 
@@ -97,7 +98,8 @@ class AsyncClient:
         self._turn_handle: asyncio.Handle | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._receivers: list[asyncio.Task[None]] = []
-        self._closed = False
+        self._closed = False  # no more calls (closing, or the driver failed)
+        self._released = False  # close() ran: sockets and context released
 
     # --- lifecycle --------------------------------------------------------------------------------
 
@@ -130,18 +132,10 @@ class AsyncClient:
     async def close(self) -> None:
         """Close the sockets. Calls still waiting raise ClientClosed (a write among them may or may not
         have been applied). Safe to call more than once."""
-        if self._closed:
+        if self._released:
             return
-        self._closed = True
-        for handle in (self._turn_handle, self._timer):
-            if handle is not None:
-                handle.cancel()
-        error = ClientClosed()
-        inbox, self._inbox = self._inbox, []
-        for sub in inbox:
-            sub.on_done(error)
-        if self._core is not None:
-            self._core.fail_all(error)
+        self._released = True
+        self._fail(ClientClosed())
         for task in self._receivers:
             task.cancel()
         await asyncio.gather(*self._receivers, return_exceptions=True)
@@ -149,6 +143,18 @@ class AsyncClient:
             self._links.close()
         if self._ctx is not None:
             self._ctx.term()
+
+    def _fail(self, error: BaseException) -> None:
+        """Take no more calls, stop the turns, and end every pending call with `error`."""
+        self._closed = True
+        for handle in (self._turn_handle, self._timer):
+            if handle is not None:
+                handle.cancel()
+        inbox, self._inbox = self._inbox, []
+        for sub in inbox:
+            sub.on_done(error)
+        if self._core is not None:
+            self._core.fail_all(error)
 
     async def __aenter__(self) -> AsyncClient:
         await self.connect()
@@ -284,16 +290,26 @@ class AsyncClient:
             self._turn_handle = self._loop.call_soon(self._turn)
 
     def _turn(self) -> None:
-        """One driver turn: the frames that arrived, the calls made since the last turn, the timers."""
+        """One driver turn; a failure of our own ends every call, as the blocking client's I/O thread does."""
         self._turn_handle = None
+        try:
+            self._run_turn()
+        except Exception as exc:  # report to every waiting caller instead of leaving them hanging
+            logger.exception("zraft AsyncClient driver failed")
+            self._fail(ZraftError(f"client driver failed: {exc}"))
+
+    def _run_turn(self) -> None:
+        """The frames that arrived, the calls made since the last turn, the timers."""
         core, loop = self._core, self._loop
         assert core is not None and loop is not None
         now = time.monotonic()
         frames, self._received = self._received, []
         for frame in frames:
             core.receive(frame, now)
-        inbox, self._inbox = self._inbox, []
-        core.turn(inbox, now)
+        # The inbox is emptied only once the turn took it, so a failing turn still ends its calls (a call
+        # ended twice keeps its first outcome).
+        core.turn(self._inbox, now)
+        self._inbox = []
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None

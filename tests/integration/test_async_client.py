@@ -22,6 +22,7 @@ from cluster import (
     InvalidRequest,
     OutcomeUnknown,
     Unavailable,
+    ZraftError,
 )
 from cluster.client.driver import DealerLinks
 from cluster.kv.machine import MAX_RANGE_LIMIT
@@ -263,3 +264,25 @@ def test_calls_from_another_event_loop_are_refused(cluster: Cluster) -> None:
         loop.run_until_complete(close())
     finally:
         loop.close()
+
+
+def test_a_failure_inside_the_driver_ends_every_pending_call(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def body() -> None:
+        async with AsyncClient(urls(cluster), timeout=5.0) as c:
+            await c.put("driver-failure/warm", 0)
+            assert c._core is not None
+
+            def broken(*args: Any) -> None:
+                raise RuntimeError("boom")
+
+            monkeypatch.setattr(c._core, "turn", broken)
+            outcomes = await asyncio.gather(
+                c.put("driver-failure/k", 1), c.get("driver-failure/k"), return_exceptions=True
+            )
+            assert all(type(o) is ZraftError and "boom" in str(o) for o in outcomes), outcomes
+            with pytest.raises(ClientClosed):
+                await c.get("driver-failure/k")
+
+    run(body())
