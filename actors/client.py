@@ -55,7 +55,7 @@ class ClientOptions:
     # Writes wait (unsent, without a sequence number) while the newest seq would be this far past the
     # oldest open one: the state machine caches a bounded number of answers per session, so a long-stuck
     # write must not be overtaken by more writes than that cache holds. The client facade sets it from
-    # the state machine's own limit (cluster/client/api.py).
+    # the state machine's own limit (cluster/client/calls.py SEQ_WINDOW).
     max_seq_window: int = 1000
 
 

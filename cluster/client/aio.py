@@ -40,22 +40,20 @@ from loguru import logger
 
 from actors.client import ClientOptions, Completion, Outcome, WriteEncoder
 from actors.messages import NodeId, RequestKind
-
-# The request building and answer interpretation are the blocking Client's own, so the two cannot differ.
-from cluster.client.api import (
-    _SESSION_LIMIT,
-    _STATUS_TIMEOUT,
+from cluster.client.calls import (
     SEQ_WINDOW,
-    _deleted,
-    _existed,
-    _interpret,
-    _kv,
-    _range_op,
-    _Request,
-    _revision,
-    _summarize,
-    _swapped,
-    _value,
+    SESSION_LIMIT,
+    STATUS_TIMEOUT,
+    Request,
+    as_deleted,
+    as_existed,
+    as_kv,
+    as_revision,
+    as_swapped,
+    as_value,
+    interpret,
+    range_op,
+    summarize,
 )
 from cluster.client.commands import encode_query, write_encoder
 from cluster.client.discovery import parse_status
@@ -84,7 +82,7 @@ class AsyncClient:
             raise ValueError("timeout and attempt_timeout must be positive")
         self.timeout = timeout
         self.client_id: NodeId = f"cli-{secrets.token_hex(8)}"
-        self._session = 1 + secrets.randbelow(_SESSION_LIMIT)  # 0 would mean "no session"
+        self._session = 1 + secrets.randbelow(SESSION_LIMIT)  # 0 would mean "no session"
         self._options = ClientOptions(
             attempt_timeout=min(attempt_timeout, timeout), max_seq_window=SEQ_WINDOW
         )
@@ -174,31 +172,31 @@ class AsyncClient:
 
     async def put(self, key: str, value: Any, *, timeout: float | None = None) -> int:
         """Set key to value; returns the new revision."""
-        return _revision(await self._call(self._write("put", ["put", key, value], timeout)))
+        return as_revision(await self._call(self._write("put", ["put", key, value], timeout)))
 
     async def cas(self, key: str, expected: Any, new: Any, *, timeout: float | None = None) -> bool:
         """Set key to `new` only if its value is `expected` (None: only if absent); True if swapped."""
-        return _swapped(await self._call(self._write("cas", ["cas", key, expected, new], timeout)))
+        return as_swapped(await self._call(self._write("cas", ["cas", key, expected, new], timeout)))
 
     async def delete(self, key: str, *, timeout: float | None = None) -> bool:
         """Delete key; True if it existed."""
-        return _existed(await self._call(self._write("delete", ["del", key], timeout)))
+        return as_existed(await self._call(self._write("delete", ["del", key], timeout)))
 
     async def delete_prefix(self, prefix: str, *, timeout: float | None = None) -> int:
         """Delete every key starting with prefix ("" = every key); returns how many were deleted."""
-        return _deleted(await self._call(self._write("delete_prefix", ["del_prefix", prefix], timeout)))
+        return as_deleted(await self._call(self._write("delete_prefix", ["del_prefix", prefix], timeout)))
 
     # --- reads ------------------------------------------------------------------------------------
 
     async def get(self, key: str, serializable: bool = False, *, timeout: float | None = None) -> Any:
         """The value of key, or None when absent. Linearizable unless serializable=True."""
-        return _value(await self._call(self._read("get", ["get", key], serializable, timeout)))
+        return as_value(await self._call(self._read("get", ["get", key], serializable, timeout)))
 
     async def get_kv(
         self, key: str, serializable: bool = False, *, timeout: float | None = None
     ) -> dict[str, Any] | None:
         """{"key", "value", "create_revision", "mod_revision", "version"} of key, or None when absent."""
-        return _kv(await self._call(self._read("get", ["get", key], serializable, timeout)))
+        return as_kv(await self._call(self._read("get", ["get", key], serializable, timeout)))
 
     async def range(
         self,
@@ -210,7 +208,7 @@ class AsyncClient:
         timeout: float | None = None,
     ) -> RangePage:
         """One page of the keys starting with prefix and sorting after `after`, as Client.range."""
-        request = self._read("range", _range_op(prefix, limit, after), serializable, timeout)
+        request = self._read("range", range_op(prefix, limit, after), serializable, timeout)
         return page_from_result(await self._call(request))
 
     def range_all(
@@ -218,7 +216,7 @@ class AsyncClient:
     ) -> AsyncRangeIterator:
         """Every entry under prefix, in key order, a page at a time: `async for kv in c.range_all(p)`.
         A bad prefix or page size raises InvalidRequest here; a page's failure is raised by the loop."""
-        self._read("range", _range_op(prefix, page_size, ""), serializable, timeout)  # validate now
+        self._read("range", range_op(prefix, page_size, ""), serializable, timeout)  # validate now
 
         async def fetch(after: str) -> RangePage:
             return await self.range(prefix, page_size, serializable, after=after, timeout=timeout)
@@ -229,7 +227,7 @@ class AsyncClient:
 
     async def status(self, *, timeout: float | None = None) -> dict[str, Any]:
         """Every node's own view, as Client.status; Unavailable when no node answers."""
-        limit = timeout if timeout is not None else min(self.timeout, _STATUS_TIMEOUT)
+        limit = timeout if timeout is not None else min(self.timeout, STATUS_TIMEOUT)
         known = self._require_core().known
         deadline = time.monotonic() + limit
         names = list(known)
@@ -241,18 +239,18 @@ class AsyncClient:
                 answers[name] = status
         if not answers:
             raise Unavailable("status", limit, "no node answered")
-        return _summarize(known, self._require_core().members, answers)
+        return summarize(known, self._require_core().members, answers)
 
     # --- internals --------------------------------------------------------------------------------
 
-    def _write(self, operation: str, op: list[Any], timeout: float | None) -> _Request:
+    def _write(self, operation: str, op: list[Any], timeout: float | None) -> Request:
         encoder = write_encoder(operation, self._session, op)
-        return _Request(operation, RequestKind.WRITE, encoder, self._limit(timeout))
+        return Request(operation, RequestKind.WRITE, encoder, self._limit(timeout))
 
-    def _read(self, operation: str, op: list[Any], serializable: bool, timeout: float | None) -> _Request:
+    def _read(self, operation: str, op: list[Any], serializable: bool, timeout: float | None) -> Request:
         query = encode_query(operation, op)
         kind = RequestKind.SERIAL_READ if serializable else RequestKind.READ
-        return _Request(operation, kind, query, self._limit(timeout))
+        return Request(operation, kind, query, self._limit(timeout))
 
     def _limit(self, timeout: float | None) -> float:
         limit = self.timeout if timeout is None else timeout
@@ -260,9 +258,9 @@ class AsyncClient:
             raise ValueError("timeout must be positive")
         return limit
 
-    async def _call(self, request: _Request) -> dict[str, Any]:
+    async def _call(self, request: Request) -> dict[str, Any]:
         deadline = time.monotonic() + request.limit
-        return _interpret(request, await self._submit(request.kind, request.body, deadline))
+        return interpret(request, await self._submit(request.kind, request.body, deadline))
 
     def _submit(
         self, kind: RequestKind, body: bytes | WriteEncoder, deadline: float, node: NodeId = ""

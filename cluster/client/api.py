@@ -53,28 +53,35 @@ import weakref
 from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, TypeVar
 
 from actors.client import ClientOptions, Completion, Outcome, WriteEncoder
 from actors.messages import NodeId, RequestKind
-from cluster.client.commands import check_result, describe_bad_request, encode_query, write_encoder
+from cluster.client.calls import (
+    SEQ_WINDOW,
+    SESSION_LIMIT,
+    STATUS_TIMEOUT,
+    Request,
+    as_deleted,
+    as_existed,
+    as_kv,
+    as_revision,
+    as_swapped,
+    as_value,
+    interpret,
+    range_op,
+    summarize,
+)
+from cluster.client.commands import encode_query, write_encoder
 from cluster.client.discovery import parse_status
 from cluster.client.driver import Submission
 from cluster.client.endpoints import parse_endpoints
 from cluster.client.io_thread import ClientLoop, future_completer
 from cluster.client.ranges import RangeIterator, RangePage, page_from_result
-from cluster.errors import Busy, InvalidRequest, OutcomeUnknown, Unavailable
-from cluster.kv.sessions import DEFAULT_MAX_RESPONSES_PER_SESSION
+from cluster.errors import Unavailable
 
 _GRACE = 1.0  # extra wait on a future beyond the request's own deadline, in case the I/O thread stalls
-_STATUS_TIMEOUT = 2.0  # default per-call bound for status(): a dead node must not stall it for long
-_SESSION_LIMIT = 2**63 - 1
-# The state machine caches this many answers per session (cluster/kv/sessions.py: its byte bound evicts
-# whole sessions, least recently written first, and never trims a live one below this); keep open writes
-# within it, with a margin, so a stuck write's answer is never dropped while it may still be retried.
-SEQ_WINDOW = DEFAULT_MAX_RESPONSES_PER_SESSION - 24
 
 T = TypeVar("T")
 
@@ -95,7 +102,7 @@ class Client:
             raise ValueError("timeout and attempt_timeout must be positive")
         self.timeout = timeout
         self.client_id: NodeId = f"cli-{secrets.token_hex(8)}"
-        self._session = 1 + secrets.randbelow(_SESSION_LIMIT)  # 0 would mean "no session"
+        self._session = 1 + secrets.randbelow(SESSION_LIMIT)  # 0 would mean "no session"
         options = ClientOptions(
             attempt_timeout=min(attempt_timeout, timeout),
             max_seq_window=SEQ_WINDOW,
@@ -132,47 +139,47 @@ class Client:
 
     def put(self, key: str, value: Any, *, timeout: float | None = None) -> int:
         """Set key to value; returns the new revision."""
-        return _revision(self._call(self._write("put", ["put", key, value], timeout)))
+        return as_revision(self._call(self._write("put", ["put", key, value], timeout)))
 
     def cas(self, key: str, expected: Any, new: Any, *, timeout: float | None = None) -> bool:
         """Set key to `new` only if its value is `expected` (None: only if absent); True if swapped."""
-        return _swapped(self._call(self._write("cas", ["cas", key, expected, new], timeout)))
+        return as_swapped(self._call(self._write("cas", ["cas", key, expected, new], timeout)))
 
     def delete(self, key: str, *, timeout: float | None = None) -> bool:
         """Delete key; True if it existed."""
-        return _existed(self._call(self._write("delete", ["del", key], timeout)))
+        return as_existed(self._call(self._write("delete", ["del", key], timeout)))
 
     def delete_prefix(self, prefix: str, *, timeout: float | None = None) -> int:
         """Delete every key starting with prefix ("" = every key); returns how many were deleted."""
-        return _deleted(self._call(self._write("delete_prefix", ["del_prefix", prefix], timeout)))
+        return as_deleted(self._call(self._write("delete_prefix", ["del_prefix", prefix], timeout)))
 
     def put_async(self, key: str, value: Any, *, timeout: float | None = None) -> Future[int]:
         """put() without waiting: a future of the new revision (see the module docstring)."""
-        return self._call_async(self._write("put", ["put", key, value], timeout), _revision)
+        return self._call_async(self._write("put", ["put", key, value], timeout), as_revision)
 
     def cas_async(self, key: str, expected: Any, new: Any, *, timeout: float | None = None) -> Future[bool]:
         """cas() without waiting: a future of whether it swapped."""
-        return self._call_async(self._write("cas", ["cas", key, expected, new], timeout), _swapped)
+        return self._call_async(self._write("cas", ["cas", key, expected, new], timeout), as_swapped)
 
     def delete_async(self, key: str, *, timeout: float | None = None) -> Future[bool]:
         """delete() without waiting: a future of whether the key existed."""
-        return self._call_async(self._write("delete", ["del", key], timeout), _existed)
+        return self._call_async(self._write("delete", ["del", key], timeout), as_existed)
 
     def delete_prefix_async(self, prefix: str, *, timeout: float | None = None) -> Future[int]:
         """delete_prefix() without waiting: a future of how many keys were deleted."""
-        return self._call_async(self._write("delete_prefix", ["del_prefix", prefix], timeout), _deleted)
+        return self._call_async(self._write("delete_prefix", ["del_prefix", prefix], timeout), as_deleted)
 
     # --- reads ------------------------------------------------------------------------------------
 
     def get(self, key: str, serializable: bool = False, *, timeout: float | None = None) -> Any:
         """The value of key, or None when absent. Linearizable unless serializable=True."""
-        return _value(self._call(self._read("get", ["get", key], serializable, timeout)))
+        return as_value(self._call(self._read("get", ["get", key], serializable, timeout)))
 
     def get_kv(
         self, key: str, serializable: bool = False, *, timeout: float | None = None
     ) -> dict[str, Any] | None:
         """{"key", "value", "create_revision", "mod_revision", "version"} of key, or None when absent."""
-        return _kv(self._call(self._read("get", ["get", key], serializable, timeout)))
+        return as_kv(self._call(self._read("get", ["get", key], serializable, timeout)))
 
     def range(
         self,
@@ -189,7 +196,7 @@ class Client:
         refused) and at most MAX_RANGE_BYTES of entries, so a page may be shorter than `limit` while
         `more` is True. range_all() follows the pages; cluster/client/ranges.py says what paging
         through a changing prefix gives."""
-        request = self._read("range", _range_op(prefix, limit, after), serializable, timeout)
+        request = self._read("range", range_op(prefix, limit, after), serializable, timeout)
         return page_from_result(self._call(request))
 
     def range_all(
@@ -199,7 +206,7 @@ class Client:
         page) at a time as the iterator is consumed; `timeout` bounds each page. A bad prefix or page
         size raises InvalidRequest here; a page's failure is raised by next(). The iterator's
         `consistent` tells whether all pages were read at one revision (see cluster/client/ranges.py)."""
-        self._read("range", _range_op(prefix, page_size, ""), serializable, timeout)  # validate now
+        self._read("range", range_op(prefix, page_size, ""), serializable, timeout)  # validate now
 
         def fetch(after: str) -> RangePage:
             return self.range(prefix, page_size, serializable, after=after, timeout=timeout)
@@ -208,13 +215,13 @@ class Client:
 
     def get_async(self, key: str, serializable: bool = False, *, timeout: float | None = None) -> Future[Any]:
         """get() without waiting: a future of the value (None when absent)."""
-        return self._call_async(self._read("get", ["get", key], serializable, timeout), _value)
+        return self._call_async(self._read("get", ["get", key], serializable, timeout), as_value)
 
     def get_kv_async(
         self, key: str, serializable: bool = False, *, timeout: float | None = None
     ) -> Future[dict[str, Any] | None]:
         """get_kv() without waiting."""
-        return self._call_async(self._read("get", ["get", key], serializable, timeout), _kv)
+        return self._call_async(self._read("get", ["get", key], serializable, timeout), as_kv)
 
     def range_async(
         self,
@@ -226,7 +233,7 @@ class Client:
         timeout: float | None = None,
     ) -> Future[RangePage]:
         """range() without waiting: a future of the page."""
-        request = self._read("range", _range_op(prefix, limit, after), serializable, timeout)
+        request = self._read("range", range_op(prefix, limit, after), serializable, timeout)
         return self._call_async(request, page_from_result)
 
     # --- status -----------------------------------------------------------------------------------
@@ -235,7 +242,7 @@ class Client:
         """Every node's own view: {"leader", "term", "members": [{"name", "client_url", "reachable",
         "role", "term", "commit", "applied", ...}, ...]}. A node that does not answer is listed with
         reachable False and role "unreachable". Raises Unavailable when no node answers."""
-        limit = timeout if timeout is not None else min(self.timeout, _STATUS_TIMEOUT)
+        limit = timeout if timeout is not None else min(self.timeout, STATUS_TIMEOUT)
         known = self._loop.known_nodes()
         deadline = time.monotonic() + limit
         asked = {name: self._submit(RequestKind.STATUS, b"", deadline, name) for name in known}
@@ -247,18 +254,18 @@ class Client:
                 answers[name] = status
         if not answers:
             raise Unavailable("status", limit, "no node answered")
-        return _summarize(known, self._loop.members(), answers)
+        return summarize(known, self._loop.members(), answers)
 
     # --- internals --------------------------------------------------------------------------------
 
-    def _write(self, operation: str, op: list[Any], timeout: float | None) -> _Request:
+    def _write(self, operation: str, op: list[Any], timeout: float | None) -> Request:
         encoder = write_encoder(operation, self._session, op)
-        return _Request(operation, RequestKind.WRITE, encoder, self._limit(timeout))
+        return Request(operation, RequestKind.WRITE, encoder, self._limit(timeout))
 
-    def _read(self, operation: str, op: list[Any], serializable: bool, timeout: float | None) -> _Request:
+    def _read(self, operation: str, op: list[Any], serializable: bool, timeout: float | None) -> Request:
         query = encode_query(operation, op)
         kind = RequestKind.SERIAL_READ if serializable else RequestKind.READ
-        return _Request(operation, kind, query, self._limit(timeout))
+        return Request(operation, kind, query, self._limit(timeout))
 
     def _limit(self, timeout: float | None) -> float:
         limit = self.timeout if timeout is None else timeout
@@ -266,11 +273,11 @@ class Client:
             raise ValueError("timeout must be positive")
         return limit
 
-    def _call(self, request: _Request) -> dict[str, Any]:
+    def _call(self, request: Request) -> dict[str, Any]:
         deadline = time.monotonic() + request.limit
-        return _interpret(request, self._wait(self._submit(request.kind, request.body, deadline), deadline))
+        return interpret(request, self._wait(self._submit(request.kind, request.body, deadline), deadline))
 
-    def _call_async(self, request: _Request, project: Callable[[dict[str, Any]], T]) -> Future[T]:
+    def _call_async(self, request: Request, project: Callable[[dict[str, Any]], T]) -> Future[T]:
         outer: Future[T] = Future()
         outer.set_running_or_notify_cancel()  # the request is about to be sent: not cancellable
 
@@ -278,7 +285,7 @@ class Client:
             try:
                 if isinstance(outcome, BaseException):  # ClientClosed from the loop
                     raise outcome
-                answer = project(_interpret(request, outcome))
+                answer = project(interpret(request, outcome))
             except BaseException as exc:  # noqa: BLE001 - every failure belongs to the caller's future
                 outer.set_exception(exc)
             else:
@@ -304,95 +311,3 @@ class Client:
             return fut.result(timeout=max(0.0, deadline - time.monotonic()) + _GRACE)
         except FutureTimeout:  # the I/O thread missed the deadline; report it like the actor would
             return Completion(0, Outcome.TIMEOUT, b"")
-
-
-@dataclass(frozen=True, slots=True)
-class _Request:
-    """A validated request, ready to submit, and what its errors are called."""
-
-    operation: str  # the Client method's name, for error messages
-    kind: RequestKind
-    body: bytes | WriteEncoder  # a read's encoded query, or a write's command encoder
-    limit: float  # its timeout, seconds
-
-
-def _interpret(request: _Request, done: Completion) -> dict[str, Any]:
-    """The state machine's answer to a request, or the error its caller gets (shared by the blocking and
-    the asynchronous calls)."""
-    if done.outcome is Outcome.NOT_APPLIED:
-        raise Unavailable(request.operation, request.limit, "no leader took the write")
-    if done.outcome is Outcome.TIMEOUT:
-        if request.kind is RequestKind.WRITE:
-            raise OutcomeUnknown(request.operation, request.limit)
-        detail = "no leader reachable" if request.kind is RequestKind.READ else ""
-        raise Unavailable(request.operation, request.limit, detail)
-    if done.outcome is Outcome.REJECTED:
-        raise InvalidRequest(request.operation, describe_bad_request(done.result))
-    if done.outcome is Outcome.BUSY:
-        raise Busy(request.operation, describe_bad_request(done.result))
-    return check_result(request.operation, done.result, request.limit)
-
-
-# What each call returns, from the state machine's answer.
-
-
-def _revision(result: dict[str, Any]) -> int:
-    return int(result["rev"])
-
-
-def _swapped(result: dict[str, Any]) -> bool:
-    return bool(result["swapped"])
-
-
-def _existed(result: dict[str, Any]) -> bool:
-    return bool(result["deleted"])
-
-
-def _deleted(result: dict[str, Any]) -> int:
-    return int(result["deleted"])
-
-
-def _kv(result: dict[str, Any]) -> dict[str, Any] | None:
-    kv = result["kv"]
-    return None if kv is None else dict(kv)
-
-
-def _value(result: dict[str, Any]) -> Any:
-    kv = result["kv"]
-    return None if kv is None else kv["value"]
-
-
-def _range_op(prefix: str, limit: int, after: str) -> list[Any]:
-    return ["range", prefix, limit, after]
-
-
-def _summarize(
-    known: dict[NodeId, str], members: frozenset[NodeId], answers: dict[NodeId, dict[str, Any]]
-) -> dict[str, Any]:
-    """Merge per-node status answers into one cluster view."""
-    adverts: dict[NodeId, str] = {}
-    names = set(known) | set(members)
-    for answer in answers.values():
-        names.update(m for m in answer.get("members") or () if isinstance(m, str))
-        urls = answer.get("client_urls")
-        if isinstance(urls, dict):
-            adverts.update({k: v for k, v in urls.items() if isinstance(k, str) and isinstance(v, str)})
-    rows: list[dict[str, Any]] = []
-    for name in sorted(names):
-        url = known.get(name) or adverts.get(name, "")
-        status = answers.get(name)
-        if status is None:
-            rows.append({"name": name, "client_url": url, "reachable": False, "role": "unreachable"})
-            continue
-        extra = {k: v for k, v in status.items() if k not in ("id", "members", "client_urls")}
-        rows.append({"name": name, "client_url": url, "reachable": True, **extra})
-    term = max((int(s.get("term") or 0) for s in answers.values()), default=0)
-    leaders = [r["name"] for r in rows if r.get("role") == "leader" and r.get("term") == term]
-    leader = (
-        leaders[0]
-        if leaders
-        else next(
-            (str(s.get("leader")) for s in answers.values() if s.get("term") == term and s.get("leader")), ""
-        )
-    )
-    return {"leader": leader, "term": term, "members": rows}

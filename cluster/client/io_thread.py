@@ -5,8 +5,8 @@ node URL (DealerLinks) and the ClientCore (cluster/client/driver.py: Discovery, 
 decoding and batching), which it drives with the poller. Callers in other threads hand it Submissions
 through a locked inbox and wake it through an inproc PAIR socket; each Submission carries a callback that
 the thread calls exactly once, with the actor's Completion or with the exception that ended the client
-(`future_completer` makes one that completes a Future). Nothing here interprets results:
-cluster/client/api.py does that, in the caller's thread for a blocking call and in the callback itself for
+(`future_completer` makes one that completes a Future). Nothing here interprets results: api.py does that
+(with cluster/client/calls.py), in the caller's thread for a blocking call and in the callback itself for
 an asynchronous one.
 """
 

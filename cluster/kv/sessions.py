@@ -17,7 +17,7 @@ Bounds. The table changes in apply on every replica, so it is bounded determinis
 * each session keeps at most `max_responses` responses: beyond, the smallest seqs are dropped and the
   session's floor rises past them, so a retry of one of them is answered as already applied, never
   applied again. The client keeps its open writes within a window a little smaller than this
-  (cluster/client/api.py SEQ_WINDOW, from DEFAULT_MAX_RESPONSES_PER_SESSION), so a write it still
+  (cluster/client/calls.py SEQ_WINDOW, from DEFAULT_MAX_RESPONSES_PER_SESSION), so a write it still
   waits for keeps its answer;
 * at most `max_sessions` sessions, and at most `max_bytes` in total, counted as the snapshot encodes
   them (each response's bytes plus RESPONSE_OVERHEAD_BYTES, plus SESSION_OVERHEAD_BYTES per session).

@@ -23,7 +23,7 @@ from cluster import (
 )
 from cluster.cli import ctl
 from cluster.cli.ctl_output import kvs_text, status_text, to_json
-from cluster.client.api import _interpret, _Request
+from cluster.client.calls import Request, interpret
 from cluster.client.commands import check_result, describe_bad_request, encode_query, write_encoder
 from cluster.client.endpoints import ENDPOINTS_ENV, default_endpoints, local_endpoints, parse_endpoints
 from cluster.kv.machine import MAX_KEY_BYTES, MAX_RANGE_LIMIT, MAX_VALUE_BYTES, KVStateMachine, encode_command
@@ -65,17 +65,17 @@ def test_messages_say_what_the_caller_may_conclude() -> None:
 
 def test_a_nodes_refusals_become_invalid_request_and_busy() -> None:
     """BAD_REQUEST (the node found it invalid before proposing) and BUSY are definite: never applied."""
-    put = _Request("put", RequestKind.WRITE, b"", 5.0)
+    put = Request("put", RequestKind.WRITE, b"", 5.0)
     with pytest.raises(InvalidRequest, match="reserved"):
-        _interpret(put, Completion(1, Outcome.REJECTED, b"keys under '__zraft/' are reserved"))
+        interpret(put, Completion(1, Outcome.REJECTED, b"keys under '__zraft/' are reserved"))
     with pytest.raises(Busy) as info:
-        _interpret(put, Completion(1, Outcome.BUSY, b"too many writes wait for commit; retry later"))
+        interpret(put, Completion(1, Outcome.BUSY, b"too many writes wait for commit; retry later"))
     assert isinstance(info.value, Rejected) and not isinstance(info.value, NoAnswer)
     assert "busy" in str(info.value) and "too many writes" in str(info.value)
     with pytest.raises(Unavailable, match="no leader took the write"):  # known not applied
-        _interpret(put, Completion(1, Outcome.NOT_APPLIED, b""))
+        interpret(put, Completion(1, Outcome.NOT_APPLIED, b""))
     with pytest.raises(OutcomeUnknown):
-        _interpret(put, Completion(1, Outcome.TIMEOUT, b""))
+        interpret(put, Completion(1, Outcome.TIMEOUT, b""))
 
 
 # --- validation before sending ------------------------------------------------------------------------

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cluster.client.api import SEQ_WINDOW
+from cluster.client.calls import SEQ_WINDOW
 from cluster.kv.keyspace import kv_dict
 from cluster.kv.machine import (
     ALREADY_APPLIED,

@@ -1,0 +1,115 @@
+"""What a client call sends and what its answer means, shared by Client (api.py) and AsyncClient (aio.py) so
+the two cannot differ: the validated Request, the interpretation of the actor's Completion into a result or
+the error the caller gets, each call's projection of the state machine's answer, and the merge of per-node
+status answers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from actors.client import Completion, Outcome, WriteEncoder
+from actors.messages import NodeId, RequestKind
+from cluster.client.commands import check_result, describe_bad_request
+from cluster.errors import Busy, InvalidRequest, OutcomeUnknown, Unavailable
+from cluster.kv.sessions import DEFAULT_MAX_RESPONSES_PER_SESSION
+
+STATUS_TIMEOUT = 2.0  # default per-call bound for status(): a dead node must not stall it for long
+SESSION_LIMIT = 2**63 - 1
+# The state machine caches this many answers per session (cluster/kv/sessions.py: its byte bound evicts
+# whole sessions, least recently written first, and never trims a live one below this); keep open writes
+# within it, with a margin, so a stuck write's answer is never dropped while it may still be retried.
+SEQ_WINDOW = DEFAULT_MAX_RESPONSES_PER_SESSION - 24
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """A validated request, ready to submit, and what its errors are called."""
+
+    operation: str  # the Client method's name, for error messages
+    kind: RequestKind
+    body: bytes | WriteEncoder  # a read's encoded query, or a write's command encoder
+    limit: float  # its timeout, seconds
+
+
+def interpret(request: Request, done: Completion) -> dict[str, Any]:
+    """The state machine's answer to a request, or the error its caller gets (shared by the blocking and
+    the asynchronous calls)."""
+    if done.outcome is Outcome.NOT_APPLIED:
+        raise Unavailable(request.operation, request.limit, "no leader took the write")
+    if done.outcome is Outcome.TIMEOUT:
+        if request.kind is RequestKind.WRITE:
+            raise OutcomeUnknown(request.operation, request.limit)
+        detail = "no leader reachable" if request.kind is RequestKind.READ else ""
+        raise Unavailable(request.operation, request.limit, detail)
+    if done.outcome is Outcome.REJECTED:
+        raise InvalidRequest(request.operation, describe_bad_request(done.result))
+    if done.outcome is Outcome.BUSY:
+        raise Busy(request.operation, describe_bad_request(done.result))
+    return check_result(request.operation, done.result, request.limit)
+
+
+# What each call returns, from the state machine's answer.
+
+
+def as_revision(result: dict[str, Any]) -> int:
+    return int(result["rev"])
+
+
+def as_swapped(result: dict[str, Any]) -> bool:
+    return bool(result["swapped"])
+
+
+def as_existed(result: dict[str, Any]) -> bool:
+    return bool(result["deleted"])
+
+
+def as_deleted(result: dict[str, Any]) -> int:
+    return int(result["deleted"])
+
+
+def as_kv(result: dict[str, Any]) -> dict[str, Any] | None:
+    kv = result["kv"]
+    return None if kv is None else dict(kv)
+
+
+def as_value(result: dict[str, Any]) -> Any:
+    kv = result["kv"]
+    return None if kv is None else kv["value"]
+
+
+def range_op(prefix: str, limit: int, after: str) -> list[Any]:
+    return ["range", prefix, limit, after]
+
+
+def summarize(
+    known: dict[NodeId, str], members: frozenset[NodeId], answers: dict[NodeId, dict[str, Any]]
+) -> dict[str, Any]:
+    """Merge per-node status answers into one cluster view."""
+    adverts: dict[NodeId, str] = {}
+    names = set(known) | set(members)
+    for answer in answers.values():
+        names.update(m for m in answer.get("members") or () if isinstance(m, str))
+        urls = answer.get("client_urls")
+        if isinstance(urls, dict):
+            adverts.update({k: v for k, v in urls.items() if isinstance(k, str) and isinstance(v, str)})
+    rows: list[dict[str, Any]] = []
+    for name in sorted(names):
+        url = known.get(name) or adverts.get(name, "")
+        status = answers.get(name)
+        if status is None:
+            rows.append({"name": name, "client_url": url, "reachable": False, "role": "unreachable"})
+            continue
+        extra = {k: v for k, v in status.items() if k not in ("id", "members", "client_urls")}
+        rows.append({"name": name, "client_url": url, "reachable": True, **extra})
+    term = max((int(s.get("term") or 0) for s in answers.values()), default=0)
+    leaders = [r["name"] for r in rows if r.get("role") == "leader" and r.get("term") == term]
+    leader = (
+        leaders[0]
+        if leaders
+        else next(
+            (str(s.get("leader")) for s in answers.values() if s.get("term") == term and s.get("leader")), ""
+        )
+    )
+    return {"leader": leader, "term": term, "members": rows}
