@@ -282,6 +282,8 @@ class Client:
         outer.set_running_or_notify_cancel()  # the request is about to be sent: not cancellable
 
         def settle(outcome: Completion | BaseException) -> None:  # on the I/O thread: must never raise
+            if outer.done():  # a failing I/O thread ends every call it may hold, some maybe twice
+                return
             try:
                 if isinstance(outcome, BaseException):  # ClientClosed from the loop
                     raise outcome

@@ -62,6 +62,7 @@ class ClientLoop:
         self._wake_out.connect(self._wake_addr)
         self._lock = threading.Lock()  # guards _inbox, _wake_signalled, _closed and _wake_out
         self._inbox: list[Submission] = []
+        self._taken: list[Submission] = []  # the current turn's submissions, until the core holds them
         self._wake_signalled = False
         self._closed = False  # no more submissions; the thread stops at its next turn
         self._released = False  # close() ran
@@ -137,7 +138,7 @@ class ClientLoop:
         finally:
             with self._lock:
                 self._closed = True
-                leftovers = self._inbox
+                leftovers = self._taken + self._inbox  # a failed turn may not have handed all to the core
                 self._inbox = []
             error = ClientClosed() if failure is None else ZraftError(f"client I/O thread failed: {failure}")
             self._core.fail_all(error)
@@ -156,12 +157,13 @@ class ClientLoop:
         with self._lock:
             if self._closed:
                 return False
-            inbox, self._inbox = self._inbox, []
+            self._taken, self._inbox = self._inbox, []
             self._wake_signalled = False
         for sock in list(self._links.sockets.values()):  # an answer may teach us a new URL (a new socket)
             if sock in events:
                 self._receive(sock, now)
-        self._core.turn(inbox, now)
+        self._core.turn(self._taken, now)
+        self._taken = []
         return True
 
     def _poll_ms(self, now: float) -> int:

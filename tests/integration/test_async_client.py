@@ -286,3 +286,20 @@ def test_a_failure_inside_the_driver_ends_every_pending_call(
                 await c.get("driver-failure/k")
 
     run(body())
+
+
+def test_a_failure_inside_the_blocking_clients_io_thread_ends_its_async_calls(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The turn fails after the thread took the submissions from its inbox: they must still be ended.
+    with Client(urls(cluster), timeout=5.0) as c:
+        c.put("io-failure/warm", 0)
+
+        def broken(*args: Any) -> None:
+            raise RuntimeError("boom")
+
+        monkeypatch.setattr(c._loop._core, "turn", broken)
+        futures = [c.put_async("io-failure/k", 1), c.get_async("io-failure/k")]
+        for fut in futures:
+            error = fut.exception(timeout=2.0)  # raises TimeoutError if the call was left hanging
+            assert type(error) is ZraftError and "boom" in str(error), error
