@@ -4,12 +4,16 @@
 when the environment variable ZRAFT_CRASH_POINT equals name (at its ZRAFT_CRASH_AFTER-th hit).
 Real nodes pass it as their crash hook; the simulator passes its own hook (for example `RaiseAt`)
 to stop a node at the same places in-process.
+
+A stalling disk for fault tests: with ZRAFT_FSYNC_STALL=PATH, every WAL or snapshot fsync waits while the
+file PATH exists, so a test can start and end a stall during a run by creating and removing that file.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections.abc import Callable
 
 from loguru import logger
@@ -17,6 +21,8 @@ from loguru import logger
 CRASH_ENV = "ZRAFT_CRASH_POINT"
 CRASH_AFTER_ENV = "ZRAFT_CRASH_AFTER"
 CRASH_EXIT_CODE = 77
+FSYNC_STALL_ENV = "ZRAFT_FSYNC_STALL"
+_STALL_POLL_SECONDS = 0.01
 
 WAL_BEFORE_FSYNC = "wal-before-fsync"
 WAL_AFTER_FSYNC = "wal-after-fsync"
@@ -62,10 +68,32 @@ def _no_crash(name: str) -> None:
     """The hook of a process started without ZRAFT_CRASH_POINT: nothing to check, on the hot path."""
 
 
+class FsyncStall:
+    """A crash hook that, just before each fsync, waits while the file `flag_path` exists, then calls
+    `inner` (so stalls and crash points combine)."""
+
+    BEFORE_FSYNC = frozenset({WAL_BEFORE_FSYNC, SNAP_AFTER_TEMP_WRITE})
+
+    def __init__(self, flag_path: str, inner: CrashHook) -> None:
+        self.flag_path = flag_path
+        self.inner = inner
+
+    def __call__(self, name: str) -> None:
+        if name in self.BEFORE_FSYNC and os.path.exists(self.flag_path):
+            logger.warning("fsync stalled while {} exists", self.flag_path)
+            while os.path.exists(self.flag_path):
+                time.sleep(_STALL_POLL_SECONDS)  # the flag is a file another process removes: poll it
+            logger.warning("fsync stall over")
+        self.inner(name)
+
+
 def default_crash_hook() -> CrashHook:
     """crash_point when this process was started with ZRAFT_CRASH_POINT set, else a hook that does nothing
-    (so an ordinary node does not look the variable up twice per fsync)."""
-    return crash_point if os.environ.get(CRASH_ENV) else _no_crash
+    (so an ordinary node does not look the variable up twice per fsync); wrapped in FsyncStall when
+    ZRAFT_FSYNC_STALL names a flag file. The environment is read once, when the storage is opened."""
+    hook = crash_point if os.environ.get(CRASH_ENV) else _no_crash
+    stall = os.environ.get(FSYNC_STALL_ENV)
+    return FsyncStall(stall, hook) if stall else hook
 
 
 class CrashPointReached(Exception):
