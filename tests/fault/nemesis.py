@@ -144,9 +144,13 @@ class NodeProcess:
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 [*self.ns_command, sys.executable, str(NODE_BIN), *self.args],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
-                cwd=str(REPO_ROOT), start_new_session=True,
-            )  # fmt: skip
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=str(REPO_ROOT),
+                start_new_session=True,
+            )
         self.paused = False
         self.killed = False
 
@@ -179,8 +183,12 @@ class Probe:
     def __init__(self, command: list[str]) -> None:
         self.proc = subprocess.Popen(
             [*command, sys.executable, "-m", "tests.fault.worker", "probe"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=str(REPO_ROOT), start_new_session=True,
-        )  # fmt: skip
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=str(REPO_ROOT),
+            start_new_session=True,
+        )
 
     def ask(self, **request: Any) -> dict[str, Any]:
         assert self.proc.stdin is not None and self.proc.stdout is not None
@@ -256,8 +264,15 @@ class Histories:
             self._offsets[path] = offset + len(complete.encode())
             for line in complete.splitlines():
                 row = json.loads(line)
-                op = Operation(row["client"], row["key"], row["kind"], tuple(row["args"]), row["invoke"],
-                               row["complete"], row["result"])  # fmt: skip
+                op = Operation(
+                    row["client"],
+                    row["key"],
+                    row["kind"],
+                    tuple(row["args"]),
+                    row["invoke"],
+                    row["complete"],
+                    row["result"],
+                )
                 self.records.append(Record(op, row["outcome"], row["end"], path in self._minority))
 
     def last_write_ack(self) -> float:
@@ -282,9 +297,14 @@ class Nemesis:
     """One harness run: build the network, start nodes and clients, play the schedule, check, clean up."""
 
     def __init__(
-        self, seed: int, schedule: list[Step], nodes: int = 3, clients: int = 2,
-        log: Callable[[str], None] = print, replay: str = "",
-    ) -> None:  # fmt: skip
+        self,
+        seed: int,
+        schedule: list[Step],
+        nodes: int = 3,
+        clients: int = 2,
+        log: Callable[[str], None] = print,
+        replay: str = "",
+    ) -> None:
         self.seed = seed
         self.schedule = schedule
         self.names = [f"n{i + 1}" for i in range(nodes)]
@@ -326,11 +346,22 @@ class Nemesis:
         initial = ",".join(f"{n}={self.peer_url(n)}" for n in self.names)
         for name in self.names:
             args = [
-                "--name", name, "--data-dir", str(self.workdir / name), "--peer-url", self.peer_url(name),
-                "--client-url", self.client_url(name), "--initial-cluster", initial,
-                "--election-timeout-ms", str(ELECTION_TIMEOUT_MS), "--heartbeat-ms", str(HEARTBEAT_MS),
+                "--name",
+                name,
+                "--data-dir",
+                str(self.workdir / name),
+                "--peer-url",
+                self.peer_url(name),
+                "--client-url",
+                self.client_url(name),
+                "--initial-cluster",
+                initial,
+                "--election-timeout-ms",
+                str(ELECTION_TIMEOUT_MS),
+                "--heartbeat-ms",
+                str(HEARTBEAT_MS),
                 *STORAGE_ARGS,
-            ]  # fmt: skip
+            ]
             node = NodeProcess(
                 name,
                 self.net.exec_prefix(self.net.node_ns(name)),
@@ -368,14 +399,37 @@ class Nemesis:
         history = self.workdir / f"history-{name}.jsonl"
         seed = random.Random(f"{self.seed}/{name}").randrange(2**32)
         proc = subprocess.Popen(
-            [*self.net.exec_prefix(ns), sys.executable, "-m", "tests.fault.worker", "client",
-             "--name", name, "--endpoints", ",".join(self.client_url(t) for t in targets),
-             "--keys", ",".join(KEYS), "--seed", str(seed), "--history", str(history),
-             "--timeout", str(CLIENT_TIMEOUT), "--threads", "2" if not minority else "1",
-             "--epoch-seconds", str(KEY_EPOCH_SECONDS), "--origin", repr(self.t0)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=str(REPO_ROOT),
+            [
+                *self.net.exec_prefix(ns),
+                sys.executable,
+                "-m",
+                "tests.fault.worker",
+                "client",
+                "--name",
+                name,
+                "--endpoints",
+                ",".join(self.client_url(t) for t in targets),
+                "--keys",
+                ",".join(KEYS),
+                "--seed",
+                str(seed),
+                "--history",
+                str(history),
+                "--timeout",
+                str(CLIENT_TIMEOUT),
+                "--threads",
+                "2" if not minority else "1",
+                "--epoch-seconds",
+                str(KEY_EPOCH_SECONDS),
+                "--origin",
+                repr(self.t0),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=str(REPO_ROOT),
             start_new_session=True,
-        )  # fmt: skip
+        )
         worker = ClientWorker(name, proc, history, minority)
         self.workers.append(worker)
         self.histories.add_file(history, minority)
@@ -439,8 +493,9 @@ class Nemesis:
                     small = [node]
                 else:
                     size = max(1, (len(self.names) - 1) // 2)
-                    small = sorted([node, *random.Random(f"{self.seed}/{len(self.injected)}").sample(
-                        others, size - 1)])  # fmt: skip
+                    small = sorted(
+                        [node, *random.Random(f"{self.seed}/{len(self.injected)}").sample(others, size - 1)]
+                    )
                 big = [n for n in self.names if n not in small]
                 for a in small:
                     for b in big:
@@ -465,8 +520,9 @@ class Nemesis:
                 done.append(f"bridge: {{{','.join(left)}}} | {node} | {{{','.join(right)}}}")
             elif kind == "loss":
                 for n in self.names:  # every link loses packets both ways
-                    self.net.drop(n, [m for m in self.names if m != n], ingress=False,
-                                  probability=fault.probability)  # fmt: skip
+                    self.net.drop(
+                        n, [m for m in self.names if m != n], ingress=False, probability=fault.probability
+                    )
                 done.append(f"loss {fault.probability:.0%} on every node-to-node link")
             elif kind == "slow-leader":
                 self.net.slow_link(node, fault.rate_kbit)
@@ -569,8 +625,9 @@ class Nemesis:
         self.wait_converged()
         assert self.probe is not None
         keys = sorted({r.op.key for r in self.histories.records if not r.op.key.startswith(UNIQUE_PREFIX)})
-        reads = self.probe.ask(cmd="read", urls=[self.client_url(n) for n in self.names], keys=keys,
-                               timeout=10.0)["reads"]  # fmt: skip
+        reads = self.probe.ask(
+            cmd="read", urls=[self.client_url(n) for n in self.names], keys=keys, timeout=10.0
+        )["reads"]
         for read in reads:
             if not read["ok"]:
                 raise NemesisFailure(f"final read of {read['key']} found no leader")
@@ -602,26 +659,35 @@ class Nemesis:
                 raise NemesisFailure(f"replica {name} differs from {self.names[0]} after healing")
         stored = {kv["key"]: kv["value"] for kv in first or []}
         lost = [
-            r.op.key for r in self.histories.records
-            if r.outcome == "ok" and r.op.key.startswith(UNIQUE_PREFIX) and stored.get(r.op.key) != r.op.args[0]
-        ]  # fmt: skip
+            r.op.key
+            for r in self.histories.records
+            if r.outcome == "ok"
+            and r.op.key.startswith(UNIQUE_PREFIX)
+            and stored.get(r.op.key) != r.op.args[0]
+        ]
         if lost:
             raise NemesisFailure(f"{len(lost)} acknowledged writes lost, e.g. {lost[:5]}")
-        self.log(f"{self.elapsed()} all {len(self.names)} replicas hold the same {len(stored)} keys; "
-                 f"applied index {applied.pop()}")  # fmt: skip
+        self.log(
+            f"{self.elapsed()} all {len(self.names)} replicas hold the same {len(stored)} keys; "
+            f"applied index {applied.pop()}"
+        )
 
     # --- the report ---
 
     def summary(self) -> list[str]:
         records = self.histories.records
         outcomes = Counter((r.op.kind, r.outcome) for r in records if r.op.client != "final")
-        lines = [f"operations: {sum(outcomes.values())} "
-                 f"(ok {sum(v for (k, o), v in outcomes.items() if o == 'ok')}, "
-                 f"unknown {sum(v for (k, o), v in outcomes.items() if o == 'unknown')}, "
-                 f"failed {sum(v for (k, o), v in outcomes.items() if o == 'failed')})"]  # fmt: skip
+        lines = [
+            f"operations: {sum(outcomes.values())} "
+            f"(ok {sum(v for (k, o), v in outcomes.items() if o == 'ok')}, "
+            f"unknown {sum(v for (k, o), v in outcomes.items() if o == 'unknown')}, "
+            f"failed {sum(v for (k, o), v in outcomes.items() if o == 'failed')})"
+        ]
         for kind in ("get", "put", "cas", "delete"):
-            lines.append(f"  {kind:6}  ok {outcomes[(kind, 'ok')]:6}  unknown {outcomes[(kind, 'unknown')]:5}  "
-                         f"failed {outcomes[(kind, 'failed')]:5}")  # fmt: skip
+            lines.append(
+                f"  {kind:6}  ok {outcomes[(kind, 'ok')]:6}  unknown {outcomes[(kind, 'unknown')]:5}  "
+                f"failed {outcomes[(kind, 'failed')]:5}"
+            )
         per_kind: dict[str, list[Injected]] = defaultdict(list)
         for inj in self.injected:
             for fault in inj.step.faults:
@@ -640,19 +706,26 @@ class Nemesis:
                 continue
             gaps = [longest_gap(acks, inj.started, inj.healed) for inj in runs]
             recover = [next((a for a in acks if a > inj.healed), inj.healed) - inj.healed for inj in runs]
-            lines.append(f"  {kind:18} {len(runs):3}x  longest gap max {max(gaps):5.2f}s median "
-                         f"{statistics.median(gaps):5.2f}s; recovery max {max(recover):5.2f}s")  # fmt: skip
+            lines.append(
+                f"  {kind:18} {len(runs):3}x  longest gap max {max(gaps):5.2f}s median "
+                f"{statistics.median(gaps):5.2f}s; recovery max {max(recover):5.2f}s"
+            )
         minority = [r for r in records if r.minority]
         definite = [r.end - r.op.invoke for r in minority if r.outcome == "failed"]
         unknown = [r.end - r.op.invoke for r in minority if r.outcome == "unknown"]
         succeeded = sum(1 for r in minority if r.outcome == "ok")
-        lines.append(f"minority-side clients: {len(minority)} operations; definite errors {len(definite)}"
-                     + (f" after median {statistics.median(definite):.2f}s, max {max(definite):.2f}s"
-                        if definite else "")
-                     + f"; unknown outcomes {len(unknown)}"
-                     + (f" after median {statistics.median(unknown):.2f}s" if unknown else "")
-                     + f"; succeeded {succeeded} (answered before the old leader stepped down, "
-                       "or reads it could still confirm)")  # fmt: skip
+        lines.append(
+            f"minority-side clients: {len(minority)} operations; definite errors {len(definite)}"
+            + (
+                f" after median {statistics.median(definite):.2f}s, max {max(definite):.2f}s"
+                if definite
+                else ""
+            )
+            + f"; unknown outcomes {len(unknown)}"
+            + (f" after median {statistics.median(unknown):.2f}s" if unknown else "")
+            + f"; succeeded {succeeded} (answered before the old leader stepped down, "
+            "or reads it could still confirm)"
+        )
         return lines
 
     def describe_schedule(self) -> str:
@@ -664,8 +737,12 @@ class Nemesis:
         return "\n".join(lines + done)
 
     def failure_report(self, error: BaseException) -> str:
-        parts = [f"NEMESIS FAILURE (seed {self.seed}): {error}", "schedule:", self.describe_schedule(),
-                 f"replay: {self.replay}"]  # fmt: skip
+        parts = [
+            f"NEMESIS FAILURE (seed {self.seed}): {error}",
+            "schedule:",
+            self.describe_schedule(),
+            f"replay: {self.replay}",
+        ]
         filters = self.net.describe_filters() if self.net.created else ""
         if filters:
             parts.append(f"tc filters at the failure:\n{filters}")
@@ -748,8 +825,17 @@ def main(argv: list[str] | None = None) -> int:
     # a soak draws more steps than it can play; the deadline ends it
     steps = args.steps if args.steps is not None else (int(args.minutes * 60 / 3) + 1 if args.minutes else 10)
     schedule = make_schedule(seed, steps, kinds, args.nodes)
-    replay = ["python", "-m", "tests.fault.nemesis", "--seed", str(seed), "--nodes", str(args.nodes),
-              "--kinds", ",".join(kinds)]  # fmt: skip
+    replay = [
+        "python",
+        "-m",
+        "tests.fault.nemesis",
+        "--seed",
+        str(seed),
+        "--nodes",
+        str(args.nodes),
+        "--kinds",
+        ",".join(kinds),
+    ]
     replay += ["--minutes", str(args.minutes)] if args.minutes else ["--steps", str(steps)]
     replay_text = shlex.join(replay)
     print(f"seed {seed}; {args.nodes} nodes; kinds {','.join(kinds)}; replay: {replay_text}", flush=True)
@@ -768,8 +854,9 @@ def main(argv: list[str] | None = None) -> int:
     for line in nemesis.summary():
         print(line)
     print(
-        f"RESULT: OK (seed {seed}): {len(nemesis.injected)} fault steps in {time.monotonic() - started:.0f}s; "
-        f"history linearizable, replicas identical, every acknowledged write present",
+        f"RESULT: OK (seed {seed}): {len(nemesis.injected)} fault steps in "
+        f"{time.monotonic() - started:.0f}s; history linearizable, replicas identical, "
+        "every acknowledged write present",
         flush=True,
     )
     return 0

@@ -214,8 +214,22 @@ class TestNetwork:
             return
         program = drop_program(self.addresses(peers), match_source=ingress, probability=probability)
         hook = "ingress" if ingress else "egress"
-        run([TC, "-n", self.node_ns(node), "filter", "add", "dev", "eth0", hook,
-             "bpf", "da", "bytecode", program])  # fmt: skip
+        run(
+            [
+                TC,
+                "-n",
+                self.node_ns(node),
+                "filter",
+                "add",
+                "dev",
+                "eth0",
+                hook,
+                "bpf",
+                "da",
+                "bytecode",
+                program,
+            ]
+        )
 
     def block(self, src: str, dst: str) -> None:
         """Packets from src to dst vanish (dropped as they leave src); dst to src still flows."""
@@ -224,8 +238,25 @@ class TestNetwork:
     def slow_link(self, node: str, rate_kbit: int) -> None:
         """A slow link between `node` and the bridge, both ways: a token bucket with a deep queue."""
         for ns, dev in ((self.node_ns(node), "eth0"), (self.bridge_ns, f"v{node}")):
-            run([TC, "-n", ns, "qdisc", "replace", "dev", dev, "root", "tbf", "rate", f"{rate_kbit}kbit",
-                 "burst", "1600", "latency", "800ms"])  # fmt: skip
+            run(
+                [
+                    TC,
+                    "-n",
+                    ns,
+                    "qdisc",
+                    "replace",
+                    "dev",
+                    dev,
+                    "root",
+                    "tbf",
+                    "rate",
+                    f"{rate_kbit}kbit",
+                    "burst",
+                    "1600",
+                    "latency",
+                    "800ms",
+                ]
+            )
         self._shaped.add(node)
 
     def heal(self) -> None:

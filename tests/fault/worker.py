@@ -67,11 +67,16 @@ class Workload:
 
 
 def run_logical_client(
-    client: Client, name: str, workload: Workload, rng: random.Random, history: HistoryFile,
+    client: Client,
+    name: str,
+    workload: Workload,
+    rng: random.Random,
+    history: HistoryFile,
     stop: threading.Event,
-) -> None:  # fmt: skip
+) -> None:
     seen: dict[str, Any] = {}  # the last value this client saw for each key: what its cas expects
     counter = 0
+    args: list[Any]
     while not stop.wait(rng.uniform(0, 2 * workload.think)):
         counter += 1
         if workload.unique_every and counter % workload.unique_every == 0:
@@ -111,10 +116,17 @@ def run_logical_client(
             outcome, error = "unknown", type(exc).__name__
         complete = time.monotonic()
         history.record(
-            client=name, key=key, kind=kind, args=args, invoke=invoke,
-            complete=complete if outcome != "unknown" else None, end=complete,
-            result=result, outcome=outcome, error=error,
-        )  # fmt: skip
+            client=name,
+            key=key,
+            kind=kind,
+            args=args,
+            invoke=invoke,
+            complete=complete if outcome != "unknown" else None,
+            end=complete,
+            result=result,
+            outcome=outcome,
+            error=error,
+        )
 
 
 def client_main(args: argparse.Namespace) -> int:
@@ -133,7 +145,7 @@ def client_main(args: argparse.Namespace) -> int:
                 target=run_logical_client,
                 args=(client, f"{args.name}.{i}", workload, random.Random(rng.random()), history, stop),
                 daemon=True,
-            )  # fmt: skip
+            )
             for i in range(args.threads)
         ]
         for t in threads:
@@ -187,8 +199,15 @@ def probe_main() -> int:
                     except Unavailable:
                         reads.append({"key": key, "ok": False})
                         continue
-                    reads.append({"key": key, "ok": True, "value": value, "invoke": invoke,
-                                  "complete": time.monotonic()})  # fmt: skip
+                    reads.append(
+                        {
+                            "key": key,
+                            "ok": True,
+                            "value": value,
+                            "invoke": invoke,
+                            "complete": time.monotonic(),
+                        }
+                    )
                 answer = {"reads": reads}
             else:
                 answer = {"error": f"unknown command {cmd!r}"}
