@@ -27,9 +27,11 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 SUBNET = ipaddress.IPv4Network("198.18.0.0/24")
 BRIDGE_ADDRESS = "198.18.0.254"
@@ -95,13 +97,19 @@ def remove_namespace(name: str) -> None:
 
 
 def sweep_stale() -> list[str]:
-    """Remove the namespaces left by harness runs whose process is gone; returns their names."""
+    """Remove the namespaces and temporary directories left by harness runs whose process is gone (killed
+    outright, so its own cleanup never ran); returns their names."""
     removed = []
     for name in list_namespaces():
         match = PREFIX_RE.match(name + "-")
         if match and not _pid_alive(int(match.group(1))):
             remove_namespace(name)
             removed.append(name)
+    for path in Path(tempfile.gettempdir()).glob("zfault-*"):
+        match = PREFIX_RE.match(path.name)
+        if match and path.is_dir() and not _pid_alive(int(match.group(1))):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(str(path))
     return removed
 
 

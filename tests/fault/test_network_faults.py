@@ -52,7 +52,7 @@ _SENDER = """
 import socket, sys
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 for _ in range(int(sys.argv[2])):
-    s.sendto(b"x", (sys.argv[1], 9999))
+    s.sendto(b"x" * int(sys.argv[3]), (sys.argv[1], 9999))
 """
 
 
@@ -67,8 +67,8 @@ def pair() -> Iterator[netns.TestNetwork]:
     assert not [ns for ns in netns.list_namespaces() if ns.startswith(net.prefix)], "namespaces left behind"
 
 
-def datagrams(net: netns.TestNetwork, src: str, dst: str, count: int = 40) -> int:
-    """How many of `count` UDP datagrams sent from src's namespace reach dst."""
+def datagrams(net: netns.TestNetwork, src: str, dst: str, count: int = 40, size: int = 1) -> int:
+    """How many of `count` UDP datagrams (of `size` bytes) sent at once from src's namespace reach dst."""
     receiver = subprocess.Popen(
         [*net.exec_prefix(net.node_ns(dst)), sys.executable, "-c", _RECEIVER, net.address(dst)],
         stdout=subprocess.PIPE,
@@ -77,7 +77,15 @@ def datagrams(net: netns.TestNetwork, src: str, dst: str, count: int = 40) -> in
     try:
         assert receiver.stdout is not None and receiver.stdout.readline().strip() == "ready"
         subprocess.run(
-            [*net.exec_prefix(net.node_ns(src)), sys.executable, "-c", _SENDER, net.address(dst), str(count)],
+            [
+                *net.exec_prefix(net.node_ns(src)),
+                sys.executable,
+                "-c",
+                _SENDER,
+                net.address(dst),
+                str(count),
+                str(size),
+            ],
             check=True,
             timeout=30,
         )
@@ -109,6 +117,17 @@ def test_random_drop_loses_a_share_of_packets(pair: netns.TestNetwork) -> None:
     delivered = datagrams(pair, "n1", "n2", count=400)
     assert 100 < delivered < 300  # binomial(400, 0.5): outside this is a ~1e-23 event
     assert datagrams(pair, "n2", "n1") == 40
+
+
+@needs_netns
+def test_slow_link_queues_a_burst_it_cannot_carry_and_sheds_the_rest(pair: netns.TestNetwork) -> None:
+    pair.slow_link("n1", rate_kbit=64)
+    # 400 kB at once into a 64 kbit/s link whose queue holds what it can send in 0.8 s (about 8 datagrams
+    # get through; without the shaping even the receiver's socket buffer keeps more than 200 of them)
+    assert datagrams(pair, "n1", "n2", count=400, size=1000) < 50
+    assert datagrams(pair, "n2", "n1", count=400, size=1000) < 50
+    pair.heal()
+    assert datagrams(pair, "n1", "n2", count=40, size=1000) == 40
 
 
 def test_drop_program_matches_only_ipv4_to_the_listed_addresses() -> None:
