@@ -68,7 +68,21 @@ def unavailable_reason() -> str | None:
     proc = run([IP, "netns", "add", probe], check=False)
     if proc.returncode != 0:
         return f"cannot create a network namespace: {proc.stderr.strip()}"
-    run([IP, "netns", "del", probe], check=False)
+    try:  # the kernel must also have veth, the clsact hook with BPF filters, and tbf
+        for args in (
+            [IP, "-n", probe, "link", "add", "a0", "type", "veth", "peer", "name", "b0"],
+            [TC, "-n", probe, "qdisc", "add", "dev", "a0", "clsact"],
+            [TC, "-n", probe, "filter", "add", "dev", "a0", "ingress", "bpf", "da", "bytecode",
+             drop_program([BRIDGE_ADDRESS], match_source=True, probability=0.5)],
+            [TC, "-n", probe, "qdisc", "add", "dev", "a0", "root", "tbf", "rate", "64kbit", "burst", "1600",
+             "latency", "800ms"],
+        ):  # fmt: skip
+            proc = run(args, check=False)
+            if proc.returncode != 0:
+                step = " ".join(args[3:6])
+                return f"the kernel cannot do what the fault tests need: {step}: {proc.stderr.strip()}"
+    finally:
+        run([IP, "netns", "del", probe], check=False)
     return None
 
 
