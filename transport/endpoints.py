@@ -9,10 +9,16 @@ URL and connects one DEALER per peer, with its own name as the DEALER's identity
 sees who sent each frame. A DEALER send never blocks: a full queue (or no connection yet) drops the frame
 and counts it; Raft retries whatever matters. ZeroMQ reconnects on its own.
 
-Dead connections: every socket sends ZMTP heartbeats and closes a connection whose other end stays silent
-for HEARTBEAT_TIMEOUT_MS, so a peer that died with its host (no FIN, no RST) frees its identity on our
-ROUTER and our DEALER reconnects once it is back. ROUTER_HANDOVER stays off: with it, anyone connecting
-with a peer's identity would silently orphan that peer's live connection for good.
+Dead connections: the kernel finds them, not ZeroMQ. TCP keepalive probes an idle connection after
+KEEPALIVE_IDLE_S and gives up after KEEPALIVE_COUNT unanswered probes; TCP_MAXRT drops a connection whose
+sent data stays unacknowledged for MAX_RETRANSMIT_MS. Either way ZeroMQ sees a connection error and closes
+it, so a peer that died with its host (no FIN, no RST) frees its identity on our ROUTER and our DEALER
+reconnects once it is back. ZMTP heartbeats (ZMQ_HEARTBEAT_IVL) would do the same in user space, but
+libzmq 4.3.x aborts the whole process with "Assertion failed: !_io_error (stream_engine_base.cpp)" when a
+heartbeat falls due on a connection whose input is stopped because our queue is full and whose peer has
+meanwhile closed it (zeromq/libzmq#4364, #3937) — a node that is behind would die when a peer restarts.
+ROUTER_HANDOVER stays off: with it, anyone connecting with a peer's identity would silently orphan that
+peer's live connection for good.
 """
 
 from __future__ import annotations
@@ -27,8 +33,10 @@ PEER_SNDHWM = 1000  # frames queued per peer before sends drop
 CLIENT_SNDHWM = 10_000
 MAX_ENVELOPE_FRAMES = 4  # routing frames a client may put before its payload (e.g. a REQ delimiter)
 MAX_ENVELOPE_FRAME_BYTES = 256
-HEARTBEAT_IVL_MS = 1000
-HEARTBEAT_TIMEOUT_MS = 5000
+KEEPALIVE_IDLE_S = 1
+KEEPALIVE_INTERVAL_S = 1
+KEEPALIVE_COUNT = 4  # an idle dead connection is found within about 5 s
+MAX_RETRANSMIT_MS = 5000  # ... and one with unacknowledged data within 5 s
 
 
 class BindError(Exception):
@@ -80,8 +88,11 @@ def _common_options(sock: zmq.Socket[bytes], sndhwm: int, max_frame: int) -> Non
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.SNDHWM, sndhwm)
     sock.setsockopt(zmq.MAXMSGSIZE, max_frame)  # ZeroMQ drops a connection that sends more than this
-    sock.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_IVL_MS)
-    sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS)
+    sock.setsockopt(zmq.TCP_KEEPALIVE, 1)
+    sock.setsockopt(zmq.TCP_KEEPALIVE_IDLE, KEEPALIVE_IDLE_S)
+    sock.setsockopt(zmq.TCP_KEEPALIVE_INTVL, KEEPALIVE_INTERVAL_S)
+    sock.setsockopt(zmq.TCP_KEEPALIVE_CNT, KEEPALIVE_COUNT)
+    sock.setsockopt(zmq.TCP_MAXRT, MAX_RETRANSMIT_MS)
 
 
 def _router(ctx: zmq.Context[zmq.Socket[bytes]], url: str, sndhwm: int, max_frame: int) -> zmq.Socket[bytes]:
