@@ -446,7 +446,9 @@ class Nemesis:
 
     def statuses(self, names: Sequence[str] | None = None, timeout: float = 0.5) -> dict[str, dict[str, Any]]:
         assert self.probe is not None
-        names = list(names or self.names)
+        names = list(self.names if names is None else names)
+        if not names:
+            return {}
         answer = self.probe.ask(cmd="status", urls=[self.client_url(n) for n in names], timeout=timeout)
         found = {n: s for n, s in zip(names, answer["statuses"], strict=True) if s is not None}
         for name, status in found.items():  # Election Safety, as far as polling can see it
@@ -647,7 +649,9 @@ class Nemesis:
             if len(statuses) == len(self.names) and len(applied) == 1 and applied == commits:
                 break
             if time.monotonic() >= deadline:
-                raise NemesisFailure(f"replicas did not converge within {CONVERGE_TIMEOUT}s: {statuses}")
+                raise NemesisFailure(
+                    f"replicas did not converge within {CONVERGE_TIMEOUT}s:\n{self.describe_stuck(statuses)}"
+                )
             time.sleep(0.1)
         assert self.probe is not None
         dumps = self.probe.ask(cmd="dump", urls=[self.client_url(n) for n in self.names], timeout=5.0)[
@@ -671,6 +675,33 @@ class Nemesis:
             f"{self.elapsed()} all {len(self.names)} replicas hold the same {len(stored)} keys; "
             f"applied index {applied.pop()}"
         )
+
+    def describe_stuck(self, before: dict[str, dict[str, Any]]) -> str:
+        """Each node's Raft position, what its counters did over the next two seconds (is anything still
+        sent, dropped, received?) and its TCP connections: a stuck protocol or a stuck link?"""
+        time.sleep(2.0)  # a deliberate observation window, not a wait for a condition
+        after = self.statuses(timeout=1.0)
+        lines = []
+        for name in self.names:
+            a, b = before.get(name), after.get(name)
+            if a is None or b is None:
+                lines.append(f"{name}: no status")
+                continue
+            keys = ("role", "term", "leader", "commit", "applied", "last_index", "snapshot_index")
+            lines.append(f"{name}: " + ", ".join(f"{k} {b.get(k)}" for k in keys))
+            if "progress" in b:
+                lines.append(f"  progress {b['progress']}")
+            ra, rb = a.get("runtime", {}), b.get("runtime", {})
+            delta = {
+                "peer_frames": rb.get("peer_frames", 0) - ra.get("peer_frames", 0),
+                "peer_sent": rb.get("peer_send", {}).get("sent", 0) - ra.get("peer_send", {}).get("sent", 0),
+                "peer_dropped_full": rb.get("peer_send", {}).get("dropped_full", 0)
+                - ra.get("peer_send", {}).get("dropped_full", 0),
+            }
+            lines.append(f"  over 2s: {delta}; stats {b.get('stats')}")
+            sockets = netns.run([*self.net.exec_prefix(self.net.node_ns(name)), "ss", "-tnoi"], check=False)
+            lines.append("  " + sockets.stdout.strip().replace("\n", "\n  "))
+        return "\n".join(lines)
 
     # --- the report ---
 

@@ -209,6 +209,14 @@ def probe_main() -> int:
                         }
                     )
                 answer = {"reads": reads}
+            elif cmd == "fill":  # many keys at once, e.g. to make snapshots large
+                if client is None:
+                    client = Client(urls, timeout=timeout)
+                futures = [
+                    client.put_async(f"fill/{i:07d}", "v" * int(req["size"]), timeout=timeout)
+                    for i in range(int(req["count"]))
+                ]
+                answer = {"filled": sum(1 for f in futures if f.exception(timeout + 5) is None)}
             else:
                 answer = {"error": f"unknown command {cmd!r}"}
             sys.stdout.write(json.dumps(answer, default=repr) + "\n")
