@@ -9,16 +9,20 @@ URL and connects one DEALER per peer, with its own name as the DEALER's identity
 sees who sent each frame. A DEALER send never blocks: a full queue (or no connection yet) drops the frame
 and counts it; Raft retries whatever matters. ZeroMQ reconnects on its own.
 
-Dead connections: the kernel finds them, not ZeroMQ. TCP keepalive probes an idle connection after
-KEEPALIVE_IDLE_S and gives up after KEEPALIVE_COUNT unanswered probes; TCP_MAXRT drops a connection whose
-sent data stays unacknowledged for MAX_RETRANSMIT_MS. Either way ZeroMQ sees a connection error and closes
-it, so a peer that died with its host (no FIN, no RST) frees its identity on our ROUTER and our DEALER
-reconnects once it is back. ZMTP heartbeats (ZMQ_HEARTBEAT_IVL) would do the same in user space, but
-libzmq 4.3.x aborts the whole process with "Assertion failed: !_io_error (stream_engine_base.cpp)" when a
-heartbeat falls due on a connection whose input is stopped because our queue is full and whose peer has
-meanwhile closed it (zeromq/libzmq#4364, #3937) — a node that is behind would die when a peer restarts.
-ROUTER_HANDOVER stays off: with it, anyone connecting with a peer's identity would silently orphan that
-peer's live connection for good.
+Dead connections: every peer socket sends ZMTP heartbeats and closes a connection whose other end stays
+silent for HEARTBEAT_TIMEOUT_MS, so a peer that died with its host (no FIN, no RST) frees its identity on
+our ROUTER, our DEALER reconnects once it is back, and a connection that stopped carrying frames after a
+partition is replaced. ROUTER_HANDOVER stays off: with it, anyone connecting with a peer's identity would
+silently orphan that peer's live connection for good.
+
+Heartbeats only where no receive queue can fill: libzmq 4.3.x aborts the whole process ("Assertion
+failed: !_io_error (stream_engine_base.cpp)", zeromq/libzmq#4364, #3937) when a heartbeat falls due on a
+connection whose input is stopped because our receive queue is at its high-water mark and whose other end
+has meanwhile closed it — a node behind on its peer traffic died when a peer restarted. So peer sockets
+have no receive high-water mark (RCVHWM 0): what a peer can have in flight to us is bounded by Raft itself
+(a window of appends per follower, one heartbeat per interval, one snapshot chunk at a time) and by
+MAXMSGSIZE. The client port keeps its bounded receive queue (clients are not trusted to pace themselves)
+and finds dead clients with TCP keepalive instead of heartbeats.
 """
 
 from __future__ import annotations
@@ -33,10 +37,11 @@ PEER_SNDHWM = 1000  # frames queued per peer before sends drop
 CLIENT_SNDHWM = 10_000
 MAX_ENVELOPE_FRAMES = 4  # routing frames a client may put before its payload (e.g. a REQ delimiter)
 MAX_ENVELOPE_FRAME_BYTES = 256
-KEEPALIVE_IDLE_S = 1
-KEEPALIVE_INTERVAL_S = 1
-KEEPALIVE_COUNT = 4  # an idle dead connection is found within about 5 s
-MAX_RETRANSMIT_MS = 5000  # ... and one with unacknowledged data within 5 s
+HEARTBEAT_IVL_MS = 1000
+HEARTBEAT_TIMEOUT_MS = 5000
+CLIENT_KEEPALIVE_IDLE_S = 5  # a client connection silent this long is probed ...
+CLIENT_KEEPALIVE_INTERVAL_S = 2  # ... this often, and closed after
+CLIENT_KEEPALIVE_COUNT = 5  # ... this many unanswered probes
 
 
 class BindError(Exception):
@@ -88,16 +93,30 @@ def _common_options(sock: zmq.Socket[bytes], sndhwm: int, max_frame: int) -> Non
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.SNDHWM, sndhwm)
     sock.setsockopt(zmq.MAXMSGSIZE, max_frame)  # ZeroMQ drops a connection that sends more than this
+
+
+def _peer_options(sock: zmq.Socket[bytes]) -> None:
+    sock.setsockopt(zmq.RCVHWM, 0)  # never stop reading while heartbeats are on (see the module docstring)
+    sock.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_IVL_MS)
+    sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS)
+
+
+def _client_options(sock: zmq.Socket[bytes]) -> None:
     sock.setsockopt(zmq.TCP_KEEPALIVE, 1)
-    sock.setsockopt(zmq.TCP_KEEPALIVE_IDLE, KEEPALIVE_IDLE_S)
-    sock.setsockopt(zmq.TCP_KEEPALIVE_INTVL, KEEPALIVE_INTERVAL_S)
-    sock.setsockopt(zmq.TCP_KEEPALIVE_CNT, KEEPALIVE_COUNT)
-    sock.setsockopt(zmq.TCP_MAXRT, MAX_RETRANSMIT_MS)
+    sock.setsockopt(zmq.TCP_KEEPALIVE_IDLE, CLIENT_KEEPALIVE_IDLE_S)
+    sock.setsockopt(zmq.TCP_KEEPALIVE_INTVL, CLIENT_KEEPALIVE_INTERVAL_S)
+    sock.setsockopt(zmq.TCP_KEEPALIVE_CNT, CLIENT_KEEPALIVE_COUNT)
 
 
-def _router(ctx: zmq.Context[zmq.Socket[bytes]], url: str, sndhwm: int, max_frame: int) -> zmq.Socket[bytes]:
+def _router(
+    ctx: zmq.Context[zmq.Socket[bytes]], url: str, sndhwm: int, max_frame: int, peer: bool
+) -> zmq.Socket[bytes]:
     sock = ctx.socket(zmq.ROUTER)
     _common_options(sock, sndhwm, max_frame)
+    if peer:
+        _peer_options(sock)
+    else:
+        _client_options(sock)
     sock.setsockopt(zmq.ROUTER_MANDATORY, 1)  # an unroutable reply raises instead of vanishing silently
     _bind(sock, url)
     return sock
@@ -155,7 +174,7 @@ class PeerMesh:
         sndhwm: int = PEER_SNDHWM,
     ) -> PeerMesh:
         """Bind the ROUTER on `bind_url` and connect a DEALER to each peer URL in `peers` (name -> URL)."""
-        router = _router(ctx, bind_url, sndhwm, max_frame)
+        router = _router(ctx, bind_url, sndhwm, max_frame, peer=True)
         mesh = cls(name=name, router=router, dealers={})
         try:
             for peer, url in sorted(peers.items()):
@@ -163,6 +182,7 @@ class PeerMesh:
                 mesh.dealers[peer] = dealer
                 dealer.setsockopt(zmq.IDENTITY, name.encode("utf-8"))  # before connect, or it has no effect
                 _common_options(dealer, sndhwm, max_frame)
+                _peer_options(dealer)
                 dealer.setsockopt(zmq.IMMEDIATE, 1)  # no queueing for a peer we are not connected to
                 dealer.connect(url)
         except zmq.ZMQError as exc:
@@ -194,7 +214,7 @@ class ClientPort:
     def open(
         cls, ctx: zmq.Context[zmq.Socket[bytes]], bind_url: str, max_frame: int, sndhwm: int = CLIENT_SNDHWM
     ) -> ClientPort:
-        return cls(router=_router(ctx, bind_url, sndhwm, max_frame))
+        return cls(router=_router(ctx, bind_url, sndhwm, max_frame, peer=False))
 
     def close(self) -> None:
         self.router.close(linger=0)

@@ -1,10 +1,11 @@
-"""A node that is behind on its peer traffic must survive a peer going away.
+"""A node that is behind on its incoming traffic must survive the sender going away.
 
 Found by the network-fault soak (seed 101: a node paused with SIGSTOP came back to a full peer queue and
 aborted when a peer restarted): with ZMTP heartbeats on, libzmq 4.3.x asserts `!_io_error` and aborts the
-process when a heartbeat falls due on a connection whose input is stopped (our receive queue is full) and
-whose peer has closed it. transport/endpoints.py now leaves dead-peer detection to TCP keepalive and
-TCP_MAXRT. The scenario runs in a child process, because the failure is an abort.
+process when a heartbeat falls due on a connection whose input is stopped (our receive queue is at its
+high-water mark) and whose other end has closed it. transport/endpoints.py now never lets a peer socket's
+receive queue fill (RCVHWM 0) and keeps heartbeats off the client port. Each scenario runs in a child
+process, because the failure is an abort.
 """
 
 from __future__ import annotations
@@ -12,35 +13,55 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from tests.integration.util import REPO_ROOT, free_ports
 
 _SCENARIO = """
 import sys, time, zmq
-from transport.endpoints import PeerMesh
+from transport.endpoints import ClientPort, PeerMesh
 
-rx_port, tx_port = int(sys.argv[1]), int(sys.argv[2])
+kind, rx_port, tx_port = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 ctx = zmq.Context()
-# rx: a node whose loop reads nothing (it is behind); tx: a peer that floods it and then goes away
-rx = PeerMesh.open(ctx, "rx", f"tcp://127.0.0.1:{rx_port}", {}, max_frame=1 << 20)
-tx = PeerMesh.open(ctx, "tx", f"tcp://127.0.0.1:{tx_port}", {"rx": f"tcp://127.0.0.1:{rx_port}"},
-                   max_frame=1 << 20)
-deadline = time.monotonic() + 10
-while not tx.send("rx", b"hello"):  # connected?
-    assert time.monotonic() < deadline, "never connected"
-    time.sleep(0.01)
-while tx.send("rx", b"y" * 100) or tx.stats.sent < 3000:  # until every queue on the way is full
-    assert time.monotonic() < deadline, "the receiver's queue never filled"
-tx.close()
-# What aborted the process before came when the next heartbeat fell due (every second): watch a while.
+rx_url = f"tcp://127.0.0.1:{rx_port}"
+# rx: a node whose loop reads nothing (it is behind); tx: a peer or a client that floods it, then goes away
+if kind == "peer":
+    rx = PeerMesh.open(ctx, "rx", rx_url, {}, max_frame=1 << 20)
+    tx = PeerMesh.open(ctx, "tx", f"tcp://127.0.0.1:{tx_port}", {"rx": rx_url}, max_frame=1 << 20)
+    send = lambda frame: tx.send("rx", frame)
+    close = tx.close
+else:
+    rx = ClientPort.open(ctx, rx_url, max_frame=1 << 20)
+    dealer = ctx.socket(zmq.DEALER)
+    dealer.connect(rx_url)
+    def send(frame):
+        try:
+            dealer.send(frame, flags=zmq.NOBLOCK)
+            return True
+        except zmq.Again:
+            return False
+    close = lambda: dealer.close(linger=0)
+deadline = time.monotonic() + 20
+sent = 0
+while sent < 20000:  # far more than a receive queue of 1000 frames holds
+    if send(b"y" * 100):
+        sent += 1
+    else:
+        assert time.monotonic() < deadline, f"only {sent} frames could be sent"
+        time.sleep(0.001)
+time.sleep(0.5)  # let what can be delivered arrive (our queue is full, if it can fill)
+close()
+# What aborted the process came when the next heartbeat fell due (every second): watch a while.
 time.sleep(3.0)
 print("survived", flush=True)
 """
 
 
-def test_a_node_behind_on_peer_traffic_survives_a_peer_leaving() -> None:
+@pytest.mark.parametrize("sender", ["peer", "client"])
+def test_a_node_behind_on_its_traffic_survives_the_sender_leaving(sender: str) -> None:
     rx_port, tx_port = free_ports(2)
     proc = subprocess.run(
-        [sys.executable, "-c", _SCENARIO, str(rx_port), str(tx_port)],
+        [sys.executable, "-c", _SCENARIO, sender, str(rx_port), str(tx_port)],
         cwd=str(REPO_ROOT),
         capture_output=True,
         text=True,
