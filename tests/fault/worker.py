@@ -29,7 +29,7 @@ from typing import Any, TextIO
 from actors.messages import RequestKind, Status
 from cluster import Client, OutcomeUnknown, Rejected, Unavailable
 from cluster.errors import NoAnswer
-from cluster.kv.machine import encode_query
+from cluster.kv.machine import MAX_RANGE_LIMIT, encode_query
 from tests.integration.util import request, result_of, send_request, try_status
 
 UNIQUE_PREFIX = "u/"
@@ -166,15 +166,22 @@ def client_main(args: argparse.Namespace) -> int:
 
 
 def dump(url: str, timeout: float) -> list[dict[str, Any]] | None:
-    """The node's whole keyspace read locally (serializable), or None when it does not answer."""
-    try:
-        resp = send_request(url, request(RequestKind.SERIAL_READ, encode_query(["range", "", 0])), timeout)
-    except TimeoutError:
-        return None
-    if resp.status != Status.OK:
-        return None
-    kvs: list[dict[str, Any]] = result_of(resp)["kvs"]
-    return kvs
+    """The node's whole keyspace read locally (serializable), page by page; None when it does not answer."""
+    kvs: list[dict[str, Any]] = []
+    after = ""
+    while True:
+        query = encode_query(["range", "", MAX_RANGE_LIMIT, after])
+        try:
+            resp = send_request(url, request(RequestKind.SERIAL_READ, query), timeout)
+        except TimeoutError:
+            return None
+        if resp.status != Status.OK:
+            return None
+        page = result_of(resp)
+        kvs += page["kvs"]
+        if not page["more"]:
+            return kvs
+        after = page["kvs"][-1]["key"]
 
 
 def probe_main() -> int:
