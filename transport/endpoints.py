@@ -12,8 +12,16 @@ and counts it; Raft retries whatever matters. ZeroMQ reconnects on its own.
 Dead connections: every peer socket sends ZMTP heartbeats and closes a connection whose other end stays
 silent for HEARTBEAT_TIMEOUT_MS, so a peer that died with its host (no FIN, no RST) frees its identity on
 our ROUTER, our DEALER reconnects once it is back, and a connection that stopped carrying frames after a
-partition is replaced. ROUTER_HANDOVER stays off: with it, anyone connecting with a peer's identity would
-silently orphan that peer's live connection for good.
+partition is replaced.
+
+The peer ROUTER hands an identity over to the newest connection (ROUTER_HANDOVER). Without it, a peer that
+reconnects while its previous connection is still registered here (a partition or a one-way loss hides the
+old one's end until the heartbeat timeout) is never identified: libzmq keeps the new connection open,
+answers its heartbeats, and never delivers a frame from it, so that peer is silent to us for good (found by
+the network-fault soak: a leader probing two followers forever while their answers vanished). With
+handover, whoever connects with a member's name takes the name until the member reconnects; authentication
+(CurveZMQ) is what makes a name a proof. The client ROUTER keeps handover off: clients' identities are
+their own business, and one client must never be able to take over another's connection.
 
 Heartbeats only where no receive queue can fill: libzmq 4.3.x aborts the whole process ("Assertion
 failed: !_io_error (stream_engine_base.cpp)", zeromq/libzmq#4364, #3937) when a heartbeat falls due on a
@@ -115,6 +123,7 @@ def _router(
     _common_options(sock, sndhwm, max_frame)
     if peer:
         _peer_options(sock)
+        sock.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a reconnecting peer must be heard (module docstring)
     else:
         _client_options(sock)
     sock.setsockopt(zmq.ROUTER_MANDATORY, 1)  # an unroutable reply raises instead of vanishing silently
