@@ -5,6 +5,9 @@ reopened elsewhere gives no gap and no duplicate), the credit it returns to the 
 end of the watch. The node side and the frames are described in cluster/kv/watches.py. The Client's I/O
 thread (cluster/client/io_thread.py) and the simulator (tests/sim/harness.py) drive it alike.
 
+A node that answers Compacted may be one that restarted and lost its history: the follower tries every
+other node before it ends the watch with Compacted (the smallest compact revision they gave).
+
 Resuming: `through` is the highest revision some stream said it had sent completely. When a stream goes
 silent (no frame, not even a progress notification, for `silence_timeout`), or its first frame does not
 come within `open_timeout`, the follower cancels it (best effort) and opens a new stream on the next node,
@@ -66,13 +69,15 @@ class WatchFollower:
         self.opened = False
         self.ended: WatchEnded | InvalidRequest | None = None
         self.queued = 0  # delivered to the consumer, not yet consumed
-        self._to_ack = 0
+        self._consumed = 0  # events of the current stream consumed (or dropped as duplicates)
+        self._acked = 0  # the total last sent in a WATCH_ACK
         self._opened_at = 0.0
         self._last_heard = 0.0
         self._last_ack = 0.0
         self._outbox: list[ClientRequest] = []
         self.resumes = 0
         self._frames = 0  # STREAM frames taken from the current stream
+        self._compacted: dict[NodeId, Compacted] = {}  # nodes that answered Compacted since the last frame
 
     # --- inputs -----------------------------------------------------------------------------------
 
@@ -97,6 +102,9 @@ class WatchFollower:
                 return []
             self._frames += 1
             self.opened = True
+            self._compacted.clear()
+            if not self.start:  # "from now": now is the revision the first stream opened at
+                self.start = through + 1
             self._last_heard = now
             events = [e for e in raw_events if self._fresh(e)]
             for event in events:
@@ -108,13 +116,17 @@ class WatchFollower:
             self.through = max(self.through, through)
             self.queued += len(events)
             # Events this stream sent but we dropped as already delivered still used its credit.
-            self._to_ack += len(raw_events) - len(events)
+            self._consumed += len(raw_events) - len(events)
             return events
         if status == Status.WATCH_COMPACTED:
             body = _unpack(msg.result)
             compact = body.get("compact_revision", 0) if isinstance(body, dict) else 0
             reason = body.get("reason", "") if isinstance(body, dict) else ""
-            self.ended = Compacted(int(compact) if isinstance(compact, int) else 0, str(reason))
+            self._compacted[msg.src] = Compacted(compact if type(compact) is int else 0, str(reason))
+            if len(self._compacted) < len(self.nodes):
+                self._switch(now)  # this node lost the revisions (restarted, or a small window): try the others
+            else:
+                self.ended = min(self._compacted.values(), key=lambda c: c.compact_revision)
         elif status == Status.WATCH_CANCELLED:
             self.ended = WatchCancelled(msg.result.decode("utf-8", "replace"))
         elif status == Status.BAD_REQUEST:
@@ -126,19 +138,20 @@ class WatchFollower:
     def consumed(self, count: int) -> None:
         """The consumer took `count` delivered events."""
         self.queued -= count
-        self._to_ack += count
+        self._consumed += count
 
     def tick(self, now: float) -> None:
         if self.ended is not None:
             return
-        opens_late = not self.opened and now - self._opened_at >= self.options.open_timeout
-        if opens_late or (self.opened and now - self._last_heard >= self.options.silence_timeout):
+        # The same sums as next_deadline(): a difference could round below the timeout at the deadline.
+        opens_late = not self.opened and now >= self._opened_at + self.options.open_timeout
+        if opens_late or (self.opened and now >= self._last_heard + self.options.silence_timeout):
             self._switch(now)
-        elif self._to_ack >= max(1, self.options.window // 4) or (
-            self.opened and now - self._last_ack >= self.options.keepalive
+        elif self._consumed - self._acked >= max(1, self.options.window // 4) or (
+            self.opened and now >= self._last_ack + self.options.keepalive
         ):
-            self._send(RequestKind.WATCH_ACK, pack([self.stream, self._to_ack]))
-            self._to_ack = 0
+            self._send(RequestKind.WATCH_ACK, pack([self.stream, self._consumed]))
+            self._acked = self._consumed
             self._last_ack = now
 
     def close(self) -> None:
@@ -190,7 +203,7 @@ class WatchFollower:
         self._frames = 0
         self._opened_at = now
         self._last_ack = now
-        self._to_ack = 0
+        self._consumed = self._acked = 0
         window = max(1, self.options.window - self.queued)
         self._send(RequestKind.WATCH, encode_watch(self.key, self.prefix, self._resume_from(), window))
 

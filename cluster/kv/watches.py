@@ -25,7 +25,8 @@ A revision's events may be split over frames (a del_prefix may delete more keys 
 stays below that revision until its last event is sent.
 
 Flow control is per stream credit: the node sends at most `window` events the client has not yet
-acknowledged (WATCH_ACK [id, count], sent as the client consumes them, and with count 0 as a keepalive
+acknowledged (WATCH_ACK [id, total]: how many events of this stream the client consumed so far, a total
+rather than a difference so that a lost or repeated ack costs nothing; sent as the client consumes, and with count 0 as a keepalive
 at least every few seconds: a stream not heard of for `idle_timeout` is dropped without a frame, so the
 streams of a client that vanished do not stay). A stream holds no events of its
 own, only a cursor into the replica's history ring, so a slow watcher costs the node nothing but its
@@ -130,10 +131,11 @@ class _Watch(Generic[C]):
     start: int  # the first revision it wants
     window: int
     cursor: int  # the history sequence number of the next event to examine
-    credit: int
     last_sent: float | None  # None: a frame left since the last pump, time not yet known
     last_heard: float | None  # the last open or ack; None: since the last pump
     frames: int = 0  # STREAM frames sent
+    sent: int = 0  # events sent on this stream
+    acked: int = 0  # of them, consumed by the client (its latest WATCH_ACK)
 
 
 class WatchRegistry(Generic[C]):
@@ -180,7 +182,7 @@ class WatchRegistry(Generic[C]):
         start = spec.start or revision + 1
         cursor = history.seq_for(start) if spec.start else history.next_seq
         window = min(spec.window, self.options.max_window)
-        watch = _Watch(conn, req.src, req.req_id, spec, start, window, cursor, window, None, None)
+        watch = _Watch(conn, req.src, req.req_id, spec, start, window, cursor, None, None)
         self._watches[key] = watch
         self._stream_frame(watch, self._through(watch, history), [])
 
@@ -193,7 +195,7 @@ class WatchRegistry(Generic[C]):
     def ack(self, conn: C, stream: int, count: int) -> None:
         watch = self._watches.get((conn, stream))
         if watch is not None:
-            watch.credit = min(watch.window, watch.credit + count)
+            watch.acked = max(watch.acked, min(count, watch.sent))
             watch.last_heard = None
 
     def drop_connection(self, conn: C) -> None:
@@ -224,7 +226,7 @@ class WatchRegistry(Generic[C]):
             events, more_here = self._collect(watch, history)
             more = more or more_here
             if events:
-                watch.credit -= len(events)
+                watch.sent += len(events)
             elif watch.last_sent is None or now - watch.last_sent < self.options.progress_interval:
                 continue
             self._stream_frame(watch, self._through(watch, history), events)
@@ -247,7 +249,8 @@ class WatchRegistry(Generic[C]):
         spec = watch.spec
         end = history.next_seq
         scanned = 0
-        while watch.cursor < end and len(events) < watch.credit:
+        credit = watch.window - (watch.sent - watch.acked)
+        while watch.cursor < end and len(events) < credit:
             if scanned == SCAN_PER_PUMP:
                 return events, True
             event = history.at(watch.cursor)

@@ -158,7 +158,8 @@ def test_credit_limits_unacknowledged_events_and_a_slow_watcher_is_ended_not_buf
     assert [e[1] for e in got] == ["k0", "k1", "k2"]
     r.registry.pump(0.1)
     assert r.take() == []  # no credit left
-    r.registry.ack("conn", 1, 2)
+    r.registry.ack("conn", 1, 2)  # consumed 2 of the 3 so far
+    r.registry.ack("conn", 1, 1)  # an older ack, arriving late, takes nothing back
     r.registry.pump(0.2)
     assert [e[1] for e in events_of(r.take())] == ["k3", "k4"]
     for i in range(20):  # the watcher does not acknowledge: it falls out of the 10-event window
@@ -248,7 +249,7 @@ class Pair:
             if req.kind == RequestKind.WATCH:
                 replica.registry.open(req, "conn", parse_watch(req.payload))
             elif req.kind == RequestKind.WATCH_ACK:
-                stream, n = msgpack.unpackb(req.payload)
+                stream, n = msgpack.unpackb(req.payload)  # a total: n consumed so far
                 replica.registry.ack("conn", stream, n)
             else:
                 replica.registry.cancel("conn", msgpack.unpackb(req.payload))
