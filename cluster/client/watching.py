@@ -124,7 +124,7 @@ class WatchFollower:
             reason = body.get("reason", "") if isinstance(body, dict) else ""
             self._compacted[msg.src] = Compacted(compact if type(compact) is int else 0, str(reason))
             if len(self._compacted) < len(self.nodes):
-                self._switch(now)  # this node lost the revisions (restarted, or a small window): try the others
+                self._switch(now)  # it lost them (restarted, or a smaller window): try the others
             else:
                 self.ended = min(self._compacted.values(), key=lambda c: c.compact_revision)
         elif status == Status.WATCH_CANCELLED:

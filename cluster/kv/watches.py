@@ -26,9 +26,9 @@ stays below that revision until its last event is sent.
 
 Flow control is per stream credit: the node sends at most `window` events the client has not yet
 acknowledged (WATCH_ACK [id, total]: how many events of this stream the client consumed so far, a total
-rather than a difference so that a lost or repeated ack costs nothing; sent as the client consumes, and with count 0 as a keepalive
-at least every few seconds: a stream not heard of for `idle_timeout` is dropped without a frame, so the
-streams of a client that vanished do not stay). A stream holds no events of its
+rather than a difference so that a lost or repeated ack costs nothing; sent as the client consumes, and
+again as a keepalive at least every few seconds: a stream not heard of for `idle_timeout` is dropped
+without a frame, so the streams of a client that vanished do not stay). A stream holds no events of its
 own, only a cursor into the replica's history ring, so a slow watcher costs the node nothing but its
 cursor: once the ring drops the cursor's event, the stream ends with WATCH_COMPACTED ("the watcher fell
 behind"). The history bounds are therefore the slow-watcher bound, in events and bytes. Bad payloads

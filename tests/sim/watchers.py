@@ -96,7 +96,8 @@ class SimWatcher:
         segment.through = follower.through
         if events:
             delay = self.rng.choice([0.0, 0.0, 0.01, 0.3])
-            self.cluster.scheduler.after(delay, lambda f=follower, n=len(events): self._consume(f, n))
+            taken = len(events)
+            self.cluster.scheduler.after(delay, lambda: self._consume(follower, taken))
         ended = follower.ended
         if ended is not None:
             if not isinstance(ended, Compacted):
@@ -152,14 +153,17 @@ def check_watchers(watchers: list[SimWatcher], reference: list[EventTuple], fina
                 if e[3] >= seg.start and (e[1].startswith(w.key) if w.prefix else e[1] == w.key)
             ]
             if seg.events != wanted[: len(seg.events)]:
-                at = next(i for i, (a, b) in enumerate(zip(seg.events, wanted + [None] * len(seg.events))) if a != b)
+                padded: list[EventTuple | None] = [*wanted, *([None] * len(seg.events))]
+                at = next(i for i, e in enumerate(seg.events) if e != padded[i])
                 return (
-                    f"{w.id} ({w.key!r}, prefix={w.prefix}) segment {n} from revision {seg.start}: event {at} "
+                    f"{w.id} ({w.key!r}, prefix={w.prefix}) segment {n} from revision {seg.start}: "
+                    f"event {at} "
                     f"is {seg.events[at]}, expected {wanted[at] if at < len(wanted) else 'nothing'}"
                 )
             complete = [e for e in wanted if e[3] <= seg.through]
             if len(seg.events) < len(complete):
-                return f"{w.id} segment {n}: complete through {seg.through} but missed {complete[len(seg.events)]}"
+                missed = complete[len(seg.events)]
+                return f"{w.id} segment {n}: complete through {seg.through} but missed {missed}"
             last = n == len(w.segments) - 1
             if last and (seg.through < final_revision or len(seg.events) != len(wanted)):
                 return f"{w.id}: did not catch up: through {seg.through} of {final_revision}"

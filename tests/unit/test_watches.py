@@ -36,7 +36,9 @@ class Replica:
         self.index += 1
         self.sm.apply(self.index, encode_command(0, 0, 0, list(op)))
 
-    def watch(self, key: str, prefix: bool = True, start: int = 0, window: int = 100, req_id: int = 1) -> None:
+    def watch(
+        self, key: str, prefix: bool = True, start: int = 0, window: int = 100, req_id: int = 1
+    ) -> None:
         payload = encode_watch(key, prefix, start, window)
         req = ClientRequest("c", "n1", req_id, RequestKind.WATCH, payload)
         self.registry.open(req, "conn", parse_watch(payload))
