@@ -6,9 +6,9 @@ decoding and batching), which it drives with the poller. Callers in other thread
 through a locked inbox and wake it through an inproc PAIR socket; each Submission carries a callback that
 the thread calls exactly once, with the actor's Completion or with the exception that ended the client
 (`future_completer` makes one that completes a Future). Watches (cluster/client/watch.py) reach the core
-the same way, through a locked list of controls (open, consumed, close). Nothing here interprets results: api.py does that
-(with cluster/client/calls.py), in the caller's thread for a blocking call and in the callback itself for
-an asynchronous one.
+the same way, through a locked list of controls (open, consumed, close). Nothing here interprets
+results: api.py does that (with cluster/client/calls.py), in the caller's thread for a blocking call and
+in the callback itself for an asynchronous one.
 """
 
 from __future__ import annotations

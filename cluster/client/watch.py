@@ -34,14 +34,15 @@ _WAIT_SLICE = 0.5  # wake up this often while blocked, so Ctrl-C reaches a waiti
 class Watch:
     """An open watch; see the module docstring. Thread-safe between the I/O thread and one consumer."""
 
-    def __init__(self, key: str, prefix: bool, window: int) -> None:
+    def __init__(self, key: str, prefix: bool, window: int, start: int = 0) -> None:
         self.key = key
         self.prefix = prefix
         self.window = window
+        self.start = start  # the first revision wanted; 0: from now
         self._cond = threading.Condition()
         self._events: deque[dict[str, Any]] = deque()
         self._end: BaseException | None = None
-        self._revision = 0
+        self._revision = start - 1 if start else 0
         self._closed = False
         self._taken = 0  # consumed, not yet reported to the I/O thread
         # Set by the Client: report consumed events, and close, to the I/O thread.
@@ -68,6 +69,8 @@ class Watch:
         report = 0
         with self._cond:
             remaining = timeout
+            if self._closed:
+                raise StopIteration
             while not self._events:
                 if self._end is not None or self._closed:
                     self._report(self._taken)

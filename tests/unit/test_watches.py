@@ -328,3 +328,35 @@ def test_follower_ends_with_the_node_s_reason() -> None:
     g.close()
     assert isinstance(g.ended, WatchCancelled)
     assert [m.kind for m in g.take_messages()] == [RequestKind.WATCH, RequestKind.WATCH_CANCEL]
+
+
+# --- the caller's Watch ----------------------------------------------------------------------------
+
+
+def test_watch_iterator_reports_consumption_ends_with_the_error_and_stops_when_closed() -> None:
+    from cluster.client.watch import Watch
+
+    w = Watch("k", True, window=4)
+    consumed: list[int] = []
+    closed: list[bool] = []
+    w.on_consumed = consumed.append
+    w.on_close = lambda: closed.append(True)
+    assert w.next(0.0) is None
+    w.deliver([{"key": "k1"}, {"key": "k2"}], 7)
+    assert w.revision == 7
+    assert next(w) == {"key": "k1"}  # window 4: consumption reported per event (window // 4)
+    assert next(w) == {"key": "k2"}
+    assert consumed == [1, 1]
+    w.end(Compacted(3, "gone"))
+    with pytest.raises(Compacted):
+        next(w)
+    v = Watch("k", True, window=100)
+    v.on_close = lambda: closed.append(True)
+    v.deliver([{"key": "a"}], 1)
+    v.close()
+    v.close()
+    assert closed == [True]
+    with pytest.raises(StopIteration):
+        next(v)
+    v.end(WatchCancelled("closed by the client"))  # the node's answer to our cancel is no error
+    assert list(v) == []
