@@ -360,3 +360,32 @@ def test_watch_iterator_reports_consumption_ends_with_the_error_and_stops_when_c
         next(v)
     v.end(WatchCancelled("closed by the client"))  # the node's answer to our cancel is no error
     assert list(v) == []
+
+
+def test_a_revision_split_over_frames_resumes_from_that_revision_without_repeating_its_keys() -> None:
+    p = Pair(window=2)
+    n1, n2 = p.replicas["n1"], p.replicas["n2"]
+    for r in (n1, n2):
+        for i in range(4):
+            r.apply("put", f"k{i}", i)
+    p.follower = WatchFollower(
+        "c", ("n1", "n2"), "k", True, 5, iter(range(1, 99)).__next__, FollowerOptions(window=2)
+    )
+    p.follower.begin(0.0)
+    p.route()
+    p.deliver("n1")
+    for r in (n1, n2):
+        r.apply("del_prefix", "k")  # revision 5: four DELETE events, more than the window of 2
+    n1.registry.pump(0.0)
+    for response in n1.take():  # only the first two reach the client; then n1 is gone
+        for e in p.follower.on_response(response, 0.0):
+            p.delivered.append((e["type"], e["key"], e["revision"]))
+    assert p.delivered == [("DELETE", "k0", 5), ("DELETE", "k1", 5)]
+    assert p.follower.through == 4  # revision 5 is not complete yet
+    p.now = 10.0
+    p.follower.tick(p.now)  # silent: resume on n2 from revision 5, skipping k0 and k1
+    p.route()
+    for _ in range(4):
+        p.deliver("n2")
+    assert p.delivered == [("DELETE", f"k{i}", 5) for i in range(4)]
+    assert p.follower.through == 5
