@@ -4,8 +4,11 @@ a revision below the window, and cluster-ctl watch printing events. Waits are bo
 from __future__ import annotations
 
 import json
+import queue
+import signal
 import subprocess
 import sys
+import threading
 from typing import Any
 
 import pytest
@@ -97,3 +100,36 @@ def test_cluster_ctl_watch_prints_events_as_json_lines() -> None:
             ("DELETE", "c/0", None),
         ]
         assert [e["revision"] for e in lines] == [start, start + 1, start + 2]
+
+
+def test_cluster_ctl_watch_exits_0_on_ctrl_c() -> None:
+    with start_cluster(3) as cluster:
+        wait_for_leader(cluster)
+        endpoints = ",".join(n.client_url for n in cluster.nodes)
+        proc = subprocess.Popen(
+            [sys.executable, str(CTL), "--endpoints", endpoints, "watch", "s/", "--prefix"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        lines: queue.Queue[str] = queue.Queue()
+        assert proc.stdout is not None
+        reader = threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True)  # type: ignore[union-attr]
+        reader.start()
+        try:
+            with Client(endpoints, timeout=10.0) as c:
+
+                def printed() -> bool:
+                    c.put("s/a", "v")  # the watch opens at some point after the start: put until one shows
+                    try:
+                        return lines.get(timeout=0.2) == "PUT\n"
+                    except queue.Empty:
+                        return False
+
+                wait_until(printed, 30.0, "cluster-ctl watch to print an event")
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(timeout=30) == 0, proc.stderr.read() if proc.stderr else ""
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=10)
