@@ -198,10 +198,6 @@ class WatchRegistry(Generic[C]):
             watch.acked = max(watch.acked, min(count, watch.sent))
             watch.last_heard = None
 
-    def drop_connection(self, conn: C) -> None:
-        for key in [k for k in self._watches if k[0] == conn]:
-            del self._watches[key]
-
     # --- the loop's turn ------------------------------------------------------------------------------
 
     def pump(self, now: float) -> bool:
