@@ -134,6 +134,10 @@ class RequestKind(IntEnum):
     READ = 1  # linearizable read through ReadIndex; payload is a state machine query
     SERIAL_READ = 2  # served from the receiving node's state, possibly stale
     STATUS = 3  # the node's own view of the cluster
+    # Watch streams (cluster/kv/watches.py): the WATCH request's req_id names the stream on its connection
+    WATCH = 16  # open a stream of change events; answered by STREAM frames until it ends
+    WATCH_CANCEL = 17  # close a stream (payload: its id); the node ends it with WATCH_CANCELLED
+    WATCH_ACK = 18  # credit: the client consumed this many events of a stream (payload: [id, count])
 
 
 class Status(IntEnum):
@@ -143,6 +147,9 @@ class Status(IntEnum):
     UNAVAILABLE = 3  # the node cannot serve now (e.g. leadership transfer in progress); retry
     UNKNOWN = 4  # the outcome is unknown (leadership lost after the write was proposed); retry same seq
     BUSY = 5  # the leader holds too much uncommitted work; the request was never proposed: retry later
+    STREAM = 16  # one frame of an open watch stream: events and/or the revision it is complete through
+    WATCH_COMPACTED = 17  # the stream ended: its next revision is older than the node's history window
+    WATCH_CANCELLED = 18  # the stream ended for the reason in result (cancelled, or a node bound)
 
 
 @dataclass(frozen=True, slots=True)

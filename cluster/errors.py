@@ -9,6 +9,9 @@
     │   ├── OutcomeUnknown        ... to a write: it may or may not have been applied
     │   │   └── AlreadyApplied    ... it was applied (exactly once), but its result is no longer known
     │   └── Unavailable           ... to a read or status, or every node refused a write: nothing changed
+    ├── WatchEnded                a watch stream ended and cannot go on without the caller
+    │   ├── Compacted             ... its next revision is older than the node's history window
+    │   └── WatchCancelled        ... a node refused or ended it (a node bound, such as max watches)
     └── ClientClosed              the Client was used after close()
 
 Catch NoAnswer to handle "the cluster is not answering" in one place; catch OutcomeUnknown when a write's
@@ -107,3 +110,26 @@ class AlreadyApplied(OutcomeUnknown):
     def _describe(self) -> str:
         text = f"{self.operation}: the write was applied, but the cluster no longer knows its result"
         return f"{text} ({self.detail})" if self.detail else text
+
+
+class WatchEnded(ZraftError):
+    """A watch stream ended: events after the last one delivered can no longer come from it."""
+
+
+class Compacted(WatchEnded):
+    """The watch's next revision is older than the history the node keeps (it was asked too old, or the
+    watcher consumed too slowly and fell out of the window, or the node was restored from a snapshot).
+    Re-list the prefix (range_all) and watch again from the listing's revision + 1."""
+
+    def __init__(self, compact_revision: int, reason: str) -> None:
+        self.compact_revision = compact_revision
+        self.reason = reason
+        super().__init__(f"watch compacted at revision {compact_revision}: {reason}")
+
+
+class WatchCancelled(WatchEnded):
+    """A node ended the watch for the reason given (e.g. it serves too many watches already)."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"watch cancelled: {reason}")

@@ -1,4 +1,4 @@
-"""cluster-ctl: talk to a zraft cluster from the command line (put, get, del, cas, status).
+"""cluster-ctl: talk to a zraft cluster from the command line (put, get, del, cas, watch, status).
 
 The argument parser, the value parsing rule and the exit statuses live here; printing is in
 cluster/cli/ctl_output.py and all cluster traffic goes through cluster.Client.
@@ -19,11 +19,11 @@ from cluster.cli.ctl_output import FORMATS, kv_simple, kvs_text, show_value, sta
 from cluster.client.api import Client
 from cluster.client.commands import encode_query, write_encoder
 from cluster.client.endpoints import ENDPOINTS_ENV, default_endpoints, local_endpoints, parse_endpoints
-from cluster.errors import InvalidRequest, Rejected, ZraftError
+from cluster.errors import InvalidRequest, Rejected, WatchEnded, ZraftError
 from cluster.kv.ops import MAX_RANGE_LIMIT
 
 EXIT_OK = 0
-EXIT_FAILED = 1  # a definite failure: rejected, cas did not swap, key not found on get
+EXIT_FAILED = 1  # a definite failure: rejected, cas did not swap, key not found on get, watch compacted
 EXIT_USAGE = 2  # bad arguments, including values the client refuses before sending
 EXIT_NO_ANSWER = 3  # unavailable, or the outcome of a write is unknown
 
@@ -44,6 +44,7 @@ examples:
   cluster-ctl put config/x '{{"replicas": 3}}'
   cluster-ctl get config/ --prefix -w table
   cluster-ctl cas lock/a null me
+  cluster-ctl watch config/ --prefix -w json      (until Ctrl-C, which exits 0)
   cluster-ctl status
 """
 
@@ -139,6 +140,15 @@ def build_parser() -> argparse.ArgumentParser:
     cas.add_argument("expected", metavar="EXPECTED", help="JSON (null = the key is absent), or a string")
     cas.add_argument("new", metavar="NEW", help="JSON, or else a plain string")
 
+    watch = sub.add_parser(
+        "watch", parents=[common], help="print the changes of KEY as they happen, until Ctrl-C"
+    )
+    watch.add_argument("key", metavar="KEY")
+    watch.add_argument("--prefix", action="store_true", help="every key starting with KEY")
+    watch.add_argument(
+        "--rev", type=int, default=None, metavar="N", help="start at revision N (default: now)"
+    )
+    watch.add_argument("--count", type=int, default=0, metavar="N", help="exit after N events")
     sub.add_parser("status", parents=[common], help="every node's role, term, commit and applied index")
     return parser
 
@@ -207,6 +217,25 @@ def _cas(c: Client, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _watch(c: Client, args: argparse.Namespace) -> int:
+    """Events as they arrive: TYPE, KEY and VALUE lines (simple, table) or one JSON object per line."""
+    seen = 0
+    try:
+        with c.watch(args.key, prefix=args.prefix, start_revision=args.rev) as w:
+            for event in w:
+                if args.write_out == "json":
+                    print(to_json(event), flush=True)
+                else:
+                    value = "" if event["type"] == "DELETE" else f"\n{show_value(event['value'])}"
+                    print(f"{event['type']}\n{event['key']}{value}", flush=True)
+                seen += 1
+                if seen == args.count:
+                    break
+    except KeyboardInterrupt:
+        pass  # the way to stop watching
+    return EXIT_OK
+
+
 def _status(c: Client, args: argparse.Namespace) -> int:
     print(status_text(c.status(), args.write_out))
     return EXIT_OK
@@ -217,6 +246,7 @@ _COMMANDS: dict[str, Callable[[Client, argparse.Namespace], int]] = {
     "get": _get,
     "del": _del,
     "cas": _cas,
+    "watch": _watch,
     "status": _status,
 }
 
@@ -225,6 +255,8 @@ def check_request(args: argparse.Namespace) -> None:
     """Refuse a bad key, value or limit before connecting (exit status 2 without touching the network)."""
     if args.command == "get" and args.limit < 0:
         raise UsageError("--limit must not be negative")
+    if args.command == "watch" and (args.count < 0 or (args.rev is not None and args.rev < 1)):
+        raise UsageError("--count must not be negative, --rev must be >= 1")
     if args.command in ("put", "cas"):
         values = [args.value] if args.command == "put" else [args.expected, args.new]
         write_encoder(args.command, 0, [args.command, args.key, *map(parse_value, values)])
@@ -249,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
         return run(args)
     except (UsageError, InvalidRequest, ValueError) as exc:
         code, message = EXIT_USAGE, str(exc)
-    except Rejected as exc:
+    except (Rejected, WatchEnded) as exc:
         code, message = EXIT_FAILED, str(exc)
     except ZraftError as exc:
         code, message = EXIT_NO_ANSWER, str(exc)

@@ -23,6 +23,12 @@ range_all() iterates over every key of it, a page at a time:
     more = c.range("jobs/", limit=100, after=page.next_after)
     for kv in c.range_all("jobs/"): ...
 
+Watches (cluster/client/watch.py): every change under a prefix (or of one key), in revision order, from
+a revision or from now, resumed on another node if the serving one fails, without gaps or duplicates:
+
+    with c.watch("jobs/", start_revision=page.revision + 1) as w:
+        for event in w: ...                     # {"type", "key", "value", "revision", ...}
+
 Asynchronous calls: put_async, cas_async, delete_async, delete_prefix_async, get_async, get_kv_async and
 range_async take the same arguments as their blocking twins and return a concurrent.futures.Future at
 once, so one thread can keep many requests in flight without a thread per request:
@@ -79,7 +85,8 @@ from cluster.client.driver import Submission
 from cluster.client.endpoints import parse_endpoints
 from cluster.client.io_thread import ClientLoop, future_completer
 from cluster.client.ranges import RangeIterator, RangePage, page_from_result
-from cluster.errors import Unavailable
+from cluster.client.watch import Watch
+from cluster.errors import InvalidRequest, Unavailable
 
 _GRACE = 1.0  # extra wait on a future beyond the request's own deadline, in case the I/O thread stalls
 
@@ -235,6 +242,27 @@ class Client:
         """range() without waiting: a future of the page."""
         request = self._read("range", range_op(prefix, limit, after), serializable, timeout)
         return self._call_async(request, page_from_result)
+
+    # --- watches ----------------------------------------------------------------------------------
+
+    def watch(
+        self, key: str, prefix: bool = True, start_revision: int | None = None, *, window: int = 1000
+    ) -> Watch:
+        """Watch every change under `key` (or of the key itself with prefix=False), from `start_revision`
+        (None: from now), as an iterator of events; close it, or use it in a `with` block. `window` is
+        how many events a node may send ahead of the consumer. See cluster/client/watch.py."""
+        if type(key) is not str or (not key and not prefix):
+            raise InvalidRequest("watch", "the key must be a str, non-empty unless prefix=True")
+        if start_revision is not None and (type(start_revision) is not int or start_revision < 1):
+            raise InvalidRequest("watch", "start_revision must be a revision >= 1")
+        if type(window) is not int or window < 1:
+            raise InvalidRequest("watch", "window must be >= 1")
+        watch = Watch(key, prefix, window, start_revision or 0)
+        loop = self._loop
+        watch.on_consumed = lambda n: loop.watch_control("consumed", watch, n)
+        watch.on_close = lambda: loop.watch_control("close", watch)
+        loop.watch_control("open", watch)
+        return watch
 
     # --- status -----------------------------------------------------------------------------------
 

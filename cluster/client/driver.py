@@ -8,8 +8,9 @@ driver hands it frames, submissions and the time, asks it when it next needs a t
 `Links` that keep one socket per URL and send without blocking. DealerLinks is those links over ZeroMQ DEALER
 sockets with the options both drivers use (a plain or a zmq.asyncio context).
 
-Streaming calls (watch events pushed by a node, lease keepalives) are meant to plug in here, beside the
-request callbacks: see the `stream hooks` note in ClientCore.
+Streaming calls plug in here, beside the request callbacks: watches (watch events pushed by a node) are
+told apart in `receive` by their stream id and driven by a WatchFollower per watch; see the `stream
+hooks` note in ClientCore.
 """
 
 from __future__ import annotations
@@ -25,13 +26,18 @@ from loguru import logger
 
 from actors.client import ClientActor, ClientOptions, Completion, Outcome, WriteEncoder
 from actors.messages import ClientRequest, ClientResponse, NodeId, RequestKind
-from cluster.client.discovery import Discovery
+from cluster.client.discovery import PROBE_ID_BASE, Discovery
+from cluster.client.watch import Watch
+from cluster.client.watching import FollowerOptions, WatchFollower
+from cluster.errors import ClientClosed as ClientClosedError
 from cluster.kv.ops import MAX_COMMAND_BYTES
 from transport import codec
 from transport.batches import batches
 
 BATCH_MAX_BYTES = MAX_COMMAND_BYTES // 2  # payload bytes in one batch frame, well under a node's limit
 _HWM = 100_000  # pipelined requests may burst; a full queue drops the send and the actor retries
+_STREAM_ID_BASE = PROBE_ID_BASE >> 1  # watch stream ids: above every ClientActor handle, below the probes
+WatchControl = tuple[str, Watch, int]  # ("open" | "consumed" | "close", the watch, events consumed)
 
 
 OnDone = Callable[[Completion | BaseException], None]  # runs in the driver; must not raise
@@ -138,6 +144,11 @@ class ClientCore:
         self.known: dict[NodeId, str] = {}  # node name -> client URL, as far as discovered
         self.members: frozenset[NodeId] = frozenset()  # member names the nodes reported
         self._pending: dict[int, OnDone] = {}  # by the actor's request handle
+        # Watches (cluster/client/watch.py), each driven by a WatchFollower (cluster/client/watching.py)
+        self._followers: dict[Watch, WatchFollower] = {}
+        self._stream_owner: dict[int, Watch] = {}  # current stream id -> its watch
+        self._current_stream: dict[Watch, int] = {}
+        self._next_stream = _STREAM_ID_BASE
 
     @property
     def ready(self) -> bool:
@@ -149,6 +160,8 @@ class ClientCore:
         due = self._discovery.next_due()
         if self.actor is not None:
             due = min(due, self.actor.next_deadline())
+        for follower in self._followers.values():
+            due = min(due, follower.next_deadline())
         return due
 
     def receive(self, frame: bytes, now: float) -> None:
@@ -164,20 +177,27 @@ class ClientCore:
                 continue
             self._on_response(msg, now)
 
-    def turn(self, submissions: Sequence[Submission], now: float) -> None:
+    def turn(
+        self, submissions: Sequence[Submission], now: float, watch_controls: Sequence[WatchControl] = ()
+    ) -> None:
         """Probe if due, start the submissions, run the actor's timers, send, and report completions."""
         for url, request in self._discovery.due_probes(now):
             self._send(url, (request,))
         self._accept(submissions, now)
+        self._watch_controls(watch_controls, now)
         if self.actor is not None:
             self.actor.tick(now)
             self._flush()
+        self._drive_watches(now)
 
     def fail_all(self, error: BaseException) -> None:
         """End every request in flight with `error` (the client is closing)."""
         pending, self._pending = self._pending, {}
         for on_done in pending.values():
             on_done(error)
+        followers, self._followers = self._followers, {}
+        for watch in followers:
+            watch.end(error)
 
     # --- internals --------------------------------------------------------------------------------
 
@@ -202,6 +222,13 @@ class ClientCore:
             self._pending[handle] = sub.on_done
 
     def _on_response(self, msg: ClientResponse, now: float) -> None:
+        watch = self._stream_owner.get(msg.req_id)
+        if watch is not None:
+            follower = self._followers.get(watch)
+            if follower is not None:
+                events = follower.on_response(msg, now)
+                watch.deliver(events, follower.through)
+            return
         if self._discovery.is_probe(msg.req_id):
             if self._discovery.on_answer(msg, now):
                 self._learned()
@@ -211,6 +238,53 @@ class ClientCore:
         if msg.leader_hint and msg.leader_hint not in self.actor.nodes:
             self._discovery.request_round(now)
         self.actor.step(msg, now)  # the turn flushes once, after every answer it received
+
+    def _watch_controls(self, controls: Sequence[WatchControl], now: float) -> None:
+        for what, watch, n in controls:
+            follower = self._followers.get(watch)
+            if what == "open":
+                if self.actor is None:
+                    watch.end(ClientClosedError())
+                    continue
+                nodes = self.actor.nodes
+                follower = WatchFollower(
+                    self._client_id,
+                    nodes,
+                    watch.key,
+                    watch.prefix,
+                    watch.start,
+                    self._new_stream_id,
+                    FollowerOptions(window=watch.window),
+                    first_node=random.randrange(len(nodes)),
+                )
+                self._followers[watch] = follower
+                follower.begin(now)
+            elif follower is None:
+                continue
+            elif what == "consumed":
+                follower.consumed(n)
+            else:
+                follower.close()
+
+    def _new_stream_id(self) -> int:
+        self._next_stream += 1
+        return self._next_stream
+
+    def _drive_watches(self, now: float) -> None:
+        for watch, follower in list(self._followers.items()):
+            follower.tick(now)
+            for request in follower.take_messages():
+                if request.kind == RequestKind.WATCH:  # a new stream: the old one's late frames are ignored
+                    self._stream_owner.pop(self._current_stream.get(watch, 0), None)
+                    self._current_stream[watch] = request.req_id
+                    self._stream_owner[request.req_id] = watch
+                url = self.known.get(request.dst)
+                if url is not None:
+                    self._send(url, (request,))
+            if follower.ended is not None:
+                watch.end(follower.ended)
+                del self._followers[watch]
+                self._stream_owner.pop(self._current_stream.pop(watch, 0), None)
 
     def _learned(self) -> None:
         """Discovery's map changed: open sockets for new URLs and tell the actor the node names."""

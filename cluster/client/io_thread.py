@@ -5,9 +5,10 @@ node URL (DealerLinks) and the ClientCore (cluster/client/driver.py: Discovery, 
 decoding and batching), which it drives with the poller. Callers in other threads hand it Submissions
 through a locked inbox and wake it through an inproc PAIR socket; each Submission carries a callback that
 the thread calls exactly once, with the actor's Completion or with the exception that ended the client
-(`future_completer` makes one that completes a Future). Nothing here interprets results: api.py does that
-(with cluster/client/calls.py), in the caller's thread for a blocking call and in the callback itself for
-an asynchronous one.
+(`future_completer` makes one that completes a Future). Watches (cluster/client/watch.py) reach the core
+the same way, through a locked list of controls (open, consumed, close). Nothing here interprets
+results: api.py does that (with cluster/client/calls.py), in the caller's thread for a blocking call and
+in the callback itself for an asynchronous one.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from loguru import logger
 
 from actors.client import ClientOptions, Completion
 from actors.messages import NodeId
-from cluster.client.driver import ClientCore, DealerLinks, OnDone, Submission
+from cluster.client.driver import ClientCore, DealerLinks, OnDone, Submission, WatchControl
+from cluster.client.watch import Watch
 from cluster.errors import ClientClosed, ZraftError
 
 __all__ = ["ClientLoop", "OnDone", "Submission", "future_completer"]
@@ -63,6 +65,7 @@ class ClientLoop:
         self._lock = threading.Lock()  # guards _inbox, _wake_signalled, _closed and _wake_out
         self._inbox: list[Submission] = []
         self._taken: list[Submission] = []  # the current turn's submissions, until the core holds them
+        self._watch_inbox: list[WatchControl] = []  # watches to open, consumption to report, to close
         self._wake_signalled = False
         self._closed = False  # no more submissions; the thread stops at its next turn
         self._released = False  # close() ran
@@ -98,6 +101,17 @@ class ClientLoop:
                 raise ClientClosed()
             self._inbox.append(sub)
             if threading.get_ident() != self._thread.ident:  # the thread itself polls without waiting
+                self._signal()
+
+    def watch_control(self, what: str, watch: Watch, n: int = 0) -> None:
+        """Open a watch, report `n` of its events consumed, or close it (thread-safe)."""
+        with self._lock:
+            if self._closed:
+                if what == "open":
+                    raise ClientClosed()
+                return
+            self._watch_inbox.append((what, watch, n))
+            if threading.get_ident() != self._thread.ident:
                 self._signal()
 
     def close(self, timeout: float = 5.0) -> None:
@@ -144,6 +158,8 @@ class ClientLoop:
             self._core.fail_all(error)
             for sub in leftovers:
                 sub.on_done(error)
+            for _, watch, _ in self._watch_inbox:
+                watch.end(error)
             self._wake_in.close(linger=0)
             self._links.close()
             self._ready.set()  # a constructor still waiting sees no known nodes and gives up at once
@@ -158,11 +174,12 @@ class ClientLoop:
             if self._closed:
                 return False
             self._taken, self._inbox = self._inbox, []
+            controls, self._watch_inbox = self._watch_inbox, []
             self._wake_signalled = False
         for sock in list(self._links.sockets.values()):  # an answer may teach us a new URL (a new socket)
             if sock in events:
                 self._receive(sock, now)
-        self._core.turn(self._taken, now)
+        self._core.turn(self._taken, now, controls)
         self._taken = []
         return True
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import struct
 from bisect import bisect_left, bisect_right, insort
+from collections.abc import Callable
 from typing import Any
 
 import msgpack
@@ -23,6 +24,8 @@ from transport.codec import msgpack_array_header
 
 # One key's state: (value, create_revision, mod_revision, version). A tuple keeps 100k keys small.
 Record = tuple[Value, int, int, int]
+# Told of every change: (revision, key, the key's new record or None when deleted). The watch history.
+ChangeHook = Callable[[int, str, Record | None], None]
 
 MAX_PENDING_KEY_CHANGES = 64  # created/deleted keys patched into the sorted list; beyond, sort again
 
@@ -36,9 +39,10 @@ _MORE = {True: pack("more") + pack(True), False: pack("more") + pack(False)}
 class Keyspace:
     """Keys -> records, the revision, and a lazily maintained sorted key list."""
 
-    __slots__ = ("_data", "_keys_added", "_keys_removed", "_packer", "_revision", "_sorted_keys")
+    __slots__ = ("_data", "_keys_added", "_keys_removed", "_packer", "_revision", "_sorted_keys", "on_change")
 
-    def __init__(self) -> None:
+    def __init__(self, on_change: ChangeHook | None = None) -> None:
+        self.on_change = on_change
         self._revision = 0
         self._data: dict[str, Record] = {}
         # Sorted keys for range/snapshot, brought up to date lazily: the last sorted list (never changed
@@ -160,11 +164,12 @@ class Keyspace:
     def _put(self, key: str, value: Value, prev: Record | None) -> None:
         self._revision += 1
         rev = self._revision
+        record = (value, rev, rev, 1) if prev is None else (value, prev[1], rev, prev[3] + 1)
+        self._data[key] = record
         if prev is None:
-            self._data[key] = (value, rev, rev, 1)
             self._key_created(key)
-        else:
-            self._data[key] = (value, prev[1], rev, prev[3] + 1)
+        if self.on_change is not None:
+            self.on_change(rev, key, record)
 
     def _delete(self, key: str) -> int:
         if key not in self._data:
@@ -172,6 +177,8 @@ class Keyspace:
         del self._data[key]
         self._revision += 1
         self._key_deleted(key)
+        if self.on_change is not None:
+            self.on_change(self._revision, key, None)
         return 1
 
     def _delete_prefix(self, prefix: str) -> int:
@@ -179,6 +186,7 @@ class Keyspace:
             return 0
         if not prefix:
             count = len(self._data)
+            deleted = self.sorted_keys() if self.on_change is not None else []
             self._data = {}
             self._set_sorted_keys([])
         else:
@@ -190,11 +198,15 @@ class Keyspace:
             count = hi - lo
             if not count:
                 return 0
-            for key in keys[lo:hi]:
+            deleted = keys[lo:hi]
+            for key in deleted:
                 del self._data[key]
             # A new list, still sorted and exact: the old one may belong to a snapshot job in progress.
             self._set_sorted_keys(keys[:lo] + keys[hi:])
         self._revision += 1
+        if self.on_change is not None:
+            for key in deleted:  # one revision for the whole del_prefix, one event per key, in key order
+                self.on_change(self._revision, key, None)
         return count
 
     # -- the sorted key list -------------------------------------------------------------------------

@@ -5,6 +5,7 @@ the snapshot encoding together behind `actors.contracts.StateMachine` (apply/que
     cluster/kv/keyspace.py   keys, records, revisions; what each op does
     cluster/kv/sessions.py   client sessions: exactly-once writes, the cached answers, their bounds
     cluster/kv/snapshot.py   the snapshot encoding, whole or in slices (SnapshotJob), and its validation
+    cluster/kv/history.py    the watch history: the latest changes in a bounded ring (not in snapshots)
 
 The names other modules import (encode_command, encode_query, decode_result, the limits, ...) are
 re-exported here.
@@ -20,6 +21,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 
+from cluster.kv.history import DEFAULT_HISTORY_BYTES, DEFAULT_HISTORY_EVENTS, History
 from cluster.kv.keyspace import Keyspace, Record
 from cluster.kv.ops import (
     ALREADY_APPLIED_CODE,
@@ -92,7 +94,7 @@ class ApplyOrderError(AssertionError):
 class KVStateMachine:
     """The KV store of one replica; implements actors.contracts.StateMachine."""
 
-    __slots__ = ("_applied_count", "_applied_index", "_keyspace", "_sessions", "_snapshot_step")
+    __slots__ = ("_applied_count", "_applied_index", "_keyspace", "_sessions", "_snapshot_step", "history")
 
     def __init__(
         self,
@@ -100,6 +102,8 @@ class KVStateMachine:
         max_responses_per_session: int = DEFAULT_MAX_RESPONSES_PER_SESSION,
         snapshot_step_keys: int = SNAPSHOT_STEP_KEYS,
         max_session_bytes: int = DEFAULT_MAX_SESSION_BYTES,
+        history_events: int = DEFAULT_HISTORY_EVENTS,
+        history_bytes: int = DEFAULT_HISTORY_BYTES,
     ) -> None:
         """The bounds of the session table are explained in cluster/kv/sessions.py; every replica of a
         cluster must use the same ones, since they decide what apply forgets."""
@@ -110,7 +114,9 @@ class KVStateMachine:
                 " must be >= 1"
             )
         self._snapshot_step = snapshot_step_keys
-        self._keyspace = Keyspace()
+        # The history bounds are this replica's own: no replica's state depends on them.
+        self.history = History(history_events, history_bytes)
+        self._keyspace = Keyspace(self.history.record)
         self._sessions = SessionTable(max_sessions, max_responses_per_session, max_session_bytes)
         self._applied_index = 0
         self._applied_count = 0
@@ -224,6 +230,7 @@ class KVStateMachine:
             self._applied_count = applied_count
             self._keyspace.replace(revision, keys, table)
             self._sessions.replace(sessions)
+            self.history.reset(revision)
 
         return swap
 

@@ -12,6 +12,10 @@ Per Ready (DESIGN.md rule 6): `on_ready(rd)` turns the results of our own applie
 became safe and the leadership we lost into answers, which depend on nothing the Ready persists, so the
 runtime sends them with the Ready's early messages, before its fsync.
 
+Watches (cluster/kv/watches.py owns their protocol and registry): WATCH, WATCH_CANCEL and WATCH_ACK go to
+the registry, which pushes its stream frames through the same answers; `pump_watches(now)` runs every
+loop turn. A node serves them from its applied state, whatever its role.
+
 Reserved keys: every key under RESERVED_PREFIX belongs to the nodes (the advertised client URLs). A write
 from the client port that could change one is refused with BAD_REQUEST: put, del, cas and cas_del of such
 a key, and a del_prefix whose prefix covers any of them ("", "_", "__z", ... "__zraft/" and anything
@@ -33,7 +37,9 @@ import msgpack
 from actors.contracts import Ready, Refusal, StateMachine
 from actors.messages import ClientRequest, ClientResponse, NodeId, RequestKind, Status
 from actors.node import NodeActor
+from cluster.kv.machine import KVStateMachine
 from cluster.kv.ops import command_op
+from cluster.kv.watches import WatchOptions, WatchRegistry, parse_stream_id, parse_watch
 
 RESERVED_PREFIX: Final = "__zraft/"
 MAX_REASON_BYTES: Final = 200
@@ -82,6 +88,7 @@ class KVService(Generic[C]):
         node: NodeActor,
         sm: StateMachine,
         status: Callable[[], dict[str, Any]] | None = None,
+        watch_options: WatchOptions | None = None,
     ) -> None:
         self._node = node
         self._sm = sm
@@ -92,6 +99,12 @@ class KVService(Generic[C]):
         self._answers: dict[C, list[ClientResponse]] = {}
         self.refused: Counter[str] = Counter()  # by reason
         self.unanswerable = 0  # answers for the node's own requests, dropped by design
+        self.watches: WatchRegistry[C] | None = None
+        if isinstance(sm, KVStateMachine):
+            kv = sm
+            self.watches = WatchRegistry(
+                node.id, lambda: kv.history, lambda: kv.revision, self._push, watch_options
+            )
 
     # --- input ----------------------------------------------------------------------------------------
 
@@ -112,6 +125,8 @@ class KVService(Generic[C]):
             self._answer(conn, req.src, req.req_id, Status.OK, self._sm.query(req.payload))
         elif kind == RequestKind.STATUS:
             self._answer(conn, req.src, req.req_id, Status.OK, self._encoded_status())
+        elif kind in (RequestKind.WATCH, RequestKind.WATCH_CANCEL, RequestKind.WATCH_ACK):
+            self._watch_request(req, conn)
         else:
             self._bad_request(req, conn, "unknown_kind", "unknown request kind")
 
@@ -142,6 +157,13 @@ class KVService(Generic[C]):
                 waiting = proposals.pop(index)
                 self._answer(waiting.conn, waiting.src, waiting.req_id, Status.UNKNOWN, b"")
 
+    def pump_watches(self, now: float) -> bool:
+        """Push what the watch streams may send; True if some stream has more to send at once."""
+        return self.watches.pump(now) if self.watches is not None else False
+
+    def next_watch_due(self) -> float:
+        return self.watches.next_due() if self.watches is not None else float("inf")
+
     # --- output ---------------------------------------------------------------------------------------
 
     def take_answers(self) -> dict[C, list[ClientResponse]]:
@@ -158,6 +180,7 @@ class KVService(Generic[C]):
             "pending_proposals": len(self._proposals),
             "pending_reads": len(self._reads),
             "refused": dict(self.refused),
+            "watches": self.watches.describe() if self.watches is not None else {},
         }
 
     # --- internals ------------------------------------------------------------------------------------
@@ -177,6 +200,34 @@ class KVService(Generic[C]):
             self._refuse(req, conn, index, "proposals")
             return
         self._proposals[index] = _Waiting(conn, req.src, req.req_id, node.term, b"")
+
+    def _watch_request(self, req: ClientRequest, conn: C | None) -> None:
+        watches = self.watches
+        if conn is None or watches is None:
+            self._bad_request(req, conn, "no_watches", "this node serves no watches")
+            return
+        if req.kind == RequestKind.WATCH:
+            try:
+                spec = parse_watch(req.payload)
+            except ValueError as exc:
+                self._bad_request(req, conn, "invalid_watch", str(exc))
+                return
+            watches.open(req, conn, spec)
+            return
+        parsed = parse_stream_id(req.payload, with_count=req.kind == RequestKind.WATCH_ACK)
+        if parsed is None:
+            self._bad_request(req, conn, "invalid_watch", "malformed watch cancel or ack")
+        elif req.kind == RequestKind.WATCH_CANCEL:
+            watches.cancel(conn, parsed[0])
+        else:
+            watches.ack(conn, parsed[0], parsed[1])
+
+    def _push(self, conn: C, response: ClientResponse) -> None:
+        held = self._answers.get(conn)
+        if held is None:
+            self._answers[conn] = [response]
+        else:
+            held.append(response)
 
     def _refuse(self, req: ClientRequest, conn: C | None, refusal: Refusal, what: str) -> None:
         """Answer a request the Raft core did not take; `what` it was: "proposals" or "reads"."""

@@ -48,6 +48,10 @@ class NodeConfig:
     max_uncommitted_entries: int = 10_000  # a leader answers writes BUSY while this many wait for commit
     max_uncommitted_bytes: int = 64 * 1024 * 1024  # ...or this many bytes of them
     intake_bytes: int = 8 * 1024 * 1024  # bytes taken from one socket per loop turn (at least one frame)
+    history_events: int = 100_000  # watch history kept per node (cluster/kv/history.py)
+    history_bytes: int = 64 * 1024 * 1024
+    max_watches: int = 10_000  # open watch streams per node (cluster/kv/watches.py)
+    watch_progress_ms: int = 1000  # progress notifications of an idle watch
     log_level: str = "INFO"
     log_json: bool = False
 
@@ -89,6 +93,10 @@ SETTINGS: dict[str, tuple[str, str]] = {
     "max_uncommitted_entries": ("--max-uncommitted-entries", "ZRAFT_MAX_UNCOMMITTED_ENTRIES"),
     "max_uncommitted_bytes": ("--max-uncommitted-bytes", "ZRAFT_MAX_UNCOMMITTED_BYTES"),
     "intake_bytes": ("--intake-bytes", "ZRAFT_INTAKE_BYTES"),
+    "history_events": ("--history-events", "ZRAFT_HISTORY_EVENTS"),
+    "history_bytes": ("--history-bytes", "ZRAFT_HISTORY_BYTES"),
+    "max_watches": ("--max-watches", "ZRAFT_MAX_WATCHES"),
+    "watch_progress_ms": ("--watch-progress-ms", "ZRAFT_WATCH_PROGRESS_MS"),
     "log_level": ("--log-level", "ZRAFT_LOG_LEVEL"),
     "log_json": ("--log-json", "ZRAFT_LOG_JSON"),
 }
@@ -102,6 +110,10 @@ _INT_SETTINGS = (
     "max_uncommitted_entries",
     "max_uncommitted_bytes",
     "intake_bytes",
+    "history_events",
+    "history_bytes",
+    "max_watches",
+    "watch_progress_ms",
 )
 _DEFAULTS: dict[str, Any] = {
     "cluster_id": "zraft",
@@ -113,6 +125,10 @@ _DEFAULTS: dict[str, Any] = {
     "max_uncommitted_entries": 10_000,
     "max_uncommitted_bytes": 64 * 1024 * 1024,
     "intake_bytes": 8 * 1024 * 1024,
+    "history_events": 100000,
+    "history_bytes": 67108864,
+    "max_watches": 10000,
+    "watch_progress_ms": 1000,
     "log_level": "INFO",
     "log_json": False,
 }
@@ -222,6 +238,29 @@ def build_parser() -> argparse.ArgumentParser:
         "in ZeroMQ (ZRAFT_INTAKE_BYTES; default 8388608)",
     )
     add(
+        "--history-events",
+        metavar="N",
+        help="changes each node keeps for watches to start from or catch up with; a watch older than the "
+        "window gets Compacted, and so does a watcher that falls that far behind "
+        "(ZRAFT_HISTORY_EVENTS; default 100000)",
+    )
+    add(
+        "--history-bytes",
+        metavar="N",
+        help="...and at most N encoded bytes of them (ZRAFT_HISTORY_BYTES; default 67108864)",
+    )
+    add(
+        "--max-watches",
+        metavar="N",
+        help="open watch streams this node serves at once (ZRAFT_MAX_WATCHES; default 10000)",
+    )
+    add(
+        "--watch-progress-ms",
+        metavar="N",
+        help="a watch without events gets the current revision this often "
+        "(ZRAFT_WATCH_PROGRESS_MS; default 1000)",
+    )
+    add(
         "--log-level",
         metavar="LEVEL",
         help=f"one of {', '.join(LOG_LEVELS)} (ZRAFT_LOG_LEVEL; default INFO)",
@@ -318,6 +357,10 @@ def _validate(merged: dict[str, _Value]) -> NodeConfig:
     max_uncommitted_entries = _positive_int(merged, "max_uncommitted_entries", minimum=1)
     max_uncommitted_bytes = _positive_int(merged, "max_uncommitted_bytes", minimum=1)
     intake_bytes = _positive_int(merged, "intake_bytes", minimum=1)
+    history_events = _positive_int(merged, "history_events", minimum=1)
+    history_bytes = _positive_int(merged, "history_bytes", minimum=1)
+    max_watches = _positive_int(merged, "max_watches", minimum=1)
+    watch_progress_ms = _positive_int(merged, "watch_progress_ms", minimum=1)
     if 2 * heartbeat >= election:
         raise ConfigError(
             f"heartbeat interval {heartbeat} ms ({merged['heartbeat_ms'].source}) must be below half the "
@@ -344,6 +387,10 @@ def _validate(merged: dict[str, _Value]) -> NodeConfig:
         max_uncommitted_entries=max_uncommitted_entries,
         max_uncommitted_bytes=max_uncommitted_bytes,
         intake_bytes=intake_bytes,
+        history_events=history_events,
+        history_bytes=history_bytes,
+        max_watches=max_watches,
+        watch_progress_ms=watch_progress_ms,
         log_level=level,
         log_json=_bool(merged["log_json"]),
     )

@@ -34,6 +34,7 @@ from actors.messages import ClientRequest, ClientResponse, Message, Status
 from actors.node import NodeActor, Role
 from cluster.kv.machine import MAX_COMMAND_BYTES, KVStateMachine
 from cluster.kv.service import KVService, Origin
+from cluster.kv.watches import WatchOptions
 from cluster.node.advertise import Advertiser, client_urls
 from cluster.node.config import NodeConfig
 from cluster.node.inbound import (
@@ -86,7 +87,11 @@ class NodeRuntime:
         self.started = loop.clock()
         self.counters: Counter[str] = Counter()
         self.reply_stats = SendStats()
-        self.service: KVService[Route] = KVService(node, sm, self._status)
+        progress = config.watch_progress_ms / 1000.0
+        watch_options = WatchOptions(
+            max_watches=config.max_watches, progress_interval=progress, idle_timeout=max(30.0, 10 * progress)
+        )
+        self.service: KVService[Route] = KVService(node, sm, self._status, watch_options)
         self._intake_bytes = config.intake_bytes
         election_timeout = config.election_timeout_ms / 1000.0
         self.stop = GracefulStop(self.name, election_timeout)
@@ -119,13 +124,20 @@ class NodeRuntime:
         if self.storage.poll_snapshot() is not None:  # written in the background (cluster/storage)
             self._snapshot_durable()
         self.pump(now)
+        watches_busy = self.service.pump_watches(now)
+        self._send_answers()
         self._report_invalid(now)
         self._log_role_change()
         if done:
             return None
-        if node.has_ready():
+        if node.has_ready() or watches_busy:
             return now
-        return min(node.next_deadline(), self.advertiser.next_due(), self.stop.next_deadline())
+        return min(
+            node.next_deadline(),
+            self.advertiser.next_due(),
+            self.stop.next_deadline(),
+            self.service.next_watch_due(),
+        )
 
     def pump(self, now: float) -> None:
         """Persist, send and advance every Ready the node has (persist before you speak)."""

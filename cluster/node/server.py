@@ -89,7 +89,7 @@ def _serve_locked(ctx: zmq.Context[zmq.Socket[bytes]], config: NodeConfig) -> No
     loop = EventLoop()
     try:
         recovered = storage.recover()
-        sm = KVStateMachine()
+        sm = KVStateMachine(history_events=config.history_events, history_bytes=config.history_bytes)
         node = NodeActor(
             config.name, config.members, config.raft_config(), sm, random.Random(), recovered, loop.clock()
         )

@@ -31,6 +31,7 @@ from cluster.storage import DiskStorage
 from cluster.storage.fs import SimFS
 from cluster.storage.snapshot_writer import SnapshotJob
 from tests.sim.linearizability import Operation, check_history
+from tests.sim.watchers import SimWatcher, check_watchers, reference_events
 from transport.sim import NetworkFaults, Scheduler, SimNetwork
 
 
@@ -59,6 +60,7 @@ class SimOptions:
     nemesis_interval: tuple[float, float] = (0.5, 3.0)
     disk_delay: tuple[float, float] = (0.0005, 0.004)
     client_timeout: float = 6.0
+    watchers: int = 3  # watch clients (tests/sim/watchers.py), checked against the committed changes
     liveness_bound: float = 30.0  # simulated seconds allowed after healing (tens of election timeouts)
     raft: RaftConfig = field(
         default_factory=lambda: RaftConfig(
@@ -160,12 +162,14 @@ class SafetyChecker:
         self.committed: dict[int, tuple[int, bytes]] = {}  # index -> (term, data digest)
         self.commit_term: dict[int, int] = {}  # index -> the term in which it was first seen committed
         self.applied: dict[int, bytes] = {}  # index -> command digest
+        self.commands: dict[int, bytes] = {}  # index -> command: the committed log, replayed for watches
         self.mirrors: dict[str, dict[int, int]] = {}  # node -> index -> term, as last checked
         self.commit_seen: dict[str, int] = {}
 
     def on_apply(self, node: str, index: int, command: bytes) -> None:
         d = _digest(command)
         known = self.applied.setdefault(index, d)
+        self.commands.setdefault(index, command)
         if known != d:
             raise SimFailure(f"{node} applied a different command at index {index}")
         committed = self.committed.get(index)
@@ -461,6 +465,8 @@ class SimCluster:
         self._disk_rng = random.Random(self.rng.getrandbits(64))
         self._nemesis_rng = random.Random(self.rng.getrandbits(64))
         self._node_rngs = {nid: random.Random(self.rng.getrandbits(64)) for nid in self.node_ids}
+        self.watchers = [SimWatcher(self, i) for i in range(opts.watchers)]
+        self.watchers_by_id = {w.id: w for w in self.watchers}
 
     # --- running ----------------------------------------------------------------------------------
 
@@ -482,6 +488,9 @@ class SimCluster:
             self._start_node(nid)
         for client in self.clients:
             client.start()
+        for watcher in self.watchers:
+            start = watcher.rng.randrange(1, 20) if watcher.rng.random() < 0.3 else 0
+            watcher.start_at(watcher.rng.uniform(0, opts.fault_time * 0.8), start)
         if opts.partitions or opts.crashes:
             self._schedule_nemesis()
         self.scheduler.at(opts.fault_time, self._heal_everything)
@@ -496,6 +505,7 @@ class SimCluster:
                 f"liveness: no answer for final reads within {opts.liveness_bound}s after healing"
             )
         self._check_convergence(deadline)
+        self._check_watchers(deadline)
         history = [op for c in self.clients for op in c.history]
         result = check_history(history)
         if not result.ok:
@@ -518,6 +528,22 @@ class SimCluster:
             zero_holes_cut=self.zero_holes_cut,
             torn_records_cut=self.torn_records_cut,
         )
+
+    def failure(self, text: str) -> SimFailure:
+        return SimFailure(text)
+
+    def _check_watchers(self, deadline: float) -> None:
+        leader = self._leader()
+        assert leader is not None and leader.sm is not None
+        final = leader.sm.revision
+
+        def caught_up() -> bool:
+            return all(w.live and w.segments[-1].through >= final for w in self.watchers)
+
+        self._drive(until=caught_up, stop_at=deadline + 2 * self.options.liveness_bound)
+        problem = check_watchers(self.watchers, reference_events(self.checker.commands), final)
+        if problem:
+            raise SimFailure(f"watch: {problem}")
 
     def _drive(self, until: Any, stop_at: float = float("inf")) -> None:
         while not until():
@@ -634,6 +660,9 @@ class SimCluster:
             client = self.clients_by_id.get(msg.dst)
             if client is not None:
                 client.on_response(msg)
+            watcher = self.watchers_by_id.get(msg.dst)
+            if watcher is not None:
+                watcher.on_response(msg)
             return
         node = self.nodes.get(msg.dst)
         if node is None or not node.up or node.actor is None or node.service is None:
@@ -658,6 +687,8 @@ class SimCluster:
 
     def _pump(self, node: SimNode) -> None:
         actor = node.actor
+        if node.service is not None:
+            node.service.pump_watches(self.scheduler.now)  # as the runtime's turn
         self._send_answers(node)  # refusals and local reads need no Ready, nor wait for a persist
         if actor is None or node.persisting:
             return

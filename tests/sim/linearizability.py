@@ -145,8 +145,13 @@ def _compile(op: Operation) -> _Step:
         return _Step(GET, known, observed=canonical(op.result) if known else None)
     if op.kind == DELETE:
         return _Step(DELETE, known, flag=bool(op.result) if known else False)
-    return _Step(CAS, known, expected=canonical(op.args[0]), value=canonical(op.args[1]),
-                 flag=bool(op.result) if known else False)
+    return _Step(
+        CAS,
+        known,
+        expected=canonical(op.args[0]),
+        value=canonical(op.args[1]),
+        flag=bool(op.result) if known else False,
+    )
 
 
 def _apply(step: _Step, state: Hashable) -> tuple[bool, Hashable]:
@@ -305,8 +310,10 @@ def _explain(key: str, ops: Sequence[Operation], outcome: _SearchOutcome) -> str
     prefix = outcome.best_prefix
     placed = set(prefix)
     lines = [f"key {key!r}: history of {len(ops)} operation(s) is not linearizable."]
-    lines.append(f"Longest linearizable prefix found: {len(prefix)} operation(s)"
-                 + (f" (last {_EXPLAIN_PREFIX_TAIL} shown):" if len(prefix) > _EXPLAIN_PREFIX_TAIL else ":"))
+    lines.append(
+        f"Longest linearizable prefix found: {len(prefix)} operation(s)"
+        + (f" (last {_EXPLAIN_PREFIX_TAIL} shown):" if len(prefix) > _EXPLAIN_PREFIX_TAIL else ":")
+    )
     if len(prefix) > _EXPLAIN_PREFIX_TAIL:
         lines.append("  ...")
     for index in prefix[-_EXPLAIN_PREFIX_TAIL:]:
@@ -319,8 +326,10 @@ def _explain(key: str, ops: Sequence[Operation], outcome: _SearchOutcome) -> str
     completions = [complete for i in remaining if (complete := ops[i].complete) is not None]
     deadline = min(completions, default=math.inf)
     candidates = [i for i in remaining if ops[i].invoke <= deadline]
-    lines.append(f"None of these can be placed next (each was invoked by t={deadline!r}, the earliest "
-                 "completion still pending, and none leads to a full linearization):")
+    lines.append(
+        f"None of these can be placed next (each was invoked by t={deadline!r}, the earliest "
+        "completion still pending, and none leads to a full linearization):"
+    )
     for index in candidates[:_EXPLAIN_MAX_CANDIDATES]:
         allowed, _ = _apply(_compile(ops[index]), outcome.best_state)
         if allowed:
@@ -346,7 +355,16 @@ def check_history(history: Iterable[Operation]) -> CheckResult:
         total += len(by_key[key])
         outcome = _search(ops)
         if not outcome.ok:
-            return CheckResult(ok=False, bad_key=key, explanation=_explain(key, ops, outcome),
-                               keys_checked=checked, ops_checked=total)
-    return CheckResult(ok=True, explanation=f"linearizable: {len(by_key)} key(s), {total} operation(s)",
-                       keys_checked=len(by_key), ops_checked=total)
+            return CheckResult(
+                ok=False,
+                bad_key=key,
+                explanation=_explain(key, ops, outcome),
+                keys_checked=checked,
+                ops_checked=total,
+            )
+    return CheckResult(
+        ok=True,
+        explanation=f"linearizable: {len(by_key)} key(s), {total} operation(s)",
+        keys_checked=len(by_key),
+        ops_checked=total,
+    )

@@ -232,3 +232,29 @@ def test_status_reports_what_was_refused_by_reason() -> None:
     assert status["clients"]["refused"] == {"invalid_command": 1, "reserved_key": 1}
     assert status["uncommitted"] == 0 and status["role"] == "leader"
     assert c.services["n2"].refused == {"not_leader": 1}
+
+
+def test_watch_requests_go_to_the_registry_on_any_role_and_bad_ones_are_refused() -> None:
+    c, leader, _ = elected()
+    follower = next(n for n in c.ids if n != leader)
+    service = c.services[follower]  # a follower serves watches from its applied state
+    payload = msgpack.packb({"key": "a/", "prefix": True, "start": 0, "window": 10})
+    service.request(ClientRequest("c", follower, 5, RequestKind.WATCH, payload), "conn", Origin.CLIENT)
+    (opened,) = service.take_answers()["conn"]
+    assert opened.status == Status.STREAM and opened.req_id == 5
+    assert service.describe()["watches"]["open"] == 1
+    for kind, bad in [
+        (RequestKind.WATCH, b"\x01"),
+        (RequestKind.WATCH_CANCEL, b"\xc1"),
+        (RequestKind.WATCH_ACK, msgpack.packb([5])),
+    ]:
+        service.request(ClientRequest("c", follower, 6, kind, bad), "conn", Origin.CLIENT)
+        (answer,) = service.take_answers()["conn"]
+        assert answer.status == Status.BAD_REQUEST
+    assert service.refused["invalid_watch"] == 3
+    service.request(
+        ClientRequest("c", follower, 7, RequestKind.WATCH_CANCEL, msgpack.packb(5)), "conn", Origin.CLIENT
+    )
+    (cancelled,) = service.take_answers()["conn"]
+    assert cancelled.status == Status.WATCH_CANCELLED and cancelled.req_id == 5
+    assert service.describe()["watches"]["open"] == 0
