@@ -298,10 +298,10 @@ def test_a_failure_inside_the_blocking_clients_io_thread_ends_its_async_calls(
         core = c._loop._core
         turn = core.turn
 
-        def broken(submissions: Any, now: float) -> None:
+        def broken(submissions: Any, *rest: Any) -> None:
             if submissions:  # idle turns (timers) go on; the turn that took our call fails
                 raise RuntimeError("boom")
-            turn(submissions, now)
+            turn(submissions, *rest)
 
         monkeypatch.setattr(core, "turn", broken)
         fut = c.put_async("io-failure/k", 1)
