@@ -4,7 +4,9 @@
     ├── Rejected                  definite failure: the request was never applied (safe to fix and resend)
     │   ├── InvalidRequest        found invalid, by the client before sending or by the node before
     │   │                         proposing (bad key, value too large, a reserved "__zraft/" key, ...)
-    │   └── Busy                  the leader holds too much uncommitted work (no majority reachable?)
+    │   ├── Busy                  the leader holds too much uncommitted work (no majority reachable?)
+    │   └── LeaseNotFound         the lease does not exist: never granted, revoked, or expired and revoked
+    │       └── LeaseExpired      the lease's TTL ran out on the leader (its revoke may still be under way)
     ├── NoAnswer                  no usable answer from the cluster within the timeout
     │   ├── OutcomeUnknown        ... to a write: it may or may not have been applied
     │   │   └── AlreadyApplied    ... it was applied (exactly once), but its result is no longer known
@@ -58,6 +60,19 @@ class Busy(Rejected):
 
     def _describe(self) -> str:
         return f"{self.operation} refused, the cluster is busy: {self.reason}"
+
+
+class LeaseNotFound(Rejected):
+    """The lease is unknown to the cluster: never granted, revoked, or expired (and revoked). A put with
+    it wrote nothing; a keepalive cannot bring it back: grant a new lease."""
+
+    def _describe(self) -> str:
+        return f"{self.operation}: {self.reason}"
+
+
+class LeaseExpired(LeaseNotFound):
+    """The lease's TTL ran out by the leader's clock; its keys are being (or were) deleted. Nothing of the
+    request was applied; grant a new lease."""
 
 
 class NoAnswer(ZraftError):

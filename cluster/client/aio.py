@@ -48,10 +48,16 @@ from cluster.client.calls import (
     as_deleted,
     as_existed,
     as_kv,
+    as_lease,
+    as_lease_info,
+    as_lease_list,
     as_revision,
     as_swapped,
+    as_ttl,
     as_value,
     interpret,
+    lease_grant_op,
+    put_op,
     range_op,
     summarize,
 )
@@ -59,6 +65,7 @@ from cluster.client.commands import encode_query, write_encoder
 from cluster.client.discovery import parse_status
 from cluster.client.driver import ClientCore, DealerLinks, Submission
 from cluster.client.endpoints import parse_endpoints
+from cluster.client.leases import Lease, LeaseInfo
 from cluster.client.ranges import AsyncRangeIterator, RangePage, page_from_result
 from cluster.errors import ClientClosed, Unavailable, ZraftError
 
@@ -170,9 +177,11 @@ class AsyncClient:
 
     # --- writes -----------------------------------------------------------------------------------
 
-    async def put(self, key: str, value: Any, *, timeout: float | None = None) -> int:
-        """Set key to value; returns the new revision."""
-        return as_revision(await self._call(self._write("put", ["put", key, value], timeout)))
+    async def put(
+        self, key: str, value: Any, *, lease: int | None = None, timeout: float | None = None
+    ) -> int:
+        """Set key to value; returns the new revision. With `lease`, attached to it, as Client.put."""
+        return as_revision(await self._call(self._write("put", put_op(key, value, lease), timeout)))
 
     async def cas(self, key: str, expected: Any, new: Any, *, timeout: float | None = None) -> bool:
         """Set key to `new` only if its value is `expected` (None: only if absent); True if swapped."""
@@ -240,6 +249,31 @@ class AsyncClient:
         if not answers:
             raise Unavailable("status", limit, "no node answered")
         return summarize(known, self._require_core().members, answers)
+
+    # --- leases (as Client's; the async keepalive helper lease(ttl) is not done yet) -----------------
+
+    async def lease_grant(self, ttl: float, *, timeout: float | None = None) -> Lease:
+        """Grant a lease of `ttl` seconds, as Client.lease_grant."""
+        return as_lease(await self._call(self._write("lease_grant", lease_grant_op(ttl), timeout)))
+
+    async def lease_keepalive(self, lease_id: int, *, timeout: float | None = None) -> float:
+        """Renew the lease for its whole TTL; the seconds it now has left, as Client.lease_keepalive."""
+        request = self._read("lease_keepalive", ["lease_keepalive", lease_id], False, timeout)
+        return as_ttl(await self._call(request))
+
+    async def lease_revoke(self, lease_id: int, *, timeout: float | None = None) -> int:
+        """End the lease now, deleting its keys; returns how many, as Client.lease_revoke."""
+        request = self._write("lease_revoke", ["lease_revoke", lease_id, 0], timeout)
+        return as_deleted(await self._call(request))
+
+    async def lease_info(self, lease_id: int, *, timeout: float | None = None) -> LeaseInfo:
+        """The lease's granted TTL, seconds left and keys, as Client.lease_info."""
+        request = self._read("lease_info", ["lease_info", lease_id], False, timeout)
+        return as_lease_info(await self._call(request))
+
+    async def lease_list(self, *, timeout: float | None = None) -> list[LeaseInfo]:
+        """Every lease (without keys), by id, as Client.lease_list."""
+        return as_lease_list(await self._call(self._read("lease_list", ["lease_list"], False, timeout)))
 
     # --- internals --------------------------------------------------------------------------------
 

@@ -72,10 +72,16 @@ from cluster.client.calls import (
     as_deleted,
     as_existed,
     as_kv,
+    as_lease,
+    as_lease_info,
+    as_lease_list,
     as_revision,
     as_swapped,
+    as_ttl,
     as_value,
     interpret,
+    lease_grant_op,
+    put_op,
     range_op,
     summarize,
 )
@@ -84,6 +90,7 @@ from cluster.client.discovery import parse_status
 from cluster.client.driver import Submission
 from cluster.client.endpoints import parse_endpoints
 from cluster.client.io_thread import ClientLoop, future_completer
+from cluster.client.leases import KeptLease, Lease, LeaseInfo
 from cluster.client.ranges import RangeIterator, RangePage, page_from_result
 from cluster.client.watch import Watch
 from cluster.errors import InvalidRequest, Unavailable
@@ -144,9 +151,10 @@ class Client:
 
     # --- writes -----------------------------------------------------------------------------------
 
-    def put(self, key: str, value: Any, *, timeout: float | None = None) -> int:
-        """Set key to value; returns the new revision."""
-        return as_revision(self._call(self._write("put", ["put", key, value], timeout)))
+    def put(self, key: str, value: Any, *, lease: int | None = None, timeout: float | None = None) -> int:
+        """Set key to value; returns the new revision. With `lease`, the key is deleted when the lease
+        ends (LeaseNotFound/LeaseExpired, writing nothing, if it has ended); without, a put detaches it."""
+        return as_revision(self._call(self._write("put", put_op(key, value, lease), timeout)))
 
     def cas(self, key: str, expected: Any, new: Any, *, timeout: float | None = None) -> bool:
         """Set key to `new` only if its value is `expected` (None: only if absent); True if swapped."""
@@ -160,9 +168,11 @@ class Client:
         """Delete every key starting with prefix ("" = every key); returns how many were deleted."""
         return as_deleted(self._call(self._write("delete_prefix", ["del_prefix", prefix], timeout)))
 
-    def put_async(self, key: str, value: Any, *, timeout: float | None = None) -> Future[int]:
+    def put_async(
+        self, key: str, value: Any, *, lease: int | None = None, timeout: float | None = None
+    ) -> Future[int]:
         """put() without waiting: a future of the new revision (see the module docstring)."""
-        return self._call_async(self._write("put", ["put", key, value], timeout), as_revision)
+        return self._call_async(self._write("put", put_op(key, value, lease), timeout), as_revision)
 
     def cas_async(self, key: str, expected: Any, new: Any, *, timeout: float | None = None) -> Future[bool]:
         """cas() without waiting: a future of whether it swapped."""
@@ -283,6 +293,45 @@ class Client:
         if not answers:
             raise Unavailable("status", limit, "no node answered")
         return summarize(known, self._loop.members(), answers)
+
+    # --- leases (cluster/client/leases.py; the cluster side is cluster/kv/leases.py) -----------------
+
+    def lease_grant(self, ttl: float, *, timeout: float | None = None) -> Lease:
+        """Grant a lease of `ttl` seconds (at least the cluster's minimum, three election timeouts by
+        default: InvalidRequest below it). Renew it with lease_keepalive, or use lease(ttl)."""
+        return as_lease(self._call(self._write("lease_grant", lease_grant_op(ttl), timeout)))
+
+    def lease_keepalive(self, lease_id: int, *, timeout: float | None = None) -> float:
+        """Renew the lease for its whole TTL; returns the seconds it now has left by the leader's clock.
+        Raises LeaseNotFound (or LeaseExpired) when it has ended."""
+        request = self._read("lease_keepalive", ["lease_keepalive", lease_id], False, timeout)
+        return as_ttl(self._call(request))
+
+    def lease_revoke(self, lease_id: int, *, timeout: float | None = None) -> int:
+        """End the lease now, deleting its keys (each a revision of its own); returns how many."""
+        return as_deleted(self._call(self._write("lease_revoke", ["lease_revoke", lease_id, 0], timeout)))
+
+    def lease_info(self, lease_id: int, *, timeout: float | None = None) -> LeaseInfo:
+        """The lease's granted TTL, seconds left and keys; LeaseNotFound when it has ended."""
+        return as_lease_info(self._call(self._read("lease_info", ["lease_info", lease_id], False, timeout)))
+
+    def lease_list(self, *, timeout: float | None = None) -> list[LeaseInfo]:
+        """Every lease (without keys), by id."""
+        return as_lease_list(self._call(self._read("lease_list", ["lease_list"], False, timeout)))
+
+    def lease(self, ttl: float, *, timeout: float | None = None) -> KeptLease:
+        """Grant a lease and keep it alive from a background thread (every ttl/3) until the `with` block
+        ends (it is then revoked) or the process ends (it then expires):
+
+            with c.lease(10) as lease:
+                c.put("servers/a", {...}, lease=lease.id)
+        """
+        granted = self.lease_grant(ttl, timeout=timeout)
+
+        def keepalive(lease_id: int, limit: float) -> float:
+            return self.lease_keepalive(lease_id, timeout=min(limit, self.timeout))
+
+        return KeptLease(granted, keepalive, lambda lease_id: self.lease_revoke(lease_id, timeout=timeout))
 
     # --- internals --------------------------------------------------------------------------------
 

@@ -12,7 +12,9 @@ from typing import Any
 from actors.client import Completion, Outcome, WriteEncoder
 from actors.messages import NodeId, RequestKind
 from cluster.client.commands import check_result, describe_bad_request
+from cluster.client.leases import Lease, LeaseInfo, lease_info_from
 from cluster.errors import Busy, InvalidRequest, OutcomeUnknown, Unavailable
+from cluster.kv.leases import MAX_TTL_MS
 from cluster.kv.sessions import DEFAULT_MAX_RESPONSES_PER_SESSION
 
 STATUS_TIMEOUT = 2.0  # default per-call bound for status(): a dead node must not stall it for long
@@ -21,6 +23,7 @@ SESSION_LIMIT = 2**63 - 1
 # whole sessions, least recently written first, and never trims a live one below this); keep open writes
 # within it, with a margin, so a stuck write's answer is never dropped while it may still be retried.
 SEQ_WINDOW = DEFAULT_MAX_RESPONSES_PER_SESSION - 24
+MAX_LEASE_TTL = MAX_TTL_MS / 1000  # seconds
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +84,38 @@ def as_value(result: dict[str, Any]) -> Any:
 
 def range_op(prefix: str, limit: int, after: str) -> list[Any]:
     return ["range", prefix, limit, after]
+
+
+def put_op(key: str, value: Any, lease: int | None) -> list[Any]:
+    """A put's command: with a lease, one that attaches the key to it."""
+    if lease is None:
+        return ["put", key, value]
+    if type(lease) is not int or lease <= 0:
+        raise InvalidRequest("put", f"lease must be a lease id (a positive int), got {lease!r}")
+    return ["put_lease", key, value, lease]
+
+
+def lease_grant_op(ttl: float) -> list[Any]:
+    """A lease grant's command, for a TTL in seconds (the cluster refuses one below its minimum)."""
+    if not isinstance(ttl, int | float) or ttl != ttl or ttl <= 0 or ttl > MAX_LEASE_TTL:
+        raise InvalidRequest("lease_grant", f"ttl must be a positive number of seconds, got {ttl!r}")
+    return ["lease_grant", round(ttl * 1000), 0]
+
+
+def as_lease(result: dict[str, Any]) -> Lease:
+    return Lease(int(result["id"]), int(result["ttl_ms"]) / 1000)
+
+
+def as_ttl(result: dict[str, Any]) -> float:
+    return float(result["ttl"])
+
+
+def as_lease_info(result: dict[str, Any]) -> LeaseInfo:
+    return lease_info_from(result)
+
+
+def as_lease_list(result: dict[str, Any]) -> list[LeaseInfo]:
+    return [lease_info_from(item) for item in result["leases"]]
 
 
 def summarize(

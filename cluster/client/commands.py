@@ -13,7 +13,7 @@ from typing import Any
 import msgpack
 
 from actors.client import WriteEncoder
-from cluster.errors import AlreadyApplied, InvalidRequest, Rejected
+from cluster.errors import AlreadyApplied, InvalidRequest, LeaseExpired, LeaseNotFound, Rejected
 from cluster.kv import ops as kv
 
 
@@ -79,6 +79,10 @@ def check_result(operation: str, data: bytes, timeout: float = 0.0) -> dict[str,
         reason = str(result.get("error") or "unknown error")
         if result.get("code") == kv.ALREADY_APPLIED_CODE or reason == _LEGACY_ALREADY_APPLIED:
             raise AlreadyApplied(operation, timeout, reason)
+        if result.get("code") == kv.LEASE_EXPIRED_CODE:
+            raise LeaseExpired(operation, reason)
+        if result.get("code") == kv.LEASE_NOT_FOUND_CODE:
+            raise LeaseNotFound(operation, reason)
         raise Rejected(operation, reason)
     return result
 

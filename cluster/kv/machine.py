@@ -20,12 +20,16 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
+from typing import Any
 
 from cluster.kv.history import DEFAULT_HISTORY_BYTES, DEFAULT_HISTORY_EVENTS, History
 from cluster.kv.keyspace import Keyspace, Record
+from cluster.kv.leases import DEFAULT_MAX_LEASES, LeaseTable
 from cluster.kv.ops import (
     ALREADY_APPLIED_CODE,
     DEFAULT_RANGE_LIMIT,
+    LEASE_NOT_FOUND_CODE,
+    LEASE_QUERIES,
     MAX_COMMAND_BYTES,
     MAX_KEY_BYTES,
     MAX_QUERY_BYTES,
@@ -40,8 +44,10 @@ from cluster.kv.ops import (
     encode_command,
     encode_query,
     error,
+    pack,
     parse_command,
     parse_query,
+    unpack,
 )
 from cluster.kv.sessions import (
     ALREADY_APPLIED,
@@ -87,6 +93,10 @@ __all__ = [
 ]
 
 
+def _lease_not_found(lease_id: int) -> bytes:
+    return error(f"lease {lease_id} not found (never granted, revoked, or expired)", LEASE_NOT_FOUND_CODE)
+
+
 class ApplyOrderError(AssertionError):
     """apply() was called with an index at or below the last applied one: a bug in the caller."""
 
@@ -94,7 +104,15 @@ class ApplyOrderError(AssertionError):
 class KVStateMachine:
     """The KV store of one replica; implements actors.contracts.StateMachine."""
 
-    __slots__ = ("_applied_count", "_applied_index", "_keyspace", "_sessions", "_snapshot_step", "history")
+    __slots__ = (
+        "_applied_count",
+        "_applied_index",
+        "_keyspace",
+        "_sessions",
+        "_snapshot_step",
+        "history",
+        "leases",
+    )
 
     def __init__(
         self,
@@ -104,6 +122,7 @@ class KVStateMachine:
         max_session_bytes: int = DEFAULT_MAX_SESSION_BYTES,
         history_events: int = DEFAULT_HISTORY_EVENTS,
         history_bytes: int = DEFAULT_HISTORY_BYTES,
+        max_leases: int = DEFAULT_MAX_LEASES,
     ) -> None:
         """The bounds of the session table are explained in cluster/kv/sessions.py; every replica of a
         cluster must use the same ones, since they decide what apply forgets."""
@@ -120,6 +139,7 @@ class KVStateMachine:
         self._sessions = SessionTable(max_sessions, max_responses_per_session, max_session_bytes)
         self._applied_index = 0
         self._applied_count = 0
+        self.leases = LeaseTable(max_leases)  # read by the leader's service; changed only here
 
     # -- read-only accessors -----------------------------------------------------------------------------
 
@@ -164,12 +184,49 @@ class KVStateMachine:
         except Invalid as exc:
             return error(str(exc))
         if session_id == 0:
-            return self._keyspace.execute(op)
+            return self._execute(op)
         answer = self._sessions.answer(session_id, seq, index)
         if answer is not None:
             return answer
-        result = self._keyspace.execute(op)
+        result = self._execute(op)
         self._sessions.remember(session_id, seq, ack_floor, index, result)
+        return result
+
+    def _execute(self, op: list[Any]) -> bytes:
+        """One write op, with what it does to leases (cluster/kv/leases.py)."""
+        name, ks, leases = op[0], self._keyspace, self.leases
+        if name == "lease_grant":
+            leases.advance_time(op[2])
+            granted = leases.grant(op[1], op[2])
+            if isinstance(granted, str):
+                return error(granted)
+            return pack({"ok": True, "rev": ks.revision, "id": granted, "ttl_ms": op[1]})
+        if name == "lease_revoke":
+            leases.advance_time(op[2])
+            if op[1] not in leases:
+                return _lease_not_found(op[1])
+            deleted = 0
+            for key in leases.remove(op[1]):
+                deleted += unpack(ks.execute(["del", key]))["deleted"]
+            return pack({"ok": True, "rev": ks.revision, "deleted": deleted})
+        if name == "put_lease":
+            key, lease_id = op[1], op[3]
+            if lease_id not in leases:
+                return _lease_not_found(lease_id)
+            too_many = leases.can_attach(lease_id, key)
+            if too_many is not None:
+                return error(too_many)
+            result = ks.execute(["put", key, op[2]])
+            leases.attach(key, lease_id)
+            return result
+        before = ks.revision
+        result = ks.execute(op)
+        if ks.revision != before:  # the op changed something: a key it wrote or deleted leaves its lease
+            if name == "del_prefix":
+                records = ks.records
+                leases.detach_missing(op[1], records.__contains__)
+            else:
+                leases.detach(op[1])
         return result
 
     def query(self, query: bytes) -> bytes:
@@ -177,6 +234,8 @@ class KVStateMachine:
             op = parse_query(query)
         except Invalid as exc:
             return error(str(exc))
+        if op[0] in LEASE_QUERIES:
+            return error(f"{op[0]} is answered by the leader only; ask without serializable")
         if op[0] == "get":
             return self._keyspace.get(op[1])
         return self._keyspace.range(op[1], op[2], op[3])
@@ -190,6 +249,7 @@ class KVStateMachine:
             ks.sorted_keys(),
             ks.records,
             self._sessions.encoded(),
+            self.leases.encoded(),
         )
 
     def snapshot_job(self) -> SnapshotJob:
@@ -206,6 +266,7 @@ class KVStateMachine:
             dict(ks.records),
             sessions,
             self._snapshot_step,
+            self.leases.encoded(),
         )
 
     def restore(self, data: bytes) -> None:
@@ -219,7 +280,7 @@ class KVStateMachine:
             state = decode_snapshot(data)
         except Invalid as exc:
             raise ValueError(f"invalid snapshot: {exc}") from None
-        applied_index, applied_count, revision, keys, records, sessions = state
+        applied_index, applied_count, revision, keys, records, sessions, leases = state
         if applied_index > index:
             # apply() would then refuse every entry after the snapshot's index
             raise ValueError(f"invalid snapshot: applied index {applied_index} beyond its log index {index}")
@@ -231,6 +292,7 @@ class KVStateMachine:
             self._keyspace.replace(revision, keys, table)
             self._sessions.replace(sessions)
             self.history.reset(revision)
+            self.leases.replace(leases)
 
         return swap
 
@@ -243,5 +305,7 @@ class KVStateMachine:
         (a rejected command) leaves the digest unchanged, and replicas with equal data have equal digests.
         """
         ks = self._keyspace
-        body = state_digest(ks.revision, ks.sorted_keys(), ks.records, self._sessions.encoded())
+        body = state_digest(
+            ks.revision, ks.sorted_keys(), ks.records, self._sessions.encoded(), self.leases.encoded()
+        )
         return hashlib.sha256(body).hexdigest()

@@ -11,6 +11,11 @@ Write ops (the last element of a command) and their results:
     ["del_prefix", prefix]        {"ok": True, "rev": rev, "deleted": count}          ("" = every key)
     ["cas", key, expected, new]   {"ok": True, "rev": rev, "swapped": bool}
     ["cas_del", key, expected]    {"ok": True, "rev": rev, "swapped": bool, "deleted": 0 | 1}
+    ["lease_grant", ttl_ms, stamp]      {"ok": True, "rev": rev, "id": lease id, "ttl_ms": ttl_ms}
+    ["lease_revoke", id, stamp]         {"ok": True, "rev": rev, "deleted": count}  (each key its revision)
+    ["put_lease", key, value, id]       as put, and the key is attached to lease `id`
+    (a lease write's `stamp` is the leader's log time: cluster/kv/leases.py; an unknown lease gives
+    {"ok": False, "code": "lease_not_found"} and changes nothing. A plain put or a delete detaches a key.)
 
 A write's result holds no value (put gives no previous value, a failed cas not the current one: read it
 with get): results are cached per client session to answer retries, and must stay small.
@@ -21,6 +26,8 @@ Query ops:
     ["range", prefix, limit, after]
                                   {"ok": True, "rev": rev, "kvs": [kv, ...] sorted by key, "more": bool}
     (kv = {"key", "value", "create_revision", "mod_revision", "version"})
+    ["lease_keepalive", id], ["lease_info", id], ["lease_list"]
+                                  answered by the leader's KV service only (cluster/kv/service.py)
 
 A range answers one page: the keys that start with `prefix` and sort after `after` ("" = from the first),
 in order, at most `limit` of them (0 = DEFAULT_RANGE_LIMIT; above MAX_RANGE_LIMIT the query is refused,
@@ -77,6 +84,14 @@ ALREADY_APPLIED_CODE = "already_applied"
 _SCALARS = (type(None), bool, int, float, str, bytes)
 _WRITE_ARITY = {"put": 3, "del": 2, "del_prefix": 2, "cas": 4, "cas_del": 3}
 _QUERY_ARITY = {"get": 2, "range": 4}
+# Leases (cluster/kv/leases.py): the stamp is the leader's log time, set by the node that proposes.
+_LEASE_WRITE_ARITY = {"lease_grant": 3, "lease_revoke": 3, "put_lease": 4}
+_LEASE_QUERY_ARITY = {"lease_keepalive": 2, "lease_info": 2, "lease_list": 1}
+_WRITE_ARITY.update(_LEASE_WRITE_ARITY)
+_QUERY_ARITY.update(_LEASE_QUERY_ARITY)
+LEASE_QUERIES = frozenset(_LEASE_QUERY_ARITY)
+LEASE_NOT_FOUND_CODE = "lease_not_found"
+LEASE_EXPIRED_CODE = "lease_expired"
 UINT64_MAX = 2**64 - 1
 
 
@@ -213,6 +228,8 @@ def _check_op(op: object, arity: dict[str, int]) -> list[Any]:
         raise Invalid(f"unknown op {name[:64]!r}")
     if len(op) != want:
         raise Invalid(f"op {name!r} takes {want - 1} argument(s), got {len(op) - 1}")
+    if name in _LEASE_WRITE_ARITY or name in _LEASE_QUERY_ARITY:
+        return _check_lease_op(op)
     if name in ("put", "del", "cas", "cas_del", "get"):
         check_key(op[1])
     else:  # del_prefix, range
@@ -229,6 +246,23 @@ def _check_op(op: object, arity: dict[str, int]) -> list[Any]:
         if limit > MAX_RANGE_LIMIT:
             raise Invalid(f"limit too large ({limit} > {MAX_RANGE_LIMIT}); ask for the next page with after")
         check_key(op[3], "after", allow_empty=True)
+    return op
+
+
+def _check_lease_op(op: list[Any]) -> list[Any]:
+    name = op[0]
+    if name == "lease_grant":
+        check_uint(op[1], "lease ttl (ms)")
+        check_uint(op[2], "stamp")
+    elif name == "lease_revoke":
+        check_uint(op[1], "lease id")
+        check_uint(op[2], "stamp")
+    elif name == "put_lease":
+        check_key(op[1])
+        _check_value(op[2])
+        check_uint(op[3], "lease id")
+    elif name in ("lease_keepalive", "lease_info"):
+        check_uint(op[1], "lease id")
     return op
 
 

@@ -22,6 +22,17 @@ a key, and a del_prefix whose prefix covers any of them ("", "_", "__z", ... "__
 under it), rather than silently deleting only the other keys. Writes from the peer port (a member's own
 advertise write, which the admission code lets in only from that member's connection) may touch them.
 Reads of the reserved keys are open to everyone: clients discover the nodes through them.
+
+Leases (cluster/kv/leases.py): grant and revoke are writes that the leader stamps with its log time
+(`LogClock`) before proposing them, and a grant below the minimum TTL is refused before anything is
+proposed. The leader's `LeaseTracker` judges expiry by the clock the runtime hands to `tick(now)`, and
+proposes one lease_revoke entry for each lease past its deadline. Keepalives, lease_info and lease_list
+are READ queries answered here, never by the state machine: a keepalive renews the lease in the tracker
+only once a ReadIndex round has confirmed that this node is still the leader (a deposed leader that
+renewed a lease and answered would tell the client its lease lives while the real leader expires it).
+A new leader's tracker gives every lease a fresh TTL plus the election timeout, and the old leader
+answered a keepalive only while it still was the leader, so a lease renewed at time t by the old leader
+lives at least until t + TTL: a leader change never expires a live lease early.
 """
 
 from __future__ import annotations
@@ -36,9 +47,20 @@ import msgpack
 
 from actors.contracts import Ready, Refusal, StateMachine
 from actors.messages import ClientRequest, ClientResponse, NodeId, RequestKind, Status
-from actors.node import NodeActor
+from actors.node import NodeActor, Role
+from cluster.kv.leases import MAX_TTL_MS, LeaseTable, LeaseTracker, LogClock
 from cluster.kv.machine import KVStateMachine
-from cluster.kv.ops import command_op
+from cluster.kv.ops import (
+    LEASE_EXPIRED_CODE,
+    LEASE_NOT_FOUND_CODE,
+    LEASE_QUERIES,
+    command_op,
+    encode_command,
+    error,
+    pack,
+    parse_command,
+    parse_query,
+)
 from cluster.kv.watches import WatchOptions, WatchRegistry, parse_stream_id, parse_watch
 
 RESERVED_PREFIX: Final = "__zraft/"
@@ -73,6 +95,8 @@ _BUSY_TEXTS: Final = {
 
 def touches_reserved(op: list[Any]) -> bool:
     """Whether a validated write op could change a key under RESERVED_PREFIX."""
+    if op[0] in ("lease_grant", "lease_revoke"):
+        return False
     if op[0] == "del_prefix":
         prefix: str = op[1]
         return RESERVED_PREFIX.startswith(prefix) or prefix.startswith(RESERVED_PREFIX)
@@ -89,9 +113,21 @@ class KVService(Generic[C]):
         sm: StateMachine,
         status: Callable[[], dict[str, Any]] | None = None,
         watch_options: WatchOptions | None = None,
+        election_timeout: float = 1.0,
+        min_lease_ttl: float | None = None,
     ) -> None:
+        """`election_timeout` is the Raft base election timeout (s): the grace a new leader adds to every
+        lease. `min_lease_ttl` (s) defaults to three election timeouts: a shorter lease could expire
+        during an ordinary election."""
         self._node = node
         self._sm = sm
+        self._leases: LeaseTable | None = getattr(sm, "leases", None)  # None: a state machine without
+        self._tracker = LeaseTracker(election_timeout)
+        self._clock = LogClock()
+        self._election_timeout = election_timeout
+        self.min_lease_ttl = 3 * election_timeout if min_lease_ttl is None else min_lease_ttl
+        self._now = 0.0
+        self.leases_expired = 0
         self._status = status or node.status
         self._proposals: dict[int, _Waiting[C]] = {}  # log index -> who proposed it
         self._reads: dict[int, _Waiting[C]] = {}  # read token -> who asked
@@ -114,6 +150,8 @@ class KVService(Generic[C]):
         if kind == RequestKind.WRITE:
             self._write(req, conn, origin)
         elif kind == RequestKind.READ:
+            if b"lease_" in req.payload[:16] and not self._lease_query_ok(req, conn):
+                return
             token = self._next_token
             self._next_token += 1
             refusal = self._node.read_index(token)
@@ -145,7 +183,10 @@ class KVService(Generic[C]):
         for token in rd.reads:
             waiting = reads.pop(token, None)
             if waiting is not None:
-                result = self._sm.query(waiting.query)
+                if b"lease_" in waiting.query[:16]:
+                    result = self._lease_query(waiting.query)
+                else:
+                    result = self._sm.query(waiting.query)
                 self._answer(waiting.conn, waiting.src, waiting.req_id, Status.OK, result)
         for token in rd.failed_reads:
             waiting = reads.pop(token, None)
@@ -163,6 +204,24 @@ class KVService(Generic[C]):
 
     def next_watch_due(self) -> float:
         return self.watches.next_due() if self.watches is not None else float("inf")
+    def tick(self, now: float) -> None:
+        """Once per turn, with the runtime's monotonic clock: the leader expires leases past their
+        deadline, each through one proposed lease_revoke entry."""
+        self._now = now
+        table, node = self._leases, self._node
+        if table is None:
+            return
+        if node.role is not Role.LEADER:
+            self._tracker.forget()
+            table.changed.clear()  # a future leadership starts from the whole table
+            return
+        self._tracker.sync(table, node.term, now)
+        self._clock.stamp(node.term, now, table.log_time)  # the log time runs from the start of the term
+        for lease_id in self._tracker.due(now, 2 * self._election_timeout):
+            stamp = self._clock.stamp(node.term, now, table.log_time)
+            index = node.propose(encode_command(0, 0, 0, ["lease_revoke", lease_id, stamp]))
+            if not isinstance(index, Refusal):
+                self.leases_expired += 1
 
     # --- output ---------------------------------------------------------------------------------------
 
@@ -179,6 +238,8 @@ class KVService(Generic[C]):
         return {
             "pending_proposals": len(self._proposals),
             "pending_reads": len(self._reads),
+            "leases_tracked": len(self._tracker),
+            "leases_expired": self.leases_expired,
             "refused": dict(self.refused),
             "watches": self.watches.describe() if self.watches is not None else {},
         }
@@ -194,8 +255,14 @@ class KVService(Generic[C]):
         if origin is Origin.CLIENT and touches_reserved(op):
             self._bad_request(req, conn, "reserved_key", f"keys under {RESERVED_PREFIX!r} are reserved")
             return
+        payload = req.payload
+        if op[0] in ("lease_grant", "lease_revoke", "put_lease"):
+            stamped = self._lease_write(req, conn, payload, op)
+            if stamped is None:
+                return
+            payload = stamped
         node = self._node
-        index = node.propose(req.payload)
+        index = node.propose(payload)
         if isinstance(index, Refusal):
             self._refuse(req, conn, index, "proposals")
             return
@@ -228,6 +295,78 @@ class KVService(Generic[C]):
             self._answers[conn] = [response]
         else:
             held.append(response)
+    def _lease_write(self, req: ClientRequest, conn: C | None, payload: bytes, op: list[Any]) -> bytes | None:
+        """The command to propose for a lease write (grant and revoke stamped with the log time), or None
+        when it was answered already."""
+        name = op[0]
+        if name == "lease_grant":
+            ttl_ms = op[1]
+            if ttl_ms < self.min_lease_ttl * 1000 or ttl_ms > MAX_TTL_MS:
+                text = f"lease ttl must be between {self.min_lease_ttl:g}s and {MAX_TTL_MS // 1000}s"
+                self._bad_request(req, conn, "lease_ttl", text)
+                return None
+        elif name == "put_lease":
+            if self._tracker.expired(op[3], self._now):
+                self.refused["lease_expired"] += 1
+                text = f"lease {op[3]} expired (its revoke is under way)"
+                self._answer(conn, req.src, req.req_id, Status.OK, error(text, LEASE_EXPIRED_CODE))
+                return None
+            return payload
+        table = self._leases
+        log_time = table.log_time if table is not None else 0
+        session, seq, ack_floor, _ = parse_command(payload)
+        stamp = self._clock.stamp(self._node.term, self._now, log_time)
+        return encode_command(session, seq, ack_floor, [name, op[1], stamp])
+
+    def _lease_query_ok(self, req: ClientRequest, conn: C | None) -> bool:
+        """Whether a READ that may be a lease query is one this node can take (or is no lease query)."""
+        try:
+            op = parse_query(req.payload)
+        except ValueError:
+            return True  # the state machine's query answers the error
+        if op[0] in LEASE_QUERIES and self._leases is None:
+            self._bad_request(req, conn, "lease_unsupported", "this node keeps no leases")
+            return False
+        return True
+
+    def _lease_query(self, query: bytes) -> bytes:
+        """The leader's answer to a confirmed lease query (keepalive, info, list)."""
+        table = self._leases
+        try:
+            op = parse_query(query)
+        except ValueError as exc:
+            return error(str(exc))
+        if op[0] not in LEASE_QUERIES or table is None:
+            return self._sm.query(query)
+        now, tracker = self._now, self._tracker
+        tracker.sync(table, self._node.term, now)
+        if op[0] == "lease_list":
+            listed = [self._lease_entry(i, table, now) for i in table.ids()]
+            return pack({"ok": True, "leases": listed})
+        lease_id = op[1]
+        lease = table.get(lease_id)
+        if lease is None:
+            text = f"lease {lease_id} not found (never granted, revoked, or expired)"
+            return error(text, LEASE_NOT_FOUND_CODE)
+        if tracker.expired(lease_id, now):
+            return error(f"lease {lease_id} expired (its revoke is under way)", LEASE_EXPIRED_CODE)
+        if op[0] == "lease_keepalive":
+            tracker.keepalive(lease_id, lease.ttl_ms / 1000, now)
+        entry = self._lease_entry(lease_id, table, now)
+        if op[0] == "lease_info":
+            entry["keys"] = sorted(lease.keys)
+        return pack({"ok": True, **entry})
+
+    def _lease_entry(self, lease_id: int, table: LeaseTable, now: float) -> dict[str, Any]:
+        lease = table.get(lease_id)
+        assert lease is not None
+        remaining = self._tracker.remaining(lease_id, now)
+        return {
+            "id": lease_id,
+            "granted_ttl": lease.ttl_ms / 1000,
+            "ttl": lease.ttl_ms / 1000 if remaining is None else remaining,
+            "granted_at": lease.granted_at,
+        }
 
     def _refuse(self, req: ClientRequest, conn: C | None, refusal: Refusal, what: str) -> None:
         """Answer a request the Raft core did not take; `what` it was: "proposals" or "reads"."""

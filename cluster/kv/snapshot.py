@@ -1,9 +1,11 @@
 """The snapshot encoding of the KV state: one msgpack array, written at once or a slice at a time.
 
-    [SNAPSHOT_FORMAT, applied_index, applied_count, revision, [key, ...], [record, ...], sessions]
+    [SNAPSHOT_FORMAT, applied_index, applied_count, revision, [key, ...], [record, ...], sessions, leases]
 
 Keys are sorted and unique, a record is [value, create_revision, mod_revision, version], and sessions are
-in the form cluster/kv/sessions.py gives. A snapshot is untrusted bytes (it may come from a peer):
+in the form cluster/kv/sessions.py gives, leases in the form cluster/kv/leases.py gives (format 1, from
+before leases, had no leases field and is still read).
+A snapshot is untrusted bytes (it may come from a peer):
 `decode_snapshot` validates every field before anything is replaced (DESIGN.md rule 7).
 """
 
@@ -12,11 +14,12 @@ from __future__ import annotations
 from typing import Any
 
 from cluster.kv.keyspace import Record
+from cluster.kv.leases import Lease, decode_leases
 from cluster.kv.ops import Invalid, check_key, check_uint, check_value_shape, is_int, pack, unpack
 from cluster.kv.sessions import Session, decode_sessions
 from transport.codec import msgpack_array_header
 
-SNAPSHOT_FORMAT = 1
+SNAPSHOT_FORMAT = 2
 SNAPSHOT_STEP_KEYS = 4096  # keys (or records) encoded per SnapshotJob.step(): about a millisecond
 
 
@@ -39,7 +42,7 @@ class SnapshotJob:
         self._budget = budget
         self._keys = keys
         self._records = records
-        self._parts: list[bytes] = [b"\x97", head, msgpack_array_header(count)]
+        self._parts: list[bytes] = [b"\x98", head, msgpack_array_header(count)]
         self._sessions = sessions
         self._next = 0  # position in keys, then in keys again (offset by count) for the records
         self._count = count
@@ -81,15 +84,16 @@ def snapshot_job(
     records: dict[str, Record],
     sessions: list[Any],
     budget: int,
+    leases: list[Any],
 ) -> SnapshotJob:
     """A job for the snapshot of this state; `keys` and `records` must not change while it runs."""
     head = pack(SNAPSHOT_FORMAT) + pack(applied_index) + pack(applied_count) + pack(revision)
-    return SnapshotJob(head, keys, records, pack(sessions), budget)
+    return SnapshotJob(head, keys, records, pack(sessions) + pack(leases), budget)
 
 
 def decode_snapshot(
     data: bytes,
-) -> tuple[int, int, int, list[str], list[Record], dict[int, Session]]:
+) -> tuple[int, int, int, list[str], list[Record], dict[int, Session], tuple[int, int, dict[int, Lease]]]:
     """Decode and fully validate a snapshot; raises Invalid."""
     try:
         obj = unpack(data)
@@ -97,11 +101,13 @@ def decode_snapshot(
         raise Invalid("not a single valid msgpack object") from None
     if type(obj) is not list or not obj or not is_int(obj[0]):
         raise Invalid("not a KV snapshot")
-    if obj[0] != SNAPSHOT_FORMAT:
-        raise Invalid(f"unsupported snapshot format {obj[0]} (this build reads {SNAPSHOT_FORMAT})")
-    if len(obj) != 7:
+    if obj[0] not in (1, SNAPSHOT_FORMAT):
+        raise Invalid(f"unsupported snapshot format {obj[0]} (this build reads 1 and {SNAPSHOT_FORMAT})")
+    if len(obj) != (7 if obj[0] == 1 else 8):
         raise Invalid("wrong number of fields")
-    _, applied_index, applied_count, revision, keys, raw_records, raw_sessions = obj
+    if obj[0] == 1:
+        obj.append([1, 0, []])  # before leases: none
+    _, applied_index, applied_count, revision, keys, raw_records, raw_sessions, raw_leases = obj
     check_uint(applied_index, "applied_index")
     check_uint(applied_count, "applied_count")
     check_uint(revision, "revision")
@@ -128,7 +134,8 @@ def decode_snapshot(
             raise Invalid(f"record of key {key[:64]!r} has bad revisions")
         records.append((value, create, mod, version))
     sessions = decode_sessions(raw_sessions)
-    return applied_index, applied_count, revision, keys, records, sessions
+    leases = decode_leases(raw_leases, set(keys))
+    return applied_index, applied_count, revision, keys, records, sessions, leases
 
 
 def encode_snapshot(
@@ -138,15 +145,21 @@ def encode_snapshot(
     keys: list[str],
     records: dict[str, Record],
     sessions: list[Any],
+    leases: list[Any],
 ) -> bytes:
     """The whole snapshot at once (the bytes a SnapshotJob of the same state gives)."""
-    return pack([SNAPSHOT_FORMAT, applied_index, applied_count, *_body(revision, keys, records, sessions)])
+    body = _body(revision, keys, records, sessions, leases)
+    return pack([SNAPSHOT_FORMAT, applied_index, applied_count, *body])
 
 
-def state_digest(revision: int, keys: list[str], records: dict[str, Record], sessions: list[Any]) -> bytes:
+def state_digest(
+    revision: int, keys: list[str], records: dict[str, Record], sessions: list[Any], leases: list[Any]
+) -> bytes:
     """The snapshot's encoding without the apply position: what replicas with equal data share."""
-    return pack([SNAPSHOT_FORMAT, *_body(revision, keys, records, sessions)])
+    return pack([SNAPSHOT_FORMAT, *_body(revision, keys, records, sessions, leases)])
 
 
-def _body(revision: int, keys: list[str], records: dict[str, Record], sessions: list[Any]) -> list[Any]:
-    return [revision, keys, [records[k] for k in keys], sessions]
+def _body(
+    revision: int, keys: list[str], records: dict[str, Record], sessions: list[Any], leases: list[Any]
+) -> list[Any]:
+    return [revision, keys, [records[k] for k in keys], sessions, leases]

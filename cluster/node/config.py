@@ -52,6 +52,7 @@ class NodeConfig:
     history_bytes: int = 64 * 1024 * 1024
     max_watches: int = 10_000  # open watch streams per node (cluster/kv/watches.py)
     watch_progress_ms: int = 1000  # progress notifications of an idle watch
+    lease_min_ttl_ms: int = 0  # shortest lease TTL a leader grants; 0 = three election timeouts
     log_level: str = "INFO"
     log_json: bool = False
 
@@ -97,6 +98,7 @@ SETTINGS: dict[str, tuple[str, str]] = {
     "history_bytes": ("--history-bytes", "ZRAFT_HISTORY_BYTES"),
     "max_watches": ("--max-watches", "ZRAFT_MAX_WATCHES"),
     "watch_progress_ms": ("--watch-progress-ms", "ZRAFT_WATCH_PROGRESS_MS"),
+    "lease_min_ttl_ms": ("--lease-min-ttl-ms", "ZRAFT_LEASE_MIN_TTL_MS"),
     "log_level": ("--log-level", "ZRAFT_LOG_LEVEL"),
     "log_json": ("--log-json", "ZRAFT_LOG_JSON"),
 }
@@ -114,6 +116,7 @@ _INT_SETTINGS = (
     "history_bytes",
     "max_watches",
     "watch_progress_ms",
+    "lease_min_ttl_ms",
 )
 _DEFAULTS: dict[str, Any] = {
     "cluster_id": "zraft",
@@ -129,6 +132,7 @@ _DEFAULTS: dict[str, Any] = {
     "history_bytes": 67108864,
     "max_watches": 10000,
     "watch_progress_ms": 1000,
+    "lease_min_ttl_ms": 0,
     "log_level": "INFO",
     "log_json": False,
 }
@@ -202,6 +206,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="leader heartbeat interval in milliseconds, below half the election timeout "
         "(ZRAFT_HEARTBEAT_MS; default 100)",
+    )
+    add(
+        "--lease-min-ttl-ms",
+        metavar="N",
+        help="shortest lease TTL the leader grants, at least two election timeouts; 0 = three "
+        "(ZRAFT_LEASE_MIN_TTL_MS; default 0)",
     )
     add(
         "--snapshot-entries",
@@ -361,6 +371,13 @@ def _validate(merged: dict[str, _Value]) -> NodeConfig:
     history_bytes = _positive_int(merged, "history_bytes", minimum=1)
     max_watches = _positive_int(merged, "max_watches", minimum=1)
     watch_progress_ms = _positive_int(merged, "watch_progress_ms", minimum=1)
+    lease_min_ttl = _positive_int(merged, "lease_min_ttl_ms", minimum=0)
+    if 0 < lease_min_ttl < 2 * election:
+        raise ConfigError(
+            f"lease min ttl {lease_min_ttl} ms ({merged['lease_min_ttl_ms'].source}) must be 0 (three "
+            f"election timeouts) or at least two election timeouts ({2 * election} ms): a shorter lease "
+            "could expire during an ordinary election"
+        )
     if 2 * heartbeat >= election:
         raise ConfigError(
             f"heartbeat interval {heartbeat} ms ({merged['heartbeat_ms'].source}) must be below half the "
@@ -391,6 +408,7 @@ def _validate(merged: dict[str, _Value]) -> NodeConfig:
         history_bytes=history_bytes,
         max_watches=max_watches,
         watch_progress_ms=watch_progress_ms,
+        lease_min_ttl_ms=lease_min_ttl,
         log_level=level,
         log_json=_bool(merged["log_json"]),
     )

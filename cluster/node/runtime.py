@@ -91,9 +91,16 @@ class NodeRuntime:
         watch_options = WatchOptions(
             max_watches=config.max_watches, progress_interval=progress, idle_timeout=max(30.0, 10 * progress)
         )
-        self.service: KVService[Route] = KVService(node, sm, self._status, watch_options)
-        self._intake_bytes = config.intake_bytes
         election_timeout = config.election_timeout_ms / 1000.0
+        self.service: KVService[Route] = KVService(
+            node,
+            sm,
+            self._status,
+            watch_options,
+            election_timeout=election_timeout,
+            min_lease_ttl=config.lease_min_ttl_ms / 1000.0 or None,
+        )
+        self._intake_bytes = config.intake_bytes
         self.stop = GracefulStop(self.name, election_timeout)
         retry = min(2.0, max(0.5, 2 * election_timeout))  # advertise retry: a couple of seconds at most
         self.advertiser = Advertiser(self.name, config.client_url, config.peer_url, retry)
@@ -117,6 +124,7 @@ class NodeRuntime:
         node = self.node
         if now >= node.next_deadline():
             node.tick(now)
+        self.service.tick(now)  # lease expiry, by this node's monotonic clock while it leads
         request = self.advertiser.poll(now, node.leader, self.sm)
         if request is not None:
             self._send_advertise(request, now)

@@ -20,6 +20,7 @@ from cluster import (
     Client,
     ClientClosed,
     InvalidRequest,
+    LeaseNotFound,
     OutcomeUnknown,
     Unavailable,
     ZraftError,
@@ -94,6 +95,30 @@ def test_every_call_answers_what_the_blocking_client_answers(cluster: Cluster) -
         with Client(urls(cluster), timeout=5.0) as blocking:
             assert blocking.get_kv("ac/a") == return_value
             assert blocking.get("ac/r/0") is None
+
+    run(body())
+
+
+def test_lease_calls_answer_what_the_blocking_client_answers(cluster: Cluster) -> None:
+    async def body() -> None:
+        async with AsyncClient(urls(cluster), timeout=5.0) as c:
+            lease = await c.lease_grant(5)
+            assert lease.ttl == 5.0
+            await c.put("acl/a", 1, lease=lease.id)
+            with pytest.raises(InvalidRequest):
+                await c.put("acl/b", 1, lease=0)
+            info = await c.lease_info(lease.id)
+            assert info.keys == ("acl/a",) and info.granted_ttl == 5.0
+            assert lease.id in [i.id for i in await c.lease_list()]
+            assert 0 < await c.lease_keepalive(lease.id) <= 5.0
+            with Client(urls(cluster), timeout=5.0) as blocking:
+                assert blocking.lease_info(lease.id).keys == ("acl/a",)
+            assert await c.lease_revoke(lease.id) == 1
+            assert await c.get("acl/a") is None
+            with pytest.raises(LeaseNotFound):
+                await c.lease_keepalive(lease.id)
+            with pytest.raises(LeaseNotFound):
+                await c.put("acl/a", 1, lease=lease.id)
 
     run(body())
 

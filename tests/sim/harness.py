@@ -596,7 +596,7 @@ class SimCluster:
         node.actor = NodeActor(
             nid, tuple(self.node_ids), self.options.raft, node.sm, self._node_rngs[nid], recovered, now
         )
-        node.service = KVService(node.actor, node.sm)
+        node.service = KVService(node.actor, node.sm, election_timeout=self.options.raft.election_timeout)
         node.up = True
         node.persisting = False
         self.checker.forget_node(nid)
@@ -771,6 +771,8 @@ class SimCluster:
         if token != node.tick_token or incarnation != node.incarnation or node.actor is None:
             return
         node.actor.tick(self.scheduler.now)
+        if node.service is not None:
+            node.service.tick(self.scheduler.now)
         self._after_event(node)
 
     # --- faults -----------------------------------------------------------------------------------

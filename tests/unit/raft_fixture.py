@@ -59,7 +59,10 @@ class Cluster:
             nid: NodeActor(nid, self.ids, config, self.sms[nid], random.Random(self.rng.random()), None, 0.0)
             for nid in self.ids
         }
-        self.services = {nid: KVService[str](self.nodes[nid], self.sms[nid]) for nid in self.ids}
+        self.services = {
+            nid: KVService[str](self.nodes[nid], self.sms[nid], election_timeout=config.election_timeout)
+            for nid in self.ids
+        }
         self.queue: list[Message] = []
         self.to_clients: list[Message] = []  # delivered messages addressed to no node
         self.sent: list[Message] = []  # every message any node ever emitted, for inspection
@@ -123,6 +126,7 @@ class Cluster:
             for nid in self.ids:
                 if nid not in self.blocked:
                     self.nodes[nid].tick(self.now)
+                    self.services[nid].tick(self.now)  # as the runtime's turn: lease expiry
             self.deliver_all()
 
     def leaders(self) -> list[str]:
@@ -151,4 +155,6 @@ class Cluster:
             self.disks[nid].recovered(),
             self.now,
         )
-        self.services[nid] = KVService(self.nodes[nid], self.sms[nid])
+        self.services[nid] = KVService(
+            self.nodes[nid], self.sms[nid], election_timeout=self.config.election_timeout
+        )
