@@ -1,4 +1,4 @@
-"""cluster-ctl: talk to a zraft cluster from the command line (put, get, del, cas, watch, status).
+"""cluster-ctl: talk to a zraft cluster from the command line (put, get, del, cas, watch, lease, status).
 
 The argument parser, the value parsing rule and the exit statuses live here; printing is in
 cluster/cli/ctl_output.py and all cluster traffic goes through cluster.Client.
@@ -45,6 +45,9 @@ examples:
   cluster-ctl get config/ --prefix -w table
   cluster-ctl cas lock/a null me
   cluster-ctl watch config/ --prefix -w json      (until Ctrl-C, which exits 0)
+  cluster-ctl lease grant 30            # prints the lease id
+  cluster-ctl put servers/a up --lease 1
+  cluster-ctl lease keepalive 1         # one renewal; prints the seconds left
   cluster-ctl status
 """
 
@@ -116,6 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
     put = sub.add_parser("put", parents=[common], help="set KEY to VALUE; prints the new revision")
     put.add_argument("key", metavar="KEY")
     put.add_argument("value", metavar="VALUE", help="JSON, or else a plain string")
+    put.add_argument(
+        "--lease", type=int, metavar="ID", help="attach KEY to lease ID: it is deleted when the lease ends"
+    )
 
     get = sub.add_parser("get", parents=[common], help="print the value of KEY (exit 1 when absent)")
     get.add_argument("key", metavar="KEY")
@@ -149,6 +155,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--rev", type=int, default=None, metavar="N", help="start at revision N (default: now)"
     )
     watch.add_argument("--count", type=int, default=0, metavar="N", help="exit after N events")
+    lease = sub.add_parser("lease", parents=[common], help="grant, renew, revoke and list leases")
+    lease_sub = lease.add_subparsers(dest="lease_command", metavar="LEASE_COMMAND", required=True)
+    grant = lease_sub.add_parser(
+        "grant", parents=[common], help="grant a lease of TTL seconds; prints its id"
+    )
+    grant.add_argument("ttl", type=_positive, metavar="TTL")
+    for name, text in (
+        ("keepalive", "renew lease ID once; prints the seconds it has left"),
+        ("revoke", "end lease ID now, deleting its keys; prints how many"),
+        ("info", "lease ID's granted TTL, seconds left and keys"),
+    ):
+        one = lease_sub.add_parser(name, parents=[common], help=text)
+        one.add_argument("id", type=int, metavar="ID")
+    lease_sub.add_parser("list", parents=[common], help="every lease with its seconds left")
+
     sub.add_parser("status", parents=[common], help="every node's role, term, commit and applied index")
     return parser
 
@@ -157,7 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _put(c: Client, args: argparse.Namespace) -> int:
-    rev = c.put(args.key, parse_value(args.value))
+    rev = c.put(args.key, parse_value(args.value), lease=args.lease)
     if args.write_out == "json":
         print(to_json({"key": args.key, "revision": rev}))
     else:
@@ -236,6 +257,55 @@ def _watch(c: Client, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _lease(c: Client, args: argparse.Namespace) -> int:
+    as_json = args.write_out == "json"
+    command = args.lease_command
+    if command == "grant":
+        granted = c.lease_grant(args.ttl)
+        print(
+            to_json({"id": granted.id, "ttl": granted.ttl})
+            if as_json
+            else f"lease {granted.id} granted with TTL {granted.ttl:g}s"
+        )
+    elif command == "keepalive":
+        left = c.lease_keepalive(args.id)
+        print(
+            to_json({"id": args.id, "ttl": left})
+            if as_json
+            else f"lease {args.id} kept alive with TTL {left:.1f}s"
+        )
+    elif command == "revoke":
+        deleted = c.lease_revoke(args.id)
+        print(
+            to_json({"id": args.id, "deleted": deleted})
+            if as_json
+            else f"lease {args.id} revoked ({deleted} keys deleted)"
+        )
+    elif command == "info":
+        info = c.lease_info(args.id)
+        if as_json:
+            print(
+                to_json(
+                    {"id": info.id, "granted_ttl": info.granted_ttl, "ttl": info.ttl, "keys": list(info.keys)}
+                )
+            )
+        else:
+            print(f"lease {info.id}: granted TTL {info.granted_ttl:g}s, remaining {info.ttl:.1f}s")
+            for key in info.keys:
+                print(f"  {key}")
+    else:
+        leases = c.lease_list()
+        if as_json:
+            print(
+                to_json(
+                    {"leases": [{"id": i.id, "granted_ttl": i.granted_ttl, "ttl": i.ttl} for i in leases]}
+                )
+            )
+        for info in [] if as_json else leases:
+            print(f"{info.id}\tTTL {info.granted_ttl:g}s\tremaining {info.ttl:.1f}s")
+    return EXIT_OK
+
+
 def _status(c: Client, args: argparse.Namespace) -> int:
     print(status_text(c.status(), args.write_out))
     return EXIT_OK
@@ -247,6 +317,7 @@ _COMMANDS: dict[str, Callable[[Client, argparse.Namespace], int]] = {
     "del": _del,
     "cas": _cas,
     "watch": _watch,
+    "lease": _lease,
     "status": _status,
 }
 
@@ -259,10 +330,17 @@ def check_request(args: argparse.Namespace) -> None:
         raise UsageError("--count must not be negative, --rev must be >= 1")
     if args.command in ("put", "cas"):
         values = [args.value] if args.command == "put" else [args.expected, args.new]
-        write_encoder(args.command, 0, [args.command, args.key, *map(parse_value, values)])
+        op = [args.command, args.key, *map(parse_value, values)]
+        if args.command == "put" and args.lease is not None:
+            if args.lease <= 0:
+                raise UsageError("--lease must be a lease id (a positive integer)")
+            op = ["put_lease", *op[1:], args.lease]
+        write_encoder(args.command, 0, op)
     elif args.command in ("get", "del"):
         op = ["range", args.key, 0, ""] if args.prefix else ["get", args.key]
         encode_query(args.command, op)
+    elif args.command == "lease" and args.lease_command in ("keepalive", "revoke", "info") and args.id <= 0:
+        raise UsageError("a lease id is a positive integer")
 
 
 def run(args: argparse.Namespace) -> int:

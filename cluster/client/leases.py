@@ -30,7 +30,8 @@ class Lease:
 @dataclass(frozen=True, slots=True)
 class LeaseInfo:
     """A lease as the leader sees it: the granted TTL, the seconds left by the leader's clock, and (from
-    lease_info only) its keys."""
+    lease_info only) its keys. Just after a grant or a leader change the seconds left may exceed the
+    granted TTL by up to an election timeout: the grace a lease gets then (cluster/kv/leases.py)."""
 
     id: int
     granted_ttl: float

@@ -204,6 +204,7 @@ class KVService(Generic[C]):
 
     def next_watch_due(self) -> float:
         return self.watches.next_due() if self.watches is not None else float("inf")
+
     def tick(self, now: float) -> None:
         """Once per turn, with the runtime's monotonic clock: the leader expires leases past their
         deadline, each through one proposed lease_revoke entry."""
@@ -295,6 +296,7 @@ class KVService(Generic[C]):
             self._answers[conn] = [response]
         else:
             held.append(response)
+
     def _lease_write(self, req: ClientRequest, conn: C | None, payload: bytes, op: list[Any]) -> bytes | None:
         """The command to propose for a lease write (grant and revoke stamped with the log time), or None
         when it was answered already."""
