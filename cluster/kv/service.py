@@ -205,6 +205,11 @@ class KVService(Generic[C]):
     def next_watch_due(self) -> float:
         return self.watches.next_due() if self.watches is not None else float("inf")
 
+    def set_time(self, now: float) -> None:
+        """The runtime's monotonic clock, before each on_ready: a keepalive confirmed there renews the
+        lease from this moment, which is after the request arrived (so after its client sent it)."""
+        self._now = now
+
     def tick(self, now: float) -> None:
         """Once per turn, with the runtime's monotonic clock: the leader expires leases past their
         deadline, each through one proposed lease_revoke entry."""

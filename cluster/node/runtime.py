@@ -159,6 +159,7 @@ class NodeRuntime:
             rd = node.ready(now)
             for msg in rd.early_messages:  # replication runs in parallel with our own fsync
                 self._send(msg)
+            service.set_time(now)  # a keepalive confirmed in this Ready renews from now
             service.on_ready(rd)
             self._send_answers()  # they report committed or applied state: no need to wait for the fsync
             if rd.needs_persist():

@@ -8,6 +8,13 @@ the harness checks election safety, log matching, leader completeness, that appl
 that committed entries never change; at the end it heals everything, demands liveness within a bounded
 time, checks the clients' histories for linearizability and that all replicas converged. A failure raises
 SimFailure carrying the replay command.
+
+Leases (tests/sim/leases.py): lease owners grant, attach and renew leases under the same faults, and
+every revoke is checked against the renewals answered so far; after healing, every abandoned lease must
+be revoked within a bound. Each node reads its own clock: the simulated time plus an offset drawn at each
+start, so the monotonic clocks of different nodes (and of one node across a restart, a reboot) are not
+comparable, and a follower's clock jumps forward now and then (the nemesis); the leader's clock is
+assumed to run at the right rate, as every lease implementation must.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ from cluster.kv.service import KVService, Origin
 from cluster.storage import DiskStorage
 from cluster.storage.fs import SimFS
 from cluster.storage.snapshot_writer import SnapshotJob
+from tests.sim.leases import LeaseMonitor, LeaseViolation, SimLeaseOwner
 from tests.sim.linearizability import Operation, check_history
 from tests.sim.watchers import SimWatcher, check_watchers, reference_events
 from transport.sim import NetworkFaults, Scheduler, SimNetwork
@@ -73,6 +81,7 @@ class SimOptions:
             max_inflight=8,
         )
     )
+    lease_owners: int = 2
     max_events: int = 2_000_000
     profile: str = ""  # the named profile these options came from ("" once overridden)
 
@@ -118,6 +127,9 @@ class SimOptions:
 SNAPSHOT_STEP_KEYS = 8  # small slices, so a snapshot spans several Readies with events in between
 PAGE_SIZE = 512  # SimFS pages: several per 4096-byte WAL segment, so a torn write can leave holes in one
 WRITER_STEP_CRASH = 0.01  # power loss between two steps of the snapshot writer (its hooks add more)
+# After healing, an abandoned lease is revoked within TTL + this: elections settle (tens of election
+# timeouts at worst under the sim's restarts), the new leader's grace (one election timeout), the commit.
+LEASE_REVOKE_BOUND = 20.0
 SLICE_PAUSE = 0.0005  # simulated seconds between two Readies that only carried background work
 
 
@@ -165,10 +177,15 @@ class SafetyChecker:
         self.commands: dict[int, bytes] = {}  # index -> command: the committed log, replayed for watches
         self.mirrors: dict[str, dict[int, int]] = {}  # node -> index -> term, as last checked
         self.commit_seen: dict[str, int] = {}
+        self.on_first_apply: Callable[[bytes], None] | None = None  # an entry applied for the first time
 
     def on_apply(self, node: str, index: int, command: bytes) -> None:
         d = _digest(command)
-        known = self.applied.setdefault(index, d)
+        known = self.applied.get(index)
+        if known is None:
+            self.applied[index] = known = d
+            if self.on_first_apply is not None:
+                self.on_first_apply(command)
         self.commands.setdefault(index, command)
         if known != d:
             raise SimFailure(f"{node} applied a different command at index {index}")
@@ -251,6 +268,7 @@ class SimNode:
     incarnation: int = 0
     tick_token: int = 0
     was_leader_term: int = -1
+    clock_offset: float = 0.0  # this node's clock reads the simulated time plus this
 
 
 @dataclass(slots=True)
@@ -414,6 +432,9 @@ class SimReport:
     writer_crashes: int = 0  # power losses inside the snapshot writer (between steps or at its points)
     zero_holes_cut: int = 0  # torn writes recovery cut at a zero-filled hole
     torn_records_cut: int = 0  # torn writes recovery cut at a record cut by the end of a file
+    lease_renewals: int = 0  # keepalives answered OK
+    lease_revokes: int = 0  # lease revokes applied (expiries of owned leases, and orphans')
+    clock_jumps: int = 0  # forward jumps of a follower's clock
 
 
 class SimSnapshotRunner:
@@ -467,6 +488,13 @@ class SimCluster:
         self._node_rngs = {nid: random.Random(self.rng.getrandbits(64)) for nid in self.node_ids}
         self.watchers = [SimWatcher(self, i) for i in range(opts.watchers)]
         self.watchers_by_id = {w.id: w for w in self.watchers}
+        self._clock_rng = random.Random(self.rng.getrandbits(64))
+        self.lease_monitor = monitor = LeaseMonitor()
+        self.checker.on_first_apply = lambda command: monitor.on_first_apply(command, self.scheduler.now)
+        self.lease_owners = [SimLeaseOwner(self, i, monitor) for i in range(opts.lease_owners)]
+        self.lease_owners_by_id = {o.id: o for o in self.lease_owners}
+        self.healed_at = float("inf")
+        self.clock_jumps = 0
 
     # --- running ----------------------------------------------------------------------------------
 
@@ -474,7 +502,7 @@ class SimCluster:
         logger.disable("cluster")  # the storage explains recoveries at length; the report is enough here
         try:
             return self._run()
-        except SimFailure as exc:
+        except (SimFailure, LeaseViolation) as exc:
             raise SimFailure(f"seed {self.seed}: {exc}\n  replay: {self.replay_command()}") from exc
         finally:
             logger.enable("cluster")
@@ -491,6 +519,8 @@ class SimCluster:
         for watcher in self.watchers:
             start = watcher.rng.randrange(1, 20) if watcher.rng.random() < 0.3 else 0
             watcher.start_at(watcher.rng.uniform(0, opts.fault_time * 0.8), start)
+        for owner in self.lease_owners:
+            owner.start()
         if opts.partitions or opts.crashes:
             self._schedule_nemesis()
         self.scheduler.at(opts.fault_time, self._heal_everything)
@@ -506,6 +536,7 @@ class SimCluster:
             )
         self._check_convergence(deadline)
         self._check_watchers(deadline)
+        self._check_leases_revoked()
         history = [op for c in self.clients for op in c.history]
         result = check_history(history)
         if not result.ok:
@@ -527,6 +558,9 @@ class SimCluster:
             writer_crashes=self.writer_crashes,
             zero_holes_cut=self.zero_holes_cut,
             torn_records_cut=self.torn_records_cut,
+            lease_renewals=self.lease_monitor.renewals,
+            lease_revokes=self.lease_monitor.expiries,
+            clock_jumps=self.clock_jumps,
         )
 
     def failure(self, text: str) -> SimFailure:
@@ -553,7 +587,31 @@ class SimCluster:
                 return
 
     def _clients_idle(self) -> bool:
-        return all(not c.open for c in self.clients)
+        return all(not c.open for c in self.clients) and all(o.idle for o in self.lease_owners)
+
+    def _check_leases_revoked(self) -> None:
+        """Every lease an owner was granted is revoked (all owners stopped by now), within TTL + a bound of
+        the later of its owner's stop and the healing, and its key is gone."""
+        monitor = self.lease_monitor
+        leases = {lease_id: owner for owner in self.lease_owners for lease_id in owner.leases}
+        if not leases:
+            return
+        ttl = self.lease_owners[0].ttl
+        stop_at = self.healed_at + ttl + LEASE_REVOKE_BOUND
+        self._drive(until=lambda: all(i in monitor.revoked_at for i in leases), stop_at=stop_at)
+        for lease_id, owner in leases.items():
+            revoked = monitor.revoked_at.get(lease_id)
+            assert owner.stopped_at is not None
+            due = max(owner.stopped_at, self.healed_at) + ttl + LEASE_REVOKE_BOUND
+            if revoked is None or revoked > due:
+                raise SimFailure(f"lease {lease_id} of {owner.id} not revoked by {due:.3f} (at {revoked})")
+        self._check_convergence(self.scheduler.now)
+        for node in self.nodes.values():
+            for owner in self.lease_owners:
+                if node.sm is None or not owner.leases:
+                    continue
+                if decode_result(node.sm.query(encode_query(["get", owner.key])))["kv"] is not None:
+                    raise SimFailure(f"{owner.key} outlived every lease of {owner.id} on {node.id}")
 
     def _check_convergence(self, deadline: float) -> None:
         def converged() -> bool:
@@ -579,7 +637,8 @@ class SimCluster:
 
     def _start_node(self, nid: str) -> None:
         node = self.nodes[nid]
-        now = self.scheduler.now
+        node.clock_offset = self._clock_rng.uniform(-1000.0, 1000.0)  # a (re)boot: a new monotonic base
+        now = self._clock(node)
         node.storage = DiskStorage(
             node.fs,
             "/data",
@@ -655,6 +714,10 @@ class SimCluster:
         self.restarts += 1
         self._start_node(node.id)
 
+    def _clock(self, node: SimNode) -> float:
+        """What node's own monotonic clock reads now."""
+        return self.scheduler.now + node.clock_offset
+
     def _deliver(self, msg: Any) -> None:
         if isinstance(msg, ClientResponse):
             client = self.clients_by_id.get(msg.dst)
@@ -663,6 +726,9 @@ class SimCluster:
             watcher = self.watchers_by_id.get(msg.dst)
             if watcher is not None:
                 watcher.on_response(msg)
+            owner = self.lease_owners_by_id.get(msg.dst)
+            if owner is not None:
+                owner.on_response(msg)
             return
         node = self.nodes.get(msg.dst)
         if node is None or not node.up or node.actor is None or node.service is None:
@@ -670,7 +736,7 @@ class SimCluster:
         if isinstance(msg, ClientRequest):
             node.service.request(msg, msg.src, Origin.CLIENT)
         else:
-            node.actor.step(msg, self.scheduler.now)
+            node.actor.step(msg, self._clock(node))
         self._after_event(node)
 
     def _after_event(self, node: SimNode) -> None:
@@ -703,13 +769,14 @@ class SimCluster:
         for _ in range(10_000):
             if not actor.has_ready():
                 break
-            for msg in actor.take_replication(self.scheduler.now):  # as the runtime does
+            for msg in actor.take_replication(self._clock(node)):  # as the runtime does
                 self.network.send(msg)
-            rd = actor.ready(self.scheduler.now)
+            rd = actor.ready(self._clock(node))
             self.checker.check_node(actor)  # ready() applies and may compact
             for msg in rd.early_messages:
                 self.network.send(msg)
             assert node.service is not None
+            node.service.set_time(self._clock(node))
             node.service.on_ready(rd)
             self._send_answers(node)  # as the runtime: before the persist
             if rd.needs_persist():
@@ -756,7 +823,7 @@ class SimCluster:
             if isinstance(msg, ClientRequest):
                 continue
             self.network.send(msg)
-        actor.advance(rd, self.scheduler.now)
+        actor.advance(rd, self._clock(node))
         self.checker.check_node(actor)
 
     def _schedule_tick(self, node: SimNode) -> None:
@@ -765,14 +832,15 @@ class SimCluster:
             return
         node.tick_token += 1
         token, incarnation = node.tick_token, node.incarnation
-        self.scheduler.at(actor.next_deadline(), lambda: self._tick(node, token, incarnation))
+        at = actor.next_deadline() - node.clock_offset
+        self.scheduler.at(at, lambda: self._tick(node, token, incarnation))
 
     def _tick(self, node: SimNode, token: int, incarnation: int) -> None:
         if token != node.tick_token or incarnation != node.incarnation or node.actor is None:
             return
-        node.actor.tick(self.scheduler.now)
+        node.actor.tick(self._clock(node))
         if node.service is not None:
-            node.service.tick(self.scheduler.now)
+            node.service.tick(self._clock(node))
         self._after_event(node)
 
     # --- faults -----------------------------------------------------------------------------------
@@ -791,6 +859,8 @@ class SimCluster:
             actions += [self._random_partition, self._isolate_leader, self._one_way]
         if opts.crashes:
             actions += [self._crash_random, self._crash_leader, self._restart_all, self._restart_all]
+        if self.lease_owners:
+            actions.append(self._jump_follower_clock)
         rng.choice(actions)()
         self._schedule_nemesis()
 
@@ -815,6 +885,15 @@ class SimCluster:
         a, b = self._nemesis_rng.sample(self.node_ids, 2)
         self.network.block(a, b)
 
+    def _jump_follower_clock(self) -> None:
+        """A follower's clock jumps forward (a suspended VM resumes): its timers fire early, nothing else."""
+        leader = self._leader()
+        node = self.nodes[self._nemesis_rng.choice(self.node_ids)]
+        if node is not leader and node.up and node.actor is not None and node.actor.role is not Role.LEADER:
+            node.clock_offset += self._nemesis_rng.uniform(0.5, 30.0)
+            self.clock_jumps += 1
+            self._schedule_tick(node)
+
     def _crash_random(self) -> None:
         self._crash(self.nodes[self._nemesis_rng.choice(self.node_ids)])
         self._schedule_restart()
@@ -835,6 +914,9 @@ class SimCluster:
 
     def _heal_everything(self) -> None:
         self.healing = True
+        self.healed_at = self.scheduler.now
+        for owner in self.lease_owners:
+            owner.stop()
         self.network.heal()
         self.network.faults = NetworkFaults(drop=0.0, duplicate=0.0, min_delay=0.0005, max_delay=0.005)
         self._restart_all()

@@ -77,6 +77,7 @@ class Cluster:
         while node.has_ready():
             rd = node.ready(self.now)
             out.extend(rd.early_messages)
+            service.set_time(self.now)
             service.on_ready(rd)
             out.extend(self._answers(service))
             self.disks[nid].persist(rd)
