@@ -12,6 +12,15 @@ gives every lease a fresh TTL plus its election timeout before it may expire any
 leader may have renewed a lease just before it was lost, and only that leader's memory knew it. So a
 leader change can make a lease live longer, never shorter.
 
+Checkpoints (as etcd's): so that a long lease whose owner is gone does not live forever across leader
+changes that come faster than its TTL, the leader writes the remaining TTL of long leases (TTL above
+twice the checkpoint interval) into the log every checkpoint interval; a new leader then starts such a
+lease from its checkpointed remaining TTL instead of the whole TTL plus the election timeout. That is
+safe because a keepalive of a lease with a checkpoint (applied, or proposed and not yet applied) first
+resets the checkpoint through the log (one entry, answered once applied): so the checkpoint, when there
+is one, is the deadline of an earlier leader that no answered renewal has moved, measured before the
+new leader took over. No grace on top: with leader changes faster than the grace, it would never end.
+
 Log time: the leader stamps what it proposes for leases with a cluster "log time" in milliseconds
 (`LogClock`). A new leader continues from the latest stamp it has applied, and the state machine keeps
 the largest stamp it has applied, so the log time never goes backwards across leader changes. Expiry is
@@ -37,6 +46,7 @@ class Lease:
     ttl_ms: int  # the granted TTL
     granted_at: int  # log time (ms) of the grant
     keys: set[str] = field(default_factory=set)
+    remaining_ms: int | None = None  # the last checkpoint's remaining TTL; None: the whole TTL
 
 
 class LeaseTable:
@@ -105,6 +115,14 @@ class LeaseTable:
         self.changed.add(lease_id)
         return sorted(lease.keys)
 
+    def checkpoint(self, remaining: list[list[int]]) -> None:
+        """Record each [id, remaining_ms] of leases that still exist (a remaining at or above the TTL is
+        no checkpoint at all)."""
+        for lease_id, left in remaining:
+            lease = self._leases.get(lease_id)
+            if lease is not None:
+                lease.remaining_ms = left if left < lease.ttl_ms else None
+
     def can_attach(self, lease_id: int, key: str) -> str | None:
         lease = self._leases.get(lease_id)
         if lease is None:
@@ -131,8 +149,12 @@ class LeaseTable:
     # -- snapshots -------------------------------------------------------------------------------------
 
     def encoded(self) -> list[Any]:
-        """[next_id, log_time, [[id, ttl_ms, granted_at, [key, ...]], ...]] sorted by id and key."""
-        leases = [[i, le.ttl_ms, le.granted_at, sorted(le.keys)] for i, le in sorted(self._leases.items())]
+        """[next_id, log_time, [[id, ttl_ms, granted_at, [key, ...], remaining_ms | None], ...]] sorted by
+        id and key."""
+        leases = [
+            [i, le.ttl_ms, le.granted_at, sorted(le.keys), le.remaining_ms]
+            for i, le in sorted(self._leases.items())
+        ]
         return [self.next_id, self.log_time, leases]
 
     def replace(self, state: tuple[int, int, dict[int, Lease]]) -> None:
@@ -151,8 +173,9 @@ def decode_leases(raw: Any, keys: set[str]) -> tuple[int, int, dict[int, Lease]]
     leases: dict[int, Lease] = {}
     attached: set[str] = set()
     for item in raw[2]:
-        if type(item) is not list or len(item) != 4 or type(item[3]) is not list:
+        if type(item) is not list or len(item) != 5 or type(item[3]) is not list:
             raise Invalid("lease is malformed")
+        remaining = None if item[4] is None else check_uint(item[4], "lease remaining ttl")
         lease_id = check_uint(item[0], "lease id")
         if not 0 < lease_id < next_id or lease_id in leases:
             raise Invalid("lease ids must be unique and below the next id")
@@ -165,7 +188,7 @@ def decode_leases(raw: Any, keys: set[str]) -> tuple[int, int, dict[int, Lease]]
                 raise Invalid("a lease key is attached twice or does not exist")
             attached.add(key)
             lease_keys.add(key)
-        leases[lease_id] = Lease(ttl, granted, lease_keys)
+        leases[lease_id] = Lease(ttl, granted, lease_keys, remaining)
     return next_id, log_time, leases
 
 
@@ -230,7 +253,10 @@ class LeaseTracker:
             for lease_id in table.ids():
                 lease = table.get(lease_id)
                 assert lease is not None
-                self._set(lease_id, now + lease.ttl_ms / 1000 + self._grace)
+                if lease.remaining_ms is None:
+                    self._set(lease_id, now + lease.ttl_ms / 1000 + self._grace)
+                else:  # the deadline an earlier leader had, measured before now: no grace needed
+                    self._set(lease_id, now + lease.remaining_ms / 1000)
             return
         if table.changed:
             for lease_id in table.changed:

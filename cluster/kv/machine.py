@@ -209,6 +209,10 @@ class KVStateMachine:
             for key in leases.remove(op[1]):
                 deleted += unpack(ks.execute(["del", key]))["deleted"]
             return pack({"ok": True, "rev": ks.revision, "deleted": deleted})
+        if name == "lease_checkpoint":
+            leases.advance_time(op[2])
+            leases.checkpoint(op[1])
+            return pack({"ok": True, "rev": ks.revision})
         if name == "put_lease":
             key, lease_id = op[1], op[3]
             if lease_id not in leases:

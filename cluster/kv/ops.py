@@ -14,6 +14,7 @@ Write ops (the last element of a command) and their results:
     ["lease_grant", ttl_ms, stamp]      {"ok": True, "rev": rev, "id": lease id, "ttl_ms": ttl_ms}
     ["lease_revoke", id, stamp]         {"ok": True, "rev": rev, "deleted": count}  (each key its revision)
     ["put_lease", key, value, id]       as put, and the key is attached to lease `id`
+    ["lease_checkpoint", [[id, remaining_ms], ...], stamp]   {"ok": True, "rev": rev}  (the leader's own)
     (a lease write's `stamp` is the leader's log time: cluster/kv/leases.py; an unknown lease gives
     {"ok": False, "code": "lease_not_found"} and changes nothing. A plain put or a delete detaches a key.)
 
@@ -85,7 +86,7 @@ _SCALARS = (type(None), bool, int, float, str, bytes)
 _WRITE_ARITY = {"put": 3, "del": 2, "del_prefix": 2, "cas": 4, "cas_del": 3}
 _QUERY_ARITY = {"get": 2, "range": 4}
 # Leases (cluster/kv/leases.py): the stamp is the leader's log time, set by the node that proposes.
-_LEASE_WRITE_ARITY = {"lease_grant": 3, "lease_revoke": 3, "put_lease": 4}
+_LEASE_WRITE_ARITY = {"lease_grant": 3, "lease_revoke": 3, "put_lease": 4, "lease_checkpoint": 3}
 _LEASE_QUERY_ARITY = {"lease_keepalive": 2, "lease_info": 2, "lease_list": 1}
 _WRITE_ARITY.update(_LEASE_WRITE_ARITY)
 _QUERY_ARITY.update(_LEASE_QUERY_ARITY)
@@ -256,6 +257,15 @@ def _check_lease_op(op: list[Any]) -> list[Any]:
         check_uint(op[2], "stamp")
     elif name == "lease_revoke":
         check_uint(op[1], "lease id")
+        check_uint(op[2], "stamp")
+    elif name == "lease_checkpoint":
+        if type(op[1]) is not list:
+            raise Invalid("lease checkpoint must be a list of [id, remaining_ms]")
+        for item in op[1]:
+            if type(item) is not list or len(item) != 2:
+                raise Invalid("lease checkpoint must be a list of [id, remaining_ms]")
+            check_uint(item[0], "lease id")
+            check_uint(item[1], "lease remaining ttl")
         check_uint(op[2], "stamp")
     elif name == "put_lease":
         check_key(op[1])

@@ -64,6 +64,7 @@ from cluster.kv.ops import (
 from cluster.kv.watches import WatchOptions, WatchRegistry, parse_stream_id, parse_watch
 
 RESERVED_PREFIX: Final = "__zraft/"
+CHECKPOINT_BATCH: Final = 1000  # leases per checkpoint entry (etcd's batch), well inside MAX_COMMAND_BYTES
 MAX_REASON_BYTES: Final = 200
 
 C = TypeVar("C", bound=Hashable)
@@ -95,7 +96,7 @@ _BUSY_TEXTS: Final = {
 
 def touches_reserved(op: list[Any]) -> bool:
     """Whether a validated write op could change a key under RESERVED_PREFIX."""
-    if op[0] in ("lease_grant", "lease_revoke"):
+    if op[0] in ("lease_grant", "lease_revoke", "lease_checkpoint"):
         return False
     if op[0] == "del_prefix":
         prefix: str = op[1]
@@ -115,10 +116,12 @@ class KVService(Generic[C]):
         watch_options: WatchOptions | None = None,
         election_timeout: float = 1.0,
         min_lease_ttl: float | None = None,
+        lease_checkpoint_interval: float = 300.0,
     ) -> None:
         """`election_timeout` is the Raft base election timeout (s): the grace a new leader adds to every
         lease. `min_lease_ttl` (s) defaults to three election timeouts: a shorter lease could expire
-        during an ordinary election."""
+        during an ordinary election. Leases longer than twice `lease_checkpoint_interval` (s) have their
+        remaining TTL written to the log that often (cluster/kv/leases.py)."""
         self._node = node
         self._sm = sm
         self._leases: LeaseTable | None = getattr(sm, "leases", None)  # None: a state machine without
@@ -128,6 +131,13 @@ class KVService(Generic[C]):
         self.min_lease_ttl = 3 * election_timeout if min_lease_ttl is None else min_lease_ttl
         self._now = 0.0
         self.leases_expired = 0
+        self._checkpoint_interval = lease_checkpoint_interval
+        self._next_checkpoint = float("inf")
+        self._checkpoint_term = -1
+        # leases in our periodic checkpoints not yet applied, and the last such entry's index: a keepalive
+        # of one of them resets its checkpoint through the log, after that entry
+        self._checkpointing: set[int] = set()
+        self._checkpoint_index = 0
         self._status = status or node.status
         self._proposals: dict[int, _Waiting[C]] = {}  # log index -> who proposed it
         self._reads: dict[int, _Waiting[C]] = {}  # read token -> who asked
@@ -151,7 +161,7 @@ class KVService(Generic[C]):
             self._write(req, conn, origin)
         elif kind == RequestKind.READ:
             if b"lease_" in req.payload[:16] and not self._lease_query_ok(req, conn):
-                return
+                return  # answered already (refused, or a keepalive that waits for its checkpoint reset)
             token = self._next_token
             self._next_token += 1
             refusal = self._node.read_index(token)
@@ -171,11 +181,20 @@ class KVService(Generic[C]):
     def on_ready(self, rd: Ready) -> None:
         """Answer what the Ready reports: applied proposals, reads now safe or failed, leadership lost."""
         proposals = self._proposals
+        if self._checkpointing and self._node.applied_index >= self._checkpoint_index:
+            self._checkpointing.clear()
         for applied in rd.applied:
             waiting = proposals.pop(applied.index, None)
             if waiting is None:
                 continue
-            if waiting.term == applied.term:
+            if waiting.term == applied.term and waiting.query and self._needs_reset(waiting.query):
+                text = b"lease checkpoint under way; retry"  # checkpointed again meanwhile
+                self._answer(waiting.conn, waiting.src, waiting.req_id, Status.UNAVAILABLE, text)
+            elif waiting.term == applied.term and waiting.query:  # a keepalive behind its checkpoint reset
+                self._answer(
+                    waiting.conn, waiting.src, waiting.req_id, Status.OK, self._lease_query(waiting.query)
+                )
+            elif waiting.term == applied.term:
                 self._answer(waiting.conn, waiting.src, waiting.req_id, Status.OK, applied.result)
             else:  # cannot happen while the core reports only its own term's entries; never guess
                 self._answer(waiting.conn, waiting.src, waiting.req_id, Status.UNKNOWN, b"")
@@ -183,6 +202,12 @@ class KVService(Generic[C]):
         for token in rd.reads:
             waiting = reads.pop(token, None)
             if waiting is not None:
+                if b"lease_" in waiting.query[:16] and self._needs_reset(waiting.query):
+                    # checkpointed since it came in: a renewal now could be cut short by the checkpoint
+                    # under the next leader; the retry resets the checkpoint first (_lease_query_ok)
+                    text = b"lease checkpoint under way; retry"
+                    self._answer(waiting.conn, waiting.src, waiting.req_id, Status.UNAVAILABLE, text)
+                    continue
                 if b"lease_" in waiting.query[:16]:
                     result = self._lease_query(waiting.query)
                 else:
@@ -220,6 +245,8 @@ class KVService(Generic[C]):
         if node.role is not Role.LEADER:
             self._tracker.forget()
             table.changed.clear()  # a future leadership starts from the whole table
+            self._checkpointing.clear()
+            self._checkpoint_term = -1
             return
         self._tracker.sync(table, node.term, now)
         self._clock.stamp(node.term, now, table.log_time)  # the log time runs from the start of the term
@@ -228,6 +255,31 @@ class KVService(Generic[C]):
             index = node.propose(encode_command(0, 0, 0, ["lease_revoke", lease_id, stamp]))
             if not isinstance(index, Refusal):
                 self.leases_expired += 1
+        if self._checkpoint_term != node.term:
+            self._checkpoint_term = node.term
+            self._next_checkpoint = now + self._checkpoint_interval
+        elif now >= self._next_checkpoint:
+            self._next_checkpoint = now + self._checkpoint_interval
+            self._propose_checkpoints(table, now)
+
+    def _propose_checkpoints(self, table: LeaseTable, now: float) -> None:
+        """The remaining TTL of every long lease, through the log, a bounded batch per entry."""
+        node, tracker = self._node, self._tracker
+        long_ms = 2 * self._checkpoint_interval * 1000
+        items: list[list[int]] = []
+        for lease_id in table.ids():
+            lease = table.get(lease_id)
+            left = tracker.remaining(lease_id, now)
+            if lease is not None and lease.ttl_ms > long_ms and left is not None and left > 0:
+                items.append([lease_id, int(left * 1000)])
+        for start in range(0, len(items), CHECKPOINT_BATCH):
+            batch = items[start : start + CHECKPOINT_BATCH]
+            stamp = self._clock.stamp(node.term, now, table.log_time)
+            index = node.propose(encode_command(0, 0, 0, ["lease_checkpoint", batch, stamp]))
+            if isinstance(index, Refusal):
+                return  # the next interval tries again
+            self._checkpointing.update(i for i, _ in batch)
+            self._checkpoint_index = index
 
     # --- output ---------------------------------------------------------------------------------------
 
@@ -257,6 +309,11 @@ class KVService(Generic[C]):
             op = command_op(req.payload)
         except ValueError as exc:
             self._bad_request(req, conn, "invalid_command", str(exc))
+            return
+        if origin is Origin.CLIENT and op[0] == "lease_checkpoint":
+            self._bad_request(
+                req, conn, "lease_checkpoint", "lease checkpoints are written by the leader only"
+            )
             return
         if origin is Origin.CLIENT and touches_reserved(op):
             self._bad_request(req, conn, "reserved_key", f"keys under {RESERVED_PREFIX!r} are reserved")
@@ -331,10 +388,37 @@ class KVService(Generic[C]):
             op = parse_query(req.payload)
         except ValueError:
             return True  # the state machine's query answers the error
-        if op[0] in LEASE_QUERIES and self._leases is None:
+        table = self._leases
+        if op[0] in LEASE_QUERIES and table is None:
             self._bad_request(req, conn, "lease_unsupported", "this node keeps no leases")
             return False
-        return True
+        if op[0] != "lease_keepalive" or table is None or self._node.role is not Role.LEADER:
+            return True
+        lease = table.get(op[1])
+        if lease is None or not self._needs_reset(req.payload) or self._tracker.expired(op[1], self._now):
+            return True  # answered as expired after the ReadIndex round
+        # A checkpoint would cut this renewal short under the next leader: reset it first, and answer
+        # once the reset is applied (its commit in our term also confirms our leadership).
+        node = self._node
+        stamp = self._clock.stamp(node.term, self._now, table.log_time)
+        index = node.propose(encode_command(0, 0, 0, ["lease_checkpoint", [[op[1], lease.ttl_ms]], stamp]))
+        if isinstance(index, Refusal):
+            self._refuse(req, conn, index, "proposals")
+        else:
+            self._proposals[index] = _Waiting(conn, req.src, req.req_id, node.term, req.payload)
+        return False
+
+    def _needs_reset(self, query: bytes) -> bool:
+        """Whether a keepalive query's lease has a checkpoint (applied or in flight) to reset first."""
+        table = self._leases
+        try:
+            op = parse_query(query)
+        except ValueError:
+            return False
+        if op[0] != "lease_keepalive" or table is None:
+            return False
+        lease = table.get(op[1])
+        return lease is not None and (lease.remaining_ms is not None or op[1] in self._checkpointing)
 
     def _lease_query(self, query: bytes) -> bytes:
         """The leader's answer to a confirmed lease query (keepalive, info, list)."""

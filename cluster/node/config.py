@@ -53,6 +53,9 @@ class NodeConfig:
     max_watches: int = 10_000  # open watch streams per node (cluster/kv/watches.py)
     watch_progress_ms: int = 1000  # progress notifications of an idle watch
     lease_min_ttl_ms: int = 0  # shortest lease TTL a leader grants; 0 = three election timeouts
+    lease_checkpoint_ms: int = (
+        300_000  # leases above twice this write their remaining TTL to the log this often
+    )
     log_level: str = "INFO"
     log_json: bool = False
 
@@ -99,6 +102,7 @@ SETTINGS: dict[str, tuple[str, str]] = {
     "max_watches": ("--max-watches", "ZRAFT_MAX_WATCHES"),
     "watch_progress_ms": ("--watch-progress-ms", "ZRAFT_WATCH_PROGRESS_MS"),
     "lease_min_ttl_ms": ("--lease-min-ttl-ms", "ZRAFT_LEASE_MIN_TTL_MS"),
+    "lease_checkpoint_ms": ("--lease-checkpoint-ms", "ZRAFT_LEASE_CHECKPOINT_MS"),
     "log_level": ("--log-level", "ZRAFT_LOG_LEVEL"),
     "log_json": ("--log-json", "ZRAFT_LOG_JSON"),
 }
@@ -117,6 +121,7 @@ _INT_SETTINGS = (
     "max_watches",
     "watch_progress_ms",
     "lease_min_ttl_ms",
+    "lease_checkpoint_ms",
 )
 _DEFAULTS: dict[str, Any] = {
     "cluster_id": "zraft",
@@ -133,6 +138,7 @@ _DEFAULTS: dict[str, Any] = {
     "max_watches": 10000,
     "watch_progress_ms": 1000,
     "lease_min_ttl_ms": 0,
+    "lease_checkpoint_ms": 300_000,
     "log_level": "INFO",
     "log_json": False,
 }
@@ -212,6 +218,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="shortest lease TTL the leader grants, at least two election timeouts; 0 = three "
         "(ZRAFT_LEASE_MIN_TTL_MS; default 0)",
+    )
+    add(
+        "--lease-checkpoint-ms",
+        metavar="N",
+        help="leases longer than 2N write their remaining TTL to the log every N milliseconds, so that "
+        "leader changes cannot keep them alive (ZRAFT_LEASE_CHECKPOINT_MS; default 300000)",
     )
     add(
         "--snapshot-entries",
@@ -372,6 +384,7 @@ def _validate(merged: dict[str, _Value]) -> NodeConfig:
     max_watches = _positive_int(merged, "max_watches", minimum=1)
     watch_progress_ms = _positive_int(merged, "watch_progress_ms", minimum=1)
     lease_min_ttl = _positive_int(merged, "lease_min_ttl_ms", minimum=0)
+    lease_checkpoint = _positive_int(merged, "lease_checkpoint_ms", minimum=1)
     if 0 < lease_min_ttl < 2 * election:
         raise ConfigError(
             f"lease min ttl {lease_min_ttl} ms ({merged['lease_min_ttl_ms'].source}) must be 0 (three "
@@ -409,6 +422,7 @@ def _validate(merged: dict[str, _Value]) -> NodeConfig:
         max_watches=max_watches,
         watch_progress_ms=watch_progress_ms,
         lease_min_ttl_ms=lease_min_ttl,
+        lease_checkpoint_ms=lease_checkpoint,
         log_level=level,
         log_json=_bool(merged["log_json"]),
     )

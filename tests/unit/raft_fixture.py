@@ -48,7 +48,10 @@ class Disk:
 
 
 class Cluster:
-    def __init__(self, n: int = 3, config: RaftConfig = CONFIG, seed: int = 1) -> None:
+    def __init__(
+        self, n: int = 3, config: RaftConfig = CONFIG, seed: int = 1, lease_checkpoint_interval: float = 300.0
+    ) -> None:
+        self.lease_checkpoint_interval = lease_checkpoint_interval
         self.ids = tuple(f"n{i + 1}" for i in range(n))
         self.config = config
         self.now = 0.0
@@ -60,7 +63,12 @@ class Cluster:
             for nid in self.ids
         }
         self.services = {
-            nid: KVService[str](self.nodes[nid], self.sms[nid], election_timeout=config.election_timeout)
+            nid: KVService[str](
+                self.nodes[nid],
+                self.sms[nid],
+                election_timeout=config.election_timeout,
+                lease_checkpoint_interval=lease_checkpoint_interval,
+            )
             for nid in self.ids
         }
         self.queue: list[Message] = []
@@ -157,5 +165,8 @@ class Cluster:
             self.now,
         )
         self.services[nid] = KVService(
-            self.nodes[nid], self.sms[nid], election_timeout=self.config.election_timeout
+            self.nodes[nid],
+            self.sms[nid],
+            election_timeout=self.config.election_timeout,
+            lease_checkpoint_interval=self.lease_checkpoint_interval,
         )

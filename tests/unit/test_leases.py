@@ -71,6 +71,22 @@ def test_plain_put_and_deletes_detach_keys_from_their_lease() -> None:
     assert m.get("a") == "mine now" and m.get("c") is None
 
 
+def test_checkpoints_record_the_remaining_ttl_and_travel_in_snapshots() -> None:
+    m = Machine()
+    m.do("lease_grant", 60_000, 0)
+    m.do("lease_grant", 60_000, 0)
+    assert m.do("lease_checkpoint", [[1, 20_000], [2, 90_000], [9, 1]], 5)["ok"]
+    one, two = m.sm.leases.get(1), m.sm.leases.get(2)
+    assert one is not None and one.remaining_ms == 20_000
+    assert two is not None and two.remaining_ms is None  # at or above the TTL: no checkpoint
+    restored = KVStateMachine()
+    restored.restore(m.sm.snapshot())
+    assert restored.leases.encoded() == m.sm.leases.encoded()
+    tracker = LeaseTracker(election_timeout=1.0)
+    tracker.sync(restored.leases, term=4, now=100.0)
+    assert tracker.deadline(1) == 120.0 and tracker.deadline(2) == 161.0
+
+
 def test_lease_count_is_bounded() -> None:
     m = Machine(KVStateMachine(max_leases=2))
     assert m.do("lease_grant", 5000, 0)["ok"] and m.do("lease_grant", 5000, 0)["ok"]
@@ -320,3 +336,53 @@ def test_a_leader_change_never_expires_a_live_lease() -> None:
     assert c.now >= renewed + 3.0
     c.advance_time(1.0)
     assert Machine(c.sms[new]).get("k") is None  # and it does expire once nobody renews it
+
+
+def test_a_client_cannot_write_a_checkpoint() -> None:
+    c, leader = elected()
+    lease_id = write(c, leader, "lease_grant", 5000, 0)["id"]
+    payload = encode_command(0, 0, 0, ["lease_checkpoint", [[lease_id, 1]], 0])
+    status, text = ask(c, RequestKind.WRITE, payload, leader)
+    assert status is Status.BAD_REQUEST and b"leader only" in text
+
+
+def checkpointing_cluster() -> tuple[Cluster, str]:
+    c = Cluster(3, lease_checkpoint_interval=1.0)  # leases above 2 s are checkpointed every second
+    leader = c.elect("n1")
+    c.deliver_all()
+    return c, leader
+
+
+def test_checkpoints_end_an_abandoned_lease_despite_leader_changes_faster_than_its_ttl() -> None:
+    c, leader = checkpointing_cluster()
+    lease_id = write(c, leader, "lease_grant", 6000, 0)["id"]
+    write(c, leader, "put_lease", "k", 1, lease_id)
+    granted = c.now
+    while lease_id in c.sms[leader].leases and c.now < granted + 60:
+        c.advance_time(2.0)  # each leader sees the lease for 2 s only: a fresh TTL each time never ends it
+        c.blocked = {leader}
+        leader = c.elect()
+        c.blocked = set()
+        c.deliver_all()
+    assert lease_id not in c.sms[leader].leases, "the lease outlived 60 s of leader changes"
+    assert Machine(c.sms[leader]).get("k") is None
+
+
+def test_a_keepalive_resets_the_checkpoint_before_it_is_answered() -> None:
+    c, leader = checkpointing_cluster()
+    lease_id = write(c, leader, "lease_grant", 6000, 0)["id"]
+    write(c, leader, "put_lease", "k", 1, lease_id)
+    c.advance_time(3.5)  # checkpoints of a remaining below the TTL are applied
+    lease = c.sms[leader].leases.get(lease_id)
+    assert lease is not None and lease.remaining_ms is not None and lease.remaining_ms < 6000
+    assert query(c, leader, "lease_keepalive", lease_id)["ttl"] > 5.5
+    renewed = c.now
+    for nid in c.ids:
+        replica = c.sms[nid].leases.get(lease_id)
+        assert replica is not None and replica.remaining_ms is None
+    c.blocked = {leader}
+    new = c.elect()
+    c.blocked = set()
+    while c.now < renewed + 6.0:  # the renewal holds under the new leader for the whole TTL
+        assert Machine(c.sms[new]).get("k") == 1
+        c.advance_time(0.2)
