@@ -82,6 +82,7 @@ class SimOptions:
         )
     )
     lease_owners: int = 2
+    lease_checkpoint_interval: float = 1.0  # the owners' 3 s leases are checkpointed: both paths run
     max_events: int = 2_000_000
     profile: str = ""  # the named profile these options came from ("" once overridden)
 
@@ -655,7 +656,12 @@ class SimCluster:
         node.actor = NodeActor(
             nid, tuple(self.node_ids), self.options.raft, node.sm, self._node_rngs[nid], recovered, now
         )
-        node.service = KVService(node.actor, node.sm, election_timeout=self.options.raft.election_timeout)
+        node.service = KVService(
+            node.actor,
+            node.sm,
+            election_timeout=self.options.raft.election_timeout,
+            lease_checkpoint_interval=self.options.lease_checkpoint_interval,
+        )
         node.up = True
         node.persisting = False
         self.checker.forget_node(nid)
