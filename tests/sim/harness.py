@@ -132,6 +132,7 @@ WRITER_STEP_CRASH = 0.01  # power loss between two steps of the snapshot writer 
 # timeouts at worst under the sim's restarts), the new leader's grace (one election timeout), the commit.
 LEASE_REVOKE_BOUND = 20.0
 SLICE_PAUSE = 0.0005  # simulated seconds between two Readies that only carried background work
+CLOCK_ROUNDING = 1e-9  # far above the float error of the clock offsets (< 1e-12 s), far below any timer
 
 
 def _digest(data: bytes) -> bytes:
@@ -838,7 +839,9 @@ class SimCluster:
             return
         node.tick_token += 1
         token, incarnation = node.tick_token, node.incarnation
-        at = actor.next_deadline() - node.clock_offset
+        # back to simulated time; a hair later, so that the node's clock then reads at least its deadline
+        # despite the rounding of the offset (else the tick finds nothing due and reschedules forever)
+        at = actor.next_deadline() - node.clock_offset + CLOCK_ROUNDING
         self.scheduler.at(at, lambda: self._tick(node, token, incarnation))
 
     def _tick(self, node: SimNode, token: int, incarnation: int) -> None:
