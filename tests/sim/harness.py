@@ -537,8 +537,8 @@ class SimCluster:
                 f"liveness: no answer for final reads within {opts.liveness_bound}s after healing"
             )
         self._check_convergence(deadline)
-        self._check_watchers(deadline)
         self._check_leases_revoked()
+        self._check_watchers(deadline)  # after the lease revokes, which add revisions of their own
         history = [op for c in self.clients for op in c.history]
         result = check_history(history)
         if not result.ok:
