@@ -12,7 +12,7 @@ import time
 
 import zmq
 
-from tests.integration.util import free_ports
+from tests.integration.util import free_ports, wait_until
 from transport.endpoints import PeerMesh
 
 
@@ -33,15 +33,12 @@ def test_a_peer_reconnecting_before_its_old_connection_is_dropped_is_heard() -> 
     old = PeerMesh.open(ctx, "n3", f"tcp://127.0.0.1:{old_port}", {"n1": rx_url}, max_frame=1 << 20)
     new: PeerMesh | None = None
     try:
-        deadline = time.monotonic() + 10
-        while not old.send("n1", b"old") and time.monotonic() < deadline:
-            time.sleep(0.01)  # IMMEDIATE: nothing is queued until the connection is up
+        # IMMEDIATE: nothing is queued until the connection is up, so send until one is taken.
+        wait_until(lambda: old.send("n1", b"old"), 10.0, "the first connection to take a frame", 0.01)
         assert _receive(rx.router, 1, 10.0) == [[b"n3", b"old"]]
         # The same member comes back on a new connection while the old one is still registered.
         new = PeerMesh.open(ctx, "n3", f"tcp://127.0.0.1:{new_port}", {"n1": rx_url}, max_frame=1 << 20)
-        deadline = time.monotonic() + 10
-        while not new.send("n1", b"new-0") and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_until(lambda: new.send("n1", b"new-0"), 10.0, "the second connection to take a frame", 0.01)
         old.close()
         for i in range(1, 3):
             new.send("n1", f"new-{i}".encode())
