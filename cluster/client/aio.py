@@ -17,12 +17,15 @@ is answered or its deadline passes (so a write keeps its seq and its retries sta
 answer is dropped. Its outcome is unknown to the caller, as for OutcomeUnknown. close() ends every pending
 call with ClientClosed. An AsyncClient belongs to the event loop it connected in.
 
-Streams plug in beside the calls. `watch(prefix, ...)` will return an async iterator: its opening request
-registers a per-stream sink in ClientCore (see its stream hooks) that puts pushed events on an
-asyncio.Queue, `__anext__` awaits the queue, and `aclose()` (or leaving `async for`) sends the cancel.
-`lease(ttl)` will be an async context manager that grants the lease with an awaited call, runs its
-keepalive as a task of this loop (`self._call` of a keepalive write every ttl/3), and on exit cancels that
-task and revokes the lease; close() cancels both kinds with ClientClosed like any pending call.
+Watches and kept leases run in the same loop. `watch(prefix, ...)` returns an AsyncWatch
+(cluster/client/watch.py) at once, for `async for` (or `async with`): opening it hands an "open" control
+to the next turn, where ClientCore starts a WatchFollower (cluster/client/watching.py) exactly as for
+the blocking Client, so resuming on another node, Compacted, progress and flow control are the same
+code; the turns deliver its events into the AsyncWatch, whose consumer reports what it took back as
+"consumed" controls, and close() sends a "close" control. `lease(ttl)` returns an AsyncKeptLease
+(cluster/client/leases.py): `async with` grants the lease with an awaited call and renews it from a task
+of this loop on the blocking keeper's schedule, and the block's end cancels that task and revokes the
+lease. close() ends open watches with ClientClosed and stops the renewal tasks (the leases then expire).
 """
 
 from __future__ import annotations
@@ -63,10 +66,11 @@ from cluster.client.calls import (
 )
 from cluster.client.commands import encode_query, write_encoder
 from cluster.client.discovery import parse_status
-from cluster.client.driver import ClientCore, DealerLinks, Submission
+from cluster.client.driver import ClientCore, DealerLinks, Submission, WatchControl
 from cluster.client.endpoints import parse_endpoints
-from cluster.client.leases import Lease, LeaseInfo
+from cluster.client.leases import AsyncKeptLease, Lease, LeaseInfo
 from cluster.client.ranges import AsyncRangeIterator, RangePage, page_from_result
+from cluster.client.watch import AsyncWatch
 from cluster.errors import ClientClosed, Unavailable, ZraftError
 
 _RECV_BATCH = 4096  # frames one socket hands over before letting the loop run others
@@ -100,6 +104,8 @@ class AsyncClient:
         self._ready = asyncio.Event()
         self._inbox: list[Submission] = []
         self._received: list[bytes] = []
+        self._watch_controls: list[WatchControl] = []  # watches to open, consumption to report, to close
+        self._kept: set[AsyncKeptLease] = set()  # leases renewed by tasks of this client
         self._turn_handle: asyncio.Handle | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._receivers: list[asyncio.Task[None]] = []
@@ -158,8 +164,13 @@ class AsyncClient:
         inbox, self._inbox = self._inbox, []
         for sub in inbox:
             sub.on_done(error)
+        controls, self._watch_controls = self._watch_controls, []
+        for _, watch, _ in controls:
+            watch.end(error)
         if self._core is not None:
             self._core.fail_all(error)
+        for kept in list(self._kept):
+            kept.stop()
 
     async def __aenter__(self) -> AsyncClient:
         await self.connect()
@@ -250,7 +261,28 @@ class AsyncClient:
             raise Unavailable("status", limit, "no node answered")
         return summarize(known, self._require_core().members, answers)
 
-    # --- leases (as Client's; the async keepalive helper lease(ttl) is not done yet) -----------------
+    # --- watches --------------------------------------------------------------------------------------
+
+    def watch(
+        self, key: str, prefix: bool = True, start_revision: int | None = None, *, window: int = 1000
+    ) -> AsyncWatch:
+        """Watch every change under `key` (or of the key itself with prefix=False), from `start_revision`
+        (None: from now), as Client.watch: `async for event in c.watch(...)`, or `async with` it to close
+        it at the block's end. See cluster/client/watch.py."""
+        watch = AsyncWatch.checked(key, prefix, start_revision, window)
+        self._require_core()
+        watch.on_consumed = lambda n: self._watch_control("consumed", watch, n)
+        watch.on_close = lambda: self._watch_control("close", watch)
+        self._watch_control("open", watch)
+        return watch
+
+    def _watch_control(self, what: str, watch: AsyncWatch, n: int = 0) -> None:
+        if self._closed:  # the close already ended the watch
+            return
+        self._watch_controls.append((what, watch, n))
+        self._schedule_turn()
+
+    # --- leases (as Client's) ------------------------------------------------------------------------
 
     async def lease_grant(self, ttl: float, *, timeout: float | None = None) -> Lease:
         """Grant a lease of `ttl` seconds, as Client.lease_grant."""
@@ -274,6 +306,30 @@ class AsyncClient:
     async def lease_list(self, *, timeout: float | None = None) -> list[LeaseInfo]:
         """Every lease (without keys), by id, as Client.lease_list."""
         return as_lease_list(await self._call(self._read("lease_list", ["lease_list"], False, timeout)))
+
+    def lease(self, ttl: float, *, timeout: float | None = None) -> AsyncKeptLease:
+        """A lease kept alive by a task of this event loop (every ttl/3) from the start of an `async with`
+        block until its end, which revokes it (deleting its keys), as Client.lease:
+
+            async with c.lease(10) as lease:
+                await c.put("servers/a", {...}, lease=lease.id)
+
+        `await c.lease(ttl)` grants and starts renewing it without a block; `await lease.close()` ends it.
+        """
+        self._require_core()
+
+        async def grant() -> Lease:
+            return await self.lease_grant(ttl, timeout=timeout)
+
+        async def keepalive(lease_id: int, limit: float) -> float:
+            return await self.lease_keepalive(lease_id, timeout=min(limit, self.timeout))
+
+        async def revoke(lease_id: int) -> int:
+            return await self.lease_revoke(lease_id, timeout=timeout)
+
+        kept = AsyncKeptLease(grant, keepalive, revoke, on_close=self._kept.discard)
+        self._kept.add(kept)
+        return kept
 
     # --- internals --------------------------------------------------------------------------------
 
@@ -340,8 +396,9 @@ class AsyncClient:
             core.receive(frame, now)
         # The inbox is emptied only once the turn took it, so a failing turn still ends its calls (a call
         # ended twice keeps its first outcome).
-        core.turn(self._inbox, now)
+        core.turn(self._inbox, now, self._watch_controls)
         self._inbox = []
+        self._watch_controls = []
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None

@@ -93,7 +93,7 @@ from cluster.client.io_thread import ClientLoop, future_completer
 from cluster.client.leases import KeptLease, Lease, LeaseInfo
 from cluster.client.ranges import RangeIterator, RangePage, page_from_result
 from cluster.client.watch import Watch
-from cluster.errors import InvalidRequest, Unavailable
+from cluster.errors import Unavailable
 
 _GRACE = 1.0  # extra wait on a future beyond the request's own deadline, in case the I/O thread stalls
 
@@ -261,13 +261,7 @@ class Client:
         """Watch every change under `key` (or of the key itself with prefix=False), from `start_revision`
         (None: from now), as an iterator of events; close it, or use it in a `with` block. `window` is
         how many events a node may send ahead of the consumer. See cluster/client/watch.py."""
-        if type(key) is not str or (not key and not prefix):
-            raise InvalidRequest("watch", "the key must be a str, non-empty unless prefix=True")
-        if start_revision is not None and (type(start_revision) is not int or start_revision < 1):
-            raise InvalidRequest("watch", "start_revision must be a revision >= 1")
-        if type(window) is not int or window < 1:
-            raise InvalidRequest("watch", "window must be >= 1")
-        watch = Watch(key, prefix, window, start_revision or 0)
+        watch = Watch.checked(key, prefix, start_revision, window)
         loop = self._loop
         watch.on_consumed = lambda n: loop.watch_control("consumed", watch, n)
         watch.on_close = lambda: loop.watch_control("close", watch)

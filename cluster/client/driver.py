@@ -27,7 +27,7 @@ from loguru import logger
 from actors.client import ClientActor, ClientOptions, Completion, Outcome, WriteEncoder
 from actors.messages import ClientRequest, ClientResponse, NodeId, RequestKind
 from cluster.client.discovery import PROBE_ID_BASE, Discovery
-from cluster.client.watch import Watch
+from cluster.client.watch import WatchFeed
 from cluster.client.watching import FollowerOptions, WatchFollower
 from cluster.errors import ClientClosed as ClientClosedError
 from cluster.kv.ops import MAX_COMMAND_BYTES
@@ -37,7 +37,7 @@ from transport.batches import batches
 BATCH_MAX_BYTES = MAX_COMMAND_BYTES // 2  # payload bytes in one batch frame, well under a node's limit
 _HWM = 100_000  # pipelined requests may burst; a full queue drops the send and the actor retries
 _STREAM_ID_BASE = PROBE_ID_BASE >> 1  # watch stream ids: above every ClientActor handle, below the probes
-WatchControl = tuple[str, Watch, int]  # ("open" | "consumed" | "close", the watch, events consumed)
+WatchControl = tuple[str, WatchFeed, int]  # ("open" | "consumed" | "close", the watch, events consumed)
 
 
 OnDone = Callable[[Completion | BaseException], None]  # runs in the driver; must not raise
@@ -117,10 +117,11 @@ class ClientCore:
     submissions, runs the actor's timers and flushes one batch frame per node. `next_due()` says when the
     next turn is needed if nothing arrives.
 
-    Stream hooks: watch events will arrive as frames that are not answers to a request; `receive` is where
-    they are told apart (by a stream id the opening request got) and handed to a per-stream sink, as
-    `_pending` hands answers to OnDone callbacks. A lease keepalive is an ordinary write submitted by the
-    driver on a timer from `next_due`.
+    Stream hooks: watch events arrive as frames that are not answers to a request; `receive` tells them
+    apart by the stream id the opening request got and hands them to the watch's WatchFollower and on to
+    its WatchFeed (cluster/client/watch.py), as `_pending` hands answers to OnDone callbacks. Watches are
+    opened, credited and closed through the `watch_controls` of a turn. A lease keepalive is an ordinary
+    read the client submits on a timer of its own (cluster/client/leases.py).
     """
 
     def __init__(
@@ -145,9 +146,9 @@ class ClientCore:
         self.members: frozenset[NodeId] = frozenset()  # member names the nodes reported
         self._pending: dict[int, OnDone] = {}  # by the actor's request handle
         # Watches (cluster/client/watch.py), each driven by a WatchFollower (cluster/client/watching.py)
-        self._followers: dict[Watch, WatchFollower] = {}
-        self._stream_owner: dict[int, Watch] = {}  # current stream id -> its watch
-        self._current_stream: dict[Watch, int] = {}
+        self._followers: dict[WatchFeed, WatchFollower] = {}
+        self._stream_owner: dict[int, WatchFeed] = {}  # current stream id -> its watch
+        self._current_stream: dict[WatchFeed, int] = {}
         self._next_stream = _STREAM_ID_BASE
 
     @property

@@ -26,7 +26,7 @@ from loguru import logger
 from actors.client import ClientOptions, Completion
 from actors.messages import NodeId
 from cluster.client.driver import ClientCore, DealerLinks, OnDone, Submission, WatchControl
-from cluster.client.watch import Watch
+from cluster.client.watch import WatchFeed
 from cluster.errors import ClientClosed, ZraftError
 
 __all__ = ["ClientLoop", "OnDone", "Submission", "future_completer"]
@@ -103,7 +103,7 @@ class ClientLoop:
             if threading.get_ident() != self._thread.ident:  # the thread itself polls without waiting
                 self._signal()
 
-    def watch_control(self, what: str, watch: Watch, n: int = 0) -> None:
+    def watch_control(self, what: str, watch: WatchFeed, n: int = 0) -> None:
         """Open a watch, report `n` of its events consumed, or close it (thread-safe)."""
         with self._lock:
             if self._closed:

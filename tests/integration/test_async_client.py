@@ -1,5 +1,6 @@
 """cluster.AsyncClient against real node processes started through bin/: every call, many concurrent awaits,
-cancellation, close with calls pending, and a leader killed with -9 mid-load.
+cancellation, close with calls pending, a leader killed with -9 mid-load, watches (replay, live, progress,
+a kill -9 of the serving node) and kept leases.
 
 Each test runs its coroutine with asyncio.run. Ports are free loopback ports, waits are bounded, and the
 nodes are stopped by start_cluster on the way out. Timings are never asserted, only that a failing call
@@ -26,14 +27,17 @@ from cluster import (
     ZraftError,
 )
 from cluster.client.driver import DealerLinks
+from cluster.client.watch import AsyncWatch
 from cluster.kv.machine import MAX_RANGE_LIMIT
 from tests.integration.test_client import MARGIN, sigkill, started
-from tests.integration.util import Cluster, free_ports, start_cluster
+from tests.integration.test_watch import EVENT_WAIT, serving_node
+from tests.integration.util import TEST_ELECTION_TIMEOUT_MS, Cluster, free_ports, start_cluster, wait_until
 
 pytestmark = pytest.mark.integration
 
 T = TypeVar("T")
-WAIT = 30.0  # bound on any one test's coroutine
+WAIT = 60.0  # bound on any one test's coroutine
+LEASE_TTL = 6 * TEST_ELECTION_TIMEOUT_MS / 1000  # twice the shortest TTL a node grants
 
 
 def run(coro: Awaitable[T]) -> T:
@@ -332,3 +336,102 @@ def test_a_failure_inside_the_blocking_clients_io_thread_ends_its_async_calls(
         fut = c.put_async("io-failure/k", 1)
         error = fut.exception(timeout=2.0)  # raises TimeoutError if the call was left hanging
         assert type(error) is ZraftError and "boom" in str(error), error
+
+
+# --- watches and kept leases -----------------------------------------------------------------------
+
+
+async def take_events(w: AsyncWatch, n: int) -> list[dict[str, Any]]:
+    events = []
+    for _ in range(n):
+        event = await w.next(EVENT_WAIT)
+        assert event is not None, f"no event within {EVENT_WAIT}s after {len(events)} of {n}"
+        events.append(event)
+    return events
+
+
+def test_an_async_watch_replays_goes_live_reports_progress_and_ends_with_the_client(cluster: Cluster) -> None:
+    async def body() -> None:
+        async with AsyncClient(urls(cluster), timeout=5.0) as c:
+            first = await c.put("aw/0", 0)
+            second = await c.put("aw/1", {"v": 1})
+            await c.put("elsewhere", 1)
+            async with c.watch("aw/", start_revision=first) as w:
+                assert [(e["key"], e["revision"]) for e in await take_events(w, 2)] == [
+                    ("aw/0", first),
+                    ("aw/1", second),
+                ]
+                deleted = await c.delete_prefix("aw/")
+                assert deleted == 2
+                events = await take_events(w, 2)
+                assert [(e["type"], e["key"]) for e in events] == [("DELETE", "aw/0"), ("DELETE", "aw/1")]
+                assert events[0]["revision"] == events[1]["revision"] > second  # one revision
+                later = await c.put("elsewhere", 2)  # not under the prefix: only progress shows it
+                while w.revision < later:  # progress notifications come every second (bounded by WAIT)
+                    assert await w.next(0.2) is None
+            with pytest.raises(StopAsyncIteration):
+                await w.next(0.0)  # closed by the block
+            key_only = c.watch("aw/1", prefix=False)
+            await c.put("aw/10", 1)
+            rev = await c.put("aw/1", 2)
+            assert [(e["key"], e["revision"]) for e in await take_events(key_only, 1)] == [("aw/1", rev)]
+            with pytest.raises(InvalidRequest):
+                c.watch("", prefix=False)
+        with pytest.raises(ClientClosed):
+            await key_only.next(EVENT_WAIT)  # the client's close ended it
+
+    run(body())
+
+
+def test_an_async_kept_lease_outlives_its_ttl_and_is_revoked_when_the_block_ends(cluster: Cluster) -> None:
+    async def body() -> None:
+        async with AsyncClient(urls(cluster), timeout=5.0) as c:
+            async with c.lease(LEASE_TTL) as lease:
+                await c.put("akl/k", 1, lease=lease.id)
+                await asyncio.sleep(LEASE_TTL * 1.5)  # longer than the TTL: only the task's renewals keep it
+                assert await c.get("akl/k") == 1 and lease.alive and lease.renewals >= 2
+            assert await c.get("akl/k") is None and not lease.alive
+            with pytest.raises(LeaseNotFound):
+                await c.lease_info(lease.id)
+            # Closing the client stops the renewals; the lease then expires by the leader's clock.
+            other = AsyncClient(urls(cluster), timeout=5.0)
+            await other.connect()
+            orphan = await other.lease(LEASE_TTL)
+            await other.put("akl/orphan", 1, lease=orphan.id)
+            await other.close()
+            assert not orphan.alive
+            with Client(urls(cluster), timeout=5.0) as blocking:
+                await asyncio.to_thread(
+                    wait_until,
+                    lambda: blocking.get("akl/orphan") is None,
+                    LEASE_TTL + 10.0,
+                    "the orphaned lease's key to be deleted",
+                )
+            with pytest.raises(LeaseNotFound):
+                await c.lease_info(orphan.id)
+
+    run(body())
+
+
+def test_an_async_watch_survives_kill_9_of_its_node_with_every_revision_once() -> None:
+    async def body(cluster: Cluster) -> None:
+        async with (
+            AsyncClient(urls(cluster), timeout=10.0) as writer,
+            AsyncClient(urls(cluster), timeout=10.0) as c,
+        ):
+            first = await writer.put("other", 0)
+            async with c.watch("akw/", start_revision=first) as w:
+                revisions = [await writer.put(f"akw/{i}", i) for i in range(20)]
+                before = await take_events(w, 20)
+                victim = await asyncio.to_thread(serving_node, cluster)
+                cluster.node(victim).kill()
+                revisions += [await writer.put(f"akw/{i}", i) for i in range(20, 40)]
+                after = await take_events(w, 20)
+                assert await w.next(0.5) is None  # nothing more: no duplicates
+        events = before + after
+        assert [e["revision"] for e in events] == revisions
+        assert [(e["key"], e["value"]) for e in events] == [(f"akw/{i}", i) for i in range(40)]
+
+    with start_cluster(3) as cluster:
+        started(cluster)
+        run(body(cluster))

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 import pytest
 
 from cluster import Client, InvalidRequest, LeaseNotFound
+from cluster.client.leases import KeptLease
 from tests.integration.util import (
     REPO_ROOT,
     TEST_ELECTION_TIMEOUT_MS,
@@ -85,7 +86,7 @@ def test_an_abandoned_lease_is_revoked_within_ttl_plus_two_election_timeouts(clu
         lease = c.lease_grant(ttl)
         c.put("abandoned/k", 1, lease=lease.id)
         gone = wait_until(
-            lambda: c.get("abandoned/k", serializable=True) is None and time.monotonic(),
+            lambda: c.get("abandoned/k") is None and time.monotonic(),
             ttl + 2 * ELECTION_TIMEOUT + MARGIN,
             "the abandoned lease's key to be deleted",
             interval=0.01,
@@ -94,6 +95,38 @@ def test_an_abandoned_lease_is_revoked_within_ttl_plus_two_election_timeouts(clu
         assert c.get("abandoned/k") is None
         with pytest.raises(LeaseNotFound):
             c.lease_info(lease.id)
+
+
+def test_a_lease_whose_keepalives_stop_is_revoked_within_ttl_plus_two_election_timeouts_of_the_last(
+    cluster: Cluster,
+) -> None:
+    ttl = 3 * ELECTION_TIMEOUT
+    renewed: list[tuple[float, float]] = []  # (sent, answered) of every keepalive answered OK
+    with client_of(cluster) as c:
+
+        def keepalive(lease_id: int, limit: float) -> float:
+            sent = time.monotonic()
+            left = c.lease_keepalive(lease_id, timeout=limit)
+            renewed.append((sent, time.monotonic()))
+            return left
+
+        kept = KeptLease(c.lease_grant(ttl), keepalive, c.lease_revoke)
+        c.put("stopped/k", 1, lease=kept.id)
+        # Renewed for longer than one TTL, so an expiry counted from the grant would already show.
+        wait_until(lambda: len(renewed) >= 5, 10 * ttl, "five renewals")
+        kept.close(revoke=False)  # the keepalives stop, as when their process dies
+        last_sent, last_answered = renewed[-1]
+        assert c.get("stopped/k") == 1
+        gone = wait_until(
+            lambda: c.get("stopped/k") is None and time.monotonic(),
+            ttl + 2 * ELECTION_TIMEOUT + MARGIN,
+            "the key of the lease whose keepalives stopped to be deleted",
+            interval=0.01,
+        )
+        assert gone - last_sent >= ttl  # never before a TTL after the last renewal
+        assert gone - last_answered <= ttl + 2 * ELECTION_TIMEOUT + MARGIN
+        with pytest.raises(LeaseNotFound):
+            c.lease_info(kept.id)
 
 
 def ctl(cluster: Cluster, *args: str) -> subprocess.CompletedProcess[str]:
