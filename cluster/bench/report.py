@@ -144,6 +144,9 @@ def legend(compared: Sequence[str]) -> str:
         "asynchronous API in a closed loop (a completion issues the next request; no thread per request).",
         "node CPU s / peak RSS MB: every node process of the system (n1/n2/n3), over the measured window.",
         "fsync/s: fsyncs of all nodes together per second; ent/fsync: log entries written per fsync.",
+        "watch: conc = watchers of one writer's prefix (1 put in flight); ops/s = events delivered per s "
+        "over all watchers; latency = event arrival - start of its put. lease: conc = leases, each renewed "
+        "by one keepalive after the other; latency per keepalive.",
     ]
     if compared:
         lines.append(f"{BASELINE}/X: zraft's ops/s divided by X's for the same workload and concurrency.")

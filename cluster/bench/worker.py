@@ -3,7 +3,8 @@
 The first message names the driver to build ({"driver": "zraft" | "etcd" | "pysyncobj", ...}); the worker
 answers {"ok": true, "pid": ...} and then serves commands until "stop" or end of input:
 
-    prepare  {workload, in_flight, worker, seed, read_set}  build the slots of one cell (loadgen.Cell)
+    prepare  {workload, in_flight, worker, seed, read_set}  build the slots of one cell (loadgen.Cell; for
+                                                             "watch" the watchers, watchload.WatchCell)
     go       {start, warmup, duration}                       run the prepared cell; answer its samples
     preload  {keys, in_flight, seed}                         put each of `keys` read keys once
     info     {}                                              the driver's view (PySyncObj: leader, ready)
@@ -21,7 +22,8 @@ from typing import IO, Any
 
 from cluster.bench.ipc import WorkerGone, read_message, write_message
 from cluster.bench.loadgen import DEFAULT_OP_TIMEOUT, Cell, preload
-from cluster.bench.workloads import Driver, read_keys
+from cluster.bench.watchload import WatchCell
+from cluster.bench.workloads import Driver, StreamDriver, read_keys
 
 
 def init_timeout(init: dict[str, Any]) -> float:
@@ -46,8 +48,18 @@ def build_driver(init: dict[str, Any]) -> Driver:
     raise ValueError(f"unknown driver {kind!r}")
 
 
+def make_cell(driver: Driver, msg: dict[str, Any], op_timeout: float) -> Cell | WatchCell:
+    """The cell a "prepare" asks for: the watch workload's own (watchload.py), or a closed loop."""
+    args = (msg["in_flight"], msg["worker"], msg["seed"], msg["read_set"], op_timeout)
+    if msg["workload"] == "watch":
+        if not isinstance(driver, StreamDriver):
+            raise ValueError("the watch workload needs watches, which this system lacks")
+        return WatchCell(driver, *args)
+    return Cell(driver, msg["workload"], *args)
+
+
 def serve(driver: Driver, inp: IO[bytes], out: IO[bytes], op_timeout: float = DEFAULT_OP_TIMEOUT) -> None:
-    cell: Cell | None = None
+    cell: Cell | WatchCell | None = None
     while True:
         try:
             msg = read_message(inp)
@@ -60,15 +72,7 @@ def serve(driver: Driver, inp: IO[bytes], out: IO[bytes], op_timeout: float = DE
             return
         try:
             if cmd == "prepare":
-                cell = Cell(
-                    driver,
-                    msg["workload"],
-                    msg["in_flight"],
-                    msg["worker"],
-                    msg["seed"],
-                    msg["read_set"],
-                    op_timeout,
-                )
+                cell = make_cell(driver, msg, op_timeout)
                 cell.prepare()
                 answer: dict[str, Any] = {"ok": True}
             elif cmd == "go":

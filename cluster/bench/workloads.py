@@ -10,21 +10,33 @@ client: the same operations drive zraft, etcd and PySyncObj.
     serial-get  serializable (local, possibly stale) get of a preloaded key
     mixed       90% linearizable get / 10% put, both over the preloaded keys
     cas         compare-and-swap: each slot owns one key and swaps the value it last wrote for a new one
+    watch       1 writer, N watchers of one prefix (N = the concurrency): the latency of an event is its
+                arrival at a watcher minus the start of its put; events/s count every watcher's events
+                (cluster/bench/watchload.py)
+    lease       each slot keeps one lease (granted in setup, untimed) and renews it, one keepalive after
+                the other
 
 An operation is started with two callbacks and returns at once: later (from whatever thread the driver
 completes on, or before it returns) exactly one of done(ok) or fail(exc) is called. ok is False for a
 "miss" (a get that found nothing, a compare-and-swap that did not swap): misses are counted, they are not
 errors. The compare-and-swap operation is a small chain of driver calls (swap; on a miss re-read the key
 and resynchronise), one link started from the previous one's callback.
+
+The watch and lease workloads need a `StreamDriver` (watches and leases); PySyncObj has neither, so the
+bench runs them against zraft and etcd only (`STREAM_WORKLOADS`). A watched value carries the
+time.monotonic() of its put's start (`stamped_value`): on Linux that clock is the same for every process
+of the machine, so a watcher in another process than the writer can time the delivery.
 """
 
 from __future__ import annotations
 
 import random
+import struct
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 KEY_SIZE = 8
 KEY_SPACE = 100_000
@@ -40,8 +52,17 @@ WORKLOADS: dict[str, str] = {
     "serial-get": "serializable get of a preloaded key",
     "mixed": "90% linearizable get / 10% put over the preloaded keys",
     "cas": "compare-and-swap on a key owned by the slot (always expected to succeed)",
+    "watch": "1 writer, N watchers of its prefix (N = concurrency): put-to-event latency, events/s",
+    "lease": "N leases, each renewed by one keepalive after the other",
 }
-WRITE_WORKLOADS = frozenset({"put", "mixed", "cas"})
+WRITE_WORKLOADS = frozenset({"put", "mixed", "cas", "watch"})
+STREAM_WORKLOADS = frozenset({"watch", "lease"})  # need a StreamDriver
+STREAM_SYSTEMS = frozenset({"zraft", "etcd"})  # the systems with one
+WATCH_PREFIX = "wbench/"
+WATCH_KEYS = 1000  # the writer cycles over this many keys under WATCH_PREFIX
+LEASE_TTL = 60  # seconds: far longer than a cell, so no lease expires during the run
+_TIMED, _MARKER = 1, 0  # the first byte of a watched value
+_STAMP = struct.Struct("!Bd")
 
 Fail = Callable[[BaseException], None]
 Done = Callable[[bool], None]  # True: the operation saw what it expected; False: a miss
@@ -64,6 +85,20 @@ class Driver(Protocol):
     ) -> None: ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class StreamDriver(Driver, Protocol):
+    """A Driver that also offers watches and leases (zraft and etcd)."""
+
+    def watch(self, prefix: str, on_value: Callable[[bytes], None], fail: Fail) -> Callable[[], None]:
+        """Watch the prefix from now on: `on_value(value)` for every put under it, in order, on the
+        driver's thread; fail(exc) if the watch ends. Returns a function that cancels it (any thread)."""
+        ...
+
+    def lease_grant(self, ttl: int, done: Callable[[int], None], fail: Fail) -> None: ...
+
+    def lease_keepalive(self, lease_id: int, done: Callable[[], None], fail: Fail) -> None: ...
 
 
 class Operation(Protocol):
@@ -109,6 +144,22 @@ def numbered_value(base: bytes, number: int) -> bytes:
     return base[:-8] + number.to_bytes(8, "big")
 
 
+def stamped_value(base: bytes, marker: bool = False, now: float | None = None) -> bytes:
+    """`base` (VALUE_SIZE bytes) headed by a kind byte and the time.monotonic() of now."""
+    stamp = _STAMP.pack(_MARKER if marker else _TIMED, time.monotonic() if now is None else now)
+    return stamp + base[len(stamp) :]
+
+
+def read_stamp(value: bytes) -> tuple[bool, float] | None:
+    """(is a marker, stamp) of a stamped value; None for anything else."""
+    if len(value) < _STAMP.size:
+        return None
+    kind, stamp = _STAMP.unpack_from(value)
+    if kind not in (_TIMED, _MARKER):
+        return None
+    return kind == _MARKER, stamp
+
+
 def split_concurrency(total: int, workers: int) -> list[int]:
     """Requests in flight per worker process for a total concurrency: as even as possible, the first
     ones get more."""
@@ -142,6 +193,12 @@ def make_op(workload: str, driver: Driver, ctx: SlotContext) -> Operation:
         return _Mixed(driver, rng, keys, value)
     if workload == "cas":
         return _Cas(driver, cas_key(ctx.worker, ctx.slot), value)
+    if workload in STREAM_WORKLOADS:
+        if not isinstance(driver, StreamDriver):
+            raise ValueError(f"the {workload} workload needs watches and leases, which this system lacks")
+        if workload == "watch":
+            return _StampedPut(driver, value)
+        return _Keepalive(driver)
     raise ValueError(f"unknown workload {workload!r}; known: {', '.join(WORKLOADS)}")
 
 
@@ -226,3 +283,35 @@ class _Cas:
             self.driver.put(self.key, fresh, rewritten, fail)
 
         self.driver.cas(self.key, self.current, new, swapped, fail)
+
+
+class _StampedPut(_NoSetup):
+    """The watch workload's writer: puts stamped values over WATCH_KEYS keys under WATCH_PREFIX."""
+
+    def __init__(self, driver: Driver, value: bytes) -> None:
+        self.driver = driver
+        self.value = value
+        self.number = 0
+
+    def __call__(self, done: Done, fail: Fail) -> None:
+        self.number += 1
+        key = f"{WATCH_PREFIX}{self.number % WATCH_KEYS:04d}"
+        self.driver.put(key, stamped_value(self.value), lambda: done(True), fail)
+
+
+class _Keepalive:
+    """Grant one lease in setup, then renew it over and over."""
+
+    def __init__(self, driver: StreamDriver) -> None:
+        self.driver = driver
+        self.lease_id = 0
+
+    def setup(self, done: Callable[[], None], fail: Fail) -> None:
+        def granted(lease_id: int) -> None:
+            self.lease_id = lease_id
+            done()
+
+        self.driver.lease_grant(LEASE_TTL, granted, fail)
+
+    def __call__(self, done: Done, fail: Fail) -> None:
+        self.driver.lease_keepalive(self.lease_id, lambda: done(True), fail)
