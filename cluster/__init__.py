@@ -1,5 +1,6 @@
-"""What a user runs or embeds: the node (node/), the KV state machine (kv/), storage (storage/), the
-client (client/), the command-line tools (cli/) and the benchmark (bench/). Public imports live here."""
+"""What a user runs or embeds: the node (node/, and `Node`, a node on a thread of the application), the KV
+state machine (kv/), storage (storage/), the client (client/), the command-line tools (cli/) and the
+benchmark (bench/). Public imports live here."""
 
 from cluster.client import AsyncClient, Client
 from cluster.errors import (
@@ -15,6 +16,7 @@ from cluster.errors import (
     Unavailable,
     ZraftError,
 )
+from cluster.node.embedded import Node, NodeFailed
 
 __all__ = [
     "AlreadyApplied",
@@ -26,6 +28,8 @@ __all__ = [
     "LeaseExpired",
     "LeaseNotFound",
     "NoAnswer",
+    "Node",
+    "NodeFailed",
     "OutcomeUnknown",
     "Rejected",
     "Unavailable",

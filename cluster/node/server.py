@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import zmq
 from loguru import logger
@@ -60,18 +60,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILURE
 
 
-def serve(config: NodeConfig) -> int:
-    """Run the node until a requested stop completes; raises on start-up problems."""
+def serve(
+    config: NodeConfig,
+    *,
+    stop_signals: bool = True,
+    on_start: Callable[[NodeRuntime], None] | None = None,
+) -> int:
+    """Run the node until a requested stop completes; raises on start-up problems.
+
+    `stop_signals`: SIGTERM/SIGINT request the stop (main thread only). An embedded node
+    (cluster/node/embedded.py) runs on another thread without them: `on_start(runtime)` hands it the
+    runtime once the node is about to serve, and it requests the stop through `runtime.stop`."""
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     try:
         with data_dir_lock(config.data_dir):
-            _serve_locked(ctx, config)
+            _serve_locked(ctx, config, stop_signals, on_start)
     finally:
         ctx.term()
     return EXIT_OK
 
 
-def _serve_locked(ctx: zmq.Context[zmq.Socket[bytes]], config: NodeConfig) -> None:
+def _serve_locked(
+    ctx: zmq.Context[zmq.Socket[bytes]],
+    config: NodeConfig,
+    stop_signals: bool,
+    on_start: Callable[[NodeRuntime], None] | None,
+) -> None:
     mesh = PeerMesh.open(ctx, config.name, config.peer_url, config.peers, PEER_SOCKET_LIMIT)
     try:
         clients = ClientPort.open(ctx, config.client_url, CLIENT_SOCKET_LIMIT)
@@ -95,7 +109,13 @@ def _serve_locked(ctx: zmq.Context[zmq.Socket[bytes]], config: NodeConfig) -> No
         )
         runtime = NodeRuntime(config, node, sm, storage, mesh, clients, loop)
         _log_start(config, recovered, node)
-        restore_signals = catch_signals(loop, (signal.SIGTERM, signal.SIGINT), runtime.stop.request)
+        restore_signals = (
+            catch_signals(loop, (signal.SIGTERM, signal.SIGINT), runtime.stop.request)
+            if stop_signals
+            else _nothing
+        )
+        if on_start is not None:
+            on_start(runtime)
         try:
             runtime.run()
         finally:
@@ -116,6 +136,10 @@ def _serve_locked(ctx: zmq.Context[zmq.Socket[bytes]], config: NodeConfig) -> No
         mesh.close()  # LINGER 0: nothing queued holds up ctx.term()
         clients.close()
         storage.close()
+
+
+def _nothing() -> None:
+    return None
 
 
 def _log_start(config: NodeConfig, recovered: Recovered, node: NodeActor) -> None:

@@ -4,7 +4,8 @@ A follower stops at once. A leader first hands leadership to its most up-to-date
 dissertation 3.10: TimeoutNow) and keeps serving the loop until another node leads, or two election
 timeouts pass, so the cluster does not sit through an election timeout without a leader; a second
 signal cuts that wait short. The signal handler only calls `request()` (sets a flag); the runtime calls
-`step()` every turn.
+`step()` every turn. An embedded node (cluster/node/embedded.py) calls `request()` from the thread that
+stops it, with a reason instead of a signal, then wakes the loop.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ class GracefulStop:
         self.name = name
         self.election_timeout = election_timeout
         self._signum: int | None = None
+        self._reason = ""
         self._started = False
         self._deadline = math.inf
         self._done = False
@@ -35,9 +37,11 @@ class GracefulStop:
     def done(self) -> bool:
         return self._done
 
-    def request(self, signum: int) -> None:
-        """Async-signal friendly: only records the request. A second request skips the handover."""
+    def request(self, signum: int, reason: str = "") -> None:
+        """Async-signal friendly: only records the request (`reason` replaces the signal's name in the
+        log). A second request skips the handover."""
         if self._signum is None:
+            self._reason = reason
             self._signum = signum
         else:
             self._forced = True
@@ -51,7 +55,8 @@ class GracefulStop:
             return self._done
         if not self._started:
             self._started = True
-            logger.info("{}: {} received: shutting down", self.name, _signal_name(self._signum))
+            cause = self._reason or f"{_signal_name(self._signum)} received"
+            logger.info("{}: {}: shutting down", self.name, cause)
             if node.role is Role.LEADER:
                 target = node.transfer_leadership(now)
                 if target is not None:
