@@ -39,6 +39,7 @@ from tests.integration.util import (
     send_raw,
     send_request,
     start_cluster,
+    try_request,
     wait_for_leader,
     wait_until,
     write_request,
@@ -301,11 +302,8 @@ def test_sigterm_on_the_leader_hands_over_and_exits_0(tmp_path: Path) -> None:
         leader.start()
 
         def caught_up() -> bool:
-            try:  # a loaded machine may take longer than one request's timeout to start the process
-                reply = send_request(leader.client_url, read_request("after", RequestKind.SERIAL_READ))
-            except TimeoutError:
-                return False
-            return reply.status == Status.OK and result_of(reply)["kv"] is not None
+            reply = try_request(leader.client_url, read_request("after", RequestKind.SERIAL_READ))
+            return reply is not None and reply.status == Status.OK and result_of(reply)["kv"] is not None
 
         wait_until(caught_up, 15, f"{leader.name} to restart and catch up")
         assert find_leader(cluster) is not None
@@ -333,8 +331,8 @@ def test_a_follower_behind_the_snapshot_catches_up_and_writes_are_batched(tmp_pa
         behind.start()
 
         def has_last_write() -> bool:
-            reply = send_request(behind.client_url, read_request("key-1499", RequestKind.SERIAL_READ))
-            return reply.status == Status.OK and result_of(reply)["kv"] is not None
+            reply = try_request(behind.client_url, read_request("key-1499", RequestKind.SERIAL_READ))
+            return reply is not None and reply.status == Status.OK and result_of(reply)["kv"] is not None
 
         wait_until(has_last_write, 15, f"{behind.name} to catch up from the leader's snapshot")
         assert get_status(behind.client_url)["snapshot_index"] > 0

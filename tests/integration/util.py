@@ -278,6 +278,14 @@ def send_request(url: str, req: ClientRequest, timeout: float = 2.0) -> ClientRe
         sock.close(linger=0)
 
 
+def try_request(url: str, req: ClientRequest, timeout: float = 2.0) -> ClientResponse | None:
+    """send_request, or None when no answer came in time (a node still starting, on a loaded machine)."""
+    try:
+        return send_request(url, req, timeout)
+    except TimeoutError:
+        return None
+
+
 def send_raw(url: str, frames: Sequence[Sequence[bytes]], identity: bytes | None = None) -> zmq.Socket[bytes]:
     """Send each multipart message in `frames` on one fresh DEALER; returns the socket (caller closes).
 
