@@ -1,7 +1,8 @@
 """cluster-local: run a whole zraft cluster on this machine, in the foreground, until Ctrl-C.
 
-Node i (n1, n2, ...) gets client URL tcp://127.0.0.1:<base+i>, peer URL tcp://127.0.0.1:<base+100+i> and
-the data directory DIR/n<i>. Starting again with the same DIR restarts the same cluster with its data.
+Node i (n1, n2, ...) gets client URL tcp://127.0.0.1:<base+i>, peer URL tcp://127.0.0.1:<base+100+i>, an
+HTTP status server (status page, JSON API, /health, /metrics) on http://127.0.0.1:<base+1000+i> and the
+data directory DIR/n<i>. Starting again with the same DIR restarts the same cluster with its data.
 The node logs stream to stdout prefixed by node name. Ctrl-C or SIGTERM stops every node (SIGTERM, a
 bounded wait, then SIGKILL) and exits 0.
 """
@@ -37,6 +38,12 @@ LAYOUT_FILE = "cluster-local.json"
 EXIT_OK = 0
 EXIT_FAILED = 1
 _NODE_ELECTION_TIMEOUT_MS = 1000  # cluster-node's default, used to size the waits when not given
+HTTP_PORT_OFFSET = 1000  # node i's HTTP status server listens on base + 1000 + i (8001.. by default)
+
+
+def http_url(base_port: int, i: int) -> str:
+    return f"http://{LOCAL_HOST}:{base_port + HTTP_PORT_OFFSET + i}"
+
 
 _print_lock = threading.Lock()
 
@@ -94,8 +101,8 @@ def args_problem(args: argparse.Namespace) -> str | None:
     """What is wrong with the arguments, if anything (a usage error)."""
     if not 1 <= args.nodes <= 99:
         return "--nodes must be between 1 and 99"
-    if not 1024 <= args.base_port <= 65535 - PEER_PORT_OFFSET - args.nodes:
-        return f"--base-port must be between 1024 and {65535 - PEER_PORT_OFFSET - args.nodes}"
+    if not 1024 <= args.base_port <= 65535 - HTTP_PORT_OFFSET - args.nodes:
+        return f"--base-port must be between 1024 and {65535 - HTTP_PORT_OFFSET - args.nodes}"
     if args.start_timeout <= 0:
         return "--start-timeout must be positive"
     return None
@@ -103,7 +110,12 @@ def args_problem(args: argparse.Namespace) -> str | None:
 
 def check_ports(nodes: int, base_port: int) -> None:
     for i in range(1, nodes + 1):
-        for kind, port in (("client", base_port + i), ("peer", base_port + PEER_PORT_OFFSET + i)):
+        ports = (
+            ("client", base_port + i),
+            ("peer", base_port + PEER_PORT_OFFSET + i),
+            ("HTTP", base_port + HTTP_PORT_OFFSET + i),
+        )
+        for kind, port in ports:
             if port_in_use(LOCAL_HOST, port):
                 raise StartError(
                     f"port {port} ({kind} port of {node_name(i)}) is busy: is another cluster running? "
@@ -140,6 +152,7 @@ def node_argv(args: argparse.Namespace, i: int, data_dir: Path) -> list[str]:
         "--peer-url", peer_url(args.base_port, i),
         "--client-url", client_url(args.base_port, i),
         "--initial-cluster", initial,
+        "--http-url", http_url(args.base_port, i),
     ]  # fmt: skip
     for flag, value in (
         ("--election-timeout-ms", args.election_timeout_ms),
@@ -217,7 +230,10 @@ def run(args: argparse.Namespace, stop: threading.Event) -> int:
         for i in range(1, args.nodes + 1):
             node = NodeProcess(node_name(i), node_argv(args, i, data_dir), emit)
             nodes.append(node)
-            emit(f"cluster-local: started {node.name} (pid {node.pid}), client URL {endpoints[i - 1]}")
+            emit(
+                f"cluster-local: started {node.name} (pid {node.pid}), client URL {endpoints[i - 1]}, "
+                f"status page {http_url(args.base_port, i)}/"
+            )
         leader = wait_for_leader(endpoints, nodes, stop, args.start_timeout)
         if leader is None:
             return EXIT_OK
@@ -225,6 +241,8 @@ def run(args: argparse.Namespace, stop: threading.Event) -> int:
         emit(f"cluster-local: ready, leader {leader}")
         emit(f"  endpoints: {','.join(endpoints)}")
         emit(f"  data dir:  {data_dir}")
+        pages = ", ".join(f"{http_url(args.base_port, i)}/" for i in range(1, args.nodes + 1))
+        emit(f"  status page (any node): {pages}")
         for n, line in enumerate(try_lines(endpoints)):
             emit(f"  {'try:' if n == 0 else '':<11}{line}")
         emit("  Ctrl-C stops the cluster")

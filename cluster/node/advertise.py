@@ -1,7 +1,8 @@
 """Advertising client URLs through the cluster itself: the "__zraft/members/<name>" keys.
 
 Clients learn every node's client URL from the replicated KV: each node makes sure the key
-"__zraft/members/<its name>" holds {"client_url": ..., "peer_url": ...}. This module owns those keys, the
+"__zraft/members/<its name>" holds {"client_url": ..., "peer_url": ...} (and "http_url" when the node
+serves its HTTP status server, cluster/node/http/). This module owns those keys, the
 check of a node's local copy of the state machine, and the retry schedule of the write that fixes it.
 The Advertiser does no I/O: it returns the ClientRequest to send (to the leader, as client
 "<name>/advertise", with session 0: an idempotent put) and the runtime sends it.
@@ -25,8 +26,11 @@ def member_key(name: str) -> str:
     return MEMBER_PREFIX + name
 
 
-def member_record(client_url: str, peer_url: str) -> dict[str, Any]:
-    return {"client_url": client_url, "peer_url": peer_url}
+def member_record(client_url: str, peer_url: str, http_url: str = "") -> dict[str, Any]:
+    record = {"client_url": client_url, "peer_url": peer_url}
+    if http_url:
+        record["http_url"] = http_url
+    return record
 
 
 def read_members(sm: StateMachine) -> dict[str, dict[str, Any]]:
@@ -54,10 +58,12 @@ def client_urls(sm: StateMachine) -> dict[str, str]:
 
 
 class Advertiser:
-    def __init__(self, name: str, client_url: str, peer_url: str, retry_interval: float) -> None:
+    def __init__(
+        self, name: str, client_url: str, peer_url: str, retry_interval: float, http_url: str = ""
+    ) -> None:
         self.name = name
         self.key = member_key(name)
-        self.record = member_record(client_url, peer_url)
+        self.record = member_record(client_url, peer_url, http_url)
         self.retry_interval = retry_interval
         self.sent = 0
         self._payload = encode_command(0, 0, 0, ["put", self.key, self.record])

@@ -26,6 +26,7 @@ from actors.config import RaftConfig
 LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL")
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 _URL_PATTERN = re.compile(r"tcp://(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(?P<port>[0-9]{1,5})")
+_HTTP_URL_PATTERN = re.compile(r"http://(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(?P<port>[0-9]{1,5})/?")
 
 
 class ConfigError(Exception):
@@ -58,6 +59,7 @@ class NodeConfig:
     )
     log_level: str = "INFO"
     log_json: bool = False
+    http_url: str = ""  # the HTTP status server's http://HOST:PORT (cluster/node/http/); "" = none
 
     @property
     def members(self) -> tuple[str, ...]:
@@ -105,6 +107,7 @@ SETTINGS: dict[str, tuple[str, str]] = {
     "lease_checkpoint_ms": ("--lease-checkpoint-ms", "ZRAFT_LEASE_CHECKPOINT_MS"),
     "log_level": ("--log-level", "ZRAFT_LOG_LEVEL"),
     "log_json": ("--log-json", "ZRAFT_LOG_JSON"),
+    "http_url": ("--http-url", "ZRAFT_HTTP_URL"),
 }
 CONFIG_ENV = "ZRAFT_CONFIG"
 _INT_SETTINGS = (
@@ -141,6 +144,7 @@ _DEFAULTS: dict[str, Any] = {
     "lease_checkpoint_ms": 300_000,
     "log_level": "INFO",
     "log_json": False,
+    "http_url": "",
 }
 
 
@@ -288,6 +292,12 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"one of {', '.join(LOG_LEVELS)} (ZRAFT_LOG_LEVEL; default INFO)",
     )
     add(
+        "--http-url",
+        metavar="URL",
+        help="http://HOST:PORT to serve the status API, /health, /ready, /metrics and the status page "
+        "on (ZRAFT_HTTP_URL; default: none). Read-only and unauthenticated: bind it to a trusted network",
+    )
+    add(
         "--log-json",
         action="store_true",
         default=None,
@@ -402,6 +412,7 @@ def _validate(merged: dict[str, _Value]) -> NodeConfig:
             f"log level {merged['log_level'].value!r} ({merged['log_level'].source}) is not one of "
             f"{', '.join(LOG_LEVELS)}"
         )
+    http_url = _http_url(merged, {_host_port(client_url), *(_host_port(u) for u in initial.values())})
     return NodeConfig(
         name=name,
         data_dir=os.path.abspath(data_dir),
@@ -425,6 +436,7 @@ def _validate(merged: dict[str, _Value]) -> NodeConfig:
         lease_checkpoint_ms=lease_checkpoint,
         log_level=level,
         log_json=_bool(merged["log_json"]),
+        http_url=http_url,
     )
 
 
@@ -469,6 +481,34 @@ def check_url(url: str, source: str) -> None:
     port = int(match["port"])
     if not 1 <= port <= 65535:
         raise ConfigError(f"bad URL {url!r} ({source}): port {port} is not in 1..65535")
+
+
+def _http_url(merged: dict[str, _Value], taken: set[tuple[str, int]]) -> str:
+    """The HTTP status server's URL without a trailing slash, or "" for none."""
+    item = merged["http_url"]
+    if item.value in ("", None):
+        return ""
+    if not isinstance(item.value, str):
+        raise ConfigError(f"HTTP URL ({item.source}) must be a string, got {type(item.value).__name__}")
+    url = item.value.strip().rstrip("/")
+    match = _HTTP_URL_PATTERN.fullmatch(url)
+    if match is None:
+        raise ConfigError(
+            f"bad URL {url!r} ({item.source}): expected http://HOST:PORT, e.g. http://127.0.0.1:8001"
+        )
+    port = int(match["port"])
+    if not 1 <= port <= 65535:
+        raise ConfigError(f"bad URL {url!r} ({item.source}): port {port} is not in 1..65535")
+    if (match["host"], port) in taken:
+        raise ConfigError(f"HTTP URL {url} ({item.source}) is also a client or peer URL")
+    return url
+
+
+def http_host_port(url: str) -> tuple[str, int]:
+    """HOST (without IPv6 brackets) and PORT of a checked http:// URL."""
+    match = _HTTP_URL_PATTERN.fullmatch(url)
+    assert match is not None
+    return match["host"].strip("[]"), int(match["port"])
 
 
 def _host_port(url: str) -> tuple[str, int]:

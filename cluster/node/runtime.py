@@ -16,7 +16,10 @@ This is the only place where Raft meets I/O. Each event-loop turn (DESIGN.md rul
    connection their request came in on, all of one connection's answers in one batch frame, before the
    fsync), then advance;
 4. the peer messages the node dropped as invalid (they decoded but made no sense against its state) are
-   logged, at most one line per peer per INVALID_PEER_LOG_INTERVAL; the node's status counts them all.
+   logged, at most one line per peer per INVALID_PEER_LOG_INTERVAL; the node's status counts them all;
+5. with an HTTP status server (cluster/node/http/), the bridge's loop calls (read-only requests of other
+   threads) go to the KV service like clients' requests, and a status snapshot is published
+   (cluster/node/bridge.py: the only way other threads see this node's state, DESIGN.md rule 8).
 
 Answers are routed by the connection a request came in on (its ROUTER envelope), never by the `src` the
 sender declares: a client naming itself after another never sees the other's answers, and a client that
@@ -25,6 +28,7 @@ stops reading only fills its own connection's queue (a full queue drops that con
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from typing import Any, Final
 
@@ -35,7 +39,8 @@ from actors.node import NodeActor, Role
 from cluster.kv.machine import MAX_COMMAND_BYTES, KVStateMachine
 from cluster.kv.service import KVService, Origin
 from cluster.kv.watches import WatchOptions
-from cluster.node.advertise import Advertiser, client_urls
+from cluster.node.advertise import Advertiser, client_urls, read_members
+from cluster.node.bridge import LoopBridge, LoopCall
 from cluster.node.config import NodeConfig
 from cluster.node.inbound import (
     Rejected,
@@ -44,6 +49,7 @@ from cluster.node.inbound import (
     admit_peer_frame,
     salvage_ids,
 )
+from cluster.node.instruments import Instruments
 from cluster.node.shutdown import GracefulStop
 from cluster.node.status import build_status
 from cluster.storage import DiskStorage
@@ -92,7 +98,7 @@ class NodeRuntime:
             max_watches=config.max_watches, progress_interval=progress, idle_timeout=max(30.0, 10 * progress)
         )
         election_timeout = config.election_timeout_ms / 1000.0
-        self.service: KVService[Route] = KVService(
+        self.service: KVService[Route | LoopCall] = KVService(
             node,
             sm,
             self._status,
@@ -104,11 +110,14 @@ class NodeRuntime:
         self._intake_bytes = config.intake_bytes
         self.stop = GracefulStop(self.name, election_timeout)
         retry = min(2.0, max(0.5, 2 * election_timeout))  # advertise retry: a couple of seconds at most
-        self.advertiser = Advertiser(self.name, config.client_url, config.peer_url, retry)
+        self.advertiser = Advertiser(self.name, config.client_url, config.peer_url, retry, config.http_url)
         self._peers = frozenset(config.peers)
         self._bad_frames = LogRateLimiter(BAD_FRAME_LOG_INTERVAL)
         self._invalid_peers = LogRateLimiter(INVALID_PEER_LOG_INTERVAL)
         self._seen: tuple[Role, int, str | None] = (node.role, node.term, node.leader)
+        # --- status for other threads (HTTP status server, metrics): see cluster/node/bridge.py
+        self.instruments = Instruments()
+        self.bridge: LoopBridge | None = None  # set by whoever starts an HTTP status server
         loop.add_reader(mesh.router, self._on_peer_router)
         loop.add_reader(clients.router, self._on_client_router)
         for peer, dealer in mesh.dealers.items():
@@ -134,12 +143,15 @@ class NodeRuntime:
             self._snapshot_durable()
         self.pump(now)
         watches_busy = self.service.pump_watches(now)
+        bridge = self.bridge
+        if bridge is not None:
+            self._serve_bridge(bridge, now)
         self._send_answers()
         self._report_invalid(now)
         self._log_role_change()
         if done:
             return None
-        if node.has_ready() or watches_busy:
+        if node.has_ready() or watches_busy or (bridge is not None and bridge.has_calls()):
             return now
         return min(
             node.next_deadline(),
@@ -157,7 +169,11 @@ class NodeRuntime:
                 break
             for msg in node.take_replication(now):  # new entries leave before the apply work in ready()
                 self._send(msg)
+            applied_before = node.applied_index
             rd = node.ready(now)
+            if node.applied_index != applied_before:
+                self.instruments.apply_seconds.observe(self.loop.clock() - now)
+            self.instruments.proposals_committed += len(rd.applied)
             for msg in rd.early_messages:  # replication runs in parallel with our own fsync
                 self._send(msg)
             service.set_time(now)  # a keepalive confirmed in this Ready renews from now
@@ -166,10 +182,16 @@ class NodeRuntime:
             if rd.needs_persist():
                 storage = self.storage
                 durable_before = storage.snapshot_index
+                started = self.loop.clock()
                 storage.persist(rd.hard_state, rd.truncate_from, rd.entries, rd.snapshot, rd.snapshot_is_own)
+                if rd.snapshot_is_own and rd.snapshot is not None:
+                    self.instruments.snapshot_started = started
                 if storage.snapshot_index != durable_before:
                     self._snapshot_durable()
                 now = self.loop.clock()  # the fsync took time
+                if rd.entries:
+                    self.instruments.append_seconds.observe(now - started)
+                    self.instruments.entries_per_fsync.observe(len(rd.entries))
             for msg in rd.messages:
                 self._send(msg)
             node.advance(rd, now)
@@ -180,6 +202,11 @@ class NodeRuntime:
     def _snapshot_durable(self) -> None:
         """A snapshot file is durable and recorded in the WAL: compact, and say so."""
         self.storage.compact(self.node.log.base_index)
+        started = self.instruments.snapshot_started
+        if started is not None:
+            self.instruments.snapshot_started = None
+            self.instruments.snapshot_seconds.observe(self.loop.clock() - started)
+        self.instruments.event(f"snapshot at index {self.storage.snapshot_index} is durable")
         logger.info(
             "{}: snapshot at index {} is durable; log kept from index {}",
             self.name,
@@ -204,7 +231,13 @@ class NodeRuntime:
         """Send the service's answers: each connection's in as few frames as the batch limits allow."""
         if not self.service.has_answers():
             return
+        answers = self.instruments.answers
         for route, msgs in self.service.take_answers().items():
+            if isinstance(route, LoopCall):
+                route.resolve(msgs)
+                continue
+            for msg in msgs:
+                answers[msg.status] += 1
             for run in _runs_by_dst(msgs):  # a batch frame has one dst; one connection may use many names
                 for batch in batches(run, MAX_ANSWER_BATCH_BYTES, lambda m: len(m.result)):
                     reply(route, encode_batch(batch), self.reply_stats)
@@ -257,7 +290,9 @@ class NodeRuntime:
                 self._answer_bad_request(route, payload, rejected.reason)
                 continue
             service = self.service
+            kinds = self.instruments.requests
             for request in requests:
+                kinds[request.kind] += 1
                 service.request(request, route, Origin.CLIENT)
 
     def _dealer_reader(self, peer: str, dealer: Any) -> Any:
@@ -323,6 +358,36 @@ class NodeRuntime:
                 more,
             )
 
+    # --- other threads' view (cluster/node/bridge.py) --------------------------------------------------
+
+    def _serve_bridge(self, bridge: LoopBridge, now: float) -> None:
+        """Hand the waiting loop calls to the service (read-only requests), then publish if it is time."""
+        service = self.service
+        for call in bridge.take_calls():
+            service.request(call.request, call, Origin.CLIENT)
+        if bridge.publish_due(now):
+            bridge.publish(self.status_snapshot(now), now)
+
+    def status_snapshot(self, now: float) -> dict[str, Any]:
+        """Everything the HTTP status server shows of this node, as fresh objects nobody changes later."""
+        status = self._status()
+        status["clients"] = self.service.describe()
+        sm = self.sm
+        return {
+            "node": status,
+            "http_url": self.config.http_url,
+            "election_timeout": self.config.election_timeout_ms / 1000.0,
+            "member_records": read_members(sm),
+            "kv": {
+                "keys": len(sm),
+                "revision": sm.revision,
+                "leases": len(sm.leases),
+                "sessions": sm.session_count,
+            },
+            "instruments": self.instruments.export(),
+            "published": {"monotonic": now, "wall": time.time(), "turns": self.loop.turns},
+        }
+
     # --- facts ----------------------------------------------------------------------------------------
 
     def runtime_counters(self) -> dict[str, Any]:
@@ -338,9 +403,17 @@ class NodeRuntime:
         seen = (node.role, node.term, node.leader)
         if seen == self._seen:
             return
-        old_role = self._seen[0]
+        old_role, _, old_leader = self._seen
         self._seen = seen
         role, term, leader = seen
+        if leader != old_leader:
+            self.instruments.leader_changes += 1
+            self.instruments.event(
+                f"leader is now {leader} (term {term})" if leader else f"no leader (term {term})",
+                "info" if leader else "warning",
+            )
+        if role is not old_role:
+            self.instruments.event(f"{self.name} is {role.value} (term {term})")
         if role is Role.LEADER:
             logger.info("{}: became leader (term {})", self.name, term)
         elif role is Role.CANDIDATE:

@@ -20,12 +20,14 @@ from loguru import logger
 from actors.contracts import Recovered
 from actors.node import NodeActor
 from cluster.kv.machine import KVStateMachine
-from cluster.node.config import ConfigError, NodeConfig, load_config
+from cluster.node.bridge import LoopBridge
+from cluster.node.config import ConfigError, NodeConfig, http_host_port, load_config
+from cluster.node.http.server import HttpBindError, StatusHttpServer
+from cluster.node.instruments import TimedFS
 from cluster.node.lockfile import DataDirLocked, data_dir_lock
 from cluster.node.logsetup import configure_logging
 from cluster.node.runtime import CLIENT_SOCKET_LIMIT, PEER_SOCKET_LIMIT, NodeRuntime
 from cluster.storage import DiskStorage, StorageError
-from cluster.storage.fs import RealFS
 from transport.endpoints import BindError, ClientPort, PeerMesh
 from transport.loop import EventLoop, catch_signals
 
@@ -45,7 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(config.log_level, config.log_json)
     try:
         return serve(config)
-    except (BindError, DataDirLocked) as exc:
+    except (BindError, DataDirLocked, HttpBindError) as exc:
         logger.error("{}: {}", config.name, exc)
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -92,8 +94,9 @@ def _serve_locked(
     except BaseException:
         mesh.close()
         raise
+    fs = TimedFS()  # times every fsync for /metrics
     storage = DiskStorage(
-        RealFS(),
+        fs,
         config.data_dir,
         cluster_id=config.cluster_id,
         node_name=config.name,
@@ -108,7 +111,9 @@ def _serve_locked(
             config.name, config.members, config.raft_config(), sm, random.Random(), recovered, loop.clock()
         )
         runtime = NodeRuntime(config, node, sm, storage, mesh, clients, loop)
+        runtime.instruments.fsync_seconds = fs.fsync_seconds
         _log_start(config, recovered, node)
+        http = _start_http(config, runtime, loop)
         restore_signals = (
             catch_signals(loop, (signal.SIGTERM, signal.SIGINT), runtime.stop.request)
             if stop_signals
@@ -120,6 +125,8 @@ def _serve_locked(
             runtime.run()
         finally:
             restore_signals()
+            if http is not None:
+                http.stop()
         runtime.flush()
         stats = storage.stats
         logger.info(
@@ -140,6 +147,17 @@ def _serve_locked(
 
 def _nothing() -> None:
     return None
+
+
+def _start_http(config: NodeConfig, runtime: NodeRuntime, loop: EventLoop) -> StatusHttpServer | None:
+    """The HTTP status server (cluster/node/http/), when --http-url asks for one, on its own thread."""
+    if not config.http_url:
+        return None
+    runtime.bridge = LoopBridge(loop.wakeup, loop.clock)
+    host, port = http_host_port(config.http_url)
+    http = StatusHttpServer(config.name, host, port, runtime.bridge)
+    http.start()
+    return http
 
 
 def _log_start(config: NodeConfig, recovered: Recovered, node: NodeActor) -> None:

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import Future
 from pathlib import Path
@@ -36,6 +37,7 @@ from cluster import (
     Rejected,
     Unavailable,
 )
+from cluster.cli.local import HTTP_PORT_OFFSET
 from cluster.cli.local_nodes import port_in_use
 from cluster.client.commands import check_result
 from cluster.client.endpoints import PEER_PORT_OFFSET
@@ -443,12 +445,13 @@ def test_leader_kill_then_majority_loss() -> None:
 
 
 def free_base_port(nodes: int = 3) -> int:
-    """A base port whose client (base+i) and peer (base+100+i) ports are all free right now (chosen
-    below the usual ephemeral range, so outgoing connections do not take them meanwhile)."""
+    """A base port whose client (base+i), peer (base+100+i) and HTTP (base+1000+i) ports are all free right
+    now (chosen below the usual ephemeral range, so outgoing connections do not take them meanwhile)."""
     for _ in range(50):
         base = random.randrange(20000, 30000)
         ports = [base + i for i in range(1, nodes + 1)]
         ports += [base + PEER_PORT_OFFSET + i for i in range(1, nodes + 1)]
+        ports += [base + HTTP_PORT_OFFSET + i for i in range(1, nodes + 1)]
         if not any(port_in_use("127.0.0.1", p) for p in ports):
             return base
     raise AssertionError("no free port range found")
@@ -517,6 +520,10 @@ def test_cluster_local_starts_serves_and_stops_on_sigint(tmp_path: Path) -> None
         endpoints_line = run.wait_for("endpoints:", 5.0)
         endpoints = endpoints_line.split("endpoints:")[1].strip()
         assert endpoints == ",".join(f"tcp://127.0.0.1:{base + i}" for i in (1, 2, 3))
+        pages = run.wait_for("status page (any node):", 5.0).split("):")[1].strip().split(", ")
+        assert pages == [f"http://127.0.0.1:{base + HTTP_PORT_OFFSET + i}/" for i in (1, 2, 3)]
+        with urllib.request.urlopen(pages[0], timeout=5) as page:
+            assert page.status == 200 and b'id="members"' in page.read()
         assert len(run.node_pids()) == 3
         assert ctl("--endpoints", endpoints, "put", "hello", "world").returncode == 0
         got = ctl("--endpoints", endpoints, "-w", "json", "get", "hello")

@@ -175,8 +175,10 @@ def start_cluster(
     heartbeat_ms: int = TEST_HEARTBEAT_MS,
     extra_args: Sequence[str] = (),
     env: dict[str, str] | None = None,
+    node_args_of: Callable[[str], Sequence[str]] | None = None,
 ) -> Iterator[Cluster]:
-    """Start `n` nodes n1..nN on free loopback ports, each with its own data dir under `base_dir`."""
+    """Start `n` nodes n1..nN on free loopback ports, each with its own data dir under `base_dir`;
+    `node_args_of(name)` adds arguments for one node (e.g. its own --http-url)."""
     owned = base_dir is None
     base = Path(tempfile.mkdtemp(prefix="zraft-it-")) if base_dir is None else base_dir
     ports = free_ports(2 * n)
@@ -195,7 +197,7 @@ def start_cluster(
             initial,
             election_timeout_ms,
             heartbeat_ms,
-            extra_args,
+            [*extra_args, *(node_args_of(name) if node_args_of else ())],
         )
         nodes.append(
             NodeHandle(
