@@ -119,11 +119,13 @@ def server_record(name: str, status: str = "ONLINE", **extra: Any) -> dict[str, 
     return record
 
 
-def process_record(name: str, server: str, status: str = "ONLINE") -> dict[str, Any]:
+def process_record(name: str, server: str | None, status: str = "ONLINE") -> dict[str, Any]:
+    """A process record; with `server`, it names its server as the original did (NODE_NAME); without, only
+    the server's INTP_PROCESS_LIST links the two, as the service layer does."""
     now = time.time()
     return {
+        **({"NODE_NAME": server} if server else {}),
         "INTP_PROCESS_NAME": name,
-        "NODE_NAME": server,
         "INTP_TSERVER_HOST": "10.0.0.5",
         "INTP_TSERVER_PORT": 9000,
         "INTP_START_TIME": now - 60,
@@ -182,10 +184,12 @@ def test_cluster_status_shows_each_member_as_it_sees_itself(http_cluster: HttpCl
 
 def test_registry_views_show_servers_and_processes(http_cluster: HttpCluster) -> None:
     with Client(http_cluster.endpoints, timeout=5.0) as client:
-        client.put("SERVER_META/srv-a", server_record("srv-a"))
+        client.put(
+            "SERVER_META/srv-a", server_record("srv-a", INTP_PROCESS_LIST=["proc-2"], INTP_PROCESS_COUNT=1)
+        )
         client.put("SERVER_META/srv-b", server_record("srv-b", "OFFLINE", LATEST_HEARTBEAT=time.time() - 120))
         client.put("INTP_PROCESS_META/proc-1", process_record("proc-1", "srv-a"))
-        client.put("INTP_PROCESS_META/proc-2", process_record("proc-2", "srv-a", "OFFLINE"))
+        client.put("INTP_PROCESS_META/proc-2", process_record("proc-2", None, "OFFLINE"))
     for name, url in http_cluster.http.items():  # every node, followers from their applied state
 
         def listed(url: str = url) -> list[dict[str, Any]] | None:
@@ -196,7 +200,7 @@ def test_registry_views_show_servers_and_processes(http_cluster: HttpCluster) ->
 
         servers = {s["NODE_NAME"]: s for s in wait_until(listed, WAIT, f"the servers on {name}")}
         a, b = servers["srv-a"], servers["srv-b"]
-        assert a["properties"]["CPU_USED / CPU_CAPACITY"] == "200.00 / 800.00 = 25.00%"
+        assert a["properties"]["CPU_USED / CPU_CAPACITY"] == "2.00 / 8.00 = 25.00%"
         assert a["properties"]["MEMORY_USED / MEMORY_CAPACITY"] == "4.00GB / 16.00GB = 25.00%"
         assert a["properties"]["STATUS"] == "ONLINE" and b["properties"]["STATUS"] == "OFFLINE"
         assert a["properties"]["INTP_PROCESS_LIST"] == ["proc-1", "proc-2"]
@@ -207,7 +211,9 @@ def test_registry_views_show_servers_and_processes(http_cluster: HttpCluster) ->
         assert a["properties"]["SERVER_START_TIME"].count(":") == 2  # a date-time, as the original shows
         code, doc = get_json(url + "/api/v1/cluster/node/srv-a/proc-1")
         assert code == 200 and doc["body"]["record"]["INTP_GROUP_ID"] == "spark"
-        assert doc["body"]["properties"]["CPU_USED / CPU_CAPACITY"] == "50.00 / 100.00 = 50.00%"
+        assert doc["body"]["properties"]["CPU_USED / CPU_CAPACITY"] == "0.50 / 1.00 = 50.00%"
+        code, doc = get_json(url + "/api/v1/cluster/node/srv-a/proc-2")  # listed by its server
+        assert code == 200 and doc["body"]["status"] == "OFFLINE"
         code, doc = get_json(url + "/api/v1/cluster/node/srv-b/proc-1")  # it does not run there
         assert code == 404 and "proc-1" in doc["message"]
         code, doc = get_json(url + "/api/v1/cluster/node/srv-a/nope")

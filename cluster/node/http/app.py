@@ -206,6 +206,13 @@ class StatusApp:
             after = kvs[-1]["key"]
         return out, True
 
+    def _get(self, key: str) -> Any:
+        """The value of `key` in this node's applied state (None when absent)."""
+        answer = self.bridge.call(RequestKind.SERIAL_READ, encode_query(["get", key]), CALL_TIMEOUT)
+        result = decode_result(answer.result) if answer.status == Status.OK else {}
+        kv = result.get("kv") if result.get("ok") else None
+        return kv.get("value") if isinstance(kv, dict) else None
+
     def _nodes(self, environ: Environ) -> tuple[HTTPStatus, str, bytes]:
         servers, more_servers = self._range(views.SERVER_PREFIX)
         processes, more_processes = self._range(views.PROCESS_PREFIX)
@@ -220,12 +227,9 @@ class StatusApp:
         if len(parts) != 2 or not all(parts):
             raise HttpError(HTTPStatus.NOT_FOUND, "expected /api/v1/cluster/node/{node}/{process}")
         node, process = (unquote(p) for p in parts)
-        query = encode_query(["get", views.PROCESS_PREFIX + process])
-        answer = self.bridge.call(RequestKind.SERIAL_READ, query, CALL_TIMEOUT)
-        result = decode_result(answer.result) if answer.status == Status.OK else {}
-        kv = result.get("kv") if result.get("ok") else None
-        record = kv.get("value") if isinstance(kv, dict) else None
-        view = views.process_view(node, process, record, time.time())
+        record = self._get(views.PROCESS_PREFIX + process)
+        server = self._get(views.SERVER_PREFIX + node)
+        view = views.process_view(node, process, record, server, time.time())
         if view is None:
             raise HttpError(HTTPStatus.NOT_FOUND, f"no process {process!r} registered on server {node!r}")
         return _ok(view)

@@ -6,8 +6,11 @@ registry records as the KV holds them, the current time), so it is tested withou
 Registry records (the service layer, cluster/service/): a server's record is the key SERVER_META/<NODE_NAME>,
 a process's INTP_PROCESS_META/<INTP_PROCESS_NAME>, each value a dict with the original Submarine field names.
 The views follow the original's ClusterRestApi: a list of {"NODE_NAME", "properties"} where properties shows
-CPU as "used / capacity = rate%", memory in GB the same way, times as local date-times; zraft adds the raw
-record, numeric rates, the heartbeat's age and the server's processes.
+CPU as "used / capacity = rate%" in cores (the records hold percent of one core: 4 cores = 400, as the
+original's), memory in GB the same way, times as local date-times; zraft adds the raw record, numeric
+rates, the heartbeat's age and the server's processes. A process belongs to a server when the server's
+INTP_PROCESS_LIST names it (the service layer's link) or the process record names the server (NODE_NAME,
+the original's link).
 """
 
 from __future__ import annotations
@@ -222,7 +225,7 @@ def record_properties(record: Mapping[str, Any], now: float) -> dict[str, Any]:
     props: dict[str, Any] = {}
     cpu = _rate(record.get("CPU_USED"), record.get("CPU_CAPACITY"))
     if cpu is not None:
-        used, cap = float(record["CPU_USED"]), float(record["CPU_CAPACITY"])
+        used, cap = float(record["CPU_USED"]) / 100.0, float(record["CPU_CAPACITY"]) / 100.0
         props["CPU_USED / CPU_CAPACITY"] = f"{used:.2f} / {cap:.2f} = {cpu:.2f}%"
     memory = _rate(record.get("MEMORY_USED"), record.get("MEMORY_CAPACITY"))
     if memory is not None:
@@ -256,31 +259,40 @@ def servers_view(
     servers: Iterable[tuple[str, Any]], processes: Iterable[tuple[str, Any]], now: float
 ) -> list[dict[str, Any]]:
     """/api/v1/cluster/nodes: each server with its formatted properties and its processes."""
-    by_server: dict[str, list[dict[str, Any]]] = {}
+    by_name: dict[str, dict[str, Any]] = {}
+    by_server: dict[str, set[str]] = {}
     for key, record in processes:
         if not isinstance(record, Mapping):
             continue
         name = str(record.get("INTP_PROCESS_NAME") or key[len(PROCESS_PREFIX) :])
-        entry = {"INTP_PROCESS_NAME": name, **record_properties(record, now), "record": dict(record)}
-        by_server.setdefault(process_server(record), []).append(entry)
+        by_name[name] = {"INTP_PROCESS_NAME": name, **record_properties(record, now), "record": dict(record)}
+        by_server.setdefault(process_server(record), set()).add(name)
     out = []
     for key, record in servers:
         if not isinstance(record, Mapping):
             continue
         name = str(record.get("NODE_NAME") or key[len(SERVER_PREFIX) :])
         view = record_properties(record, now)
-        procs = sorted(by_server.get(name, []), key=lambda p: p["INTP_PROCESS_NAME"])
-        listed = record.get("INTP_PROCESS_LIST")
-        names = [p["INTP_PROCESS_NAME"] for p in procs]
-        view["properties"]["INTP_PROCESS_LIST"] = names or (list(listed) if isinstance(listed, list) else [])
-        view["properties"]["INTP_PROCESS_COUNT"] = len(view["properties"]["INTP_PROCESS_LIST"])
+        names = by_server.get(name, set()) | set(listed_processes(record))
+        view["properties"]["INTP_PROCESS_LIST"] = sorted(names)
+        view["properties"]["INTP_PROCESS_COUNT"] = len(names)
+        procs = [by_name[p] for p in sorted(names) if p in by_name]  # a listed process may have no record
         out.append({"NODE_NAME": name, **view, "processes": procs, "record": dict(record)})
     return out
 
 
-def process_view(node: str, process: str, record: Any, now: float) -> dict[str, Any] | None:
-    """/api/v1/cluster/node/{node}/{process}: the process's record, if it runs on that server."""
-    if not isinstance(record, Mapping) or process_server(record) not in (node, ""):
+def listed_processes(server_record: Any) -> list[str]:
+    """The process ids a server record lists (INTP_PROCESS_LIST), if any."""
+    listed = server_record.get("INTP_PROCESS_LIST") if isinstance(server_record, Mapping) else None
+    return [str(p) for p in listed] if isinstance(listed, list) else []
+
+
+def process_view(node: str, process: str, record: Any, server: Any, now: float) -> dict[str, Any] | None:
+    """/api/v1/cluster/node/{node}/{process}: the process's record, if it runs on that server (the server's
+    record lists it, or the process names the server)."""
+    if not isinstance(record, Mapping):
+        return None
+    if process_server(record) != node and process not in listed_processes(server):
         return None
     view = record_properties(record, now)
     return {"NODE_NAME": node, "INTP_PROCESS_NAME": process, **view, "record": dict(record)}
