@@ -28,6 +28,7 @@ from tests.integration.util import Cluster, NodeHandle, free_ports, start_cluste
 pytestmark = pytest.mark.integration
 
 WAIT = 20.0
+OFFLINE_SERVERS = ("zraft_registry_records", (("kind", "server"), ("status", "OFFLINE")))
 
 
 class HttpCluster:
@@ -270,6 +271,7 @@ def test_metrics_parse_and_counters_move_with_work(http_cluster: HttpCluster) ->
             and after[("zraft_commit_index", ())] >= before[("zraft_commit_index", ())] + 21
             and after[("zraft_client_requests_total", (("kind", "WRITE"),))]
             >= before.get(("zraft_client_requests_total", (("kind", "WRITE"),)), 0) + 21
+            and after.get(OFFLINE_SERVERS, 0) >= 1  # registry sizes may be a second old
         )
         return after if grew else None
 
@@ -289,7 +291,6 @@ def test_metrics_parse_and_counters_move_with_work(http_cluster: HttpCluster) ->
     assert (
         after[("zraft_apply_duration_seconds_count", ())] > before[("zraft_apply_duration_seconds_count", ())]
     )
-    assert after[("zraft_registry_records", (("kind", "server"), ("status", "OFFLINE")))] >= 1
     assert after[("zraft_registry_truncated", ())] == 0
     assert after[("zraft_peer_messages_sent_total", ())] > before[("zraft_peer_messages_sent_total", ())]
     assert after[("zraft_kv_keys", ())] >= 21

@@ -15,15 +15,18 @@ Routes (GET or HEAD; anything else 405, unknown paths 404, every error a JSON bo
 API answers have the original's JsonResponse shape: {"status": "OK", "message": "", "body": ...}.
 What the node's loop owns is read only through the LoopBridge (cluster/node/bridge.py): the published
 snapshot, and read-only loop calls (serializable range pages of the registry, one ReadIndex round for
-/health on a leader), each bounded in time and the registry in pages.
+/health on a leader), each bounded in time and the registry in pages. The registry views (and the
+registry sizes in /metrics) share one read per REGISTRY_TTL: they may be a second old.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import threading
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from http import HTTPStatus
 from importlib import resources
 from typing import Any, Final
@@ -38,9 +41,18 @@ from cluster.node.http.peers import NODE_STATUS_PATH, PeerStatus
 PAGE_KEYS: Final = 1000  # registry keys per loop call
 MAX_PAGES: Final = 10  # per prefix and request: at most 10,000 servers and 10,000 processes
 CALL_TIMEOUT: Final = 2.0
+REGISTRY_TTL: Final = 1.0  # seconds a registry read serves every request (see StatusApp._registry)
 HEALTH_KEY: Final = "__zraft/health"
 StartResponse = Callable[[str, list[tuple[str, str]]], Any]
 Environ = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class RegistryRead:
+    at: float  # monotonic
+    servers: list[tuple[str, Any]]
+    processes: list[tuple[str, Any]]
+    truncated: bool
 
 
 class HttpError(Exception):
@@ -55,6 +67,9 @@ class StatusApp:
         self.name = name
         self.bridge = bridge
         self.peers = peers or PeerStatus()
+        self._registry_lock = threading.Lock()
+        self._registry_read: RegistryRead | None = None
+        self._nodes_body: tuple[RegistryRead, bytes] | None = None
         self._page = resources.files("cluster.node.http").joinpath("page.html").read_bytes()
         self._routes: dict[str, Callable[[Environ], tuple[HTTPStatus, str, bytes]]] = {
             "/": self._index,
@@ -168,14 +183,13 @@ class StatusApp:
         snapshot = self._snapshot()
         registry: dict[str, dict[str, int]] | None
         try:
-            servers, more_servers = self._range(views.SERVER_PREFIX)
-            processes, more_processes = self._range(views.PROCESS_PREFIX)
+            read = self._registry()
             registry = {
-                "server": views.registry_counts(v for _, v in servers),
-                "process": views.registry_counts(v for _, v in processes),
+                "server": views.registry_counts(v for _, v in read.servers),
+                "process": views.registry_counts(v for _, v in read.processes),
             }
-            truncated = more_servers or more_processes
-        except (LoopBusy, LoopTimeout):
+            truncated = read.truncated
+        except (LoopBusy, LoopTimeout, HttpError):
             registry, truncated = None, False  # the node's own metrics still matter most
         age = views.snapshot_age(snapshot, time.monotonic())
         return HTTPStatus.OK, metrics.CONTENT_TYPE, metrics.render(snapshot, registry, truncated, age)
@@ -213,14 +227,31 @@ class StatusApp:
         kv = result.get("kv") if result.get("ok") else None
         return kv.get("value") if isinstance(kv, dict) else None
 
+    def _registry(self) -> RegistryRead:
+        """The registry as this node applied it, read at most once per REGISTRY_TTL whoever asks: one
+        thread reads while the others wait for its result (what a page polls every second, and Prometheus
+        every few, need not cost the loop and the GIL once per request)."""
+        with self._registry_lock:
+            read = self._registry_read
+            if read is None or time.monotonic() - read.at >= REGISTRY_TTL:
+                servers, more_servers = self._range(views.SERVER_PREFIX)
+                processes, more_processes = self._range(views.PROCESS_PREFIX)
+                read = RegistryRead(time.monotonic(), servers, processes, more_servers or more_processes)
+                self._registry_read = read
+            return read
+
     def _nodes(self, environ: Environ) -> tuple[HTTPStatus, str, bytes]:
-        servers, more_servers = self._range(views.SERVER_PREFIX)
-        processes, more_processes = self._range(views.PROCESS_PREFIX)
-        body = views.servers_view(servers, processes, time.time())
+        read = self._registry()
+        cached = self._nodes_body
+        if cached is not None and cached[0] is read:
+            return HTTPStatus.OK, "application/json", cached[1]
+        body = views.servers_view(read.servers, read.processes, time.time())
         message = ""
-        if more_servers or more_processes:
+        if read.truncated:
             message = f"truncated: at most {MAX_PAGES * PAGE_KEYS} servers and processes are listed"
-        return HTTPStatus.OK, "application/json", _envelope(HTTPStatus.OK, message, body)
+        encoded = _envelope(HTTPStatus.OK, message, body)
+        self._nodes_body = (read, encoded)
+        return HTTPStatus.OK, "application/json", encoded
 
     def _process(self, path: str) -> tuple[HTTPStatus, str, bytes]:
         parts = path[len("/api/v1/cluster/node/") :].split("/")
