@@ -104,7 +104,9 @@ def _serve_locked(
         background=True,  # spare WAL segments and the node's own snapshots are written by threads
     )
     loop = EventLoop()
+    http: StatusHttpServer | None = None
     try:
+        http = _bind_http(config, loop)  # before the disk is touched: a port in use fails fast
         recovered = storage.recover()
         sm = KVStateMachine(history_events=config.history_events, history_bytes=config.history_bytes)
         node = NodeActor(
@@ -113,7 +115,9 @@ def _serve_locked(
         runtime = NodeRuntime(config, node, sm, storage, mesh, clients, loop)
         runtime.instruments.fsync_seconds = fs.fsync_seconds
         _log_start(config, recovered, node)
-        http = _start_http(config, runtime, loop)
+        if http is not None:
+            runtime.bridge = http.bridge
+            http.start()
         restore_signals = (
             catch_signals(loop, (signal.SIGTERM, signal.SIGINT), runtime.stop.request)
             if stop_signals
@@ -125,8 +129,6 @@ def _serve_locked(
             runtime.run()
         finally:
             restore_signals()
-            if http is not None:
-                http.stop()
         runtime.flush()
         stats = storage.stats
         logger.info(
@@ -139,6 +141,8 @@ def _serve_locked(
             stats.entries_per_fsync(),
         )
     finally:
+        if http is not None:
+            http.stop()
         loop.close()
         mesh.close()  # LINGER 0: nothing queued holds up ctx.term()
         clients.close()
@@ -149,15 +153,13 @@ def _nothing() -> None:
     return None
 
 
-def _start_http(config: NodeConfig, runtime: NodeRuntime, loop: EventLoop) -> StatusHttpServer | None:
-    """The HTTP status server (cluster/node/http/), when --http-url asks for one, on its own thread."""
+def _bind_http(config: NodeConfig, loop: EventLoop) -> StatusHttpServer | None:
+    """The HTTP status server (cluster/node/http/), bound but not yet serving, when --http-url asks for one.
+    Its thread starts once the runtime that publishes to its bridge exists."""
     if not config.http_url:
         return None
-    runtime.bridge = LoopBridge(loop.wakeup, loop.clock)
     host, port = http_host_port(config.http_url)
-    http = StatusHttpServer(config.name, host, port, runtime.bridge)
-    http.start()
-    return http
+    return StatusHttpServer(config.name, host, port, LoopBridge(loop.wakeup, loop.clock))
 
 
 def _log_start(config: NodeConfig, recovered: Recovered, node: NodeActor) -> None:

@@ -347,22 +347,23 @@ def run_node(args: list[str], timeout: float = 20.0) -> subprocess.CompletedProc
     )
 
 
-@pytest.mark.parametrize("busy", ["peer", "client"])
+@pytest.mark.parametrize("busy", ["peer", "client", "http"])
 def test_a_port_in_use_exits_2_with_a_clear_message(tmp_path: Path, busy: str) -> None:
-    peer_port, client_port = free_ports(2)
+    peer_port, client_port, http_port = free_ports(3)
     holder = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:
-        holder.bind(("127.0.0.1", peer_port if busy == "peer" else client_port))
+        holder.bind(("127.0.0.1", {"peer": peer_port, "client": client_port, "http": http_port}[busy]))
         holder.listen(1)
         peer_url, client_url = f"tcp://127.0.0.1:{peer_port}", f"tcp://127.0.0.1:{client_port}"
+        http_url = f"http://127.0.0.1:{http_port}"
         done = run_node(
             ["--name", "solo", "--data-dir", str(tmp_path / "solo"), "--peer-url", peer_url,
-             "--client-url", client_url, "--initial-cluster", f"solo={peer_url}"]
+             "--client-url", client_url, "--initial-cluster", f"solo={peer_url}", "--http-url", http_url]
         )  # fmt: skip
     finally:
         holder.close()
     assert done.returncode == 2, done.stderr
-    busy_url = peer_url if busy == "peer" else client_url
+    busy_url = {"peer": peer_url, "client": client_url, "http": http_url}[busy]
     assert f"cluster-node: error: cannot bind {busy_url}: address already in use" in done.stderr
 
 

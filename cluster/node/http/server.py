@@ -16,6 +16,7 @@ wakes the poll, and the server thread closes every channel and joins the workers
 
 from __future__ import annotations
 
+import errno
 import logging
 import threading
 from typing import Any, Final
@@ -40,6 +41,7 @@ class HttpBindError(Exception):
 class StatusHttpServer:
     def __init__(self, name: str, host: str, port: int, bridge: LoopBridge) -> None:
         self.name = name
+        self.bridge = bridge
         self.app = StatusApp(name, bridge)
         self._map: dict[int, Any] = {}
         try:
@@ -57,7 +59,11 @@ class StatusHttpServer:
                 clear_untrusted_proxy_headers=True,
             )
         except OSError as exc:
-            raise HttpBindError(f"cannot listen on http://{host}:{port}: {exc.strerror or exc}") from None
+            if exc.errno == errno.EADDRINUSE:
+                reason = "address already in use (is another node running on this port?)"
+            else:
+                reason = str(exc.strerror or exc)
+            raise HttpBindError(f"cannot bind http://{host}:{port}: {reason}") from None
         # "task queue depth" warnings are expected under load: the queue is the point
         logging.getLogger("waitress.queue").setLevel(logging.ERROR)
         self._stopping = threading.Event()
