@@ -163,9 +163,14 @@ def test_address_lists_every_member_with_its_urls(http_cluster: HttpCluster) -> 
 def test_cluster_status_shows_each_member_as_it_sees_itself(http_cluster: HttpCluster) -> None:
     leader = http_cluster.leader()
     for name, url in http_cluster.http.items():
-        code, doc = get_json(url + "/api/v1/cluster/status")
-        assert code == 200 and doc["status"] == "OK"
-        body = doc["body"]
+
+        def all_reachable(url: str = url) -> dict[str, Any] | None:
+            code, doc = get_json(url + "/api/v1/cluster/status")
+            assert code == 200 and doc["status"] == "OK"
+            body: dict[str, Any] = doc["body"]
+            return body if body["quorum"]["reachable"] == 3 else None
+
+        body = wait_until(all_reachable, WAIT, f"every member reachable from {name}")
         assert body["self"] == name and body["leader"] == leader
         assert body["quorum"] == {"ok": True, "size": 2, "reachable": 3, "reason": ""}
         members = {m["name"]: m for m in body["members"]}
@@ -471,7 +476,7 @@ def test_status_page_in_headless_chromium(http_cluster: HttpCluster, browser: An
     assert "OFFLINE" in rows["web-2"]["cls"].split()
     assert shown["leader"] == leader and shown["banner"] == ""
 
-    down = next(n for n in http_cluster.http if n != leader)
+    down, other = (n for n in http_cluster.http if n != leader)
     http_cluster.node(down).kill()
     try:
 
@@ -492,5 +497,14 @@ def test_status_page_in_headless_chromium(http_cluster: HttpCluster, browser: An
         target = Path(os.environ.get("ZRAFT_PAGE_SCREENSHOT") or tmp_path / "status-page.png")
         assert browser.save_screenshot(str(target))
         assert target.stat().st_size > 10_000
+
+        http_cluster.node(other).kill()  # the page's node is alone now: the quorum is lost
+        shown = wait.until(lambda _: (shown := page())["banner"] and shown)
+        assert shown["banner"].startswith("Quorum lost: ")  # first the lone leader, then no leader
+        shown = wait.until(lambda _: (shown := page())["leader"] == "none" and shown)
+        assert shown["banner"].startswith("Quorum lost: no leader: 1 of 3 members reachable")
     finally:
-        http_cluster.restart(down)
+        for name in (down, other):
+            if not http_cluster.node(name).alive():
+                http_cluster.restart(name)
+        http_cluster.leader()

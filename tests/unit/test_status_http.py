@@ -198,7 +198,8 @@ def test_metrics_exposition_parses_with_prometheus_clients_parser() -> None:
     assert samples[("zraft_frames_dropped_total", (("reason", "bad_peer_frame"),))] == 1
     assert ("zraft_frames_dropped_total", (("reason", "peer_frames"),)) not in samples
     assert samples[("zraft_peer_messages_invalid_total", (("kind", "AppendEntries"),))] == 2
-    assert samples[("zraft_proposals_failed_total", (("reason", "busy_proposals"),))] == 4
+    assert samples[("zraft_proposals_failed_total", (("reason", "busy"),))] == 4
+    assert samples[("zraft_requests_refused_total", (("reason", "busy_proposals"),))] == 4
     assert samples[("zraft_follower_lag_entries", (("peer", "n2"),))] == 4
     assert samples[("zraft_registry_records", (("kind", "server"), ("status", "OFFLINE")))] == 1
     assert samples[("zraft_registry_truncated", ())] == 1

@@ -101,15 +101,24 @@ class _SnapshotCollector(Collector):
             "Own proposals committed and applied",
             value=inst["proposals_committed"],
         )
+        refused: Mapping[str, int] = clients.get("refused", {})
         failed = CounterMetricFamily(
             "zraft_proposals_failed",
-            "Requests the node refused before or instead of committing them, by reason",
+            "Writes that did not commit: refused as busy before proposing, or whose leader lost its term "
+            "before they committed (outcome unknown to the client)",
             labels=["reason"],
         )
-        for reason, n in sorted(clients.get("refused", {}).items()):
-            failed.add_metric([reason], n)
+        failed.add_metric(["busy"], refused.get("busy_proposals", 0))
         failed.add_metric(["outcome_unknown"], inst["answers"].get("UNKNOWN", 0))
         yield failed
+        refusals = CounterMetricFamily(
+            "zraft_requests_refused",
+            "Client requests refused before anything was proposed or read, by reason",
+            labels=["reason"],
+        )
+        for reason, n in sorted(refused.items()):
+            refusals.add_metric([reason], n)
+        yield refusals
         for name, key, text in (
             ("zraft_commit_index", "commit", "Highest log index known committed"),
             ("zraft_applied_index", "applied", "Highest log index applied to the state machine"),

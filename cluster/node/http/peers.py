@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Final
 
 NODE_STATUS_PATH: Final = "/api/v1/node/status"
-TIMEOUT: Final = 0.7
+TIMEOUT: Final = 1.0
 CACHE_SECONDS: Final = 0.5
 MAX_BODY: Final = 4 << 20
 
