@@ -170,9 +170,10 @@ class NodeRuntime:
             for msg in node.take_replication(now):  # new entries leave before the apply work in ready()
                 self._send(msg)
             applied_before = node.applied_index
+            started = self.loop.clock()
             rd = node.ready(now)
             if node.applied_index != applied_before:
-                self.instruments.apply_seconds.observe(self.loop.clock() - now)
+                self.instruments.apply_seconds.observe(self.loop.clock() - started)
             self.instruments.proposals_committed += len(rd.applied)
             for msg in rd.early_messages:  # replication runs in parallel with our own fsync
                 self._send(msg)

@@ -28,6 +28,8 @@ from tests.integration.util import Cluster, NodeHandle, free_ports, start_cluste
 pytestmark = pytest.mark.integration
 
 WAIT = 20.0
+SNAPSHOT_ENTRIES = 40  # so that the metrics test sees snapshots taken
+SNAPSHOTS = ("zraft_snapshot_duration_seconds_count", ())
 OFFLINE_SERVERS = ("zraft_registry_records", (("kind", "server"), ("status", "OFFLINE")))
 
 
@@ -62,7 +64,11 @@ class HttpCluster:
 def http_cluster() -> Iterator[HttpCluster]:
     ports = dict(zip(("n1", "n2", "n3"), free_ports(3), strict=True))
     http = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
-    with start_cluster(3, node_args_of=lambda name: ["--http-url", http[name]]) as cluster:
+    with start_cluster(
+        3,
+        extra_args=["--snapshot-entries", str(SNAPSHOT_ENTRIES)],
+        node_args_of=lambda name: ["--http-url", http[name]],
+    ) as cluster:
         hc = HttpCluster(cluster, http)
         for name in http:
             wait_until(lambda name=name: get(http[name] + "/ready")[0] == 200, WAIT, f"{name} ready")
@@ -263,7 +269,7 @@ def test_metrics_parse_and_counters_move_with_work(http_cluster: HttpCluster) ->
     term = before[("zraft_term", ())]
     assert term >= 1
     with Client(http_cluster.endpoints, timeout=5.0) as client:
-        for i in range(20):
+        for i in range(SNAPSHOT_ENTRIES):  # at least one snapshot on the way
             client.put(f"metrics/{i}", i)
         client.get("metrics/0")
         client.put("SERVER_META/srv-m", server_record("srv-m", "OFFLINE"))
@@ -272,21 +278,23 @@ def test_metrics_parse_and_counters_move_with_work(http_cluster: HttpCluster) ->
         after = scrape(url)
         grew = (
             after[("zraft_proposals_committed_total", ())]
-            >= before[("zraft_proposals_committed_total", ())] + 21
-            and after[("zraft_commit_index", ())] >= before[("zraft_commit_index", ())] + 21
+            >= before[("zraft_proposals_committed_total", ())] + SNAPSHOT_ENTRIES + 1
+            and after[("zraft_commit_index", ())] >= before[("zraft_commit_index", ())] + SNAPSHOT_ENTRIES + 1
             and after[("zraft_client_requests_total", (("kind", "WRITE"),))]
-            >= before.get(("zraft_client_requests_total", (("kind", "WRITE"),)), 0) + 21
+            >= before.get(("zraft_client_requests_total", (("kind", "WRITE"),)), 0) + SNAPSHOT_ENTRIES + 1
             and after.get(OFFLINE_SERVERS, 0) >= 1  # registry sizes may be a second old
+            and after[SNAPSHOTS] > before[SNAPSHOTS]  # written in the background
         )
         return after if grew else None
 
-    after = wait_until(moved, WAIT, "the leader's counters to count 21 writes")
+    after = wait_until(moved, WAIT, "the leader's counters to count the writes and a snapshot")
     for name in (
         "zraft_disk_fsync_duration_seconds_count",
         "zraft_wal_append_duration_seconds_count",
         "zraft_wal_entries_per_fsync_count",
         "zraft_wal_fsyncs_total",
         "zraft_wal_entries_total",
+        "zraft_snapshots_total",
     ):
         assert after[(name, ())] > before[(name, ())], name
     assert after[("zraft_client_responses_total", (("status", "OK"),))] > before.get(
