@@ -244,3 +244,45 @@ def test_http_url_is_optional_checked_and_normalised(tmp_path: Any) -> None:
     ):
         with pytest.raises(ConfigError):
             load_config([*args, "--http-url", bad], {})
+
+
+# --- the WSGI application, with a loop that never turns ----------------------------------------------------
+
+
+def wsgi_get(app: Any, path: str, method: str = "GET") -> tuple[int, dict[str, str], bytes]:
+    seen: dict[str, Any] = {}
+
+    def start_response(status: str, headers: list[tuple[str, str]]) -> None:
+        seen["status"], seen["headers"] = int(status.split()[0]), dict(headers)
+
+    body = b"".join(app({"REQUEST_METHOD": method, "PATH_INFO": path}, start_response))
+    return seen["status"], seen["headers"], body
+
+
+def test_the_app_answers_from_the_snapshot_and_503s_when_the_loop_does_not_answer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from cluster.node.http import app as app_module
+    from cluster.node.http.app import StatusApp
+
+    monkeypatch.setattr(app_module, "CALL_TIMEOUT", 0.05)
+    bridge = LoopBridge(lambda: None)
+    app = StatusApp("n2", bridge)
+    code, _, body = wsgi_get(app, "/api/v1/cluster/address")
+    assert code == 503 and b"has not published its status yet" in body
+    assert wsgi_get(app, "/health")[0] == 503
+    bridge.publish(snapshot("n2", "follower"), time.monotonic())
+    code, headers, body = wsgi_get(app, "/api/v1/cluster/address")
+    assert code == 200 and headers["Content-Type"] == "application/json" and b'"name": "n3"' in body
+    assert wsgi_get(app, "/health")[0] == 200 and wsgi_get(app, "/ready")[0] == 200
+    code, _, body = wsgi_get(app, "/api/v1/cluster/nodes")  # needs the loop, which never turns
+    assert code == 503 and b"did not answer within 0.05s" in body
+    code, headers, body = wsgi_get(app, "/metrics")  # the node's own metrics do not wait for it
+    assert code == 200 and headers["Content-Type"].startswith("text/plain") and b"zraft_term 3.0" in body
+    assert b"zraft_registry_records" not in body
+    code, headers, body = wsgi_get(app, "/metrics", method="DELETE")
+    assert code == 405 and headers["Allow"] == "GET, HEAD" and b"read-only" in body
+    code, headers, body = wsgi_get(app, "/", method="HEAD")
+    assert code == 200 and body == b"" and int(headers["Content-Length"]) > 1000
+    code, _, body = wsgi_get(app, "/")
+    assert b'id="members"' in body and b"http://" not in body and b"https://" not in body  # all inline
