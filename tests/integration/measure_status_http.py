@@ -4,10 +4,11 @@ take with many keys, and what a scraper costs concurrent writes.
     python -m tests.integration.measure_status_http --keys 100000 --servers 100 --processes 5
 
 Starts a real 3-node cluster (fsync on) with HTTP status servers, writes --keys plain keys and a registry of
---servers servers with --processes processes each, then times --scrapes GETs of each endpoint on the leader
-and on a follower (median, p90, worst). Last, it times --writes sequential puts twice, once alone and once
-while a thread scrapes /metrics and /api/v1/cluster/nodes of the leader back to back. A measurement, not a
-test: nothing here asserts on speed.
+--servers servers with --processes processes each, then times GETs of each endpoint on the leader and on a
+follower (median, p90, worst): --scrapes back to back (mostly served from the server's short-lived caches)
+and --cold more, each after those caches expired. Last, it times --writes sequential puts alone, then
+while one thread and then --scrapers threads GET every endpoint of the leader back to back, then alone
+again. A measurement, not a test: nothing here asserts on speed.
 """
 
 from __future__ import annotations
@@ -30,6 +31,20 @@ PATHS = ("/metrics", "/api/v1/cluster/nodes", "/api/v1/cluster/status")
 def fetch(url: str) -> int:
     with urllib.request.urlopen(url, timeout=30) as response:
         return len(response.read())
+
+
+COLD_PAUSE = 1.1  # longer than the server's shared registry read and rendered bodies live
+
+
+def cold_samples(url: str, n: int) -> list[float]:
+    """`n` GETs, each after the server's caches expired (the pause itself is not timed)."""
+    out = []
+    for _ in range(n):
+        time.sleep(COLD_PAUSE)
+        t = time.perf_counter()
+        fetch(url)
+        out.append(time.perf_counter() - t)
+    return sorted(out)
 
 
 def keys(base_url: str) -> int:
@@ -57,8 +72,12 @@ def main() -> None:
     parser.add_argument("--keys", type=int, default=100_000)
     parser.add_argument("--servers", type=int, default=100)
     parser.add_argument("--processes", type=int, default=5, help="processes per server")
-    parser.add_argument("--scrapes", type=int, default=30)
+    parser.add_argument("--scrapes", type=int, default=30, help="back-to-back GETs per endpoint")
+    parser.add_argument(
+        "--cold", type=int, default=5, help="GETs per endpoint, each after the caches expired"
+    )
     parser.add_argument("--writes", type=int, default=500)
+    parser.add_argument("--scrapers", type=int, default=8, help="concurrent scraping threads, last round")
     args = parser.parse_args()
     ports = dict(zip(("n1", "n2", "n3"), free_ports(3), strict=True))
     http = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
@@ -98,31 +117,43 @@ def main() -> None:
                 for path in PATHS:
                     url = http[name] + path
                     size = fetch(url)
-                    took = summary(timed(lambda url=url: fetch(url), args.scrapes))
-                    print(f"{role:8s} {path:24s} {size / 1024:8.1f} KiB  {took}")
+                    warm = summary(timed(lambda url=url: fetch(url), args.scrapes))
+                    print(f"{role:8s} {path:24s} {size / 1024:8.1f} KiB  back to back: {warm}")
+                    cold = summary(cold_samples(url, args.cold))
+                    print(f"{'':8s} {'':24s} {'':8s}      each {COLD_PAUSE}s apart: {cold}")
 
             def puts(tag: str) -> list[float]:
                 return timed(lambda: client.put(f"probe/{tag}", "x" * 100), args.writes)
 
             alone = puts("alone")
-            stop = threading.Event()
-            scrapes = [0]
+            print(f"put alone:                   {summary(alone)}")
+            for scrapers in (1, args.scrapers):
+                busy, scrapes = scraped(lambda tag=f"s{scrapers}": puts(tag), http[leader], scrapers)
+                print(f"put, {scrapers} scraper(s) looping: {summary(busy)}  ({scrapes} scrapes meanwhile)")
+            print(f"put alone again:             {summary(puts('again'))}")
 
-            def scraper() -> None:
-                while not stop.is_set():
-                    for path in PATHS[:2]:
-                        fetch(http[leader] + path)
-                        scrapes[0] += 1
 
-            thread = threading.Thread(target=scraper)
-            thread.start()
-            try:
-                busy = puts("scraped")
-            finally:
-                stop.set()
-                thread.join()
-            print(f"put alone:               {summary(alone)}")
-            print(f"put while scraping:      {summary(busy)}  ({scrapes[0]} scrapes meanwhile)")
+def scraped(work: Callable[[], list[float]], base_url: str, threads: int) -> tuple[list[float], int]:
+    """`work()` while `threads` threads GET every path of `base_url` back to back."""
+    stop = threading.Event()
+    counts = [0] * threads
+
+    def scraper(k: int) -> None:
+        while not stop.is_set():
+            for path in (*PATHS, "/api/v1/node/status", "/health"):
+                fetch(base_url + path)
+                counts[k] += 1
+
+    pool = [threading.Thread(target=scraper, args=(k,)) for k in range(threads)]
+    for t in pool:
+        t.start()
+    try:
+        result = work()
+    finally:
+        stop.set()
+        for t in pool:
+            t.join()
+    return result, sum(counts)
 
 
 if __name__ == "__main__":

@@ -42,6 +42,7 @@ PAGE_KEYS: Final = 1000  # registry keys per loop call
 MAX_PAGES: Final = 10  # per prefix and request: at most 10,000 servers and 10,000 processes
 CALL_TIMEOUT: Final = 2.0
 REGISTRY_TTL: Final = 1.0  # seconds a registry read serves every request (see StatusApp._registry)
+RENDER_TTL: Final = 0.1  # seconds a rendered /metrics or node status serves requests (StatusApp._cached)
 HEALTH_KEY: Final = "__zraft/health"
 StartResponse = Callable[[str, list[tuple[str, str]]], Any]
 Environ = dict[str, Any]
@@ -70,6 +71,7 @@ class StatusApp:
         self._registry_lock = threading.Lock()
         self._registry_read: RegistryRead | None = None
         self._nodes_body: tuple[RegistryRead, bytes] | None = None
+        self._rendered: dict[str, tuple[tuple[object, ...], float, bytes]] = {}
         self._page = resources.files("cluster.node.http").joinpath("page.html").read_bytes()
         self._routes: dict[str, Callable[[Environ], tuple[HTTPStatus, str, bytes]]] = {
             "/": self._index,
@@ -135,8 +137,12 @@ class StatusApp:
 
     def _node_status(self, environ: Environ) -> tuple[HTTPStatus, str, bytes]:
         snapshot = self._snapshot()
-        shown = {**snapshot, "instruments": {**snapshot["instruments"], "histograms": {}}}  # see /metrics
-        return _ok(shown)
+
+        def render() -> bytes:
+            shown = {**snapshot, "instruments": {**snapshot["instruments"], "histograms": {}}}  # see /metrics
+            return _envelope(HTTPStatus.OK, "", shown)
+
+        return HTTPStatus.OK, "application/json", self._cached("node_status", (snapshot,), render)
 
     def _address(self, environ: Environ) -> tuple[HTTPStatus, str, bytes]:
         return _ok(views.address_view(self._snapshot()))
@@ -181,18 +187,35 @@ class StatusApp:
 
     def _metrics(self, environ: Environ) -> tuple[HTTPStatus, str, bytes]:
         snapshot = self._snapshot()
-        registry: dict[str, dict[str, int]] | None
+        read: RegistryRead | None
         try:
             read = self._registry()
-            registry = {
-                "server": views.registry_counts(v for _, v in read.servers),
-                "process": views.registry_counts(v for _, v in read.processes),
-            }
-            truncated = read.truncated
         except (LoopBusy, LoopTimeout, HttpError):
-            registry, truncated = None, False  # the node's own metrics still matter most
-        age = views.snapshot_age(snapshot, time.monotonic())
-        return HTTPStatus.OK, metrics.CONTENT_TYPE, metrics.render(snapshot, registry, truncated, age)
+            read = None  # the node's own metrics still matter most
+
+        def render() -> bytes:
+            registry = None
+            if read is not None:
+                registry = {
+                    "server": views.registry_counts(v for _, v in read.servers),
+                    "process": views.registry_counts(v for _, v in read.processes),
+                }
+            age = views.snapshot_age(snapshot, time.monotonic())
+            return metrics.render(snapshot, registry, read is not None and read.truncated, age)
+
+        return HTTPStatus.OK, metrics.CONTENT_TYPE, self._cached("metrics", (snapshot, read), render)
+
+    def _cached(self, name: str, inputs: tuple[object, ...], render: Callable[[], bytes]) -> bytes:
+        """`render()`, or the bytes it gave for the very same inputs less than RENDER_TTL ago: a client
+        that scrapes in a tight loop costs the node's process (and its GIL) one render per interval."""
+        now = time.monotonic()
+        hit = self._rendered.get(name)
+        fresh = hit is not None and now - hit[1] < RENDER_TTL
+        if hit is not None and fresh and all(a is b for a, b in zip(hit[0], inputs, strict=True)):
+            return hit[2]
+        body = render()
+        self._rendered[name] = (inputs, now, body)
+        return body
 
     # --- the registry (loop calls) -------------------------------------------------------------------
 
