@@ -9,28 +9,34 @@ URL and connects one DEALER per peer, with its own name as the DEALER's identity
 sees who sent each frame. A DEALER send never blocks: a full queue (or no connection yet) drops the frame
 and counts it; Raft retries whatever matters. ZeroMQ reconnects on its own.
 
-Dead connections: every peer socket sends ZMTP heartbeats and closes a connection whose other end stays
-silent for HEARTBEAT_TIMEOUT_MS, so a peer that died with its host (no FIN, no RST) frees its identity on
-our ROUTER, our DEALER reconnects once it is back, and a connection that stopped carrying frames after a
-partition is replaced.
+Dead connections: no socket here uses ZMTP heartbeats (see the last paragraph for why). Both ROUTERs and
+the DEALERs turn on TCP keepalive, and peer sockets also set TCP_MAXRT (TCP_USER_TIMEOUT on Linux): a peer
+connection whose sent data stays unacknowledged for PEER_MAXRT_MS, or that stays silent and unanswered
+for the keepalive probes, is closed by the kernel. So a peer that died with its host (no FIN, no RST)
+frees its identity on our ROUTER, and our DEALER reconnects once it is back. A peer that is merely paused
+(SIGSTOP) keeps its connections: its kernel still acknowledges what we send.
 
 The peer ROUTER hands an identity over to the newest connection (ROUTER_HANDOVER). Without it, a peer that
 reconnects while its previous connection is still registered here (a partition or a one-way loss hides the
-old one's end until the heartbeat timeout) is never identified: libzmq keeps the new connection open,
-answers its heartbeats, and never delivers a frame from it, so that peer is silent to us for good (found by
+old one's end until TCP gives up on it) is never identified: libzmq keeps the new connection open and
+never delivers a frame from it, so that peer is silent to us for good (found by
 the network-fault soak: a leader probing two followers forever while their answers vanished). With
 handover, whoever connects with a member's name takes the name until the member reconnects; authentication
 (CurveZMQ) is what makes a name a proof. The client ROUTER keeps handover off: clients' identities are
 their own business, and one client must never be able to take over another's connection.
 
-Heartbeats only where no receive queue can fill: libzmq 4.3.x aborts the whole process ("Assertion
-failed: !_io_error (stream_engine_base.cpp)", zeromq/libzmq#4364, #3937) when a heartbeat falls due on a
-connection whose input is stopped because our receive queue is at its high-water mark and whose other end
-has meanwhile closed it — a node behind on its peer traffic died when a peer restarted. So peer sockets
-have no receive high-water mark (RCVHWM 0): what a peer can have in flight to us is bounded by Raft itself
-(a window of appends per follower, one heartbeat per interval, one snapshot chunk at a time) and by
-MAXMSGSIZE. The client port keeps its bounded receive queue (clients are not trusted to pace themselves)
-and finds dead clients with TCP keepalive instead of heartbeats.
+No ZMTP heartbeats: libzmq 4.3.x (4.3.5 is the newest release and what pyzmq bundles) aborts the whole
+process ("Assertion failed: !_io_error (stream_engine_base.cpp:310)", zeromq/libzmq#4364, #3937, #4767) when
+a heartbeat falls due on a connection whose input is stopped and whose other end has meanwhile closed it.
+Input stops in two ways: our receive queue is at its high-water mark (a node behind on its peer traffic died
+when a peer restarted), or the connection was handed over (ROUTER_HANDOVER) and frames still arrive on the
+old one, which has no pipe left to take them (tests/fault/test_peer_backlog.py shows it in a second; the
+30-minute soak, seed 2027, most likely lost a node this way: paused for longer than the peers' heartbeat
+timeout, it came back to its peers' old and new connections at once). The first is also closed by RCVHWM 0
+on peer sockets: what a peer can have in flight to us is bounded by Raft itself (a window of appends per
+follower, one heartbeat per interval, one snapshot chunk at a time) and by MAXMSGSIZE. The second cannot be
+closed while handover is on, so the heartbeat timer, the only caller that reaches the assertion, is off. The
+client port keeps its bounded receive queue (clients are not trusted to pace themselves).
 """
 
 from __future__ import annotations
@@ -45,8 +51,10 @@ PEER_SNDHWM = 1000  # frames queued per peer before sends drop
 CLIENT_SNDHWM = 10_000
 MAX_ENVELOPE_FRAMES = 4  # routing frames a client may put before its payload (e.g. a REQ delimiter)
 MAX_ENVELOPE_FRAME_BYTES = 256
-HEARTBEAT_IVL_MS = 1000
-HEARTBEAT_TIMEOUT_MS = 5000
+PEER_KEEPALIVE_IDLE_S = 2  # a peer connection silent this long is probed ...
+PEER_KEEPALIVE_INTERVAL_S = 1  # ... this often, and closed after
+PEER_KEEPALIVE_COUNT = 3  # ... this many unanswered probes
+PEER_MAXRT_MS = 5000  # a peer connection whose sent data stays unacknowledged this long is closed
 CLIENT_KEEPALIVE_IDLE_S = 5  # a client connection silent this long is probed ...
 CLIENT_KEEPALIVE_INTERVAL_S = 2  # ... this often, and closed after
 CLIENT_KEEPALIVE_COUNT = 5  # ... this many unanswered probes
@@ -104,9 +112,13 @@ def _common_options(sock: zmq.Socket[bytes], sndhwm: int, max_frame: int) -> Non
 
 
 def _peer_options(sock: zmq.Socket[bytes]) -> None:
-    sock.setsockopt(zmq.RCVHWM, 0)  # never stop reading while heartbeats are on (see the module docstring)
-    sock.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_IVL_MS)
-    sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS)
+    # No HEARTBEAT_IVL here: a ZMTP heartbeat can abort the process (see the module docstring).
+    sock.setsockopt(zmq.RCVHWM, 0)  # a peer's input never stops on a full queue (module docstring)
+    sock.setsockopt(zmq.TCP_KEEPALIVE, 1)
+    sock.setsockopt(zmq.TCP_KEEPALIVE_IDLE, PEER_KEEPALIVE_IDLE_S)
+    sock.setsockopt(zmq.TCP_KEEPALIVE_INTVL, PEER_KEEPALIVE_INTERVAL_S)
+    sock.setsockopt(zmq.TCP_KEEPALIVE_CNT, PEER_KEEPALIVE_COUNT)
+    sock.setsockopt(zmq.TCP_MAXRT, PEER_MAXRT_MS)
 
 
 def _client_options(sock: zmq.Socket[bytes]) -> None:
