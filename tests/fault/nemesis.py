@@ -39,6 +39,7 @@ from typing import IO, Any
 from cluster.storage.crash import FSYNC_STALL_ENV
 from tests.fault import netns
 from tests.fault.worker import UNIQUE_PREFIX
+from tests.integration.util import wait_until
 from tests.sim.linearizability import Operation, check_history
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -53,6 +54,7 @@ KEY_EPOCH_SECONDS = 30.0  # each key's history spans at most this long (plus a c
 RECOVERY_TIMEOUT = 30.0  # after healing, writes must be acknowledged again within this
 CONVERGE_TIMEOUT = 30.0
 READY_TIMEOUT = 20.0
+POLL_INTERVAL = 0.1  # how often a wait polls the cluster or the histories
 
 SYMMETRIC = ("partition-split", "partition-leader")
 ONE_WAY = ("oneway-no-receive", "oneway-no-send")
@@ -467,13 +469,7 @@ class Nemesis:
         return best[1] if best else None
 
     def wait_for_leader(self, timeout: float, what: str) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            leader = self.leader()
-            if leader is not None:
-                return leader
-            time.sleep(0.1)
-        raise NemesisFailure(f"timed out after {timeout}s waiting for {what}")
+        return wait_until(self.leader, timeout, what, POLL_INTERVAL, error=NemesisFailure)
 
     # --- faults ---
 
@@ -587,32 +583,24 @@ class Nemesis:
     def wait_for_new_leader(self, record: Injected) -> str | None:
         """With its leader cut off, the majority must elect another (held a little longer if need be).
         Not required when another fault of the step may leave the majority without a quorum."""
-        blocked = any(f.kind in ("kill", "pause", "fsync-stall") for f in record.step.faults[1:])
-        deadline = time.monotonic() + RECOVERY_TIMEOUT
-        while True:
+        if any(f.kind in ("kill", "pause", "fsync-stall") for f in record.step.faults[1:]):
+            return self.leader()
+
+        def new_leader() -> str | None:
             leader = self.leader()
-            if leader is not None and leader != record.leader_before:
-                return leader
-            if blocked:
-                return leader
-            if time.monotonic() >= deadline:
-                raise NemesisFailure(
-                    f"the majority elected no new leader within {RECOVERY_TIMEOUT}s of isolating "
-                    f"{record.leader_before}"
-                )
-            time.sleep(0.1)
+            return leader if leader != record.leader_before else None
+
+        what = f"the majority to elect a leader other than the isolated {record.leader_before}"
+        return wait_until(new_leader, RECOVERY_TIMEOUT, what, POLL_INTERVAL, error=NemesisFailure)
 
     def wait_for_writes_after(self, healed: float, step: int) -> None:
-        deadline = healed + RECOVERY_TIMEOUT
-        while True:
+        def acknowledged() -> bool:
             self.histories.refresh()
-            if self.histories.last_write_ack() > healed:
-                return
-            if time.monotonic() >= deadline:
-                raise NemesisFailure(
-                    f"no write acknowledged within {RECOVERY_TIMEOUT}s after healing step {step}"
-                )
-            time.sleep(0.1)
+            return self.histories.last_write_ack() > healed
+
+        left = max(0.0, healed + RECOVERY_TIMEOUT - time.monotonic())
+        what = f"a write acknowledged within {RECOVERY_TIMEOUT:g}s of healing step {step}"
+        wait_until(acknowledged, left, what, POLL_INTERVAL, error=NemesisFailure)
 
     # --- checks ---
 
@@ -641,18 +629,20 @@ class Nemesis:
         self.log(f"{self.elapsed()} {result.explanation}")
 
     def wait_converged(self) -> None:
-        deadline = time.monotonic() + CONVERGE_TIMEOUT
-        while True:
-            statuses = self.statuses(timeout=1.0)
-            applied = {s["applied"] for s in statuses.values()}
-            commits = {s["commit"] for s in statuses.values()}
-            if len(statuses) == len(self.names) and len(applied) == 1 and applied == commits:
-                break
-            if time.monotonic() >= deadline:
-                raise NemesisFailure(
-                    f"replicas did not converge within {CONVERGE_TIMEOUT}s:\n{self.describe_stuck(statuses)}"
-                )
-            time.sleep(0.1)
+        last: dict[str, dict[str, Any]] = {}  # the statuses seen last, to describe the cluster if it is stuck
+
+        def converged() -> bool:
+            last.clear()
+            last.update(self.statuses(timeout=1.0))
+            applied = {s["applied"] for s in last.values()}
+            commits = {s["commit"] for s in last.values()}
+            return len(last) == len(self.names) and len(applied) == 1 and applied == commits
+
+        def stuck(message: str) -> NemesisFailure:
+            return NemesisFailure(f"{message}:\n{self.describe_stuck(last)}")
+
+        wait_until(converged, CONVERGE_TIMEOUT, "the replicas to converge", POLL_INTERVAL, error=stuck)
+        applied = next(iter(last.values()))["applied"]
         assert self.probe is not None
         dumps = self.probe.ask(cmd="dump", urls=[self.client_url(n) for n in self.names], timeout=5.0)[
             "dumps"
@@ -673,7 +663,7 @@ class Nemesis:
             raise NemesisFailure(f"{len(lost)} acknowledged writes lost, e.g. {lost[:5]}")
         self.log(
             f"{self.elapsed()} all {len(self.names)} replicas hold the same {len(stored)} keys; "
-            f"applied index {applied.pop()}"
+            f"applied index {applied}"
         )
 
     def describe_stuck(self, before: dict[str, dict[str, Any]]) -> str:

@@ -58,15 +58,22 @@ def free_ports(count: int) -> list[int]:
             s.close()
 
 
-def wait_until(predicate: Callable[[], T], timeout: float, what: str, interval: float = POLL_INTERVAL) -> T:
-    """Poll `predicate` until it returns something truthy; AssertionError naming `what` after `timeout`."""
+def wait_until(
+    predicate: Callable[[], T],
+    timeout: float,
+    what: str,
+    interval: float = POLL_INTERVAL,
+    error: Callable[[str], BaseException] = AssertionError,
+) -> T:
+    """Poll `predicate` until it returns something truthy. After `timeout` seconds, raise `error` made from
+    a message naming `what` (AssertionError unless the caller has its own failure type or more to say)."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
         if value:
             return value
         if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+            raise error(f"timed out after {timeout:g}s waiting for {what}")
         time.sleep(interval)
 
 
