@@ -34,18 +34,24 @@ _REASON = netns.unavailable_reason()
 needs_netns = pytest.mark.skipif(_REASON is not None, reason=_REASON or "")
 
 _RECEIVER = """
-import socket, sys
+import select, socket, sys
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.bind((sys.argv[1], 9999))
-s.settimeout(0.5)  # the sender is done long before: silence this long means nothing more is coming
 print("ready", flush=True)
 n = 0
-try:
-    while True:
+watched = [s, sys.stdin]
+while True:
+    # Until a line on stdin says the sender has finished, wait as long as it takes (a loaded machine can
+    # take seconds to start it); after that, silence this long means nothing more is on its way.
+    readable, _, _ = select.select(watched, [], [], None if sys.stdin in watched else 0.5)
+    if s in readable:
         s.recv(100)
         n += 1
-except socket.timeout:
-    pass
+    elif sys.stdin in readable:
+        sys.stdin.readline()
+        watched.remove(sys.stdin)
+    elif not readable:
+        break
 print(n)
 """
 _SENDER = """
@@ -71,6 +77,7 @@ def datagrams(net: netns.TestNetwork, src: str, dst: str, count: int = 40, size:
     """How many of `count` UDP datagrams (of `size` bytes) sent at once from src's namespace reach dst."""
     receiver = subprocess.Popen(
         [*net.exec_prefix(net.node_ns(dst)), sys.executable, "-c", _RECEIVER, net.address(dst)],
+        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -89,7 +96,7 @@ def datagrams(net: netns.TestNetwork, src: str, dst: str, count: int = 40, size:
             check=True,
             timeout=30,
         )
-        out, _ = receiver.communicate(timeout=30)
+        out, _ = receiver.communicate("sent\n", timeout=30)
     finally:
         receiver.kill()
         receiver.wait(timeout=10)
