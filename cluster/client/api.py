@@ -164,6 +164,10 @@ class Client:
         """Delete key; True if it existed."""
         return as_existed(self._call(self._write("delete", ["del", key], timeout)))
 
+    def cas_delete(self, key: str, expected: Any, *, timeout: float | None = None) -> bool:
+        """Delete key only if its value is `expected` (None: only if absent); True if it matched."""
+        return as_swapped(self._call(self._write("cas_delete", ["cas_del", key, expected], timeout)))
+
     def delete_prefix(self, prefix: str, *, timeout: float | None = None) -> int:
         """Delete every key starting with prefix ("" = every key); returns how many were deleted."""
         return as_deleted(self._call(self._write("delete_prefix", ["del_prefix", prefix], timeout)))

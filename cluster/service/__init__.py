@@ -1,0 +1,26 @@
+"""What platforms use: a registry of servers and processes with heartbeats and liveness, and cluster events,
+built on the KV's leases and watches through a Client (cluster/service/service.py: ClusterService).
+The layout of the keys and records is in cluster/service/records.py."""
+
+from cluster.service.events import Delivery, Event, EventResult
+from cluster.service.records import OFFLINE, ONLINE, PROCESS, SERVER
+from cluster.service.registrant import RecordNotFound, TakenOver
+from cluster.service.service import ClusterService, NotConfirmed, RegistryChanges
+from cluster.service.writes import QueueFull, ServiceClosed
+
+__all__ = [
+    "OFFLINE",
+    "ONLINE",
+    "PROCESS",
+    "SERVER",
+    "ClusterService",
+    "Delivery",
+    "Event",
+    "EventResult",
+    "NotConfirmed",
+    "QueueFull",
+    "RecordNotFound",
+    "RegistryChanges",
+    "ServiceClosed",
+    "TakenOver",
+]
