@@ -1,4 +1,5 @@
-"""cluster-ctl: talk to a zraft cluster from the command line (put, get, del, cas, watch, lease, status).
+"""cluster-ctl: talk to a zraft cluster from the command line (put, get, del, cas, watch, lease, status,
+and the cluster service's servers, processes, register and event: cluster/cli/service_cmds.py).
 
 The argument parser, the value parsing rule and the exit statuses live here; printing is in
 cluster/cli/ctl_output.py and all cluster traffic goes through cluster.Client.
@@ -15,6 +16,7 @@ from typing import Any
 
 from loguru import logger
 
+from cluster.cli import service_cmds
 from cluster.cli.ctl_output import FORMATS, kv_simple, kvs_text, show_value, status_text, to_json
 from cluster.client.api import Client
 from cluster.client.commands import encode_query, write_encoder
@@ -49,6 +51,12 @@ examples:
   cluster-ctl put servers/a up --lease 1
   cluster-ctl lease keepalive 1         # one renewal; prints the seconds left
   cluster-ctl status
+
+cluster service (registry, liveness, events):
+  cluster-ctl servers                    # also: processes
+  cluster-ctl register server web-1 10.0.0.5 8080 --listen NOTE     (until Ctrl-C)
+  cluster-ctl event send NOTE '{{"id": 1}}' [--to web-1]
+  cluster-ctl event listen NOTE
 """
 
 
@@ -171,6 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
     lease_sub.add_parser("list", parents=[common], help="every lease with its seconds left")
 
     sub.add_parser("status", parents=[common], help="every node's role, term, commit and applied index")
+    # --- the cluster service's commands (cluster/cli/service_cmds.py) ---
+    service_cmds.add_commands(sub, common, _positive)
     return parser
 
 
@@ -319,6 +329,7 @@ _COMMANDS: dict[str, Callable[[Client, argparse.Namespace], int]] = {
     "watch": _watch,
     "lease": _lease,
     "status": _status,
+    **service_cmds.COMMANDS,  # servers, processes, register, event
 }
 
 
@@ -341,6 +352,7 @@ def check_request(args: argparse.Namespace) -> None:
         encode_query(args.command, op)
     elif args.command == "lease" and args.lease_command in ("keepalive", "revoke", "info") and args.id <= 0:
         raise UsageError("a lease id is a positive integer")
+    service_cmds.check(args)  # the cluster service's commands
 
 
 def run(args: argparse.Namespace) -> int:

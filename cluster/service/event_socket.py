@@ -91,7 +91,17 @@ class EventEndpoint:
             router: zmq.Socket[bytes] = self._ctx.socket(zmq.ROUTER)
             router.setsockopt(zmq.LINGER, 0)
             router.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME_BYTES)
-            port = router.bind_to_random_port(f"tcp://{bind_host}")
+            try:
+                port = router.bind_to_random_port(f"tcp://{bind_host}")
+            except zmq.ZMQError as exc:  # a host name, or an address this machine does not have
+                logger.warning(
+                    "events: cannot bind {} ({}); listening on all interfaces, advertised as {} "
+                    "(pass event_host= to choose the interface)",
+                    bind_host,
+                    exc,
+                    bind_host,
+                )
+                port = router.bind_to_random_port("tcp://0.0.0.0")
             self._router = router
             self.url = f"tcp://{bind_host}:{port}"
         self._closed = threading.Event()

@@ -141,6 +141,14 @@ class Registration:
             return False
         return True
 
+    def renew(self) -> bool:
+        """keepalive(), and when the lease has ended, forget it so the next heartbeat establishes the
+        registration again. NoAnswer propagates (the lease outlives a cluster without a leader)."""
+        if self.keepalive():
+            return True
+        self.lease_id = None
+        return False
+
     def heartbeat(self, usage: dict[str, Any]) -> None:
         """Write this heartbeat's usage and ONLINE into the record (see the module docstring)."""
         if self.taken_over is not None:

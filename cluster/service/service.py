@@ -169,7 +169,6 @@ class ClusterService:
         self._heartbeat_thread: threading.Thread | None = None
         self._liveness_thread: threading.Thread | None = None
         self._watch: Any = None
-        self._quorum_error: str = ""
         self._closed = False
 
     # --- lifecycle ----------------------------------------------------------------------------------
@@ -248,6 +247,8 @@ class ClusterService:
             if key in self._registrations:
                 raise ValueError(f"{key} is already registered by this service")
             endpoint = self._ensure_endpoint(host)
+            if kind != LISTENER:
+                self._drop_bare_listener()
             reg = Registration(
                 self.client,
                 kind,
@@ -267,6 +268,13 @@ class ClusterService:
         if wait:
             self._wait(fut, f"register {key}")
         return fut
+
+    def _drop_bare_listener(self) -> None:
+        """A real registration replaces the bare LISTENER that subscribe() made: same event address."""
+        for key, reg in list(self._registrations.items()):
+            if reg.kind == LISTENER:
+                del self._registrations[key]
+                self.writes.submit(f"deregister {key}", reg.deregister)
 
     def _ensure_endpoint(self, host: str | None) -> EventEndpoint:
         if self._endpoint is None:
@@ -473,15 +481,12 @@ class ClusterService:
 
     def _beat(self, key: str, reg: Registration) -> None:
         try:
-            alive = reg.keepalive()
-        except NoAnswer as exc:
-            self._quorum_error = str(exc)
-            alive = True  # unknown: the lease outlives a leaderless cluster (a new leader extends it)
+            if not reg.renew():
+                logger.warning("{}: its lease ended; registering again", key)
+        except NoAnswer:
+            pass  # unknown: the lease outlives a cluster without quorum (a new leader extends it)
         except ClientClosed:
             return
-        if not alive:
-            logger.warning("{}: its lease ended; registering again", key)
-            reg.lease_id = None
         sampler = self._samplers[key]
         usage = sampler.sample() if reg.record is not None else {}
         try:
