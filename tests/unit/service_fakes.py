@@ -53,7 +53,9 @@ class FakeStore:
 
     def _change(self, kind: str, key: str, value: Any) -> None:
         self.revision += 1
-        self.events.append({"type": kind, "key": key, "value": copy.deepcopy(value), "revision": self.revision})
+        self.events.append(
+            {"type": kind, "key": key, "value": copy.deepcopy(value), "revision": self.revision}
+        )
 
     def advance(self, seconds: float) -> None:
         """Move the clock; leases past their deadline end, deleting their keys (the leader's revoke)."""
@@ -125,7 +127,9 @@ class FakeStore:
         kvs = [{"key": k, "value": copy.deepcopy(self.data[k]["value"])} for k in keys]
         return RangePage(kvs, False, self.revision)
 
-    def watch(self, key: str, prefix: bool = True, start_revision: int | None = None, *, window: int = 1000) -> Any:
+    def watch(
+        self, key: str, prefix: bool = True, start_revision: int | None = None, *, window: int = 1000
+    ) -> Any:
         raise NotImplementedError("the unit tests drive the monitor from FakeStore.events")
 
     def lease_grant(self, ttl: float, *, timeout: float | None = None) -> Lease:

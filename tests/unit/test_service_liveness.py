@@ -47,7 +47,15 @@ def store(clock: ManualClock) -> FakeStore:
 def registrant(store: FakeStore, token: str = "inc-1", port: int = 8080) -> Registration:
     record = server_record("web-1", "10.0.0.5", port, store.clock(), None)
     return Registration(
-        store, SERVER, "web-1", record, ttl=TIMEOUT, token=token, events_url=None, monitor=True, clock=store.clock
+        store,
+        SERVER,
+        "web-1",
+        record,
+        ttl=TIMEOUT,
+        token=token,
+        events_url=None,
+        monitor=True,
+        clock=store.clock,
     )
 
 
@@ -198,7 +206,9 @@ def test_racing_monitors_write_offline_once(store: FakeStore) -> None:
     store.advance(TIMEOUT)
     outcomes = watchers.pump()
     assert sorted(outcomes) == ["marked offline", "not online", "not online", "not online"]
-    offline_writes = [e for e in store.events if e["key"] == KEY and (e["value"] or {}).get(STATUS) == OFFLINE]
+    offline_writes = [
+        e for e in store.events if e["key"] == KEY and (e["value"] or {}).get(STATUS) == OFFLINE
+    ]
     assert len(offline_writes) == 1
 
 

@@ -115,7 +115,10 @@ def test_updates_may_not_touch_heartbeat_identity_or_status_fields() -> None:
 
 @pytest.fixture
 def endpoints() -> Any:
-    sender, receiver = EventEndpoint("sender-token", "127.0.0.1"), EventEndpoint("receiver-token", "127.0.0.1")
+    sender, receiver = (
+        EventEndpoint("sender-token", "127.0.0.1"),
+        EventEndpoint("receiver-token", "127.0.0.1"),
+    )
     sender.start()
     receiver.start()
     yield sender, receiver
