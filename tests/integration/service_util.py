@@ -1,5 +1,5 @@
-"""Registrant processes for the cluster-service tests: `cluster-ctl register ...` started through bin/, each in
-its own process group, its stdout lines (the registration, then each event received) collected by a thread.
+"""Registrant processes for the cluster-service tests: `cluster-ctl register ...` started through bin/, each
+in its own process group, its stdout lines (the registration, then each event received) collected by a thread.
 
     with registrants() as procs:
         s1 = procs.start(urls, "server", "s1", port=9001, listen=["NOTE"])

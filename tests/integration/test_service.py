@@ -171,7 +171,8 @@ def test_registry_events_liveness_and_a_leader_kill_with_real_processes(
         assert deleted_at is not None and offline_at is not None
         print(f"deleted {deleted_at - offline_at:.2f}s after OFFLINE (grace {GRACE}s)")
         # s2's old grace period has ended by now too: it stays.
-        wait_until(lambda: time.monotonic() > t1 + TIMEOUT + GRACE + 1, GRACE + SLACK, "s2's old grace to end")
+        old_grace_end = t1 + TIMEOUT + GRACE + 1
+        wait_until(lambda: time.monotonic() > old_grace_end, GRACE + SLACK, "s2's old grace period to end")
         assert observer.get("server", "s2")[STATUS] == ONLINE
         assert observer.get("server", "s3") is None
         live = ["INTP_PROCESS_META/p1", "INTP_PROCESS_META/p2", "SERVER_META/s1", "SERVER_META/s2"]
