@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -176,17 +177,20 @@ def _meta(text: str | None) -> dict[str, Any] | None:
     return meta
 
 
-def _until_interrupted() -> None:
-    """Block until Ctrl-C or SIGTERM."""
+def _until_interrupted(svc: ClusterService) -> bool:
+    """Block until Ctrl-C or SIGTERM (True), or until another process takes the registration over
+    (False)."""
     stop = threading.Event()
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
         while not stop.wait(0.5):
-            pass
+            if svc.taken_over():
+                return False
     except KeyboardInterrupt:
         pass
     finally:
         signal.signal(signal.SIGTERM, previous)
+    return True
 
 
 def _register(c: Client, args: argparse.Namespace) -> int:
@@ -202,7 +206,9 @@ def _register(c: Client, args: argparse.Namespace) -> int:
             svc.register_process(args.group, args.name, args.host, args.port, meta)
             name = r.record_key(r.PROCESS, args.name)
         _emit(to_json({"registered": name}) if args.write_out == "json" else f"registered {name}")
-        _until_interrupted()
+        if not _until_interrupted(svc):
+            print(f"cluster-ctl: {name} was taken over by another registration; stopping", file=sys.stderr)
+            return EXIT_FAILED
     finally:
         svc.close()
     return EXIT_OK

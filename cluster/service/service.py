@@ -264,10 +264,22 @@ class ClusterService:
             self._registrations[key] = reg
             self._samplers[key] = sampler
             fut = self.writes.submit(f"register {key}", lambda: reg.establish(sampler.sample()))
+            fut.add_done_callback(lambda f: self._registration_done(key, reg, f))
             self._start_threads()
         if wait:
             self._wait(fut, f"register {key}")
         return fut
+
+    def _registration_done(self, key: str, reg: Registration, fut: Future[Any]) -> None:
+        """A registration the cluster refused for good is forgotten (its error is the future's)."""
+        if fut.exception() is not None:
+            with self._lock:
+                if self._registrations.get(key) is reg and not reg.established:
+                    del self._registrations[key]
+
+    def taken_over(self) -> list[str]:
+        """The registrations that another process took over under the same id (they stopped)."""
+        return [reg.name for reg in self._registrations.values() if reg.taken_over is not None]
 
     def _drop_bare_listener(self) -> None:
         """A real registration replaces the bare LISTENER that subscribe() made: same event address."""

@@ -260,3 +260,21 @@ def test_a_bare_subscriber_is_reachable_and_a_registration_replaces_its_listener
     finally:
         svc.close()
         other.close()
+
+
+def test_a_second_service_registering_the_same_id_takes_it_over_and_the_first_stops(
+    store: FakeStore,
+) -> None:
+    first = ClusterService(store, interval=0.05, timeout=10.0, monitor=False)  # type: ignore[arg-type]
+    second = ClusterService(store, interval=0.05, timeout=10.0, monitor=False)  # type: ignore[arg-type]
+    try:
+        first.register_server("a", "127.0.0.1", 80)
+        second.register_server("a", "127.0.0.1", 81)
+        wait_until(lambda: first.taken_over() == ["SERVER_META/a"], 10, "the first to see the takeover")
+        assert second.taken_over() == [] and store.get("SERVER_META/a")[SERVER_PORT] == 81
+        assert "taken over" in first.health()["failed_writes"][0][2]
+        first.close()  # does not delete the record it lost
+        assert store.get("SERVER_META/a")[SERVER_PORT] == 81
+    finally:
+        first.close()
+        second.close()
