@@ -23,7 +23,7 @@ from tests.integration.util import REPO_ROOT, wait_until
 
 CTL_BIN = REPO_ROOT / "bin" / "cluster-ctl"
 INTERVAL = 0.5
-TIMEOUT = 1.5  # the heartbeat timeout: the registrant's lease TTL (above the nodes' minimum, 3 x 300 ms)
+TIMEOUT = 2.5  # the heartbeat timeout (lease TTL): four renewals may be late on a loaded machine
 GRACE = 4.0
 
 

@@ -3,7 +3,7 @@
 grace period, or back ONLINE when restarted first); kill -9 of the Raft leader (nothing lost, nobody marked
 OFFLINE wrongly); quorum loss (health() and queued writes that complete when quorum returns).
 
-Timings are shortened: heartbeat every 0.5 s, timeout 1.5 s, grace 4 s (tests/integration/service_util.py).
+Timings are shortened: heartbeat every 0.5 s, timeout 2.5 s, grace 4 s (tests/integration/service_util.py).
 """
 
 from __future__ import annotations
@@ -140,8 +140,9 @@ def test_registry_events_liveness_and_a_leader_kill_with_real_processes(
         observer.update("server", "s1", {INTP_PROCESS_LIST: ["p1", "p2"]})
         assert observer.broadcast("NOTE", {"n": 5}, timeout=5.0).acked == ALL
         leader.start()
-        # Two heartbeat timeouts after the kill (plus the new leader's grace of an election timeout).
-        wait_until(lambda: time.monotonic() > killed_at + 2 * TIMEOUT + 1, 10, "two timeouts to pass")
+        # A lease TTL after the kill, plus an election and the new leader's grace of an election timeout.
+        after_ttl = killed_at + TIMEOUT + 1.5
+        wait_until(lambda: time.monotonic() > after_ttl, 10, "a lease TTL and an election to pass")
         assert changes.offline() == []
         assert statuses(observer) == dict.fromkeys(ALL, ONLINE)
         assert observer.get("server", "s1")["INTP_PROCESS_COUNT"] == 2  # the update survived heartbeats
