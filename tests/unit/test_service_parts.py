@@ -278,3 +278,24 @@ def test_a_second_service_registering_the_same_id_takes_it_over_and_the_first_st
     finally:
         first.close()
         second.close()
+
+
+def test_the_service_layer_only_looks_down_to_the_client() -> None:
+    """DESIGN.md: cluster/service -> cluster/client; never the node, the KV, storage or actors directly."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2] / "cluster" / "service"
+    allowed = ("cluster.client", "cluster.errors", "cluster.service")
+    for path in sorted(root.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            modules = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
+            for module in modules:
+                if module.split(".")[0] in ("cluster", "actors", "transport"):
+                    assert module.startswith(allowed), f"{path.name} imports {module}"
