@@ -31,7 +31,7 @@ from typing import Any
 
 from loguru import logger
 
-from cluster.errors import ClientClosed, Compacted, NoAnswer, WatchEnded, ZraftError
+from cluster.errors import ClientClosed, NoAnswer, WatchEnded, ZraftError
 from cluster.service.event_socket import EventEndpoint, Listener
 from cluster.service.events import Delivery, EventResult, check_topic
 from cluster.service.liveness import LivenessMonitor, check_timing, monitor_rank
@@ -107,20 +107,26 @@ class RegistryChanges:
                 )
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer
             self._queue.put(exc)
+        else:
+            self._queue.put(StopIteration())  # closed
 
     def next(self, timeout: float | None = None) -> dict[str, Any] | None:
-        """The next change; None if none came within `timeout`."""
+        """The next change; None if none came within `timeout`. StopIteration once closed."""
         try:
             item = self._queue.get(timeout=timeout)
         except queue.Empty:
             return None
         if isinstance(item, BaseException):
+            self._queue.put(item)  # every later call ends the same way
             raise item
         return item
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         while True:
-            item = self.next(None)
+            try:
+                item = self.next(None)
+            except StopIteration:
+                return
             assert item is not None
             yield item
 
@@ -528,7 +534,7 @@ class ClusterService:
                         self._run_due(tasks, counter)
             except ClientClosed:
                 return
-            except (Compacted, WatchEnded, NoAnswer) as exc:
+            except ZraftError as exc:  # Compacted, another WatchEnded, NoAnswer, a refused read
                 logger.info("liveness watch restarts after: {}", exc)
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, 5.0)
@@ -601,3 +607,7 @@ class ClusterService:
             except NoAnswer as exc:
                 logger.info("liveness {} {}/{} retried: {}", rule, kind, ident, exc)
                 heapq.heappush(tasks, (now + RETRY_TASK_AFTER, next(counter), rule, kind, ident))
+            except ClientClosed:
+                raise
+            except ZraftError as exc:  # refused: another monitor's sweep or the record's next change retries
+                logger.warning("liveness {} {}/{} failed: {}", rule, kind, ident, exc)
