@@ -179,6 +179,22 @@ def test_registry_events_liveness_and_a_leader_kill_with_real_processes(
         live = ["INTP_PROCESS_META/p1", "INTP_PROCESS_META/p2", "SERVER_META/s1", "SERVER_META/s2"]
         assert observer.broadcast("NOTE", {"n": 7}, timeout=5.0).acked == live
 
+        # cluster-ctl event listen: a bare listener that broadcasts reach too.
+        command = [sys.executable, str(CTL_BIN), "--endpoints", ",".join(urls(cluster))]
+        listener = subprocess.Popen(
+            [*command, "-w", "json", "event", "listen", "NOTE", "--count", "1"],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            wait_until(lambda: any(n.startswith("LISTENER/") for n, _ in observer.live()), 20, "the listener")
+            result = observer.broadcast("NOTE", {"n": 8}, timeout=5.0)
+            assert len(result.acked) == 5 and result.ok
+            out, _ = listener.communicate(timeout=20)
+        finally:
+            listener.kill()
+        assert listener.returncode == 0 and json.loads(out)["payload"] == {"n": 8}
+
 
 def test_quorum_loss_shows_in_health_and_queued_writes_complete_when_it_returns(
     cluster: Cluster, observer: ClusterService
