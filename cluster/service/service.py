@@ -495,7 +495,10 @@ class ClusterService:
             for key, reg in list(self._registrations.items()):
                 if reg.taken_over is not None or not reg.established:
                     continue
-                self._beat(key, reg)
+                try:
+                    self._beat(key, reg)
+                except Exception:  # noqa: BLE001 - one bad beat must not end the heartbeats
+                    logger.exception("heartbeat of {} failed", key)
 
     def _beat(self, key: str, reg: Registration) -> None:
         try:
