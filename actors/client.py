@@ -4,6 +4,17 @@ It owns request ids, the client's session id and per-session write sequence numb
 6.3: a retried write carries the same sequence number, so the state machine applies it at most once),
 the current guess of the leader, and per-request retry timers with jittered exponential backoff inside
 each request's deadline. Many requests may be in flight at once.
+
+Sessions (with `ClientOptions.sessions`; the formats are the state machine's, handed in as SessionHooks so
+that this module knows no command): the first write registers a session through the log and waits for
+its id, as do the writes behind it. A session the client left idle for half its TTL (by the client's
+clock) is dropped before the next write and a fresh one registered: an idle session may expire at no
+cost, since none of its writes is in flight, so no keepalive entries are written for idle clients.
+A write refused because its session is unknown (expired or evicted) was not applied by that attempt and
+never will be by any later one; if no earlier attempt of it can have been applied either (every earlier
+one was answered with a refusal that proves it never reached the log), it is sent again under a fresh
+session, transparently. Otherwise it ends with Outcome.SESSION_EXPIRED: an earlier attempt may have been
+applied (once), and the caller must find out. Without hooks the fixed `session` is used as it is.
 """
 
 from __future__ import annotations
@@ -23,6 +34,9 @@ class Outcome(Enum):
     BUSY = "busy"  # the leader refused it as overloaded, and no attempt of it can have been applied
     TIMEOUT = "timeout"  # deadline passed; a write may or may not have been applied
     NOT_APPLIED = "not_applied"  # a write's deadline passed, but every attempt was refused unproposed
+    # a write's session ended (expired or evicted) while it was retried: an earlier attempt may have been
+    # applied, once; no attempt of it will be from now on
+    SESSION_EXPIRED = "session_expired"
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +46,18 @@ class Completion:
     result: bytes
 
 
+WriteEncoder = Callable[[int, int, int], bytes]  # (session, seq, ack_floor) -> command bytes
+
+
+@dataclass(frozen=True, slots=True)
+class SessionHooks:
+    """The state machine's formats for sessions (cluster/client/commands.py makes them)."""
+
+    open_command: bytes  # the write that registers a session
+    opened: Callable[[bytes], tuple[int, float] | None]  # its result -> (session id, TTL s), None if failed
+    refused: Callable[[bytes], bool]  # whether a write's result says its session is unknown
+
+
 @dataclass(slots=True)
 class _Pending:
     handle: int
@@ -39,6 +65,8 @@ class _Pending:
     payload: bytes
     deadline: float
     seq: int  # 0 for reads
+    encode: WriteEncoder | None = None  # a session write's encoder, to resend it under a new session
+    session: int = 0  # the session of a write's payload
     target: NodeId = ""
     retry_at: float = 0.0
     attempts: int = 0
@@ -57,9 +85,8 @@ class ClientOptions:
     # write must not be overtaken by more writes than that cache holds. The client facade sets it from
     # the state machine's own limit (cluster/client/calls.py SEQ_WINDOW).
     max_seq_window: int = 1000
-
-
-WriteEncoder = Callable[[int, int, int], bytes]  # (session, seq, ack_floor) -> command bytes
+    sessions: SessionHooks | None = None  # register sessions through the log (see the module docstring)
+    session_open_timeout: float = 5.0  # one registration attempt's bound; another follows while writes wait
 
 
 @dataclass(slots=True)
@@ -83,11 +110,18 @@ class ClientActor:
     _deferred: deque[tuple[int, WriteEncoder, float]] = field(
         default_factory=deque
     )  # handle, encode, deadline
+    _opening: int = 0  # the handle of the session registration in flight
+    _session_ttl: float = 0.0
+    _active_at: float = 0.0  # when the session was registered or last answered a write (this clock)
+    sessions_opened: int = 0
+    sessions_lost: int = 0  # sessions found unknown by the cluster (expired or evicted)
 
     def __post_init__(self) -> None:
         if not self.nodes:
             raise ValueError("a client needs at least one node")
         self._node_cursor = self.rng.randrange(len(self.nodes))
+        if self.options.sessions is not None:
+            self.session = 0  # registered on the first write
 
     # --- submitting -------------------------------------------------------------------------------
 
@@ -95,11 +129,51 @@ class ClientActor:
         """Submit a write; `encode` builds the command from (session, seq, ack_floor)."""
         handle = self._next_handle
         self._next_handle += 1
-        if self._deferred or self._window_full():
+        if self._deferred or self._window_full() or not self._session_ready(now):
             self._deferred.append((handle, encode, now + timeout))
+            self._release_deferred(now)  # starts a registration if one is needed
         else:
             self._start_write(handle, encode, now + timeout, now)
         return handle
+
+    def _session_ready(self, now: float) -> bool:
+        """Whether writes may start with the current session (dropping an idle one, see the docstring)."""
+        if self.options.sessions is None:
+            return True
+        if self.session and now - self._active_at > self._session_ttl / 2 and not self._session_in_use():
+            self.session = 0
+        return self.session != 0
+
+    def _session_in_use(self) -> bool:
+        return any(p.session == self.session for p in self._pending.values())
+
+    def _open_session(self, now: float) -> None:
+        hooks = self.options.sessions
+        assert hooks is not None
+        handle = self._next_handle
+        self._next_handle += 1
+        deadline = now + self.options.session_open_timeout
+        self._opening = handle
+        pending = _Pending(handle, RequestKind.WRITE, hooks.open_command, deadline, 0)
+        self._pending[handle] = pending
+        self._send(pending, self._leader or self._rotate(), now)
+
+    def _opened(self, pending: _Pending, outcome: Outcome, result: bytes, now: float) -> None:
+        """A registration ended: take its session, or fail the writes waiting for one if it was refused."""
+        hooks = self.options.sessions
+        assert hooks is not None
+        self._opening = 0
+        session = hooks.opened(result) if outcome is Outcome.OK else None
+        if session is not None:
+            self.session, self._session_ttl = session
+            self._active_at = now
+            self.sessions_opened += 1
+        elif outcome in (Outcome.OK, Outcome.REJECTED, Outcome.BUSY):
+            # refused (or refused as busy): the writes behind it would be too, and none was sent
+            failed = Outcome.BUSY if outcome is Outcome.BUSY else Outcome.REJECTED
+            while self._deferred:
+                handle, _, _ = self._deferred.popleft()
+                self._done.append(Completion(handle, failed, result))
 
     def _window_full(self) -> bool:
         return bool(self._open_seqs) and self._next_seq - self._oldest_open() >= self.options.max_seq_window
@@ -117,16 +191,24 @@ class ClientActor:
         self._open_seqs.add(seq)
         self._open_order.append(seq)
         payload = encode(self.session, seq, self._oldest_open())
-        pending = _Pending(handle, RequestKind.WRITE, payload, deadline, seq)
+        pending = _Pending(handle, RequestKind.WRITE, payload, deadline, seq, encode, self.session)
         self._pending[handle] = pending
         self._send(pending, self._leader or self._rotate(), now)
 
     def _release_deferred(self, now: float) -> None:
-        while self._deferred and (now >= self._deferred[0][2] or not self._window_full()):
-            handle, encode, deadline = self._deferred.popleft()
+        while self._deferred:
+            handle, encode, deadline = self._deferred[0]
             if now >= deadline:  # never sent: certainly not applied, but the caller's time is up
+                self._deferred.popleft()
                 self._done.append(Completion(handle, Outcome.NOT_APPLIED, b""))
+            elif self._window_full():
+                return
+            elif not self._session_ready(now):
+                if not self._opening:
+                    self._open_session(now)
+                return
             else:
+                self._deferred.popleft()
                 self._start_write(handle, encode, deadline, now)
 
     def read(self, query: bytes, now: float, timeout: float, serializable: bool = False) -> int:
@@ -156,15 +238,21 @@ class ClientActor:
         if pending is None:
             return  # a late answer to something already finished
         status = msg.status
-        if status == Status.OK:
+        hooks = self.options.sessions
+        if status == Status.OK and pending.session and hooks is not None and hooks.refused(msg.result):
+            self._leader = msg.src
+            self._session_refused(pending, msg.result, now)
+        elif status == Status.OK:
             if pending.kind in (RequestKind.WRITE, RequestKind.READ):
                 self._leader = msg.src
-            self._finish(pending, Outcome.OK, msg.result)
+            if pending.session and pending.session == self.session:
+                self._active_at = now
+            self._finish(pending, Outcome.OK, msg.result, now)
         elif status == Status.BAD_REQUEST or pending.kind == RequestKind.STATUS:
-            self._finish(pending, Outcome.REJECTED, msg.result)
+            self._finish(pending, Outcome.REJECTED, msg.result, now)
         elif status == Status.BUSY and msg.src == pending.target and not pending.maybe_applied:
             self._leader = msg.src  # only a leader is ever busy
-            self._finish(pending, Outcome.BUSY, msg.result)
+            self._finish(pending, Outcome.BUSY, msg.result, now)
         elif status == Status.NOT_LEADER and msg.src == pending.target:
             hint = msg.leader_hint if msg.leader_hint in self.nodes and msg.leader_hint != msg.src else ""
             self._leader = hint
@@ -185,7 +273,7 @@ class ClientActor:
                 # A write none of whose attempts can have been proposed (each was refused before it was,
                 # and none is in flight) is known not applied; any other that times out may have been.
                 unproposed = pending.kind == RequestKind.WRITE and not (pending.maybe_applied or pending.sent)
-                self._finish(pending, Outcome.NOT_APPLIED if unproposed else Outcome.TIMEOUT, b"")
+                self._finish(pending, Outcome.NOT_APPLIED if unproposed else Outcome.TIMEOUT, b"", now)
             elif pending.kind == RequestKind.STATUS and now >= pending.retry_at:
                 self._send(pending, pending.target, now)  # a status is a question to one node: ask it again
             elif not pending.sent and now >= pending.retry_at:
@@ -244,8 +332,25 @@ class ClientActor:
             return self._rotate()
         return node
 
-    def _finish(self, pending: _Pending, outcome: Outcome, result: bytes) -> None:
+    def _session_refused(self, pending: _Pending, result: bytes, now: float) -> None:
+        """A write's session is unknown to the cluster: this attempt was not applied, nor will any be."""
+        if pending.session == self.session:
+            self.session = 0  # the next write registers a fresh one
+            self.sessions_lost += 1
+        if pending.maybe_applied:  # an earlier attempt may have been applied: only the caller can tell
+            self._finish(pending, Outcome.SESSION_EXPIRED, result, now)
+            return
+        # Never applied: send it again, first in line, under the next session.
+        del self._pending[pending.handle]
+        self._open_seqs.discard(pending.seq)
+        assert pending.encode is not None
+        self._deferred.appendleft((pending.handle, pending.encode, pending.deadline))
+
+    def _finish(self, pending: _Pending, outcome: Outcome, result: bytes, now: float) -> None:
         del self._pending[pending.handle]
         if pending.seq:
             self._open_seqs.discard(pending.seq)
+        if pending.handle == self._opening:
+            self._opened(pending, outcome, result, now)
+            return
         self._done.append(Completion(pending.handle, outcome, result))

@@ -9,7 +9,8 @@
     │       └── LeaseExpired      the lease's TTL ran out on the leader (its revoke may still be under way)
     ├── NoAnswer                  no usable answer from the cluster within the timeout
     │   ├── OutcomeUnknown        ... to a write: it may or may not have been applied
-    │   │   └── AlreadyApplied    ... it was applied (exactly once), but its result is no longer known
+    │   │   ├── AlreadyApplied    ... it was applied (exactly once), but its result is no longer known
+    │   │   └── SessionExpired    ... its session ended while it was retried: applied at most once
     │   └── Unavailable           ... to a read or status, or every node refused a write: nothing changed
     ├── WatchEnded                a watch stream ended and cannot go on without the caller
     │   ├── Compacted             ... its next revision is older than the node's history window
@@ -22,6 +23,10 @@ that knows a little more: the write took effect once and will not take effect ag
 (the revision of a put, whether a cas swapped) is lost. It happens when a retry of the write reaches the
 cluster after the cluster dropped the first attempt's cached answer (its per-session cache is bounded:
 cluster/kv/sessions.py). The same handling is right for both: read the state back before deciding.
+SessionExpired is one more: the client's session expired (or was evicted) while the write was being
+retried, so the cluster refused the retry; the write took effect at most once and will never take effect
+from now on. (A write refused for its session when no attempt of it can have been applied is simply sent
+again under a fresh session: the caller never sees that.)
 """
 
 from __future__ import annotations
@@ -124,6 +129,26 @@ class AlreadyApplied(OutcomeUnknown):
 
     def _describe(self) -> str:
         text = f"{self.operation}: the write was applied, but the cluster no longer knows its result"
+        return f"{text} ({self.detail})" if self.detail else text
+
+
+class SessionExpired(OutcomeUnknown):
+    """The write's client session was unknown to the cluster when a retry of the write arrived: it had
+    expired (idle longer than the cluster's session TTL by the leader's clock, typically because this
+    client was cut off from the cluster for that long) or was evicted for the cluster's session bounds.
+
+    What the caller knows: an earlier attempt of the write may have been applied, at most once; no attempt
+    of it will be applied from now on (the cluster never applies a write of a session it does not know).
+    So, as for any OutcomeUnknown, read the state back before deciding; resending is a new write. The
+    client has dropped the session and registers a fresh one for its next write. `timeout` is the
+    request's timeout; the refusal itself came in time.
+    """
+
+    def _describe(self) -> str:
+        text = (
+            f"{self.operation}: the client session expired while the write was retried; "
+            "an earlier attempt may have been applied (at most once), none will be from now on"
+        )
         return f"{text} ({self.detail})" if self.detail else text
 
 

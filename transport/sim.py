@@ -119,6 +119,12 @@ class SimNetwork:
                 self._blocked.add((node, other))
                 self._blocked.add((other, node))
 
+    def rejoin(self, node: str, others: Iterable[str]) -> None:
+        """Undo isolate(node, others) (and any other block between them), leaving other cuts as they are."""
+        for other in others:
+            self._blocked.discard((node, other))
+            self._blocked.discard((other, node))
+
     def heal(self) -> None:
         self._blocked.clear()
 

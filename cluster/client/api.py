@@ -66,7 +66,6 @@ from actors.client import ClientOptions, Completion, Outcome, WriteEncoder
 from actors.messages import NodeId, RequestKind
 from cluster.client.calls import (
     SEQ_WINDOW,
-    SESSION_LIMIT,
     STATUS_TIMEOUT,
     Request,
     as_deleted,
@@ -85,7 +84,7 @@ from cluster.client.calls import (
     range_op,
     summarize,
 )
-from cluster.client.commands import encode_query, write_encoder
+from cluster.client.commands import SESSION_HOOKS, encode_query, write_encoder
 from cluster.client.discovery import parse_status
 from cluster.client.driver import Submission
 from cluster.client.endpoints import parse_endpoints
@@ -116,10 +115,11 @@ class Client:
             raise ValueError("timeout and attempt_timeout must be positive")
         self.timeout = timeout
         self.client_id: NodeId = f"cli-{secrets.token_hex(8)}"
-        self._session = 1 + secrets.randbelow(SESSION_LIMIT)  # 0 would mean "no session"
+        self._session = 0  # registered through the log by the first write (ClientOptions.sessions)
         options = ClientOptions(
             attempt_timeout=min(attempt_timeout, timeout),
             max_seq_window=SEQ_WINDOW,
+            sessions=SESSION_HOOKS,
         )
         self._loop = ClientLoop(self.client_id, self._session, urls, options)
         # A forgotten Client still stops its thread when collected, or at interpreter exit.

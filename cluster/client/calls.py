@@ -11,14 +11,13 @@ from typing import Any
 
 from actors.client import Completion, Outcome, WriteEncoder
 from actors.messages import NodeId, RequestKind
-from cluster.client.commands import check_result, describe_bad_request
+from cluster.client.commands import check_result, describe_bad_request, session_refusal_text
 from cluster.client.leases import Lease, LeaseInfo, lease_info_from
-from cluster.errors import Busy, InvalidRequest, OutcomeUnknown, Unavailable
+from cluster.errors import Busy, InvalidRequest, OutcomeUnknown, SessionExpired, Unavailable
 from cluster.kv.leases import MAX_TTL_MS
 from cluster.kv.sessions import DEFAULT_MAX_RESPONSES_PER_SESSION
 
 STATUS_TIMEOUT = 2.0  # default per-call bound for status(): a dead node must not stall it for long
-SESSION_LIMIT = 2**63 - 1
 # The state machine caches this many answers per session (cluster/kv/sessions.py: its byte bound evicts
 # whole sessions, least recently written first, and never trims a live one below this); keep open writes
 # within it, with a margin, so a stuck write's answer is never dropped while it may still be retried.
@@ -50,6 +49,8 @@ def interpret(request: Request, done: Completion) -> dict[str, Any]:
         raise InvalidRequest(request.operation, describe_bad_request(done.result))
     if done.outcome is Outcome.BUSY:
         raise Busy(request.operation, describe_bad_request(done.result))
+    if done.outcome is Outcome.SESSION_EXPIRED:
+        raise SessionExpired(request.operation, request.limit, session_refusal_text(done.result))
     return check_result(request.operation, done.result, request.limit)
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import msgpack
 
-from actors.client import WriteEncoder
+from actors.client import SessionHooks, WriteEncoder
 from cluster.errors import AlreadyApplied, InvalidRequest, LeaseExpired, LeaseNotFound, Rejected
 from cluster.kv import ops as kv
 
@@ -61,6 +61,41 @@ def encode_query(operation: str, op: list[Any]) -> bytes:
         return kv.encode_query(op)
     except (ValueError, TypeError, OverflowError) as exc:
         raise InvalidRequest(operation, _reason(exc)) from None
+
+
+def _opened(data: bytes) -> tuple[int, float] | None:
+    """(session id, TTL in seconds) from a session_open result; None if it is not a success."""
+    try:
+        result = kv.decode_result(data)
+    except ValueError:
+        return None
+    session, ttl_ms = result.get("session"), result.get("ttl_ms")
+    if not result["ok"] or type(session) is not int or session <= 0 or type(ttl_ms) is not int or ttl_ms <= 0:
+        return None
+    return session, ttl_ms / 1000
+
+
+def _session_refused(data: bytes) -> bool:
+    # The refusal is a small map; a cheap substring test first keeps the common answer's cost nil.
+    if kv.SESSION_EXPIRED_CODE.encode() not in data:
+        return False
+    try:
+        return kv.decode_result(data).get("code") == kv.SESSION_EXPIRED_CODE
+    except ValueError:
+        return False
+
+
+def session_refusal_text(data: bytes) -> str:
+    """The cluster's words for a session refusal."""
+    try:
+        return str(kv.decode_result(data).get("error") or "")
+    except ValueError:
+        return ""
+
+
+# How a client registers sessions through the log (cluster/kv/sessions.py); the leader fills in the
+# TTL and the stamp.
+SESSION_HOOKS = SessionHooks(kv.encode_command(0, 0, 0, ["session_open", 0, 0]), _opened, _session_refused)
 
 
 # What nodes from before the "already_applied" code answered instead (the same situation).

@@ -45,8 +45,8 @@ from cluster.kv.ops import (
     encode_query,
     error,
     pack,
-    parse_command,
     parse_query,
+    parse_stamped,
     unpack,
 )
 from cluster.kv.sessions import (
@@ -54,6 +54,8 @@ from cluster.kv.sessions import (
     DEFAULT_MAX_RESPONSES_PER_SESSION,
     DEFAULT_MAX_SESSION_BYTES,
     DEFAULT_MAX_SESSIONS,
+    DEFAULT_SESSION_TTL_MS,
+    Session,
     SessionTable,
 )
 from cluster.kv.snapshot import (
@@ -73,6 +75,7 @@ __all__ = [
     "DEFAULT_MAX_SESSION_BYTES",
     "DEFAULT_MAX_SESSIONS",
     "DEFAULT_RANGE_LIMIT",
+    "DEFAULT_SESSION_TTL_MS",
     "MAX_COMMAND_BYTES",
     "MAX_KEY_BYTES",
     "MAX_QUERY_BYTES",
@@ -91,6 +94,10 @@ __all__ = [
     "encode_command",
     "encode_query",
 ]
+
+
+# Ops whose third element is the leader's log time.
+_STAMPED_OPS = frozenset(("lease_grant", "lease_revoke", "lease_checkpoint", "session_open"))
 
 
 def _lease_not_found(lease_id: int) -> bytes:
@@ -161,6 +168,19 @@ class KVStateMachine:
         return len(self._sessions)
 
     @property
+    def sessions_expired(self) -> int:
+        """Sessions this replica forgot because their TTL ran out by the log time (a counter, not state)."""
+        return self._sessions.expired
+
+    @property
+    def log_time(self) -> int:
+        """The largest leader stamp applied (ms): the time sessions and leases are judged by."""
+        return self.leases.log_time
+
+    def session(self, session_id: int) -> Session | None:
+        return self._sessions.get(session_id)
+
+    @property
     def session_bytes(self) -> int:
         """The session table's size as max_session_bytes counts it."""
         return self._sessions.size
@@ -180,21 +200,31 @@ class KVStateMachine:
         self._applied_index = index
         self._applied_count += 1
         try:
-            session_id, seq, ack_floor, op = parse_command(command)
+            session_id, seq, ack_floor, op, stamp = parse_stamped(command)
         except Invalid as exc:
             return error(str(exc))
+        leases, sessions = self.leases, self._sessions
+        if stamp is not None:
+            leases.advance_time(stamp)
+        if op[0] in _STAMPED_OPS:
+            leases.advance_time(op[2])
+        sessions.sweep(leases.log_time)
         if session_id == 0:
-            return self._execute(op)
-        answer = self._sessions.answer(session_id, seq, index)
+            return self._execute(op, index)
+        answer = sessions.answer(session_id, seq, leases.log_time)
         if answer is not None:
             return answer
-        result = self._execute(op)
-        self._sessions.remember(session_id, seq, ack_floor, index, result)
+        result = self._execute(op, index)
+        sessions.remember(session_id, seq, ack_floor, leases.log_time, result)
         return result
 
-    def _execute(self, op: list[Any]) -> bytes:
-        """One write op, with what it does to leases (cluster/kv/leases.py)."""
+    def _execute(self, op: list[Any], index: int) -> bytes:
+        """One write op, with what it does to leases (cluster/kv/leases.py) and sessions."""
         name, ks, leases = op[0], self._keyspace, self.leases
+        if name == "session_open":
+            ttl_ms = op[1] or DEFAULT_SESSION_TTL_MS
+            self._sessions.open(index, ttl_ms, leases.log_time)
+            return pack({"ok": True, "rev": ks.revision, "session": index, "ttl_ms": ttl_ms})
         if name == "lease_grant":
             leases.advance_time(op[2])
             granted = leases.grant(op[1], op[2])

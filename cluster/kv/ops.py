@@ -17,6 +17,14 @@ Write ops (the last element of a command) and their results:
     ["lease_checkpoint", [[id, remaining_ms], ...], stamp]   {"ok": True, "rev": rev}  (the leader's own)
     (a lease write's `stamp` is the leader's log time: cluster/kv/leases.py; an unknown lease gives
     {"ok": False, "code": "lease_not_found"} and changes nothing. A plain put or a delete detaches a key.)
+    ["session_open", ttl_ms, stamp]     {"ok": True, "rev": rev, "session": id, "ttl_ms": ttl_ms}
+    (session 0 only; the leader sets ttl_ms and stamp: cluster/kv/sessions.py. The id is the entry's
+    log index.)
+
+A command of a session (session != 0) that the leader proposes carries a fifth element, the leader's
+log time when it proposed it: [session, seq, ack_floor, op, stamp] (`stamp_command`). Apply advances the
+log time to it and judges the session's expiry by it; a write of an unknown or expired session gives
+{"ok": False, "code": "session_expired"} and changes nothing.
 
 A write's result holds no value (put gives no previous value, a failed cas not the current one: read it
 with get): results are cached per client session to answer retries, and must stay small.
@@ -82,6 +90,10 @@ Value = Any  # None | bool | int | float | str | bytes | list[Value] | dict[str 
 # gone (cluster/kv/sessions.py); the client raises AlreadyApplied for it.
 ALREADY_APPLIED_CODE = "already_applied"
 
+# The "code" of a write refused because its session is unknown: never registered, expired or evicted
+# (cluster/kv/sessions.py); the write was not applied and never will be.
+SESSION_EXPIRED_CODE = "session_expired"
+
 _SCALARS = (type(None), bool, int, float, str, bytes)
 _WRITE_ARITY = {"put": 3, "del": 2, "del_prefix": 2, "cas": 4, "cas_del": 3}
 _QUERY_ARITY = {"get": 2, "range": 4}
@@ -89,6 +101,7 @@ _QUERY_ARITY = {"get": 2, "range": 4}
 _LEASE_WRITE_ARITY = {"lease_grant": 3, "lease_revoke": 3, "put_lease": 4, "lease_checkpoint": 3}
 _LEASE_QUERY_ARITY = {"lease_keepalive": 2, "lease_info": 2, "lease_list": 1}
 _WRITE_ARITY.update(_LEASE_WRITE_ARITY)
+_WRITE_ARITY["session_open"] = 3
 _QUERY_ARITY.update(_LEASE_QUERY_ARITY)
 LEASE_QUERIES = frozenset(_LEASE_QUERY_ARITY)
 LEASE_NOT_FOUND_CODE = "lease_not_found"
@@ -131,6 +144,15 @@ def encode_query(op: list[Any]) -> bytes:
     except Invalid as exc:
         raise ValueError(str(exc)) from None
     return data
+
+
+def stamp_command(data: bytes, stamp: int) -> bytes:
+    """A valid command with the leader's log time `stamp` as its fifth element (replacing any stamp a
+    client sent). The common case, a client's 4-element command, costs one concatenation."""
+    if data[:1] == b"\x94":  # a msgpack fixarray of 4: make it 5 and append the stamp
+        return b"\x95" + data[1:] + pack(stamp)
+    session, seq, ack_floor, op, _ = parse_stamped(data)
+    return pack([session, seq, ack_floor, op, stamp])
 
 
 def command_op(data: bytes) -> list[Any]:
@@ -231,6 +253,10 @@ def _check_op(op: object, arity: dict[str, int]) -> list[Any]:
         raise Invalid(f"op {name!r} takes {want - 1} argument(s), got {len(op) - 1}")
     if name in _LEASE_WRITE_ARITY or name in _LEASE_QUERY_ARITY:
         return _check_lease_op(op)
+    if name == "session_open":
+        check_uint(op[1], "session ttl (ms)")
+        check_uint(op[2], "stamp")
+        return op
     if name in ("put", "del", "cas", "cas_del", "get"):
         check_key(op[1])
     else:  # del_prefix, range
@@ -290,15 +316,25 @@ def _unpack_bounded(data: bytes, what: str, limit: int) -> Any:
 
 def parse_command(data: bytes) -> tuple[int, int, int, list[Any]]:
     """(session, seq, ack_floor, op) of a write command; raises Invalid."""
-    obj = _unpack_bounded(data, "command", MAX_COMMAND_BYTES)
-    if type(obj) is not list or len(obj) != 4:
+    return parse_stamped(data)[:4]  # type: ignore[return-value]
+
+
+def parse_stamped(data: bytes) -> tuple[int, int, int, list[Any], int | None]:
+    """(session, seq, ack_floor, op, stamp) of a write command, stamp None when it has none; raises
+    Invalid."""
+    obj = _unpack_bounded(data, "command", MAX_COMMAND_BYTES + 16)
+    if type(obj) is not list or len(obj) not in (4, 5):
         raise Invalid("command must be [session, seq, ack_floor, op]")
     session = check_uint(obj[0], "session")
     seq = check_uint(obj[1], "seq")
     ack_floor = check_uint(obj[2], "ack_floor")
     if session != 0 and ack_floor > seq:
         raise Invalid("ack_floor must not be above seq")
-    return session, seq, ack_floor, _check_op(obj[3], _WRITE_ARITY)
+    stamp = check_uint(obj[4], "stamp") if len(obj) == 5 else None
+    op = _check_op(obj[3], _WRITE_ARITY)
+    if op[0] == "session_open" and session != 0:
+        raise Invalid("session_open is sent without a session (session 0)")
+    return session, seq, ack_floor, op, stamp
 
 
 def parse_query(data: bytes) -> list[Any]:

@@ -33,6 +33,11 @@ renewed a lease and answered would tell the client its lease lives while the rea
 A new leader's tracker gives every lease a fresh TTL plus the election timeout, and the old leader
 answered a keepalive only while it still was the leader, so a lease renewed at time t by the old leader
 lives at least until t + TTL: a leader change never expires a live lease early.
+
+Sessions (cluster/kv/sessions.py): the leader stamps the writes of client sessions with the same log time
+(`LogClock`) as the lease entries, as a fifth element of the command, and fills in a `session_open`
+entry's TTL (`session_ttl`, this node's setting) and stamp; the state machine judges expiry from those
+stamps alone.
 """
 
 from __future__ import annotations
@@ -54,13 +59,16 @@ from cluster.kv.ops import (
     LEASE_EXPIRED_CODE,
     LEASE_NOT_FOUND_CODE,
     LEASE_QUERIES,
-    command_op,
+    Invalid,
     encode_command,
     error,
     pack,
     parse_command,
     parse_query,
+    parse_stamped,
+    stamp_command,
 )
+from cluster.kv.sessions import DEFAULT_SESSION_TTL_MS, MAX_SESSION_TTL_MS
 from cluster.kv.watches import WatchOptions, WatchRegistry, parse_stream_id, parse_watch
 
 RESERVED_PREFIX: Final = "__zraft/"
@@ -96,7 +104,7 @@ _BUSY_TEXTS: Final = {
 
 def touches_reserved(op: list[Any]) -> bool:
     """Whether a validated write op could change a key under RESERVED_PREFIX."""
-    if op[0] in ("lease_grant", "lease_revoke", "lease_checkpoint"):
+    if op[0] in ("lease_grant", "lease_revoke", "lease_checkpoint", "session_open"):
         return False
     if op[0] == "del_prefix":
         prefix: str = op[1]
@@ -117,11 +125,16 @@ class KVService(Generic[C]):
         election_timeout: float = 1.0,
         min_lease_ttl: float | None = None,
         lease_checkpoint_interval: float = 300.0,
+        session_ttl: float = DEFAULT_SESSION_TTL_MS / 1000,
     ) -> None:
         """`election_timeout` is the Raft base election timeout (s): the grace a new leader adds to every
         lease. `min_lease_ttl` (s) defaults to three election timeouts: a shorter lease could expire
         during an ordinary election. Leases longer than twice `lease_checkpoint_interval` (s) have their
-        remaining TTL written to the log that often (cluster/kv/leases.py)."""
+        remaining TTL written to the log that often (cluster/kv/leases.py). `session_ttl` (s) is the idle
+        time after which a client session this node registers as leader expires (cluster/kv/sessions.py)."""
+        if not 0 < session_ttl * 1000 <= MAX_SESSION_TTL_MS:
+            raise ValueError(f"session_ttl must be positive and at most {MAX_SESSION_TTL_MS // 1000} s")
+        self._session_ttl_ms = max(1, round(session_ttl * 1000))
         self._node = node
         self._sm = sm
         self._leases: LeaseTable | None = getattr(sm, "leases", None)  # None: a state machine without
@@ -306,8 +319,8 @@ class KVService(Generic[C]):
 
     def _write(self, req: ClientRequest, conn: C | None, origin: Origin) -> None:
         try:
-            op = command_op(req.payload)
-        except ValueError as exc:
+            session, _, _, op, _ = parse_stamped(req.payload)
+        except Invalid as exc:
             self._bad_request(req, conn, "invalid_command", str(exc))
             return
         if origin is Origin.CLIENT and op[0] == "lease_checkpoint":
@@ -325,11 +338,20 @@ class KVService(Generic[C]):
                 return
             payload = stamped
         node = self._node
+        if op[0] == "session_open":
+            payload = encode_command(0, 0, 0, ["session_open", self._session_ttl_ms, self._stamp()])
+        elif session != 0 and node.role is Role.LEADER:
+            payload = stamp_command(payload, self._stamp())
         index = node.propose(payload)
         if isinstance(index, Refusal):
             self._refuse(req, conn, index, "proposals")
             return
         self._proposals[index] = _Waiting(conn, req.src, req.req_id, node.term, b"")
+
+    def _stamp(self) -> int:
+        """The leader's log time for an entry it proposes now (cluster/kv/leases.py LogClock)."""
+        table = self._leases
+        return self._clock.stamp(self._node.term, self._now, table.log_time if table is not None else 0)
 
     def _watch_request(self, req: ClientRequest, conn: C | None) -> None:
         watches = self.watches

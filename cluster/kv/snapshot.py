@@ -3,8 +3,10 @@
     [SNAPSHOT_FORMAT, applied_index, applied_count, revision, [key, ...], [record, ...], sessions, leases]
 
 Keys are sorted and unique, a record is [value, create_revision, mod_revision, version], and sessions are
-in the form cluster/kv/sessions.py gives, leases in the form cluster/kv/leases.py gives (format 1, from
-before leases, had no leases field and is still read).
+in the form cluster/kv/sessions.py gives, leases in the form cluster/kv/leases.py gives. Older formats are
+still read: format 1 (before leases: no leases field) and format 2 (before registered sessions: sessions
+as [id, floor, last_index, responses], taken as registered at the snapshot's log time with the default
+TTL, cluster/kv/sessions.py decode_legacy_sessions). Any other format is refused with its number.
 A snapshot is untrusted bytes (it may come from a peer):
 `decode_snapshot` validates every field before anything is replaced (DESIGN.md rule 7).
 """
@@ -16,10 +18,10 @@ from typing import Any
 from cluster.kv.keyspace import Record
 from cluster.kv.leases import Lease, decode_leases
 from cluster.kv.ops import Invalid, check_key, check_uint, check_value_shape, is_int, pack, unpack
-from cluster.kv.sessions import Session, decode_sessions
+from cluster.kv.sessions import Session, decode_legacy_sessions, decode_sessions
 from transport.codec import msgpack_array_header
 
-SNAPSHOT_FORMAT = 2
+SNAPSHOT_FORMAT = 3
 SNAPSHOT_STEP_KEYS = 4096  # keys (or records) encoded per SnapshotJob.step(): about a millisecond
 
 
@@ -101,8 +103,8 @@ def decode_snapshot(
         raise Invalid("not a single valid msgpack object") from None
     if type(obj) is not list or not obj or not is_int(obj[0]):
         raise Invalid("not a KV snapshot")
-    if obj[0] not in (1, SNAPSHOT_FORMAT):
-        raise Invalid(f"unsupported snapshot format {obj[0]} (this build reads 1 and {SNAPSHOT_FORMAT})")
+    if obj[0] not in (1, 2, SNAPSHOT_FORMAT):
+        raise Invalid(f"unsupported snapshot format {obj[0]} (this build reads 1 to {SNAPSHOT_FORMAT})")
     if len(obj) != (7 if obj[0] == 1 else 8):
         raise Invalid("wrong number of fields")
     if obj[0] == 1:
@@ -133,8 +135,11 @@ def decode_snapshot(
         ):
             raise Invalid(f"record of key {key[:64]!r} has bad revisions")
         records.append((value, create, mod, version))
-    sessions = decode_sessions(raw_sessions)
     leases = decode_leases(raw_leases, set(keys))
+    if obj[0] < 3:
+        sessions = decode_legacy_sessions(raw_sessions, leases[1])
+    else:
+        sessions = decode_sessions(raw_sessions)
     return applied_index, applied_count, revision, keys, records, sessions, leases
 
 

@@ -57,6 +57,7 @@ class NodeConfig:
     lease_checkpoint_ms: int = (
         300_000  # leases above twice this write their remaining TTL to the log this often
     )
+    session_ttl_ms: int = 300_000  # a client session idle this long by the log time expires
     log_level: str = "INFO"
     log_json: bool = False
     http_url: str = ""  # the HTTP status server's http://HOST:PORT (cluster/node/http/); "" = none
@@ -105,6 +106,7 @@ SETTINGS: dict[str, tuple[str, str]] = {
     "watch_progress_ms": ("--watch-progress-ms", "ZRAFT_WATCH_PROGRESS_MS"),
     "lease_min_ttl_ms": ("--lease-min-ttl-ms", "ZRAFT_LEASE_MIN_TTL_MS"),
     "lease_checkpoint_ms": ("--lease-checkpoint-ms", "ZRAFT_LEASE_CHECKPOINT_MS"),
+    "session_ttl_ms": ("--session-ttl-ms", "ZRAFT_SESSION_TTL_MS"),
     "log_level": ("--log-level", "ZRAFT_LOG_LEVEL"),
     "log_json": ("--log-json", "ZRAFT_LOG_JSON"),
     "http_url": ("--http-url", "ZRAFT_HTTP_URL"),
@@ -125,6 +127,7 @@ _INT_SETTINGS = (
     "watch_progress_ms",
     "lease_min_ttl_ms",
     "lease_checkpoint_ms",
+    "session_ttl_ms",
 )
 _DEFAULTS: dict[str, Any] = {
     "cluster_id": "zraft",
@@ -142,6 +145,7 @@ _DEFAULTS: dict[str, Any] = {
     "watch_progress_ms": 1000,
     "lease_min_ttl_ms": 0,
     "lease_checkpoint_ms": 300_000,
+    "session_ttl_ms": 300_000,
     "log_level": "INFO",
     "log_json": False,
     "http_url": "",
@@ -228,6 +232,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="leases longer than 2N write their remaining TTL to the log every N milliseconds, so that "
         "leader changes cannot keep them alive (ZRAFT_LEASE_CHECKPOINT_MS; default 300000)",
+    )
+    add(
+        "--session-ttl-ms",
+        metavar="N",
+        help="a client session without writes for N ms of the leader's log time expires; its retries "
+        "are then refused instead of applied twice (ZRAFT_SESSION_TTL_MS; default 300000, at most a day)",
     )
     add(
         "--snapshot-entries",
@@ -395,6 +405,9 @@ def _validate(merged: dict[str, _Value]) -> NodeConfig:
     watch_progress_ms = _positive_int(merged, "watch_progress_ms", minimum=1)
     lease_min_ttl = _positive_int(merged, "lease_min_ttl_ms", minimum=0)
     lease_checkpoint = _positive_int(merged, "lease_checkpoint_ms", minimum=1)
+    session_ttl = _positive_int(merged, "session_ttl_ms", minimum=1)
+    if session_ttl > 24 * 3600 * 1000:
+        raise ConfigError(f"session ttl {session_ttl} ms ({merged['session_ttl_ms'].source}) is above a day")
     if 0 < lease_min_ttl < 2 * election:
         raise ConfigError(
             f"lease min ttl {lease_min_ttl} ms ({merged['lease_min_ttl_ms'].source}) must be 0 (three "
@@ -434,6 +447,7 @@ def _validate(merged: dict[str, _Value]) -> NodeConfig:
         watch_progress_ms=watch_progress_ms,
         lease_min_ttl_ms=lease_min_ttl,
         lease_checkpoint_ms=lease_checkpoint,
+        session_ttl_ms=session_ttl,
         log_level=level,
         log_json=_bool(merged["log_json"]),
         http_url=http_url,

@@ -106,6 +106,7 @@ class NodeRuntime:
             election_timeout=election_timeout,
             min_lease_ttl=config.lease_min_ttl_ms / 1000.0 or None,
             lease_checkpoint_interval=config.lease_checkpoint_ms / 1000.0,
+            session_ttl=config.session_ttl_ms / 1000.0,
         )
         self._intake_bytes = config.intake_bytes
         self.stop = GracefulStop(self.name, election_timeout)

@@ -32,7 +32,9 @@ from actors.config import RaftConfig
 from actors.contracts import Ready
 from actors.messages import ClientRequest, ClientResponse, Entry, NodeId
 from actors.node import NodeActor, Role
+from cluster.client.commands import SESSION_HOOKS
 from cluster.kv.machine import KVStateMachine, decode_result, encode_command, encode_query
+from cluster.kv.ops import parse_command
 from cluster.kv.service import KVService, Origin
 from cluster.storage import DiskStorage
 from cluster.storage.fs import SimFS
@@ -83,6 +85,9 @@ class SimOptions:
     )
     lease_owners: int = 2
     lease_checkpoint_interval: float = 1.0  # the owners' 3 s leases are checkpointed: both paths run
+    # Client sessions expire after this much idle log time: short, so that clients cut off by the nemesis
+    # (or stuck behind a partition) see their sessions expire, and idle ones re-register.
+    session_ttl: float = 4.0
     max_events: int = 2_000_000
     profile: str = ""  # the named profile these options came from ("" once overridden)
 
@@ -147,13 +152,24 @@ class CheckedStateMachine(KVStateMachine):
         self._node = node
         self._checker = checker
         self._last = 0
+        self._command = b""
 
     def apply(self, index: int, command: bytes) -> bytes:
         if index <= self._last:
             raise SimFailure(f"{self._node} applied index {index} after {self._last}")
         self._last = index
         self._checker.on_apply(self._node, index, command)
+        self._command = command
         return super().apply(index, command)
+
+    def _execute(self, op: list[Any], index: int) -> bytes:
+        """Every op that takes effect, with the session write it belongs to: exactly once, checked."""
+        session, seq = parse_command(self._command)[:2]
+        if op[0] == "session_open":
+            self._checker.on_session_open(index)
+        elif session != 0:
+            self._checker.on_session_write(self._node, index, session, seq)
+        return super()._execute(op, index)
 
     def prepare_restore(self, data: bytes, index: int) -> Callable[[], None]:
         swap = super().prepare_restore(data, index)
@@ -180,6 +196,8 @@ class SafetyChecker:
         self.mirrors: dict[str, dict[int, int]] = {}  # node -> index -> term, as last checked
         self.commit_seen: dict[str, int] = {}
         self.on_first_apply: Callable[[bytes], None] | None = None  # an entry applied for the first time
+        self.session_opens: set[int] = set()  # log indexes of the session registrations applied
+        self.executed: dict[tuple[int, int], int] = {}  # (session, seq) of client writes -> index applied
 
     def on_apply(self, node: str, index: int, command: bytes) -> None:
         d = _digest(command)
@@ -194,6 +212,18 @@ class SafetyChecker:
         committed = self.committed.get(index)
         if committed is not None and committed[1] != d:
             raise SimFailure(f"{node} applied index {index} which differs from the committed entry")
+
+    def on_session_open(self, index: int) -> None:
+        self.session_opens.add(index)
+
+    def on_session_write(self, node: str, index: int, session: int, seq: int) -> None:
+        """A client write taking effect at `index`: its session was registered in the log before it, and
+        no other index applies the same (session, seq): a retry is never applied twice."""
+        if session not in self.session_opens:
+            raise SimFailure(f"{node} applied a write of session {session}, which was never registered")
+        first = self.executed.setdefault((session, seq), index)
+        if first != index:
+            raise SimFailure(f"{node} applied write {seq} of session {session} twice: at {first} and {index}")
 
     def forget_node(self, node: str) -> None:
         """A crash: the node's in-memory log is gone; recheck what it recovers."""
@@ -292,7 +322,9 @@ class SimClient:
             nodes=tuple(cluster.node_ids),
             session=rng.getrandbits(62) + 1,
             rng=rng,
-            options=ClientOptions(attempt_timeout=0.5, backoff_base=0.02, backoff_max=0.5),
+            options=ClientOptions(
+                attempt_timeout=0.5, backoff_base=0.02, backoff_max=0.5, sessions=SESSION_HOOKS
+            ),
         )
         self.budget = cluster.options.ops_per_client
         self.open: dict[int, _Invocation] = {}
@@ -301,6 +333,8 @@ class SimClient:
         self.tick_token = 0
         self.final_reads: dict[int, str] = {}
         self.final_results: dict[str, Any] = {}
+        self.sessions_expired = 0  # writes that ended with Outcome.SESSION_EXPIRED
+        self.delete_prefixes = 0  # delete_prefix ops answered
 
     def start(self) -> None:
         for _ in range(self.cluster.options.concurrency):
@@ -335,9 +369,15 @@ class SimClient:
         elif roll < 0.65:
             handle = self.actor.read(encode_query(["get", key]), now, timeout)
             self.open[handle] = _Invocation(key, "get", (), now)
-        elif roll < 0.75:
+        elif roll < 0.72:
             handle = self.actor.write(lambda s, q, f: encode_command(s, q, f, ["del", key]), now, timeout)
             self.open[handle] = _Invocation(key, "delete", (), now)
+        elif roll < 0.78:
+            prefix = key if self.rng.random() < 0.5 else "k"  # one key, or every key (one revision)
+            handle = self.actor.write(
+                lambda s, q, f: encode_command(s, q, f, ["del_prefix", prefix]), now, timeout
+            )
+            self.open[handle] = _Invocation(prefix, "delete_prefix", (), now)
         else:
             expected = self.cluster.last_value_hint.get(key) if self.rng.random() < 0.7 else None
             handle = self.actor.write(
@@ -391,15 +431,23 @@ class SimClient:
             return  # refused before anything was proposed: no effect on the history
         if done.outcome is Outcome.NOT_APPLIED:
             return  # every attempt refused unproposed: no effect on the history (the check holds it to that)
+        if done.outcome is Outcome.SESSION_EXPIRED:  # applied at most once, by an earlier attempt
+            self.sessions_expired += 1
+            self._record_unknown(inv)
+            return
         if done.outcome is Outcome.TIMEOUT:
             if final_key is not None:
                 raise SimFailure(f"liveness: final read of {final_key} timed out after healing")
             if inv.kind != "get":  # a read that never answered has no effect on the history
-                self.history.append(Operation(self.id, inv.key, inv.kind, inv.args, inv.invoke, None, None))
+                self._record_unknown(inv)
             return
         res = decode_result(done.result)
         if not res.get("ok"):
             raise SimFailure(f"{self.id}: {inv.kind} on {inv.key} failed in the state machine: {res}")
+        if inv.kind == "delete_prefix":
+            self.delete_prefixes += 1
+            self._record_delete_prefix(inv, now, res["deleted"])
+            return
         if inv.kind == "put":
             result: Any = None
         elif inv.kind == "get":
@@ -414,6 +462,29 @@ class SimClient:
         else:
             result = bool(res["swapped"])
         self.history.append(Operation(self.id, inv.key, inv.kind, inv.args, inv.invoke, now, result))
+
+
+    def _prefix_keys(self, prefix: str) -> list[str]:
+        return [k for k in (f"k{i}" for i in range(self.cluster.options.keys)) if k.startswith(prefix)]
+
+    def _record_unknown(self, inv: _Invocation) -> None:
+        if inv.kind == "delete_prefix":
+            self._record_delete_prefix(inv, None, None)
+        else:
+            self.history.append(Operation(self.id, inv.key, inv.kind, inv.args, inv.invoke, None, None))
+
+    def _record_delete_prefix(self, inv: _Invocation, complete: float | None, deleted: int | None) -> None:
+        """A delete_prefix, per key for the per-key check: over one key it is a delete whose count says
+        whether the key existed; over several, a "clear" of each (only the sum of them is known)."""
+        keys = self._prefix_keys(inv.key)
+        if deleted is not None and deleted > len(keys):
+            raise SimFailure(f"{self.id}: delete_prefix {inv.key!r} deleted {deleted} of {len(keys)} keys")
+        for key in keys:
+            if len(keys) == 1:
+                existed = None if deleted is None else deleted > 0
+                self.history.append(Operation(self.id, key, "delete", (), inv.invoke, complete, existed))
+            else:
+                self.history.append(Operation(self.id, key, "clear", (), inv.invoke, complete, None))
 
 
 @dataclass(slots=True)
@@ -437,6 +508,11 @@ class SimReport:
     lease_renewals: int = 0  # keepalives answered OK
     lease_revokes: int = 0  # lease revokes applied (expiries of owned leases, and orphans')
     clock_jumps: int = 0  # forward jumps of a follower's clock
+    sessions_opened: int = 0  # client sessions registered (as the clients saw them answered)
+    sessions_lost: int = 0  # client sessions the cluster no longer knew (expired or evicted)
+    session_expired_writes: int = 0  # writes that ended as SESSION_EXPIRED (outcome unknown)
+    delete_prefixes: int = 0  # delete_prefix ops answered
+    clients_cut_off: int = 0  # times the nemesis cut a client off from every node
 
 
 class SimSnapshotRunner:
@@ -497,6 +573,7 @@ class SimCluster:
         self.lease_owners_by_id = {o.id: o for o in self.lease_owners}
         self.healed_at = float("inf")
         self.clock_jumps = 0
+        self.clients_cut_off = 0
 
     # --- running ----------------------------------------------------------------------------------
 
@@ -563,6 +640,11 @@ class SimCluster:
             lease_renewals=self.lease_monitor.renewals,
             lease_revokes=self.lease_monitor.expiries,
             clock_jumps=self.clock_jumps,
+            sessions_opened=sum(c.actor.sessions_opened for c in self.clients),
+            sessions_lost=sum(c.actor.sessions_lost for c in self.clients),
+            session_expired_writes=sum(c.sessions_expired for c in self.clients),
+            delete_prefixes=sum(c.delete_prefixes for c in self.clients),
+            clients_cut_off=self.clients_cut_off,
         )
 
     def failure(self, text: str) -> SimFailure:
@@ -662,6 +744,7 @@ class SimCluster:
             node.sm,
             election_timeout=self.options.raft.election_timeout,
             lease_checkpoint_interval=self.options.lease_checkpoint_interval,
+            session_ttl=self.options.session_ttl,
         )
         node.up = True
         node.persisting = False
@@ -870,6 +953,8 @@ class SimCluster:
             actions += [self._crash_random, self._crash_leader, self._restart_all, self._restart_all]
         if self.lease_owners:
             actions.append(self._jump_follower_clock)
+        if self.clients:
+            actions.append(self._cut_off_client)
         rng.choice(actions)()
         self._schedule_nemesis()
 
@@ -902,6 +987,15 @@ class SimCluster:
             node.clock_offset += self._nemesis_rng.uniform(0.5, 30.0)
             self.clock_jumps += 1
             self._schedule_tick(node)
+
+    def _cut_off_client(self) -> None:
+        """A client loses every node for a while, often longer than the session TTL: its writes in flight
+        retry into the void, and when it is back its session may be gone (refused, never applied twice)."""
+        client = self._nemesis_rng.choice(self.clients)
+        self.network.isolate(client.id, self.node_ids)
+        self.clients_cut_off += 1
+        back = self._nemesis_rng.uniform(0.5, 2.5 * self.options.session_ttl)
+        self.scheduler.after(back, lambda: self.network.rejoin(client.id, self.node_ids))
 
     def _crash_random(self) -> None:
         self._crash(self.nodes[self._nemesis_rng.choice(self.node_ids)])

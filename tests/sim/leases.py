@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from actors.client import ClientActor, ClientOptions, Completion, Outcome
 from actors.messages import ClientResponse
+from cluster.client.commands import SESSION_HOOKS
 from cluster.kv.machine import decode_result, encode_command, encode_query
 from cluster.kv.ops import LEASE_EXPIRED_CODE, LEASE_NOT_FOUND_CODE, Invalid, parse_command
 
@@ -76,9 +77,11 @@ class SimLeaseOwner:
         self.actor = ClientActor(
             client_id=self.id,
             nodes=tuple(cluster.node_ids),
-            session=rng.getrandbits(62) + 1,
+            session=0,
             rng=rng,
-            options=ClientOptions(attempt_timeout=0.5, backoff_base=0.02, backoff_max=0.5),
+            options=ClientOptions(
+                attempt_timeout=0.5, backoff_base=0.02, backoff_max=0.5, sessions=SESSION_HOOKS
+            ),
         )
         opts = cluster.options
         # half the owners stop renewing during the fault phase; the others at healing

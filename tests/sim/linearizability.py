@@ -14,6 +14,9 @@ Model (per key the state is the stored value, ``None`` meaning absent):
                                                           state := None
 * ``cas``    args=(expected, new)  result = bool swapped  swapped iff state == expected (expected None
                                                           means "key absent"); if swapped state := new
+* ``clear``  args=()               result ignored         state := None (one key's part of a delete that
+                                                          spans keys, such as a delete_prefix: whether
+                                                          this key existed is not known on its own)
 
 Values are compared with ``==``. As ``None`` means absent, ``put(key, None)`` makes the key absent.
 Two operations whose intervals merely touch (one completes at the instant the other is invoked) are
@@ -51,8 +54,9 @@ PUT = "put"
 GET = "get"
 DELETE = "delete"
 CAS = "cas"
-KINDS: frozenset[str] = frozenset({PUT, GET, DELETE, CAS})
-_ARITY: dict[str, int] = {PUT: 1, GET: 0, DELETE: 0, CAS: 2}
+CLEAR = "clear"
+KINDS: frozenset[str] = frozenset({PUT, GET, DELETE, CAS, CLEAR})
+_ARITY: dict[str, int] = {PUT: 1, GET: 0, DELETE: 0, CAS: 2, CLEAR: 0}
 
 # How many operations an explanation lists in each section before eliding the rest.
 _EXPLAIN_PREFIX_TAIL = 6
@@ -145,6 +149,8 @@ def _compile(op: Operation) -> _Step:
         return _Step(GET, known, observed=canonical(op.result) if known else None)
     if op.kind == DELETE:
         return _Step(DELETE, known, flag=bool(op.result) if known else False)
+    if op.kind == CLEAR:
+        return _Step(CLEAR, known)
     return _Step(
         CAS,
         known,
@@ -168,13 +174,15 @@ def _apply(step: _Step, state: Hashable) -> tuple[bool, Hashable]:
             return True, step.value
         if kind == DELETE:
             return step.flag == (state is not None), None
+        if kind == CLEAR:
+            return True, None
         # cas
         if state == step.expected:
             return step.flag, step.value
         return not step.flag, state
     if kind == PUT:
         return step.value != state, step.value
-    if kind == DELETE:
+    if kind in (DELETE, CLEAR):
         return state is not None, None
     if kind == CAS:
         return state == step.expected and step.value != state, step.value
@@ -278,7 +286,7 @@ def _raw_after(op: Operation, raw_before: object) -> object:
     """The original (non-canonical) value the key holds after ``op`` was linearized, for explanations."""
     if op.kind == PUT:
         return op.args[0]
-    if op.kind == DELETE:
+    if op.kind in (DELETE, CLEAR):
         return None
     if op.kind == CAS and (op.complete is None or bool(op.result)):
         return op.args[1]  # linearized unknown-outcome cas always swapped

@@ -154,15 +154,16 @@ def test_a_retry_whose_answer_was_dropped_raises_already_applied() -> None:
     """The state machine's answer to a retry of an applied write whose cached answer was dropped (the
     per-session bound) becomes AlreadyApplied, and the write is not applied a second time."""
     sm = KVStateMachine(max_responses_per_session=2)
-    session = 77
+    session = 1
+    sm.apply(1, encode_command(0, 0, 0, ["session_open", 0, 0]))  # registers session 1
     encode = write_encoder("cas", session, ["cas", "lock", None, "me"])
-    first = sm.apply(1, encode(session, 1, 1))
+    first = sm.apply(2, encode(session, 1, 1))
     assert check_result("cas", first)["swapped"] is True
     for seq in (2, 3):  # two more writes: seq 1's answer no longer fits the session's cache
-        sm.apply(seq, write_encoder("put", session, ["put", f"k{seq}", seq])(session, seq, 1))
+        sm.apply(seq + 1, write_encoder("put", session, ["put", f"k{seq}", seq])(session, seq, 1))
     revision = sm.revision
     with pytest.raises(AlreadyApplied) as caught:
-        check_result("cas", sm.apply(4, encode(session, 1, 1)), timeout=3.0)
+        check_result("cas", sm.apply(5, encode(session, 1, 1)), timeout=3.0)
     assert caught.value.operation == "cas" and caught.value.timeout == 3.0
     assert sm.revision == revision
 

@@ -33,6 +33,7 @@ from cluster.kv.machine import (
     encode_command,
     encode_query,
 )
+from cluster.kv.ops import SESSION_EXPIRED_CODE
 from cluster.kv.sessions import RESPONSE_OVERHEAD_BYTES, SESSION_OVERHEAD_BYTES
 from transport.codec import MAX_FRAME_BYTES
 
@@ -43,9 +44,19 @@ ALREADY = {"ok": False, "error": ALREADY_APPLIED, "code": ALREADY_APPLIED_CODE}
 class Driver:
     """A state machine plus a log index counter, so tests read like a client talking to a replica."""
 
-    def __init__(self, sm: KVStateMachine | None = None, start: int = 0) -> None:
+    def __init__(self, sm: KVStateMachine | None = None, start: int = 0, sessions: int = 0) -> None:
+        """`sessions`: register that many client sessions first (at indexes 1, 2, ...: ids 1, 2, ...)."""
         self.sm = sm if sm is not None else KVStateMachine()
         self.index = count(start + 1)
+        for _ in range(sessions):
+            self.open_session()
+
+    def open_session(self, stamp: int = 0, ttl_ms: int = 0) -> int:
+        """Register a client session (as the leader proposes it); its id."""
+        result = self.write(["session_open", ttl_ms, stamp])
+        assert result["ok"], result
+        session: int = result["session"]
+        return session
 
     def raw(self, command: bytes) -> bytes:
         return self.sm.apply(next(self.index), command)
@@ -353,7 +364,8 @@ def test_cas_del(kv: Driver) -> None:
 # Exactly-once sessions (Raft dissertation 6.3)
 
 
-def test_duplicate_session_seq_returns_cached_result_and_applies_once(kv: Driver) -> None:
+def test_duplicate_session_seq_returns_cached_result_and_applies_once() -> None:
+    kv = Driver(sessions=7)
     command = encode_command(7, 1, 0, ["put", "k", "v"])
     first = kv.raw(command)
     kv.write(["put", "other", 1])  # something in between, at another log index
@@ -364,7 +376,8 @@ def test_duplicate_session_seq_returns_cached_result_and_applies_once(kv: Driver
     assert kv.get("k") == {"key": "k", "value": "v", "create_revision": 1, "mod_revision": 1, "version": 1}
 
 
-def test_duplicate_returns_cached_result_even_if_state_moved_on(kv: Driver) -> None:
+def test_duplicate_returns_cached_result_even_if_state_moved_on() -> None:
+    kv = Driver(sessions=7)
     command = encode_command(7, 1, 0, ["cas", "k", None, "first"])
     first = kv.raw(command)
     kv.write(["del", "k"])
@@ -379,7 +392,8 @@ def test_session_zero_is_never_deduplicated(kv: Driver) -> None:
     assert kv.sm.revision == 2 and kv.sm.session_count == 0
 
 
-def test_ack_floor_prunes_cached_responses_and_rejects_below_floor(kv: Driver) -> None:
+def test_ack_floor_prunes_cached_responses_and_rejects_below_floor() -> None:
+    kv = Driver(sessions=7)
     c1 = encode_command(5, 1, 0, ["put", "a", 1])
     c2 = encode_command(5, 2, 0, ["put", "b", 2])
     kv.raw(c1)
@@ -392,10 +406,11 @@ def test_ack_floor_prunes_cached_responses_and_rejects_below_floor(kv: Driver) -
     assert kv.sm.revision == rev
     snap = kv.sm.snapshot()
     sessions = msgpack.unpackb(snap, raw=False)[6]
-    assert [[s[0], s[1], [p[0] for p in s[3]]] for s in sessions] == [[5, 2, [2, 3]]]
+    assert [[s[0], s[1], [p[0] for p in s[4]]] for s in sessions if s[0] == 5] == [[5, 2, [2, 3]]]
 
 
-def test_rejected_below_floor_changes_nothing(kv: Driver) -> None:
+def test_rejected_below_floor_changes_nothing() -> None:
+    kv = Driver(sessions=7)
     kv.write(["put", "a", 1], session=5, seq=4, ack=4)
     digest = kv.sm.digest()
     assert kv.write(["put", "a", 2], session=5, seq=3, ack=0) == ALREADY
@@ -409,28 +424,32 @@ def test_ack_floor_above_seq_is_invalid(kv: Driver) -> None:
         encode_command(5, 1, 2, ["put", "a", 1])
 
 
-def test_session_eviction_removes_smallest_last_index() -> None:
-    kv = Driver(KVStateMachine(max_sessions=3))
-    kv.write(["put", "a", 1], session=1, seq=1)  # index 1
-    kv.write(["put", "a", 2], session=2, seq=1)  # index 2
-    kv.write(["put", "a", 3], session=3, seq=1)  # index 3
-    kv.write(["put", "a", 4], session=1, seq=2)  # index 4: session 1 is now the most recent
+def test_session_eviction_removes_the_least_recently_active() -> None:
+    kv = Driver(KVStateMachine(max_sessions=3), sessions=3)  # sessions 1, 2, 3
+    kv.write(["put", "a", 1], session=1, seq=1)
+    kv.write(["put", "a", 2], session=2, seq=1)
+    kv.write(["put", "a", 3], session=3, seq=1)
+    kv.write(["put", "a", 4], session=1, seq=2)  # session 1 is now the most recent
     assert kv.sm.session_ids() == [2, 3, 1]
-    kv.write(["put", "a", 5], session=4, seq=1)  # index 5: evicts session 2 (last_index 2)
-    assert kv.sm.session_ids() == [3, 1, 4]
+    s4 = kv.open_session()  # evicts session 2
+    assert kv.sm.session_ids() == [3, 1, s4]
     # A duplicate also counts as activity: session 3 moves to the end, so 1 is evicted next.
     kv.raw(encode_command(3, 1, 0, ["put", "a", 3]))
-    assert kv.sm.session_ids() == [1, 4, 3]
-    kv.write(["put", "a", 6], session=5, seq=1)
-    assert kv.sm.session_ids() == [4, 3, 5]
+    assert kv.sm.session_ids() == [1, s4, 3]
+    s5 = kv.open_session()
+    assert kv.sm.session_ids() == [s4, 3, s5]
     # A request answered as already applied is not activity.
-    kv.write(["put", "a", 7], session=4, seq=9, ack=9)
-    kv.write(["put", "a", 8], session=4, seq=1)
-    assert kv.sm.session_ids() == [3, 5, 4]
+    kv.write(["put", "a", 7], session=s4, seq=9, ack=9)
+    kv.write(["put", "a", 8], session=s4, seq=1)
+    assert kv.sm.session_ids() == [3, s5, s4]
+    # An evicted session is unknown: its retry is refused, never applied again.
+    rev = kv.sm.revision
+    refused = kv.write(["put", "a", 2], session=2, seq=1)
+    assert refused["ok"] is False and refused["code"] == SESSION_EXPIRED_CODE and kv.sm.revision == rev
 
 
 def test_responses_per_session_are_bounded() -> None:
-    kv = Driver(KVStateMachine(max_responses_per_session=3))
+    kv = Driver(KVStateMachine(max_responses_per_session=3), sessions=1)
     first = kv.raw(encode_command(1, 1, 0, ["put", "k", 1]))
     for seq in range(2, 6):
         kv.write(["put", "k", seq], session=1, seq=seq)
@@ -446,7 +465,7 @@ def test_the_clients_sequence_window_keeps_a_stuck_writes_answer() -> None:
     answered (its answer lost), overtaken by a window's worth of newer writes whose ack floor it holds
     down, still gets its own answer on retry. One write more than the cache holds would lose it."""
     for later, keeps in [(SEQ_WINDOW - 1, True), (DEFAULT_MAX_RESPONSES_PER_SESSION, False)]:
-        kv = Driver()
+        kv = Driver(sessions=9)
         stuck = encode_command(9, 1, 1, ["cas", "lock", None, "me"])
         answer = kv.raw(stuck)
         for seq in range(2, 2 + later):
@@ -469,7 +488,7 @@ def test_a_full_session_is_a_small_part_of_the_byte_bound() -> None:
 
 def test_write_results_never_carry_a_value() -> None:
     """What a session caches is a write's result: it must stay small however large the values are."""
-    kv = Driver()
+    kv = Driver(sessions=1)
     big = "x" * (MAX_VALUE_BYTES - 16)
     results = [
         kv.raw(encode_command(1, 1, 0, ["put", "k", big])),
@@ -491,7 +510,7 @@ def _session_bytes_of(snapshot: bytes) -> int:
     """The session table's size recomputed from a snapshot, as sessions.py documents it."""
     sessions = msgpack.unpackb(snapshot, raw=False)[6]
     return sum(
-        SESSION_OVERHEAD_BYTES + sum(len(r) + RESPONSE_OVERHEAD_BYTES for _, r in s[3]) for s in sessions
+        SESSION_OVERHEAD_BYTES + sum(len(r) + RESPONSE_OVERHEAD_BYTES for _, r in s[4]) for s in sessions
     )
 
 
@@ -501,26 +520,29 @@ def test_sessions_are_bounded_in_bytes_evicting_the_least_recent_first() -> None
             kv.write(["put", "a", sid], session=sid, seq=1)
             kv.write(["put", "a", sid], session=sid, seq=2)
 
-    unbounded = Driver()
+    unbounded = Driver(sessions=3)
     fill(unbounded)
     bound = unbounded.sm.session_bytes  # exactly three sessions of two responses each
-    kv = Driver(KVStateMachine(max_session_bytes=bound))
+    kv = Driver(KVStateMachine(max_session_bytes=bound), sessions=3)
     fill(kv)
     assert kv.sm.session_ids() == [1, 2, 3] and kv.sm.session_bytes == bound
     kv.write(["put", "a", 1], session=1, seq=3)  # session 1 grows and becomes the most recent
     assert kv.sm.session_ids() == [3, 1]  # over the bound: session 2, touched longest ago, went
     assert kv.sm.session_bytes <= bound
-    kv.write(["put", "a", 4], session=4, seq=1)
-    assert kv.sm.session_ids() == [3, 1, 4] and kv.sm.session_bytes <= bound
+    s4 = kv.open_session()
+    kv.write(["put", "a", 4], session=s4, seq=1)
+    assert kv.sm.session_ids() == [3, 1, s4] and kv.sm.session_bytes <= bound
     assert kv.sm.session_bytes == _session_bytes_of(kv.sm.snapshot())
 
 
 def test_the_session_being_written_is_never_evicted_for_bytes() -> None:
     kv = Driver(KVStateMachine(max_session_bytes=1))
-    kv.write(["put", "a", 1], session=1, seq=1)
-    kv.write(["put", "a", 2], session=2, seq=1)
-    assert kv.sm.session_ids() == [2]
-    command = encode_command(2, 2, 0, ["put", "a", 3])
+    s1 = kv.open_session()
+    kv.write(["put", "a", 1], session=s1, seq=1)
+    s2 = kv.open_session()
+    kv.write(["put", "a", 2], session=s2, seq=1)
+    assert kv.sm.session_ids() == [s2]
+    command = encode_command(s2, 2, 0, ["put", "a", 3])
     first = kv.raw(command)
     assert kv.raw(command) == first and kv.sm.revision == 3  # still deduplicated
 
@@ -540,7 +562,7 @@ def test_session_bytes_are_exact_and_survive_restore(
 ) -> None:
     """The running total equals the size recomputed from the content, stays within the bound (but for
     the one session being written), and a replica restored from a snapshot continues identically."""
-    live = Driver(KVStateMachine(max_responses_per_session=8, max_session_bytes=bound))
+    live = Driver(KVStateMachine(max_responses_per_session=8, max_session_bytes=bound), sessions=6)
     restored: Driver | None = None
     for i, (sid, seq, ack, name) in enumerate(ops):
         op = {"put": ["put", "k", i], "del": ["del", "k"], "cas": ["cas", "k", None, i]}[name]
@@ -562,7 +584,7 @@ def test_session_bytes_are_exact_and_survive_restore(
 
 
 def test_restore_trims_sessions_to_the_byte_bound() -> None:
-    kv = Driver()
+    kv = Driver(sessions=5)
     for sid in range(1, 6):
         kv.write(["put", "k", sid], session=sid, seq=1)
     per_session = kv.sm.session_bytes // 5
@@ -796,8 +818,8 @@ def test_snapshot_restore_round_trip() -> None:
 
 
 def test_duplicate_after_restore_is_still_deduplicated() -> None:
-    kv = Driver()
-    command = encode_command(42, 7, 0, ["put", "k", "v"])
+    kv = Driver(sessions=1)
+    command = encode_command(1, 7, 0, ["put", "k", "v"])
     first = kv.raw(command)
     restored = Driver(KVStateMachine(), start=kv.sm.applied_index)
     restored.sm.restore(kv.sm.snapshot())
@@ -805,7 +827,7 @@ def test_duplicate_after_restore_is_still_deduplicated() -> None:
     for replica in (kv, restored):
         assert replica.raw(command) == first
         assert replica.sm.revision == 1
-        replica.write(["put", "k2", 2], session=42, seq=8, ack=8)
+        replica.write(["put", "k2", 2], session=1, seq=8, ack=8)
         assert decode_result(replica.raw(command)) == ALREADY
     assert restored.sm.digest() == kv.sm.digest()
     assert restored.sm.snapshot() == kv.sm.snapshot()
@@ -892,7 +914,7 @@ def test_prepare_restore_changes_nothing_until_the_swap() -> None:
 
 
 def test_restore_trims_sessions_to_the_configured_bound() -> None:
-    kv = Driver()
+    kv = Driver(sessions=5)
     for sid in range(1, 6):
         kv.write(["put", "k", sid], session=sid, seq=1)
     small = KVStateMachine(max_sessions=2)
@@ -921,7 +943,7 @@ def _finish(job: Any) -> tuple[bytes, int]:
 @pytest.mark.parametrize("keys", [0, 1, 15, 16, 300])
 @pytest.mark.parametrize("step", [1, 7, 4096])
 def test_a_snapshot_job_gives_the_snapshot_of_its_moment_whatever_happens_after(keys: int, step: int) -> None:
-    d = Driver(KVStateMachine(snapshot_step_keys=step))
+    d = Driver(KVStateMachine(snapshot_step_keys=step), sessions=5)
     for i in range(keys):
         d.write(["put", f"k{(i * 37) % 1000:04d}", {"n": i}], session=5, seq=i + 1, ack=i)
     want = d.sm.snapshot()

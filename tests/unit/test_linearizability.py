@@ -542,3 +542,26 @@ def test_long_sequential_history_does_not_hit_recursion_limit() -> None:
     assert check_key(history)
     history.append(get("b", -1, 2 * n_ops, 2 * n_ops + 1))
     assert not check_key(history)
+
+
+# ------------------------------------------------------------------------- clear (a multi-key delete)
+
+
+def clear(client: str, invoke: float, complete: float | None, key: str = KEY) -> Operation:
+    return Operation(client, key, "clear", (), invoke, complete, None)
+
+
+def test_a_clear_empties_the_key_whether_or_not_it_held_a_value() -> None:
+    assert_accepted([put("a", 1, 0, 1), clear("b", 2, 3), get("c", None, 4, 5)])
+    assert_accepted([clear("b", 0, 1), get("c", None, 2, 3)])
+
+
+def test_a_read_after_a_completed_clear_cannot_see_the_old_value() -> None:
+    assert_rejected([put("a", 1, 0, 1), clear("b", 2, 3), get("c", 1, 4, 5)])
+
+
+def test_an_unknown_clear_may_take_effect_later_or_never() -> None:
+    assert_accepted([put("a", 1, 0, 1), clear("b", 2, None), get("c", 1, 4, 5), get("c", None, 6, 7)])
+    assert_accepted([put("a", 1, 0, 1), clear("b", 2, None), get("c", 1, 4, 5)])
+    # ... but not before it was invoked
+    assert_rejected([put("a", 1, 0, 1), get("c", None, 2, 3), clear("b", 4, None)])

@@ -21,7 +21,7 @@ from cluster.kv.machine import decode_result, encode_command, encode_query
 from tests.unit.raft_fixture import CONFIG, Cluster
 
 
-def write(dst: str, req_id: int, key: str = "k", value: object = 1, session: int = 7) -> ClientRequest:
+def write(dst: str, req_id: int, key: str = "k", value: object = 1, session: int = 0) -> ClientRequest:
     return ClientRequest(
         "c", dst, req_id, RequestKind.WRITE, encode_command(session, req_id, 1, ["put", key, value])
     )
@@ -159,7 +159,11 @@ def test_retried_write_is_applied_once() -> None:
     """Dissertation 6.3: a write retried with the same session and sequence number applies once."""
     c = Cluster(3)
     leader = c.elect("n1")
-    req = ClientRequest("c", leader, 1, RequestKind.WRITE, encode_command(9, 1, 1, ["put", "x", "v"]))
+    register = encode_command(0, 0, 0, ["session_open", 0, 0])
+    c.request(ClientRequest("c", leader, 100, RequestKind.WRITE, register))
+    c.deliver_all()
+    session = decode_result(next(m for m in responses(c) if m.req_id == 100).result)["session"]
+    req = ClientRequest("c", leader, 1, RequestKind.WRITE, encode_command(session, 1, 1, ["put", "x", "v"]))
     c.request(req)
     c.request(replace(req, req_id=2))  # the retry
     c.deliver_all()
