@@ -13,6 +13,7 @@ from cluster.errors import (
     NoAnswer,
     OutcomeUnknown,
     Rejected,
+    SessionExpired,
     Unavailable,
     ZraftError,
 )
@@ -32,6 +33,7 @@ __all__ = [
     "NodeFailed",
     "OutcomeUnknown",
     "Rejected",
+    "SessionExpired",
     "Unavailable",
     "ZraftError",
 ]

@@ -49,9 +49,15 @@ class Disk:
 
 class Cluster:
     def __init__(
-        self, n: int = 3, config: RaftConfig = CONFIG, seed: int = 1, lease_checkpoint_interval: float = 300.0
+        self,
+        n: int = 3,
+        config: RaftConfig = CONFIG,
+        seed: int = 1,
+        lease_checkpoint_interval: float = 300.0,
+        session_ttl: float = 300.0,
     ) -> None:
         self.lease_checkpoint_interval = lease_checkpoint_interval
+        self.session_ttl = session_ttl
         self.ids = tuple(f"n{i + 1}" for i in range(n))
         self.config = config
         self.now = 0.0
@@ -68,6 +74,7 @@ class Cluster:
                 self.sms[nid],
                 election_timeout=config.election_timeout,
                 lease_checkpoint_interval=lease_checkpoint_interval,
+                session_ttl=session_ttl,
             )
             for nid in self.ids
         }
@@ -169,4 +176,5 @@ class Cluster:
             self.sms[nid],
             election_timeout=self.config.election_timeout,
             lease_checkpoint_interval=self.lease_checkpoint_interval,
+            session_ttl=self.session_ttl,
         )

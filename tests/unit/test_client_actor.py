@@ -8,7 +8,7 @@ import msgpack
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from actors.client import ClientActor, ClientOptions, Outcome
+from actors.client import ClientActor, ClientOptions, Outcome, SessionHooks
 from actors.messages import ClientResponse, RequestKind, Status
 
 
@@ -242,3 +242,126 @@ def test_a_write_in_flight_at_its_deadline_may_have_been_applied() -> None:
     a.tick(0.3)
     (done,) = a.take_completions()
     assert done.outcome is Outcome.TIMEOUT
+
+
+# --- registered sessions (ClientOptions.sessions) --------------------------------------------------
+
+OPEN = b"open"
+EXPIRED = b"expired"
+
+
+def _opened(result: bytes) -> tuple[int, float] | None:
+    return (int(result.split(b":")[1]), 10.0) if result.startswith(b"session:") else None
+
+
+def with_sessions() -> ClientActor:
+    hooks = SessionHooks(OPEN, _opened, lambda result: result == EXPIRED)
+    options = ClientOptions(attempt_timeout=0.5, sessions=hooks)
+    return ClientActor("c1", ("n1", "n2", "n3"), session=0, rng=random.Random(3), options=options)
+
+
+def register(a: ClientActor, session: int, now: float = 0.0) -> None:
+    """Answer the registration the actor sent."""
+    (req,) = a.take_messages()
+    assert req.payload == OPEN and req.kind == RequestKind.WRITE
+    a.step(ClientResponse(req.dst, "c1", req.req_id, Status.OK, b"session:%d" % session, ""), now)
+
+
+def test_the_first_write_registers_a_session_and_waits_for_it() -> None:
+    a = with_sessions()
+    h = a.write(enc, 0.0, 5.0)
+    register(a, 17)
+    (write,) = a.take_messages()
+    assert write.req_id == h and msgpack.unpackb(write.payload)[:2] == [17, 1]
+    assert a.take_completions() == []  # the registration is the actor's own: nobody is told
+    a.write(enc, 0.1, 5.0)  # the next one goes at once, with the same session
+    (nxt,) = a.take_messages()
+    assert msgpack.unpackb(nxt.payload)[:2] == [17, 2]
+
+
+def test_a_write_refused_for_its_session_on_its_only_attempt_is_sent_again_under_a_new_one() -> None:
+    """Definite: the refused attempt was not applied, and no other attempt was ever proposed."""
+    a = with_sessions()
+    h = a.write(enc, 0.0, 5.0)
+    register(a, 17)
+    (first,) = a.take_messages()
+    a.step(ClientResponse(first.dst, "c1", h, Status.OK, EXPIRED, ""), 0.1)
+    assert a.take_completions() == [] and a.session == 0
+    register(a, 23, now=0.2)
+    (again,) = a.take_messages()
+    assert again.req_id == h and msgpack.unpackb(again.payload)[0] == 23
+    a.step(ClientResponse(again.dst, "c1", h, Status.OK, b"r", ""), 0.3)
+    (done,) = a.take_completions()
+    assert done.outcome is Outcome.OK and a.sessions_lost == 1 and a.sessions_opened == 2
+
+
+def test_a_write_refused_for_its_session_after_an_unanswered_attempt_has_an_unknown_outcome() -> None:
+    """The unanswered attempt may have been applied before the session ended: never resent silently."""
+    a = with_sessions()
+    h = a.write(enc, 0.0, 5.0)
+    register(a, 17)
+    a.take_messages()
+    a.tick(0.6)  # the first attempt stayed silent: resent elsewhere, it may still commit
+    (retry,) = a.take_messages()
+    a.step(ClientResponse(retry.dst, "c1", h, Status.OK, EXPIRED, ""), 0.7)
+    (done,) = a.take_completions()
+    assert done.outcome is Outcome.SESSION_EXPIRED and done.result == EXPIRED
+    assert a.take_messages() == []  # not resent
+    a.write(enc, 0.8, 5.0)  # a later write registers a fresh session first
+    register(a, 31, now=0.9)
+    (nxt,) = a.take_messages()
+    assert msgpack.unpackb(nxt.payload)[0] == 31
+
+
+def test_a_write_refused_after_an_unknown_answer_has_an_unknown_outcome_too() -> None:
+    a = with_sessions()
+    h = a.write(enc, 0.0, 5.0)
+    register(a, 17)
+    (first,) = a.take_messages()
+    reply(a, h, first.dst, Status.UNKNOWN)  # its leader was lost after proposing it
+    a.tick(a.next_deadline())
+    (retry,) = a.take_messages()
+    a.step(ClientResponse(retry.dst, "c1", h, Status.OK, EXPIRED, ""), 2.0)
+    (done,) = a.take_completions()
+    assert done.outcome is Outcome.SESSION_EXPIRED
+
+
+def test_a_session_idle_for_half_its_ttl_is_replaced_before_the_next_write() -> None:
+    a = with_sessions()
+    a.write(enc, 0.0, 5.0)
+    register(a, 17)
+    (w,) = a.take_messages()
+    a.step(ClientResponse(w.dst, "c1", w.req_id, Status.OK, b"r", ""), 1.0)
+    a.write(enc, 5.9, 5.0)  # 4.9 s idle of a 10 s TTL: kept
+    (kept,) = a.take_messages()
+    assert msgpack.unpackb(kept.payload)[0] == 17
+    a.step(ClientResponse(kept.dst, "c1", kept.req_id, Status.OK, b"r", ""), 6.0)
+    a.write(enc, 11.1, 5.0)  # 5.1 s idle: it may expire while this write is retried; take a new one
+    register(a, 40, now=11.2)
+    (fresh,) = a.take_messages()
+    assert msgpack.unpackb(fresh.payload)[0] == 40
+
+
+def test_a_refused_registration_fails_the_writes_waiting_for_it_definitely() -> None:
+    a = with_sessions()
+    a.write(enc, 0.0, 5.0)
+    a.write(enc, 0.0, 5.0)
+    (req,) = a.take_messages()
+    a.step(
+        ClientResponse(req.dst, "c1", req.req_id, Status.BAD_REQUEST, b"unknown op 'session_open'", ""), 0.1
+    )
+    done = a.take_completions()
+    assert [d.outcome for d in done] == [Outcome.REJECTED, Outcome.REJECTED]
+    assert done[0].result == b"unknown op 'session_open'"
+
+
+def test_writes_waiting_for_a_registration_that_never_comes_end_not_applied() -> None:
+    a = with_sessions()
+    a.write(enc, 0.0, 2.0)
+    t = 0.0
+    while t < 2.0:
+        t = min(2.0, a.next_deadline())
+        a.tick(t)
+        a.take_messages()  # every attempt goes unanswered
+    (done,) = a.take_completions()
+    assert done.outcome is Outcome.NOT_APPLIED  # never sent: certainly not applied

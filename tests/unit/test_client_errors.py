@@ -18,6 +18,7 @@ from cluster import (
     NoAnswer,
     OutcomeUnknown,
     Rejected,
+    SessionExpired,
     Unavailable,
     ZraftError,
 )
@@ -76,6 +77,15 @@ def test_a_nodes_refusals_become_invalid_request_and_busy() -> None:
         interpret(put, Completion(1, Outcome.NOT_APPLIED, b""))
     with pytest.raises(OutcomeUnknown):
         interpret(put, Completion(1, Outcome.TIMEOUT, b""))
+
+
+def test_a_session_that_ended_under_a_retried_write_is_an_outcome_unknown_with_the_clusters_words() -> None:
+    put = Request("put", RequestKind.WRITE, b"", 5.0)
+    refusal = KVStateMachine().apply(1, encode_command(77, 1, 1, ["put", "k", 1]))  # never registered
+    with pytest.raises(SessionExpired) as info:
+        interpret(put, Completion(1, Outcome.SESSION_EXPIRED, refusal))
+    assert isinstance(info.value, OutcomeUnknown) and not isinstance(info.value, Rejected)
+    assert "session 77 is unknown" in str(info.value) and "at most once" in str(info.value)
 
 
 # --- validation before sending ------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from actors.contracts import Refusal
 from actors.messages import AppendEntries, ClientRequest, ClientResponse, RequestKind, Status
 from actors.node import Role
 from cluster.kv.machine import encode_command, encode_query
-from cluster.kv.ops import command_op
+from cluster.kv.ops import command_op, parse_stamped
 from cluster.kv.service import RESERVED_PREFIX, KVService, Origin, touches_reserved
 from tests.unit.raft_fixture import CONFIG, Cluster
 
@@ -258,3 +258,57 @@ def test_watch_requests_go_to_the_registry_on_any_role_and_bad_ones_are_refused(
     (cancelled,) = service.take_answers()["conn"]
     assert cancelled.status == Status.WATCH_CANCELLED and cancelled.req_id == 5
     assert service.describe()["watches"]["open"] == 0
+
+
+# --- client sessions: the leader stamps them (cluster/kv/sessions.py) -------------------------------
+
+
+def _open_session(c: Cluster, leader: str, req_id: int = 50) -> int:
+    register = encode_command(0, 0, 0, ["session_open", 0, 0])
+    c.request(ClientRequest("c", leader, req_id, RequestKind.WRITE, register))
+    (answer,) = [m for m in settle(c).get("c", []) if m.req_id == req_id]
+    result = msgpack.unpackb(answer.result)
+    assert result["ok"] is True
+    session: int = result["session"]
+    return session
+
+
+def test_the_leader_fills_in_a_registrations_ttl_and_stamp_and_the_id_is_its_index() -> None:
+    c = Cluster(3, session_ttl=42.0)
+    leader = c.elect("n1")
+    c.deliver_all()
+    c.advance_time(1.0)
+    session = _open_session(c, leader)
+    entry = c.nodes[leader].log.entry(session)
+    _, _, _, op, _ = parse_stamped(entry.data)
+    assert op[0] == "session_open" and op[1] == 42_000 and op[2] > 0  # the client sent 0 and 0
+    assert all(sm.session(session) is not None for sm in c.sms.values())
+
+
+def test_session_writes_carry_the_leaders_log_time_whatever_stamp_the_client_sent() -> None:
+    c, leader, _ = elected()
+    session = _open_session(c, leader)
+    opened_at = c.sms[leader].log_time
+    c.advance_time(2.0)
+    forged = msgpack.packb([session, 1, 1, ["put", "k", 1], 2**40])  # a client's own "stamp"
+    c.request(ClientRequest("c", leader, 7, RequestKind.WRITE, forged))
+    settle(c)
+    node = c.nodes[leader]
+    stamp = parse_stamped(node.log.entry(node.log.last_index()).data)[4]
+    assert stamp is not None and opened_at + 1900 <= stamp < opened_at + 3000
+    assert c.sms[leader].log_time == stamp
+
+
+def test_an_idle_session_expires_by_the_log_time_and_its_write_is_refused_unapplied() -> None:
+    c = Cluster(3, session_ttl=1.0)
+    leader = c.elect("n1")
+    c.deliver_all()
+    idle = _open_session(c, leader, req_id=50)
+    c.advance_time(1.5)  # no entry meanwhile: nothing expires yet, the log time stands still
+    assert c.sms[leader].session(idle) is not None
+    _open_session(c, leader, req_id=51)  # another client's stamped entry: 1.5 s later
+    assert all(sm.session(idle) is None for sm in c.sms.values())
+    c.request(ClientRequest("c", leader, 8, RequestKind.WRITE, encode_command(idle, 1, 1, ["put", "k", 1])))
+    (answer,) = [m for m in settle(c)["c"] if m.req_id == 8]
+    assert msgpack.unpackb(answer.result)["code"] == "session_expired"
+    assert all(sm.revision == 0 for sm in c.sms.values())
