@@ -163,6 +163,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--rev", type=int, default=None, metavar="N", help="start at revision N (default: now)"
     )
     watch.add_argument("--count", type=int, default=0, metavar="N", help="exit after N events")
+    watch.add_argument(
+        "--prev-kv",
+        action="store_true",
+        help="also the key's previous value: a line before the new value (json: \"prev\")",
+    )
     lease = sub.add_parser("lease", parents=[common], help="grant, renew, revoke and list leases")
     lease_sub = lease.add_subparsers(dest="lease_command", metavar="LEASE_COMMAND", required=True)
     grant = lease_sub.add_parser(
@@ -252,13 +257,14 @@ def _watch(c: Client, args: argparse.Namespace) -> int:
     """Events as they arrive: TYPE, KEY and VALUE lines (simple, table) or one JSON object per line."""
     seen = 0
     try:
-        with c.watch(args.key, prefix=args.prefix, start_revision=args.rev) as w:
+        with c.watch(args.key, prefix=args.prefix, start_revision=args.rev, prev_kv=args.prev_kv) as w:
             for event in w:
                 if args.write_out == "json":
                     print(to_json(event), flush=True)
                 else:
+                    prev = f"\n{show_value(event['prev'])}" if args.prev_kv else ""
                     value = "" if event["type"] == "DELETE" else f"\n{show_value(event['value'])}"
-                    print(f"{event['type']}\n{event['key']}{value}", flush=True)
+                    print(f"{event['type']}\n{event['key']}{prev}{value}", flush=True)
                 seen += 1
                 if seen == args.count:
                     break

@@ -267,12 +267,18 @@ class AsyncClient:
     # --- watches --------------------------------------------------------------------------------------
 
     def watch(
-        self, key: str, prefix: bool = True, start_revision: int | None = None, *, window: int = 1000
+        self,
+        key: str,
+        prefix: bool = True,
+        start_revision: int | None = None,
+        *,
+        window: int = 1000,
+        prev_kv: bool = False,
     ) -> AsyncWatch:
         """Watch every change under `key` (or of the key itself with prefix=False), from `start_revision`
-        (None: from now), as Client.watch: `async for event in c.watch(...)`, or `async with` it to close
-        it at the block's end. See cluster/client/watch.py."""
-        watch = AsyncWatch.checked(key, prefix, start_revision, window)
+        (None: from now), with the previous values if `prev_kv`, as Client.watch: `async for event in
+        c.watch(...)`, or `async with` it to close it at the block's end. See cluster/client/watch.py."""
+        watch = AsyncWatch.checked(key, prefix, start_revision, window, prev_kv)
         self._require_core()
         watch.on_consumed = lambda n: self._watch_control("consumed", watch, n)
         watch.on_close = lambda: self._watch_control("close", watch)

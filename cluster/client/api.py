@@ -260,12 +260,19 @@ class Client:
     # --- watches ----------------------------------------------------------------------------------
 
     def watch(
-        self, key: str, prefix: bool = True, start_revision: int | None = None, *, window: int = 1000
+        self,
+        key: str,
+        prefix: bool = True,
+        start_revision: int | None = None,
+        *,
+        window: int = 1000,
+        prev_kv: bool = False,
     ) -> Watch:
         """Watch every change under `key` (or of the key itself with prefix=False), from `start_revision`
         (None: from now), as an iterator of events; close it, or use it in a `with` block. `window` is
-        how many events a node may send ahead of the consumer. See cluster/client/watch.py."""
-        watch = Watch.checked(key, prefix, start_revision, window)
+        how many events a node may send ahead of the consumer; with `prev_kv` every event also carries
+        "prev", the key's value before the change (None: it was absent). See cluster/client/watch.py."""
+        watch = Watch.checked(key, prefix, start_revision, window, prev_kv)
         loop = self._loop
         watch.on_consumed = lambda n: loop.watch_control("consumed", watch, n)
         watch.on_close = lambda: loop.watch_control("close", watch)

@@ -255,7 +255,7 @@ class ClientCore:
                     watch.prefix,
                     watch.start,
                     self._new_stream_id,
-                    FollowerOptions(window=watch.window),
+                    FollowerOptions(window=watch.window, prev_kv=watch.prev_kv),
                     first_node=random.randrange(len(nodes)),
                 )
                 self._followers[watch] = follower

@@ -11,8 +11,10 @@ an async iterator), both closable, over the bookkeeping they share (`WatchFeed`)
 
 Events are dicts {"type": "PUT" | "DELETE", "key", "value" (None for DELETE), "revision" (the change's
 mod revision), "create_revision", "version" (both 0 for DELETE)}, in revision order, each change exactly
-once. A del_prefix is one revision, delivered as one DELETE per key in key order. There is no "prev" (the
-previous value): read it before, or keep it from the earlier event.
+once. A del_prefix is one revision, delivered as one DELETE per key in key order. A watch opened with
+prev_kv=True also gets "prev" in every event: the key's value before the change (etcd's prev_kv), None when
+the key was absent. A stored None is also None: a PUT with version 1 created the key, and a DELETE always
+removed a key that existed.
 
 The client's driver (the Client's I/O thread, or AsyncClient's turns in its event loop) drives a
 WatchFollower (cluster/client/watching.py) in ClientCore, which resumes the watch on another node when its
@@ -55,10 +57,11 @@ class WatchFeed:
     Subclasses add the waiting (a thread's condition, or an asyncio event) and guard every method with
     `_guard`, which the driver's side (deliver, end) and the consumer's side (`_step`, close) share."""
 
-    def __init__(self, key: str, prefix: bool, window: int, start: int = 0) -> None:
+    def __init__(self, key: str, prefix: bool, window: int, start: int = 0, prev_kv: bool = False) -> None:
         self.key = key
         self.prefix = prefix
         self.window = window
+        self.prev_kv = prev_kv
         self.start = start  # the first revision wanted; 0: from now
         self._events: deque[dict[str, Any]] = deque()
         self._end: BaseException | None = None
@@ -70,7 +73,9 @@ class WatchFeed:
         self.on_close: Callable[[], None] = lambda: None
 
     @classmethod
-    def checked(cls: type[F], key: str, prefix: bool, start_revision: int | None, window: int) -> F:
+    def checked(
+        cls: type[F], key: str, prefix: bool, start_revision: int | None, window: int, prev_kv: bool = False
+    ) -> F:
         """A new watch from the caller's arguments; InvalidRequest when they make no sense."""
         if type(key) is not str or (not key and not prefix):
             raise InvalidRequest("watch", "the key must be a str, non-empty unless prefix=True")
@@ -78,7 +83,9 @@ class WatchFeed:
             raise InvalidRequest("watch", "start_revision must be a revision >= 1")
         if type(window) is not int or window < 1:
             raise InvalidRequest("watch", "window must be >= 1")
-        return cls(key, prefix, window, start_revision or 0)
+        if type(prev_kv) is not bool:
+            raise InvalidRequest("watch", "prev_kv must be a bool")
+        return cls(key, prefix, window, start_revision or 0, prev_kv)
 
     @property
     def revision(self) -> int:
@@ -139,8 +146,8 @@ class Watch(WatchFeed):
     """An open watch of the blocking Client; see the module docstring. Thread-safe between the I/O
     thread and one consumer."""
 
-    def __init__(self, key: str, prefix: bool, window: int, start: int = 0) -> None:
-        super().__init__(key, prefix, window, start)
+    def __init__(self, key: str, prefix: bool, window: int, start: int = 0, prev_kv: bool = False) -> None:
+        super().__init__(key, prefix, window, start, prev_kv)
         self._cond = threading.Condition()
         self._guard = self._cond
 
@@ -200,8 +207,8 @@ class AsyncWatch(WatchFeed):
     """An open watch of an AsyncClient; see the module docstring. Everything runs in the client's event
     loop, so no lock is needed: `deliver` and `end` are called by the client's turns."""
 
-    def __init__(self, key: str, prefix: bool, window: int, start: int = 0) -> None:
-        super().__init__(key, prefix, window, start)
+    def __init__(self, key: str, prefix: bool, window: int, start: int = 0, prev_kv: bool = False) -> None:
+        super().__init__(key, prefix, window, start, prev_kv)
         self._guard = contextlib.nullcontext()
         self._changed = asyncio.Event()
 

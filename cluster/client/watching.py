@@ -37,6 +37,7 @@ class FollowerOptions:
     open_timeout: float = 1.0  # no first frame within this: try another node
     silence_timeout: float = 5.0  # no frame at all (progress comes every second) for this: another node
     keepalive: float = 5.0  # acknowledge at least this often, so the node keeps the stream
+    prev_kv: bool = False  # events carry "prev", the key's previous value (None: absent)
 
 
 class WatchFollower:
@@ -205,7 +206,8 @@ class WatchFollower:
         self._last_ack = now
         self._consumed = self._acked = 0
         window = max(1, self.options.window - self.queued)
-        self._send(RequestKind.WATCH, encode_watch(self.key, self.prefix, self._resume_from(), window))
+        spec = encode_watch(self.key, self.prefix, self._resume_from(), window, self.options.prev_kv)
+        self._send(RequestKind.WATCH, spec)
 
     def _send(self, kind: RequestKind, payload: bytes) -> None:
         self._outbox.append(ClientRequest(self.client_id, self.target, self.stream, kind, payload))
@@ -235,7 +237,7 @@ def _decode_frame(data: bytes) -> tuple[int, int, list[dict[str, Any]]] | None:
     for event in events:
         if (
             type(event) is not dict
-            or set(event) != _EVENT_FIELDS
+            or (set(event) if "prev" not in event else set(event) - {"prev"}) != _EVENT_FIELDS
             or type(event["revision"]) is not int
             or type(event["key"]) is not str
         ):

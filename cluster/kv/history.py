@@ -9,11 +9,14 @@ del_prefix is one revision), in key order. Each event is encoded once, when reco
      "revision": mod revision (the deleting revision for DELETE),
      "create_revision": int (0 for DELETE), "version": int (0 for DELETE)}
 
-Events carry a sequence number (0, 1, 2, ... in apply order) so a watch keeps its place as a cursor into
-the ring instead of a buffer of its own. The ring keeps at most `max_events` events and `max_bytes`
-encoded bytes; it drops whole revisions from the old end, and `compact_revision` is the newest revision
-it no longer holds completely: a watch may start at any revision above it. The history is not part of a
-snapshot: a replica restored from one starts its window at the snapshot's revision.
+Each event also keeps the key's previous value, encoded once (`prev`: msgpack of the value, or of None
+when the key was absent), which watches that ask for it (etcd's prev_kv) get as a "prev" field; it counts
+toward `max_bytes` like the event. Events carry a sequence number (0, 1, 2, ... in apply order) so a watch
+keeps its place as a cursor into the ring instead of a buffer of its own. The ring keeps at most
+`max_events` events and `max_bytes` encoded bytes; it drops whole revisions from the old end, and
+`compact_revision` is the newest revision it no longer holds completely: a watch may start at any
+revision above it. The history is not part of a snapshot: a replica restored from one starts its window
+at the snapshot's revision.
 """
 
 from __future__ import annotations
@@ -24,13 +27,22 @@ from cluster.kv.ops import pack
 
 DEFAULT_HISTORY_EVENTS: Final = 100_000
 DEFAULT_HISTORY_BYTES: Final = 64 * 1024 * 1024
+_NONE: Final = pack(None)
 
 
 class Event(NamedTuple):
     seq: int
     revision: int
     key: str
-    data: bytes  # the encoded event
+    data: bytes  # the encoded event: a msgpack map of 6 entries
+    prev: bytes  # the encoded previous value (None: the key was absent)
+
+    def with_prev(self) -> bytes:
+        """The event's map with a seventh entry, "prev": the same bytes a map of 7 would encode to."""
+        return b"\x87" + self.data[1:] + _PREV_KEY + self.prev
+
+
+_PREV_KEY: Final = pack("prev")
 
 
 class History:
@@ -82,8 +94,15 @@ class History:
         self._compact_revision = revision
         self._next_seq += 1  # a gap: every watch cursor now points before the window, so none skips it
 
-    def record(self, revision: int, key: str, record: tuple[object, int, int, int] | None) -> None:
-        """One change at `revision`: `record` is the key's new record, None for a deletion."""
+    def record(
+        self,
+        revision: int,
+        key: str,
+        record: tuple[object, int, int, int] | None,
+        prev: tuple[object, int, int, int] | None = None,
+    ) -> None:
+        """One change at `revision`: `record` is the key's new record, None for a deletion; `prev` its
+        record before, None when it was absent."""
         if record is None:
             data = pack(
                 {
@@ -106,9 +125,10 @@ class History:
                     "version": record[3],
                 }
             )
-        self._events.append(Event(self._next_seq, revision, key, data))
+        before = _NONE if prev is None else pack(prev[0])
+        self._events.append(Event(self._next_seq, revision, key, data, before))
         self._next_seq += 1
-        self._bytes += len(data)
+        self._bytes += len(data) + len(before)
         self._trim(revision)
 
     def _trim(self, current: int) -> None:
@@ -128,7 +148,8 @@ class History:
             self._head = 0
 
     def _drop_head(self) -> None:
-        self._bytes -= len(self._events[self._head].data)
+        dropped = self._events[self._head]
+        self._bytes -= len(dropped.data) + len(dropped.prev)
         self._head += 1
 
     def seq_for(self, start_revision: int) -> int:

@@ -24,8 +24,9 @@ from transport.codec import msgpack_array_header
 
 # One key's state: (value, create_revision, mod_revision, version). A tuple keeps 100k keys small.
 Record = tuple[Value, int, int, int]
-# Told of every change: (revision, key, the key's new record or None when deleted). The watch history.
-ChangeHook = Callable[[int, str, Record | None], None]
+# Told of every change: (revision, key, the key's new record or None when deleted, its record before or
+# None when it was absent). The watch history.
+ChangeHook = Callable[[int, str, Record | None, Record | None], None]
 
 MAX_PENDING_KEY_CHANGES = 64  # created/deleted keys patched into the sorted list; beyond, sort again
 
@@ -169,24 +170,28 @@ class Keyspace:
         if prev is None:
             self._key_created(key)
         if self.on_change is not None:
-            self.on_change(rev, key, record)
+            self.on_change(rev, key, record, prev)
 
     def _delete(self, key: str) -> int:
-        if key not in self._data:
+        prev = self._data.pop(key, None)
+        if prev is None:
             return 0
-        del self._data[key]
         self._revision += 1
         self._key_deleted(key)
         if self.on_change is not None:
-            self.on_change(self._revision, key, None)
+            self.on_change(self._revision, key, None, prev)
         return 1
 
     def _delete_prefix(self, prefix: str) -> int:
-        if not self._data:
+        data = self._data
+        if not data:
             return 0
+        hook = self.on_change
+        removed: list[tuple[str, Record]] = []
         if not prefix:
-            count = len(self._data)
-            deleted = self.sorted_keys() if self.on_change is not None else []
+            count = len(data)
+            if hook is not None:
+                removed = [(key, data[key]) for key in self.sorted_keys()]
             self._data = {}
             self._set_sorted_keys([])
         else:
@@ -198,15 +203,13 @@ class Keyspace:
             count = hi - lo
             if not count:
                 return 0
-            deleted = keys[lo:hi]
-            for key in deleted:
-                del self._data[key]
+            removed = [(key, data.pop(key)) for key in keys[lo:hi]]
             # A new list, still sorted and exact: the old one may belong to a snapshot job in progress.
             self._set_sorted_keys(keys[:lo] + keys[hi:])
         self._revision += 1
-        if self.on_change is not None:
-            for key in deleted:  # one revision for the whole del_prefix, one event per key, in key order
-                self.on_change(self._revision, key, None)
+        if hook is not None:
+            for key, prev in removed:  # one revision for the whole del_prefix, an event per key, in order
+                hook(self._revision, key, None, prev)
         return count
 
     # -- the sorted key list -------------------------------------------------------------------------

@@ -6,7 +6,8 @@ and calls `pump(now)` every loop turn; what it wants sent is handed to `send(con
 Protocol (actors/messages.py RequestKind.WATCH*, Status.STREAM/WATCH_*). A WATCH request opens a stream
 named by its req_id on its connection; its payload is a msgpack map
 
-    {"key": str, "prefix": bool, "start": int (0 = from the next change), "window": int (events)}
+    {"key": str, "prefix": bool, "start": int (0 = from the next change), "window": int (events),
+     "prev_kv": bool (optional, default false: events carry "prev", the key's previous value)}
 
 Every frame of the stream is a ClientResponse with that req_id:
 
@@ -79,10 +80,14 @@ class WatchSpec:
     prefix: bool
     start: int
     window: int
+    prev_kv: bool = False
 
 
-def encode_watch(key: str, prefix: bool, start: int, window: int) -> bytes:
-    return pack({"key": key, "prefix": prefix, "start": start, "window": window})
+def encode_watch(key: str, prefix: bool, start: int, window: int, prev_kv: bool = False) -> bytes:
+    spec: dict[str, Any] = {"key": key, "prefix": prefix, "start": start, "window": window}
+    if prev_kv:  # only when asked, so that a node from before prev_kv serves every other watch
+        spec["prev_kv"] = True
+    return pack(spec)
 
 
 def parse_watch(payload: bytes) -> WatchSpec:
@@ -93,9 +98,12 @@ def parse_watch(payload: bytes) -> WatchSpec:
         obj = msgpack.unpackb(payload, raw=False, strict_map_key=True)
     except Exception:
         raise ValueError("watch request is not msgpack") from None
-    if type(obj) is not dict or set(obj) != {"key", "prefix", "start", "window"}:
-        raise ValueError("watch request must be a map of key, prefix, start, window")
+    if type(obj) is not dict or set(obj) - {"prev_kv"} != {"key", "prefix", "start", "window"}:
+        raise ValueError("watch request must be a map of key, prefix, start, window (and prev_kv)")
     key, prefix, start, window = obj["key"], obj["prefix"], obj["start"], obj["window"]
+    prev_kv = obj.get("prev_kv", False)
+    if type(prev_kv) is not bool:
+        raise ValueError("watch prev_kv must be a bool")
     if type(key) is not str or len(key.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
         raise ValueError(f"watch key must be a str of at most {MAX_KEY_BYTES} bytes")
     if type(prefix) is not bool or (not key and not prefix):
@@ -104,7 +112,7 @@ def parse_watch(payload: bytes) -> WatchSpec:
         raise ValueError("watch start must be a revision >= 0")
     if type(window) is not int or not 1 <= window <= UINT64_MAX:
         raise ValueError("watch window must be >= 1")
-    return WatchSpec(key, prefix, start, window)
+    return WatchSpec(key, prefix, start, window, prev_kv)
 
 
 def parse_stream_id(payload: bytes, with_count: bool) -> tuple[int, int] | None:
@@ -254,10 +262,11 @@ class WatchRegistry(Generic[C]):
             if event.revision >= watch.start and (
                 event.key.startswith(spec.key) if spec.prefix else event.key == spec.key
             ):
-                if events and size + len(event.data) > MAX_STREAM_FRAME_BYTES:
+                data = event.with_prev() if spec.prev_kv else event.data
+                if events and size + len(data) > MAX_STREAM_FRAME_BYTES:
                     return events, True
-                events.append(event.data)
-                size += len(event.data)
+                events.append(data)
+                size += len(data)
             watch.cursor += 1
         return events, False
 

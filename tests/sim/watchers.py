@@ -10,7 +10,9 @@ The check replays the committed log (every applied command, by index) through a 
 an unbounded history: that is the reference list of changes. Each segment's events must be exactly the
 reference's changes under the watched key or prefix from the segment's start, in revision order: no gap,
 no duplicate, nothing invented; and everything up to the revision its streams said they were complete
-through. After healing, every watcher must catch up with the last revision.
+through. After healing, every watcher must catch up with the last revision. Half the watchers ask for
+the previous values (prev_kv): each event's "prev" must be the value the key held before that change,
+as the reference's own sequence of changes says (computed here, not by the state machine).
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ class Segment:
     events: list[EventTuple] = field(default_factory=list)
     through: int = 0
     compacted: bool = False
+    prevs: list[Any] = field(default_factory=list)  # each event's "prev", for a prev_kv watcher
 
 
 class SimWatcher:
@@ -54,6 +57,7 @@ class SimWatcher:
         self.rng = random.Random(cluster.rng.getrandbits(64))
         self.key, self.prefix = self.rng.choice([("k", True), ("k0", False), ("k1", True), ("", True)])
         self.window = self.rng.choice([1, 2, 5, 100])
+        self.prev_kv = self.rng.random() < 0.5
         self.segments: list[Segment] = []
         self.follower: WatchFollower | None = None
         self.tick_token = 0
@@ -74,7 +78,9 @@ class SimWatcher:
             self.prefix,
             start,
             lambda: next(_IDS),
-            FollowerOptions(window=self.window, open_timeout=1.0, silence_timeout=4.0, keepalive=3.0),
+            FollowerOptions(
+                window=self.window, open_timeout=1.0, silence_timeout=4.0, keepalive=3.0, prev_kv=self.prev_kv
+            ),
             first_node=self.rng.randrange(len(nodes)),
         )
         self.follower.begin(self.cluster.scheduler.now)
@@ -93,6 +99,10 @@ class SimWatcher:
         segment = self.segments[-1]
         segment.start = follower.start
         segment.events.extend(_tuple(e) for e in events)
+        if any(("prev" in e) is not self.prev_kv for e in events):
+            raise self.cluster.failure(f"{self.id} (prev_kv={self.prev_kv}) got events {events}")
+        if self.prev_kv:
+            segment.prevs.extend(e["prev"] for e in events)
         segment.through = follower.through
         if events:
             delay = self.rng.choice([0.0, 0.0, 0.01, 0.3])
@@ -139,19 +149,34 @@ def reference_events(commands: dict[int, bytes]) -> list[EventTuple]:
     return [_tuple(msgpack.unpackb(h.at(s).data)) for s in range(h.first_seq, h.next_seq)]
 
 
+def previous_values(reference: list[EventTuple]) -> list[Any]:
+    """For each change of the reference, the value its key held just before (None: absent)."""
+    values: dict[str, Any] = {}
+    out: list[Any] = []
+    for kind, key, value, *_ in reference:
+        out.append(values.get(key))
+        if kind == "PUT":
+            values[key] = value
+        else:
+            values.pop(key, None)
+    return out
+
+
 def check_watchers(watchers: list[SimWatcher], reference: list[EventTuple], final_revision: int) -> str:
     """'' if every watcher saw exactly the committed changes; else what went wrong."""
+    prevs = previous_values(reference)
     for w in watchers:
         for n, seg in enumerate(w.segments):
             if not seg.start:
                 if seg.events:
                     return f"{w.id} segment {n}: events before its stream opened"
                 continue
-            wanted = [
-                e
-                for e in reference
+            positions = [
+                i
+                for i, e in enumerate(reference)
                 if e[3] >= seg.start and (e[1].startswith(w.key) if w.prefix else e[1] == w.key)
             ]
+            wanted = [reference[i] for i in positions]
             if seg.events != wanted[: len(seg.events)]:
                 padded: list[EventTuple | None] = [*wanted, *([None] * len(seg.events))]
                 at = next(i for i, e in enumerate(seg.events) if e != padded[i])
@@ -159,6 +184,14 @@ def check_watchers(watchers: list[SimWatcher], reference: list[EventTuple], fina
                     f"{w.id} ({w.key!r}, prefix={w.prefix}) segment {n} from revision {seg.start}: "
                     f"event {at} "
                     f"is {seg.events[at]}, expected {wanted[at] if at < len(wanted) else 'nothing'}"
+                )
+            expected = [prevs[i] for i in positions[: len(seg.events)]]
+            if w.prev_kv and seg.prevs != expected:
+                pairs = zip(seg.prevs, expected, strict=False)
+                at = next(i for i, (got, want) in enumerate(pairs) if got != want)
+                return (
+                    f"{w.id} segment {n}: event {at} {seg.events[at]} carries prev {seg.prevs[at]!r}, "
+                    f"but the key held {expected[at]!r} before"
                 )
             complete = [e for e in wanted if e[3] <= seg.through]
             if len(seg.events) < len(complete):

@@ -37,9 +37,15 @@ class Replica:
         self.sm.apply(self.index, encode_command(0, 0, 0, list(op)))
 
     def watch(
-        self, key: str, prefix: bool = True, start: int = 0, window: int = 100, req_id: int = 1
+        self,
+        key: str,
+        prefix: bool = True,
+        start: int = 0,
+        window: int = 100,
+        req_id: int = 1,
+        prev_kv: bool = False,
     ) -> None:
-        payload = encode_watch(key, prefix, start, window)
+        payload = encode_watch(key, prefix, start, window, prev_kv)
         req = ClientRequest("c", "n1", req_id, RequestKind.WATCH, payload)
         self.registry.open(req, "conn", parse_watch(payload))
 
@@ -224,13 +230,13 @@ def test_bad_watch_requests_are_refused(payload: bytes) -> None:
 class Pair:
     """Two replicas applying the same changes (n2 may lag), and a follower watching through them."""
 
-    def __init__(self, window: int = 100) -> None:
+    def __init__(self, window: int = 100, prev_kv: bool = False) -> None:
         self.replicas = {"n1": Replica("n1"), "n2": Replica("n2")}
         ids = count(1)
-        self.follower = WatchFollower(
-            "c", ("n1", "n2"), "k", True, 0, lambda: next(ids), FollowerOptions(window=window)
-        )
+        options = FollowerOptions(window=window, prev_kv=prev_kv)
+        self.follower = WatchFollower("c", ("n1", "n2"), "k", True, 0, lambda: next(ids), options)
         self.delivered: list[tuple[str, str, int]] = []
+        self.prevs: list[Any] = []
         self.now = 0.0
 
     def deliver(self, node: str, lose: bool = False) -> None:
@@ -241,6 +247,8 @@ class Pair:
                 continue
             for e in self.follower.on_response(response, self.now):
                 self.delivered.append((e["type"], e["key"], e["revision"]))
+                if "prev" in e:
+                    self.prevs.append(e["prev"])
         self.follower.consumed(self.follower.queued)
         self.follower.tick(self.now)
         self.route()
@@ -389,3 +397,70 @@ def test_a_revision_split_over_frames_resumes_from_that_revision_without_repeati
         p.deliver("n2")
     assert p.delivered == [("DELETE", f"k{i}", 5) for i in range(4)]
     assert p.follower.through == 5
+
+
+# --- prev_kv: the previous value on request ----------------------------------------------------------
+
+
+def test_events_carry_the_previous_value_only_when_the_watch_asks_for_it() -> None:
+    r = Replica()
+    r.apply("put", "a/x", 1)
+    r.apply("put", "a/x", {"n": 2})  # an overwrite
+    r.apply("put", "a/y", None)  # a stored None
+    r.apply("del", "a/x")
+    r.apply("put", "a/x", 3)  # created again
+    r.apply("del_prefix", "a/")  # one revision, a DELETE per key, each with its own previous value
+    r.watch("a/", start=1, prev_kv=True, req_id=1)
+    r.watch("a/", start=1, req_id=2)
+    r.registry.pump(0.0)
+    by_stream: dict[int, list[dict[str, Any]]] = {}
+    for response in r.take():
+        by_stream.setdefault(response.req_id, []).extend(msgpack.unpackb(response.result)[2])
+    with_prev, plain = by_stream[1], by_stream[2]
+    assert [(e["type"], e["key"], e["revision"], e["prev"]) for e in with_prev] == [
+        ("PUT", "a/x", 1, None),
+        ("PUT", "a/x", 2, 1),
+        ("PUT", "a/y", 3, None),
+        ("DELETE", "a/x", 4, {"n": 2}),
+        ("PUT", "a/x", 5, None),
+        ("DELETE", "a/x", 6, 3),
+        ("DELETE", "a/y", 6, None),
+    ]
+    assert [{k: v for k, v in e.items() if k != "prev"} for e in with_prev] == plain
+    assert all("prev" not in e for e in plain)
+
+
+def test_the_previous_values_count_toward_the_history_bytes() -> None:
+    h = History()
+    h.record(1, "k", ("x" * 100, 1, 1, 1))
+    alone = h.size
+    h.record(2, "k", ("y", 1, 2, 2), ("x" * 100, 1, 1, 1))
+    assert h.size - alone >= 100 + len(h.at(1).data)
+
+
+def test_prev_kv_must_be_a_bool_and_is_left_out_when_false() -> None:
+    assert "prev_kv" not in msgpack.unpackb(encode_watch("k", True, 0, 10))  # older nodes serve it
+    assert parse_watch(encode_watch("k", True, 0, 10, prev_kv=True)).prev_kv is True
+    bad = msgpack.packb({"key": "k", "prefix": True, "start": 0, "window": 1, "prev_kv": 1})
+    with pytest.raises(ValueError, match="prev_kv"):
+        parse_watch(bad)
+
+
+def test_a_prev_kv_follower_asks_for_previous_values_again_when_it_resumes_elsewhere() -> None:
+    p = Pair(prev_kv=True)
+    n1, n2 = p.replicas["n1"], p.replicas["n2"]
+    p.follower.begin(0.0)
+    p.route()
+    for replica in (n1, n2):
+        replica.apply("put", "k", 1)
+        replica.apply("put", "k", 2)
+    p.deliver("n1")
+    p.now = 10.0
+    p.follower.tick(p.now)  # n1 went silent: resume on n2
+    p.route()
+    for replica in (n1, n2):
+        replica.apply("del", "k")
+    p.deliver("n2")
+    assert p.follower.target == "n2"
+    assert p.delivered == [("PUT", "k", 1), ("PUT", "k", 2), ("DELETE", "k", 3)]
+    assert p.prevs == [None, 1, 2]
