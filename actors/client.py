@@ -115,6 +115,7 @@ class ClientActor:
     _active_at: float = 0.0  # when the session was registered or last answered a write (this clock)
     sessions_opened: int = 0
     sessions_lost: int = 0  # sessions found unknown by the cluster (expired or evicted)
+    writes_resent: int = 0  # writes refused for their session, never applied, sent again under a new one
 
     def __post_init__(self) -> None:
         if not self.nodes:
@@ -341,6 +342,7 @@ class ClientActor:
             self._finish(pending, Outcome.SESSION_EXPIRED, result, now)
             return
         # Never applied: send it again, first in line, under the next session.
+        self.writes_resent += 1
         del self._pending[pending.handle]
         self._open_seqs.discard(pending.seq)
         assert pending.encode is not None

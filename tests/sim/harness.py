@@ -511,6 +511,7 @@ class SimReport:
     sessions_opened: int = 0  # client sessions registered (as the clients saw them answered)
     sessions_lost: int = 0  # client sessions the cluster no longer knew (expired or evicted)
     session_expired_writes: int = 0  # writes that ended as SESSION_EXPIRED (outcome unknown)
+    writes_resent: int = 0  # writes refused for their session before any attempt could apply: resent
     delete_prefixes: int = 0  # delete_prefix ops answered
     clients_cut_off: int = 0  # times the nemesis cut a client off from every node
 
@@ -643,6 +644,7 @@ class SimCluster:
             sessions_opened=sum(c.actor.sessions_opened for c in self.clients),
             sessions_lost=sum(c.actor.sessions_lost for c in self.clients),
             session_expired_writes=sum(c.sessions_expired for c in self.clients),
+            writes_resent=sum(c.actor.writes_resent for c in self.clients),
             delete_prefixes=sum(c.delete_prefixes for c in self.clients),
             clients_cut_off=self.clients_cut_off,
         )

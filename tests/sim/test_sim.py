@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 
 from cluster.storage import SNAP_AFTER_RENAME, SNAP_AFTER_TEMP_WRITE, SNAP_BEFORE_MARK, SNAP_BEFORE_RENAME
-from tests.sim.harness import SimOptions, run_seed
+from tests.sim.harness import SafetyChecker, SimFailure, SimOptions, run_seed
 from tests.sim.leases import LeaseMonitor, LeaseViolation
 
 CI_SEEDS = range(0, 600)
@@ -29,6 +29,8 @@ REGRESSION_SEEDS: dict[int, str] = {
     9: "same bug as 1",
     300261: "a node that recovered entries newer than its recovered term campaigned with last_log_term equal "
     "to its term; peer-message validation wrongly dropped that RequestVote as impossible",
+    5000000: "while prev_kv was being added, the client's frame check refused events carrying 'prev': a "
+    "prev_kv watcher never advanced (found before it was committed; kept as the first prev_kv seed)",
 }
 
 
@@ -52,6 +54,7 @@ def test_regression_seeds(seed: int) -> None:
 def test_faults_really_happen() -> None:
     """The simulator must actually inject what it claims: otherwise passing seeds prove nothing."""
     totals = {"crashes": 0, "dropped": 0, "installs": 0, "unknown": 0, "elections": 0}
+    sessions = {"cut_off": 0, "lost": 0, "expired_writes": 0, "resent": 0, "delete_prefixes": 0}
     for seed in range(30):
         r = run_seed(seed, SimOptions.for_seed(seed))
         totals["crashes"] += r.crashes
@@ -59,9 +62,30 @@ def test_faults_really_happen() -> None:
         totals["installs"] += r.snapshots_installed
         totals["unknown"] += r.unknown
         totals["elections"] += r.elections
+        sessions["cut_off"] += r.clients_cut_off
+        sessions["lost"] += r.sessions_lost
+        sessions["expired_writes"] += r.session_expired_writes
+        sessions["resent"] += r.writes_resent
+        sessions["delete_prefixes"] += r.delete_prefixes
     assert totals["crashes"] > 30 and totals["dropped"] > 1000 and totals["elections"] > 60
     assert totals["installs"] > 0, "no snapshot was ever installed on a lagging follower"
     assert totals["unknown"] > 0, "no client operation ever ended with an unknown outcome"
+    # Clients are cut off for longer than the session TTL, their sessions expire under writes in flight
+    # (both outcomes: an unknown one, and a resend when nothing can have been applied), and
+    # delete_prefix ops are answered: what the session and delete_prefix checks claim to cover, covered.
+    assert sessions["cut_off"] > 40 and sessions["lost"] >= 3 and sessions["delete_prefixes"] > 60, sessions
+    assert sessions["expired_writes"] >= 3 and sessions["resent"] >= 1, sessions
+
+
+def test_the_checker_catches_a_write_applied_twice_or_without_a_session() -> None:
+    checker = SafetyChecker()
+    checker.on_session_open(5)
+    checker.on_session_write("n1", 8, session=5, seq=1)
+    checker.on_session_write("n2", 8, session=5, seq=1)  # another replica applying the same entry: fine
+    with pytest.raises(SimFailure, match="twice"):
+        checker.on_session_write("n1", 9, session=5, seq=1)
+    with pytest.raises(SimFailure, match="never registered"):
+        checker.on_session_write("n1", 10, session=6, seq=1)
 
 
 def test_storage_faults_really_happen() -> None:
