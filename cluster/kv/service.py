@@ -311,6 +311,9 @@ class KVService(Generic[C]):
             "pending_reads": len(self._reads),
             "leases_tracked": len(self._tracker),
             "leases_expired": self.leases_expired,
+            # client sessions this replica holds, and how many it forgot as expired since it started
+            "sessions": getattr(self._sm, "session_count", 0),
+            "sessions_expired": getattr(self._sm, "sessions_expired", 0),
             "refused": dict(self.refused),
             "watches": self.watches.describe() if self.watches is not None else {},
         }

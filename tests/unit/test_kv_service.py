@@ -312,3 +312,5 @@ def test_an_idle_session_expires_by_the_log_time_and_its_write_is_refused_unappl
     (answer,) = [m for m in settle(c)["c"] if m.req_id == 8]
     assert msgpack.unpackb(answer.result)["code"] == "session_expired"
     assert all(sm.revision == 0 for sm in c.sms.values())
+    clients = c.services[leader].describe()
+    assert clients["sessions"] == 1 and clients["sessions_expired"] == 1
