@@ -311,3 +311,10 @@ def test_help_lists_the_bounds(capsys: pytest.CaptureFixture[str]) -> None:
         load_config(["--help"], {})
     out = capsys.readouterr().out
     assert "--max-uncommitted-entries" in out and "--max-uncommitted-bytes" in out and "--intake-bytes" in out
+
+
+def test_session_ttl_defaults_to_five_minutes_and_is_bounded(tmp_path: Path) -> None:
+    assert load_config(flags(tmp_path), {}).session_ttl_ms == 300_000
+    assert load_config(flags(tmp_path, session_ttl_ms="2500"), {}).session_ttl_ms == 2500
+    assert "above a day" in refuse(flags(tmp_path, session_ttl_ms=str(25 * 3600 * 1000)))
+    assert "must be an integer" in refuse(flags(tmp_path, session_ttl_ms="0"))
