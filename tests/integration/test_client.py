@@ -41,7 +41,7 @@ from cluster.cli.local import HTTP_PORT_OFFSET
 from cluster.cli.local_nodes import port_in_use
 from cluster.client.commands import check_result
 from cluster.client.endpoints import PEER_PORT_OFFSET
-from cluster.kv.machine import MAX_RANGE_LIMIT, encode_command
+from cluster.kv.machine import MAX_RANGE_LIMIT, decode_result, encode_command
 from tests.integration.util import (
     REPO_ROOT,
     Cluster,
@@ -182,7 +182,8 @@ def test_a_retry_of_an_applied_write_whose_answer_is_gone_raises_already_applied
     answer is no longer needed (its ack floor), so the cluster drops it; then a retry of the first write
     arrives. The real nodes answer "already applied" (not applied again), which the client reports as
     AlreadyApplied: an unknown outcome that is known to have happened, never a Rejected."""
-    session = random.randrange(1, 2**62)
+    register = encode_command(0, 0, 0, ["session_open", 0, 0])
+    session = check_result("open", _through_leader(cluster, register).result)["session"]
     first = encode_command(session, 1, 1, ["put", "aa/k", "first"])
     assert check_result("put", _through_leader(cluster, first).result)["created"] is True
     later = encode_command(session, 2, 2, ["put", "aa/k", "second"])
@@ -193,6 +194,18 @@ def test_a_retry_of_an_applied_write_whose_answer_is_gone_raises_already_applied
     assert not isinstance(caught.value, Rejected) and isinstance(caught.value, OutcomeUnknown)
     kv = client.get_kv("aa/k")
     assert kv is not None and kv["value"] == "second" and kv["mod_revision"] == revision
+
+
+def test_a_write_of_a_session_the_cluster_never_registered_is_refused_unapplied(
+    cluster: Cluster, client: Client
+) -> None:
+    """Sessions are registered through the log: a write of an unknown session (never registered,
+    expired, or evicted) is refused by the real nodes, never applied."""
+    unknown = encode_command(random.randrange(1, 2**62), 1, 1, ["put", "ns/k", "never"])
+    answer = decode_result(_through_leader(cluster, unknown).result)
+    assert answer["ok"] is False and answer["code"] == "session_expired"
+    assert client.get("ns/k") is None
+    assert client.put("ns/k", "fine") > 0  # the Client itself registered its session first
 
 
 def test_many_threads_pipeline_through_one_client(client: Client) -> None:
