@@ -92,6 +92,9 @@ def test_cluster_ctl_watch_prints_events_as_json_lines() -> None:
                 text=True,
                 timeout=60,
             )  # fmt: skip
+            with c.watch("c/", start_revision=start, prev_kv=True) as w:  # the previous values too
+                with_prev = [w.next(30.0) for _ in range(3)]
+        assert [(e["key"], e["prev"]) for e in with_prev if e] == [("c/0", None), ("c/1", None), ("c/0", "a")]
         assert result.returncode == 0, result.stderr
         lines = [json.loads(line) for line in result.stdout.splitlines()]
         assert [(e["type"], e["key"], e["value"]) for e in lines] == [
