@@ -101,7 +101,6 @@ class SessionTable:
         "_max_responses",
         "_max_sessions",
         "_sessions",
-        "_swept_at",
         "expired",
     )
 
@@ -113,7 +112,6 @@ class SessionTable:
         # goes back, and moves the session to the end.
         self._sessions: dict[int, Session] = {}
         self._bytes = 0  # the sum of the sessions' sizes
-        self._swept_at = -1  # the log time of the last sweep
         self.expired = 0  # sessions removed because their TTL ran out (not part of the state)
 
     def __len__(self) -> int:
@@ -145,11 +143,11 @@ class SessionTable:
             self._evict_oldest()
 
     def sweep(self, log_time: int) -> None:
-        """Forget the sessions expired by `log_time`, oldest first. A session with a longer TTL than the
-        oldest ones can stay past its expiry until they go; answer() refuses it meanwhile all the same."""
-        if log_time == self._swept_at:
-            return
-        self._swept_at = log_time
+        """Forget the sessions expired by `log_time`, from the least recently active on. Run at every
+        apply and cached nowhere, so that it depends on the table's content alone: a replica restored
+        from a snapshot sweeps exactly as one that applied the whole log. With sessions of different
+        TTLs (leaders with different settings), one behind an unexpired front may stay past its expiry
+        until the front goes; answer() refuses its writes meanwhile all the same."""
         sessions = self._sessions
         while sessions:
             oldest = next(iter(sessions))
@@ -200,7 +198,6 @@ class SessionTable:
         """Take the sessions of a snapshot (already in eviction order), trimmed to this table's bounds."""
         self._sessions = sessions
         self._bytes = sum(s.size for s in sessions.values())
-        self._swept_at = -1
         while len(sessions) > self._max_sessions or (self._bytes > self._max_bytes and len(sessions) > 1):
             self._evict_oldest()
 

@@ -156,6 +156,25 @@ def test_a_restored_replica_expires_the_same_sessions_at_the_same_entries() -> N
     assert restored.sm.digest() == live.sm.digest()
 
 
+def test_a_replica_restored_amid_sessions_of_different_ttls_sweeps_as_the_live_one() -> None:
+    """The sweep keeps no state of its own: the content alone decides it, so replicas never diverge."""
+    live = Replica()
+    long = live.open(at=0, ttl_ms=10_000)
+    short = live.open(at=0, ttl_ms=100)
+    live.write(long, 1, at=150)  # long moves behind short, which has expired by now: swept at this entry
+    other = live.open(at=160, ttl_ms=50)
+    live.write(long, 2, at=200)  # the front is now `other`, expired too
+    restored = Replica(KVStateMachine(), start=live.sm.applied_index)
+    restored.sm.restore(live.sm.snapshot())
+    for r in (live, restored):
+        r.write(long, 3, at=200)  # the same log time again
+        r.open(at=260, ttl_ms=10)
+        r.write(long, 4, at=275)
+    assert restored.sm.session_ids() == live.sm.session_ids()
+    assert restored.sm.digest() == live.sm.digest()
+    assert live.sm.session(short) is None and live.sm.session(other) is None
+
+
 def _legacy_snapshot(format_: int, sessions: list[Any], log_time: int = 0) -> bytes:
     """A snapshot as builds before registered sessions wrote it: sessions [id, floor, last_index, resp]."""
     body: list[Any] = [format_, 9, 9, 1, ["k"], [["v", 1, 1, 1]], sessions]
