@@ -341,10 +341,11 @@ class KVService(Generic[C]):
                 return
             payload = stamped
         node = self._node
-        if op[0] == "session_open":
-            payload = encode_command(0, 0, 0, ["session_open", self._session_ttl_ms, self._stamp()])
-        elif session != 0 and node.role is Role.LEADER:
-            payload = stamp_command(payload, self._stamp())
+        if node.role is Role.LEADER:  # (anywhere else the proposal is refused below)
+            if op[0] == "session_open":
+                payload = encode_command(0, 0, 0, ["session_open", self._session_ttl_ms, self._stamp()])
+            elif session != 0:
+                payload = stamp_command(payload, self._stamp())
         index = node.propose(payload)
         if isinstance(index, Refusal):
             self._refuse(req, conn, index, "proposals")
