@@ -72,6 +72,12 @@ def test_a_start_below_every_node_s_window_is_compacted() -> None:
         with Client([n.client_url for n in cluster.nodes], timeout=10.0) as c:
             for i in range(10):
                 c.put("k", i)
+
+            def all_applied() -> bool:  # a follower one revision behind would hold revisions 5..9 only
+                rows = c.status()["members"]
+                return all(r["reachable"] for r in rows) and len({r.get("applied") for r in rows}) == 1
+
+            wait_until(all_applied, 30.0, "every node to apply the puts")
             with c.watch("k", start_revision=1) as w, pytest.raises(Compacted) as info:
                 w.next(EVENT_WAIT)
             assert info.value.compact_revision >= 5
