@@ -40,6 +40,7 @@ from tests.integration.util import (
     send_request,
     start_cluster,
     try_request,
+    try_status,
     wait_for_leader,
     wait_until,
     write_request,
@@ -313,6 +314,8 @@ def test_a_follower_behind_the_snapshot_catches_up_and_writes_are_batched(tmp_pa
     with start_cluster(3, base_dir=tmp_path, extra_args=["--snapshot-entries", "200"]) as cluster:
         leader = wait_for_leader(cluster)
         behind = followers(cluster, leader)[0]
+        # A leader needs only two nodes: the third may still be starting, before its SIGTERM handler is set.
+        wait_until(lambda: try_status(behind.client_url) is not None, 15, f"{behind.name} to serve")
         behind.send_signal(signal.SIGTERM)
         assert behind.wait(timeout=15) == 0
 
