@@ -75,6 +75,20 @@ class NotConfirmed(NoAnswer):
         return super()._describe() + "; the write stays queued and is retried (see health())"
 
 
+def change_of(event: dict[str, Any]) -> dict[str, Any] | None:
+    """A registry change from a watch event on a record prefix; None for a key that is not a record's."""
+    parts = split_key(event["key"])
+    if parts is None:
+        return None
+    return {
+        "type": event["type"],
+        "kind": parts[0],
+        "id": parts[1],
+        "record": event["value"],
+        "revision": event["revision"],
+    }
+
+
 class RegistryChanges:
     """An iterator over registry changes (both kinds): {"type": "PUT"|"DELETE", "kind", "id", "record"
     (None for DELETE), "revision"}. Each record's changes come in revision order; changes of different
@@ -93,18 +107,9 @@ class RegistryChanges:
     def _pump(self, watch: Any) -> None:
         try:
             for event in watch:
-                parts = split_key(event["key"])
-                if parts is None:
-                    continue
-                self._queue.put(
-                    {
-                        "type": event["type"],
-                        "kind": parts[0],
-                        "id": parts[1],
-                        "record": event["value"],
-                        "revision": event["revision"],
-                    }
-                )
+                change = change_of(event)
+                if change is not None:
+                    self._queue.put(change)
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer
             self._queue.put(exc)
         else:

@@ -1,16 +1,34 @@
 """What the cluster service needs of a zraft client: `Store`, the subset of `cluster.Client` it calls.
 
-`Client` satisfies it as it is; the unit tests give an in-memory store with a clock they control. Keeping the
+`Client` satisfies it as it is, and so does cluster/service/aio.py's ThreadStore over an AsyncClient;
+the unit tests give an in-memory store with a clock they control. Keeping the
 service to this surface is what lets its liveness rules be tested without processes or sleeps.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any, Protocol
 
 from cluster.client.leases import Lease
 from cluster.client.ranges import RangePage
-from cluster.client.watch import Watch
+
+
+class StoreWatch(Protocol):
+    """What the service uses of a watch: the blocking Client's Watch, or cluster/service/aio.py's
+    ThreadWatch over an AsyncWatch."""
+
+    def next(self, timeout: float | None) -> dict[str, Any] | None: ...
+
+    def __iter__(self) -> Iterator[dict[str, Any]]: ...
+
+    def __next__(self) -> dict[str, Any]: ...
+
+    def close(self) -> None: ...
+
+    def __enter__(self) -> StoreWatch: ...
+
+    def __exit__(self, *exc: Any) -> None: ...
 
 
 class Store(Protocol):
@@ -40,7 +58,7 @@ class Store(Protocol):
 
     def watch(
         self, key: str, prefix: bool = True, start_revision: int | None = None, *, window: int = 1000
-    ) -> Watch: ...
+    ) -> StoreWatch: ...
 
     def lease_grant(self, ttl: float, *, timeout: float | None = None) -> Lease: ...
 
