@@ -32,7 +32,7 @@ from cluster.client.aio import AsyncClient
 from cluster.client.leases import Lease
 from cluster.client.ranges import RangePage
 from cluster.client.watch import AsyncWatch
-from cluster.errors import NoAnswer
+from cluster.errors import ClientClosed, NoAnswer
 from cluster.service.events import Event, EventResult
 from cluster.service.records import RECORD_KINDS
 from cluster.service.service import (
@@ -52,7 +52,8 @@ _WAIT_SLICE = 0.5
 class ThreadStore:
     """The Store (cluster/service/store.py) over an AsyncClient, for threads other than its loop's: each
     call runs as a coroutine in the client's loop and the calling thread waits for its result (or its
-    exception, unchanged). Calling it from the loop's own thread would deadlock, so that raises."""
+    exception, unchanged). Calling it from the loop's own thread would deadlock, so that raises; once the
+    loop is closed every call raises ClientClosed, which stops the service's threads."""
 
     def __init__(
         self, client: AsyncClient, loop: asyncio.AbstractEventLoop, *, margin: float = LOOP_MARGIN
@@ -66,7 +67,12 @@ class ThreadStore:
         if _running_loop() is self.loop:
             raise RuntimeError(f"{operation}: ThreadStore waits for the client's loop; not from that loop")
         limit = (self.timeout if timeout is None else timeout) + self.margin
-        fut = asyncio.run_coroutine_threadsafe(make(), self.loop)
+        coro = make()
+        try:
+            fut = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        except RuntimeError:  # the loop is closed (the application ended without closing the service)
+            coro.close()
+            raise ClientClosed() from None
         try:
             return fut.result(timeout=limit)
         except concurrent.futures.TimeoutError:

@@ -85,7 +85,9 @@ def test_thread_store_runs_each_call_in_the_loop_and_returns_its_result_or_error
     asyncio.run(main())
 
 
-def test_thread_store_gives_no_answer_when_the_loop_does_not_run_the_call() -> None:
+def test_thread_store_gives_no_answer_when_the_loop_does_not_run_the_call_and_closed_when_it_is_closed() -> (
+    None
+):
     loop = asyncio.new_event_loop()  # never run
     try:
         client = FakeAsyncClient()
@@ -95,6 +97,8 @@ def test_thread_store_gives_no_answer_when_the_loop_does_not_run_the_call() -> N
         loop.run_until_complete(asyncio.sleep(0))  # the abandoned call is dropped, not left unawaited
     finally:
         loop.close()
+    with pytest.raises(ClientClosed):  # a closed loop: the service's threads stop as for a closed client
+        store.get("a")
 
 
 def test_thread_watch_carries_events_the_end_and_close_to_the_thread() -> None:
