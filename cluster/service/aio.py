@@ -46,7 +46,6 @@ from cluster.service.service import (
 
 T = TypeVar("T")
 LOOP_MARGIN = 5.0  # beyond a call's own timeout (the client ends it then), the loop is taken as stuck
-_WAIT_SLICE = 0.5
 
 
 class ThreadStore:
@@ -200,7 +199,6 @@ class AsyncRegistryChanges:
         self._watches = [client.watch(f"{kind}/") for kind in RECORD_KINDS]
         self._queue: asyncio.Queue[dict[str, Any] | BaseException] = asyncio.Queue()
         self._tasks = [asyncio.get_running_loop().create_task(self._pump(w)) for w in self._watches]
-        self._running = len(self._tasks)
 
     async def _pump(self, watch: AsyncWatch) -> None:
         try:
