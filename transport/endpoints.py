@@ -47,6 +47,9 @@ from dataclasses import dataclass, field
 
 import zmq
 
+from transport.curve import KeyPair, client_options, server_options
+from transport.zap import CLIENT_DOMAIN, PEER_DOMAIN
+
 PEER_SNDHWM = 1000  # frames queued per peer before sends drop
 CLIENT_SNDHWM = 10_000
 MAX_ENVELOPE_FRAMES = 4  # routing frames a client may put before its payload (e.g. a REQ delimiter)
@@ -129,10 +132,17 @@ def _client_options(sock: zmq.Socket[bytes]) -> None:
 
 
 def _router(
-    ctx: zmq.Context[zmq.Socket[bytes]], url: str, sndhwm: int, max_frame: int, peer: bool
+    ctx: zmq.Context[zmq.Socket[bytes]],
+    url: str,
+    sndhwm: int,
+    max_frame: int,
+    peer: bool,
+    curve: KeyPair | None = None,
 ) -> zmq.Socket[bytes]:
     sock = ctx.socket(zmq.ROUTER)
     _common_options(sock, sndhwm, max_frame)
+    if curve is not None:  # a CURVE server: plaintext clients fail the handshake, ZAP checks the keys
+        server_options(sock, curve, PEER_DOMAIN if peer else CLIENT_DOMAIN)
     if peer:
         _peer_options(sock)
         sock.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a reconnecting peer must be heard (module docstring)
@@ -175,6 +185,26 @@ def recv_batch(sock: zmq.Socket[bytes], limit: int, max_bytes: int) -> list[list
     return out
 
 
+def recv_batch_users(sock: zmq.Socket[bytes], limit: int, max_bytes: int) -> list[tuple[list[bytes], str]]:
+    """recv_batch() for a CURVE server socket: each message with the User-Id its connection proved (the
+    client's public key in Z85, as the ZAP handler set it; "" if there is none)."""
+    out: list[tuple[list[bytes], str]] = []
+    taken = 0
+    while len(out) < limit and taken < max_bytes:
+        try:
+            parts = sock.recv_multipart(flags=zmq.NOBLOCK, copy=False)
+        except zmq.Again:
+            break
+        try:
+            user = str(parts[-1].get("User-Id") or "")
+        except zmq.ZMQError:
+            user = ""
+        frames = [p.bytes for p in parts]
+        out.append((frames, user))
+        taken += sum(len(f) for f in frames)
+    return out
+
+
 @dataclass(slots=True)
 class PeerMesh:
     """The node's peer ROUTER (bound) and one DEALER per peer (connected, identity = our name)."""
@@ -193,9 +223,15 @@ class PeerMesh:
         peers: Mapping[str, str],
         max_frame: int,
         sndhwm: int = PEER_SNDHWM,
+        curve: KeyPair | None = None,
+        peer_keys: Mapping[str, bytes] | None = None,
     ) -> PeerMesh:
-        """Bind the ROUTER on `bind_url` and connect a DEALER to each peer URL in `peers` (name -> URL)."""
-        router = _router(ctx, bind_url, sndhwm, max_frame, peer=True)
+        """Bind the ROUTER on `bind_url` and connect a DEALER to each peer URL in `peers` (name -> URL).
+
+        With `curve` (our keypair) every socket speaks CURVE: the ROUTER as a server, each DEALER as a
+        client that only completes its handshake with the peer holding the key `peer_keys[name]`.
+        """
+        router = _router(ctx, bind_url, sndhwm, max_frame, peer=True, curve=curve)
         mesh = cls(name=name, router=router, dealers={})
         try:
             for peer, url in sorted(peers.items()):
@@ -205,6 +241,8 @@ class PeerMesh:
                 _common_options(dealer, sndhwm, max_frame)
                 _peer_options(dealer)
                 dealer.setsockopt(zmq.IMMEDIATE, 1)  # no queueing for a peer we are not connected to
+                if curve is not None:
+                    client_options(dealer, curve, (peer_keys or {})[peer])
                 dealer.connect(url)
         except zmq.ZMQError as exc:
             mesh.close()
@@ -233,9 +271,14 @@ class ClientPort:
 
     @classmethod
     def open(
-        cls, ctx: zmq.Context[zmq.Socket[bytes]], bind_url: str, max_frame: int, sndhwm: int = CLIENT_SNDHWM
+        cls,
+        ctx: zmq.Context[zmq.Socket[bytes]],
+        bind_url: str,
+        max_frame: int,
+        sndhwm: int = CLIENT_SNDHWM,
+        curve: KeyPair | None = None,
     ) -> ClientPort:
-        return cls(router=_router(ctx, bind_url, sndhwm, max_frame, peer=False))
+        return cls(router=_router(ctx, bind_url, sndhwm, max_frame, peer=False, curve=curve))
 
     def close(self) -> None:
         self.router.close(linger=0)

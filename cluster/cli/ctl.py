@@ -20,9 +20,11 @@ from cluster.cli import service_cmds
 from cluster.cli.ctl_output import FORMATS, kv_simple, kvs_text, show_value, status_text, to_json
 from cluster.client.api import Client
 from cluster.client.commands import encode_query, write_encoder
+from cluster.client.curve import SECRET_KEY_ENV, SERVER_KEY_ENV, curve_settings
 from cluster.client.endpoints import ENDPOINTS_ENV, default_endpoints, local_endpoints, parse_endpoints
 from cluster.errors import InvalidRequest, Rejected, WatchEnded, ZraftError
 from cluster.kv.ops import MAX_RANGE_LIMIT
+from transport.curve import read_public_key, write_keypair
 
 EXIT_OK = 0
 EXIT_FAILED = 1  # a definite failure: rejected, cas did not swap, key not found on get, watch compacted
@@ -51,6 +53,11 @@ examples:
   cluster-ctl put servers/a up --lease 1
   cluster-ctl lease keepalive 1         # one renewal; prints the seconds left
   cluster-ctl status
+  cluster-ctl keygen --out keys --name n1   # keys/n1.key and keys/n1.key_secret
+
+security:
+  With a secured cluster pass --curve-secret-key FILE and --server-public-key SPEC (or set
+  $ZRAFT_CURVE_SECRET_KEY and $ZRAFT_SERVER_PUBLIC_KEY); see the README's "Securing a cluster".
 
 cluster service (registry, liveness, events):
   cluster-ctl servers                    # also: processes
@@ -109,6 +116,19 @@ def _common_options(parser: argparse.ArgumentParser, default: Any) -> None:
         metavar="S",
         default=default if default is argparse.SUPPRESS else 5.0,
         help="seconds to wait for an answer (default: 5)",
+    )
+    parser.add_argument(
+        "--curve-secret-key",
+        metavar="FILE",
+        default=default,
+        help=f"this client's CURVE secret key file (default: ${SECRET_KEY_ENV}); needs --server-public-key",
+    )
+    parser.add_argument(
+        "--server-public-key",
+        metavar="SPEC",
+        default=default,
+        help="the nodes' CURVE public keys: a key or .key file for every node, or URL=KEY|FILE,... "
+        f"(default: ${SERVER_KEY_ENV})",
     )
 
 
@@ -186,6 +206,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("status", parents=[common], help="every node's role, term, commit and applied index")
     # --- the cluster service's commands (cluster/cli/service_cmds.py) ---
     service_cmds.add_commands(sub, common, _positive)
+
+    keygen = sub.add_parser(
+        "keygen",
+        parents=[common],
+        help="write a CURVE keypair: DIR/NAME.key (public) and DIR/NAME.key_secret (mode 0600)",
+    )
+    keygen.add_argument("--out", required=True, metavar="DIR", help="directory to write the key files into")
+    keygen.add_argument(
+        "--name", default="zraft", help="file name of the pair, e.g. the node name (default: zraft)"
+    )
     return parser
 
 
@@ -361,11 +391,34 @@ def check_request(args: argparse.Namespace) -> None:
     service_cmds.check(args)  # the cluster service's commands
 
 
+def _keygen(args: argparse.Namespace) -> int:
+    """Write a keypair; prints the public key and the two paths (never the secret)."""
+    try:
+        public_path, secret_path = write_keypair(args.out, args.name)
+    except FileExistsError:
+        raise UsageError(
+            f"{args.out}/{args.name}.key_secret exists already; not overwriting a secret"
+        ) from None
+    except OSError as exc:
+        raise UsageError(f"cannot write into {args.out}: {exc.strerror or exc}") from None
+    public = read_public_key(public_path).decode("ascii")
+    if args.write_out == "json":
+        print(
+            to_json({"public_key": public, "public_file": str(public_path), "secret_file": str(secret_path)})
+        )
+    else:
+        print(f"public key {public}\nwrote {public_path} and {secret_path} (mode 0600)")
+    return EXIT_OK
+
+
 def run(args: argparse.Namespace) -> int:
     """Run a parsed command; raises UsageError, ValueError or ZraftError."""
+    if args.command == "keygen":
+        return _keygen(args)
     check_request(args)
     endpoints = parse_endpoints(args.endpoints) if args.endpoints else default_endpoints()
-    with Client(endpoints, timeout=args.timeout) as c:
+    secret, servers = curve_settings(args.curve_secret_key, args.server_public_key)
+    with Client(endpoints, timeout=args.timeout, curve_secret_key=secret, server_public_key=servers) as c:
         return _COMMANDS[args.command](c, args)
 
 

@@ -18,8 +18,10 @@ import threading
 import time
 from pathlib import Path
 
+from cluster.cli.local_keys import LocalKeys, ensure_keys
 from cluster.cli.local_nodes import NodeProcess, node_command, port_in_use, stop_all
 from cluster.client.api import Client
+from cluster.client.curve import SECRET_KEY_ENV, SERVER_KEY_ENV
 from cluster.client.endpoints import (
     DEFAULT_BASE_PORT,
     DEFAULT_NODES,
@@ -88,6 +90,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-level", metavar="LEVEL", help="passed to every node (e.g. DEBUG, INFO, WARNING)"
     )
     parser.add_argument(
+        "--secure",
+        action="store_true",
+        help="CURVE on every port: make keys under DIR/keys once (nodes, peer list, an admitted client key) "
+        "and print how cluster-ctl uses them",
+    )
+    parser.add_argument(
         "--start-timeout",
         type=float,
         default=30.0,
@@ -143,7 +151,7 @@ def check_layout(data_dir: Path, nodes: int, base_port: int) -> None:
     path.write_text(json.dumps(layout) + "\n")
 
 
-def node_argv(args: argparse.Namespace, i: int, data_dir: Path) -> list[str]:
+def node_argv(args: argparse.Namespace, i: int, data_dir: Path, keys: LocalKeys | None = None) -> list[str]:
     initial = ",".join(f"{node_name(j)}={peer_url(args.base_port, j)}" for j in range(1, args.nodes + 1))
     argv = [
         *node_command(),
@@ -161,11 +169,17 @@ def node_argv(args: argparse.Namespace, i: int, data_dir: Path) -> list[str]:
     ):
         if value is not None:
             argv += [flag, str(value)]
+    if keys is not None:
+        argv += keys.node_flags(i)
     return argv
 
 
 def wait_for_leader(
-    endpoints: list[str], nodes: list[NodeProcess], stop: threading.Event, timeout: float
+    endpoints: list[str],
+    nodes: list[NodeProcess],
+    stop: threading.Event,
+    timeout: float,
+    keys: LocalKeys | None = None,
 ) -> str | None:
     """The leader's name once one is elected; None if asked to stop. Raises StartError."""
     deadline = time.monotonic() + timeout
@@ -181,7 +195,12 @@ def wait_for_leader(
             if time.monotonic() >= deadline:
                 raise StartError(f"no leader was elected within {timeout:g}s (see the node logs above)")
             try:
-                client = client or Client(endpoints, timeout=1.0)
+                client = client or Client(
+                    endpoints,
+                    timeout=1.0,
+                    curve_secret_key=str(keys.client_secret) if keys else None,
+                    server_public_key=keys.server_spec if keys else None,
+                )
                 leader = str(client.status(timeout=1.0)["leader"])
             except ZraftError:
                 leader = ""
@@ -194,7 +213,7 @@ def wait_for_leader(
             client.close()
 
 
-def try_lines(endpoints: list[str]) -> list[str]:
+def try_lines(endpoints: list[str], keys: LocalKeys | None = None) -> list[str]:
     """What to type in another terminal to talk to this cluster, as this user can run cluster-ctl."""
     ctl = "cluster-ctl"
     if not shutil.which(ctl):
@@ -204,6 +223,11 @@ def try_lines(endpoints: list[str]) -> list[str]:
         except ValueError:
             ctl = str(script)
     lines = [] if endpoints == local_endpoints() else [f"export {ENDPOINTS_ENV}={','.join(endpoints)}"]
+    if keys is not None:
+        lines += [
+            f"export {SECRET_KEY_ENV}={keys.client_secret}",
+            f"export {SERVER_KEY_ENV}={keys.server_spec}",
+        ]
     return [*lines, f"{ctl} put hello world && {ctl} get hello && {ctl} status"]
 
 
@@ -224,17 +248,18 @@ def run(args: argparse.Namespace, stop: threading.Event) -> int:
     check_ports(args.nodes, args.base_port)
     check_layout(data_dir, args.nodes, args.base_port)
     election_ms = args.election_timeout_ms or _NODE_ELECTION_TIMEOUT_MS
+    keys = ensure_keys(data_dir, args.nodes, endpoints) if args.secure else None
     emit(f"cluster-local: starting {args.nodes} node(s), data in {data_dir}; their logs follow, by name")
     nodes: list[NodeProcess] = []
     try:
         for i in range(1, args.nodes + 1):
-            node = NodeProcess(node_name(i), node_argv(args, i, data_dir), emit)
+            node = NodeProcess(node_name(i), node_argv(args, i, data_dir, keys), emit)
             nodes.append(node)
             emit(
                 f"cluster-local: started {node.name} (pid {node.pid}), client URL {endpoints[i - 1]}, "
                 f"status page {http_url(args.base_port, i)}/"
             )
-        leader = wait_for_leader(endpoints, nodes, stop, args.start_timeout)
+        leader = wait_for_leader(endpoints, nodes, stop, args.start_timeout, keys)
         if leader is None:
             return EXIT_OK
         emit("")
@@ -243,7 +268,12 @@ def run(args: argparse.Namespace, stop: threading.Event) -> int:
         emit(f"  data dir:  {data_dir}")
         pages = ", ".join(f"{http_url(args.base_port, i)}/" for i in range(1, args.nodes + 1))
         emit(f"  status page (any node): {pages}")
-        for n, line in enumerate(try_lines(endpoints)):
+        if keys is not None:
+            emit(
+                f"  security:  CURVE on every port, keys in {keys.folder}"
+                f" (the client's: {keys.client_secret})"
+            )
+        for n, line in enumerate(try_lines(endpoints, keys)):
             emit(f"  {'try:' if n == 0 else '':<11}{line}")
         emit("  Ctrl-C stops the cluster")
         emit("")

@@ -64,6 +64,7 @@ from cluster.client.calls import (
     summarize,
 )
 from cluster.client.commands import SESSION_HOOKS, encode_query, write_encoder
+from cluster.client.curve import ServerKeys, client_curve
 from cluster.client.discovery import parse_status
 from cluster.client.driver import ClientCore, DealerLinks, Submission, WatchControl
 from cluster.client.endpoints import parse_endpoints
@@ -81,12 +82,20 @@ class AsyncClient:
     """A connection to a zraft cluster for asyncio; see the module docstring. Use `async with`."""
 
     def __init__(
-        self, endpoints: list[str] | str, timeout: float = 5.0, *, attempt_timeout: float = 0.5
+        self,
+        endpoints: list[str] | str,
+        timeout: float = 5.0,
+        *,
+        attempt_timeout: float = 0.5,
+        curve_secret_key: str | bytes | None = None,
+        server_public_key: ServerKeys | None = None,
     ) -> None:
         """Check the arguments; nothing is connected before `async with` (or `await connect()`).
 
-        Raises ValueError for a malformed endpoint or a non-positive timeout, like Client.
+        Raises ValueError for a malformed endpoint, a non-positive timeout or unusable CURVE keys, like
+        Client (whose docstring says what the CURVE arguments take).
         """
+        self._curve = client_curve(curve_secret_key, server_public_key)
         self._urls = parse_endpoints(endpoints if isinstance(endpoints, str) else ",".join(endpoints))
         if timeout <= 0 or attempt_timeout <= 0:
             raise ValueError("timeout and attempt_timeout must be positive")
@@ -121,7 +130,7 @@ class AsyncClient:
             return
         self._loop = asyncio.get_running_loop()
         self._ctx = zmq.asyncio.Context()
-        self._links = DealerLinks(self._ctx, self._watch)
+        self._links = DealerLinks(self._ctx, self._watch, self._curve)
         self._core = ClientCore(
             self.client_id,
             self._session,

@@ -85,6 +85,7 @@ from cluster.client.calls import (
     summarize,
 )
 from cluster.client.commands import SESSION_HOOKS, encode_query, write_encoder
+from cluster.client.curve import ServerKeys, client_curve
 from cluster.client.discovery import parse_status
 from cluster.client.driver import Submission
 from cluster.client.endpoints import parse_endpoints
@@ -103,13 +104,23 @@ class Client:
     """A connection to a zraft cluster; see the module docstring. Use it as a context manager."""
 
     def __init__(
-        self, endpoints: list[str] | str, timeout: float = 5.0, *, attempt_timeout: float = 0.5
+        self,
+        endpoints: list[str] | str,
+        timeout: float = 5.0,
+        *,
+        attempt_timeout: float = 0.5,
+        curve_secret_key: str | bytes | None = None,
+        server_public_key: ServerKeys | None = None,
     ) -> None:
         """Connect and learn the node names from the given client URLs (a list or "url,url,...").
 
         Raises ValueError for a malformed endpoint and Unavailable when no endpoint answers in time.
         `attempt_timeout` is how long one node may stay silent before a request is tried elsewhere.
+        With `curve_secret_key` (this client's Z85 secret key or .key_secret file) and `server_public_key`
+        (the nodes' public keys: see cluster/client/curve.py) every connection is CURVE-encrypted and
+        authenticated; a node that does not admit the key never answers (Unavailable).
         """
+        curve = client_curve(curve_secret_key, server_public_key)
         urls = parse_endpoints(endpoints if isinstance(endpoints, str) else ",".join(endpoints))
         if timeout <= 0 or attempt_timeout <= 0:
             raise ValueError("timeout and attempt_timeout must be positive")
@@ -121,7 +132,7 @@ class Client:
             max_seq_window=SEQ_WINDOW,
             sessions=SESSION_HOOKS,
         )
-        self._loop = ClientLoop(self.client_id, self._session, urls, options)
+        self._loop = ClientLoop(self.client_id, self._session, urls, options, curve)
         # A forgotten Client still stops its thread when collected, or at interpreter exit.
         self._finalizer = weakref.finalize(self, self._loop.close)
         self._loop.start()

@@ -26,6 +26,7 @@ from loguru import logger
 
 from actors.client import ClientActor, ClientOptions, Completion, Outcome, WriteEncoder
 from actors.messages import ClientRequest, ClientResponse, NodeId, RequestKind
+from cluster.client.curve import ClientCurve
 from cluster.client.discovery import PROBE_ID_BASE, Discovery
 from cluster.client.watch import WatchFeed
 from cluster.client.watching import FollowerOptions, WatchFollower
@@ -33,6 +34,7 @@ from cluster.errors import ClientClosed as ClientClosedError
 from cluster.kv.ops import MAX_COMMAND_BYTES
 from transport import codec
 from transport.batches import batches
+from transport.curve import client_options
 
 BATCH_MAX_BYTES = MAX_COMMAND_BYTES // 2  # payload bytes in one batch frame, well under a node's limit
 _HWM = 100_000  # pipelined requests may burst; a full queue drops the send and the actor retries
@@ -65,9 +67,15 @@ class Links(Protocol):
 class DealerLinks:
     """Links over ZeroMQ DEALER sockets; `on_open` lets the driver watch each new socket for input."""
 
-    def __init__(self, ctx: zmq.Context[Any], on_open: Callable[[zmq.Socket[Any]], None]) -> None:
+    def __init__(
+        self,
+        ctx: zmq.Context[Any],
+        on_open: Callable[[zmq.Socket[Any]], None],
+        curve: ClientCurve | None = None,
+    ) -> None:
         self._ctx = ctx
         self._on_open = on_open
+        self._curve = curve
         self.sockets: dict[str, zmq.Socket[Any]] = {}
         self._bad_urls: set[str] = set()
 
@@ -76,7 +84,16 @@ class DealerLinks:
             return True
         if url in self._bad_urls:
             return False
+        server_key = None
+        if self._curve is not None:
+            server_key = self._curve.server_key(url)
+            if server_key is None:
+                logger.warning("zraft client: no server public key for {}; not connecting to it", url)
+                self._bad_urls.add(url)
+                return False
         sock = self._ctx.socket(zmq.DEALER)
+        if self._curve is not None and server_key is not None:
+            client_options(sock, self._curve.pair, server_key)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.SNDHWM, _HWM)
         sock.setsockopt(zmq.RCVHWM, _HWM)

@@ -25,6 +25,7 @@ from loguru import logger
 
 from actors.client import ClientOptions, Completion
 from actors.messages import NodeId
+from cluster.client.curve import ClientCurve
 from cluster.client.driver import ClientCore, DealerLinks, OnDone, Submission, WatchControl
 from cluster.client.watch import WatchFeed
 from cluster.errors import ClientClosed, ZraftError
@@ -52,7 +53,14 @@ def future_completer(fut: Future[Completion]) -> OnDone:
 class ClientLoop:
     """Owns the I/O thread. submit() is thread-safe; everything else runs on the thread."""
 
-    def __init__(self, client_id: NodeId, session: int, endpoints: list[str], options: ClientOptions) -> None:
+    def __init__(
+        self,
+        client_id: NodeId,
+        session: int,
+        endpoints: list[str],
+        options: ClientOptions,
+        curve: ClientCurve | None = None,
+    ) -> None:
         self._client_id = client_id
         self._session = session
         self._options = options
@@ -72,7 +80,7 @@ class ClientLoop:
         self._ready = threading.Event()
         # Thread-side state
         self._poller = zmq.Poller()
-        self._links = DealerLinks(self._ctx, self._watch)
+        self._links = DealerLinks(self._ctx, self._watch, curve)
         self._core = ClientCore(
             client_id, session, endpoints, options, self._links, time.monotonic(), self._ready.set
         )

@@ -61,6 +61,9 @@ class NodeConfig:
     log_level: str = "INFO"
     log_json: bool = False
     http_url: str = ""  # the HTTP status server's http://HOST:PORT (cluster/node/http/); "" = none
+    curve_secret_key: str = ""  # this node's secret key file; "" = no CURVE (an open cluster)
+    curve_peers: str = ""  # member name -> public key file (cluster/node/security.py)
+    curve_clients: str = ""  # directory of the public keys of admitted clients, reloaded while running
 
     @property
     def members(self) -> tuple[str, ...]:
@@ -110,6 +113,9 @@ SETTINGS: dict[str, tuple[str, str]] = {
     "log_level": ("--log-level", "ZRAFT_LOG_LEVEL"),
     "log_json": ("--log-json", "ZRAFT_LOG_JSON"),
     "http_url": ("--http-url", "ZRAFT_HTTP_URL"),
+    "curve_secret_key": ("--curve-secret-key", "ZRAFT_CURVE_SECRET_KEY"),
+    "curve_peers": ("--curve-peers", "ZRAFT_CURVE_PEERS"),
+    "curve_clients": ("--curve-clients", "ZRAFT_CURVE_CLIENTS"),
 }
 CONFIG_ENV = "ZRAFT_CONFIG"
 _INT_SETTINGS = (
@@ -313,6 +319,25 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="log one JSON object per line (ZRAFT_LOG_JSON=1)",
     )
+    add(
+        "--curve-secret-key",
+        metavar="FILE",
+        help="this node's CURVE secret key file (from cluster-ctl keygen); turns on encryption and "
+        "authentication on both ports (ZRAFT_CURVE_SECRET_KEY)",
+    )
+    add(
+        "--curve-peers",
+        metavar="FILE",
+        help="every member's CURVE public key, one 'NAME KEY' (or 'NAME = FILE.key') per line "
+        "(ZRAFT_CURVE_PEERS; required with --curve-secret-key)",
+    )
+    add(
+        "--curve-clients",
+        metavar="DIR",
+        help="directory of the *.key public key files of the clients to admit; re-read while running, so "
+        "adding or removing a file takes effect without a restart (ZRAFT_CURVE_CLIENTS; required with "
+        "--curve-secret-key)",
+    )
     return parser
 
 
@@ -426,6 +451,7 @@ def _validate(merged: dict[str, _Value]) -> NodeConfig:
             f"{', '.join(LOG_LEVELS)}"
         )
     http_url = _http_url(merged, {_host_port(client_url), *(_host_port(u) for u in initial.values())})
+    curve = _curve_paths(merged)
     return NodeConfig(
         name=name,
         data_dir=os.path.abspath(data_dir),
@@ -451,7 +477,25 @@ def _validate(merged: dict[str, _Value]) -> NodeConfig:
         log_level=level,
         log_json=_bool(merged["log_json"]),
         http_url=http_url,
+        curve_secret_key=curve[0],
+        curve_peers=curve[1],
+        curve_clients=curve[2],
     )
+
+
+def _curve_paths(merged: dict[str, _Value]) -> tuple[str, str, str]:
+    """The three CURVE settings: all given, or none (the key files themselves are read at start)."""
+    keys = ("curve_secret_key", "curve_peers", "curve_clients")
+    given = [k for k in keys if merged.get(k) is not None and merged[k].value not in ("", None)]
+    if not given:
+        return "", "", ""
+    for key in keys:
+        if key not in given:
+            flag, var = SETTINGS[key]
+            present = ", ".join(merged[k].source for k in given)
+            raise ConfigError(f"{present} needs {flag} (or {var}) too: CURVE takes all three settings")
+    paths = tuple(os.path.abspath(_require_str(merged, k, k.replace("_", " "))) for k in keys)
+    return paths[0], paths[1], paths[2]
 
 
 def _require_str(merged: dict[str, _Value], key: str, what: str) -> str:

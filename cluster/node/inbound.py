@@ -57,13 +57,21 @@ def _decode(frame: bytes, max_bytes: int, counter: str) -> Message:
 
 
 def admit_peer_frame(
-    identity: bytes, frame: bytes, peers: Collection[str], max_bytes: int
+    identity: bytes, frame: bytes, peers: Collection[str], max_bytes: int, proven: str | None = None
 ) -> PeerMessage | ClientRequest:
-    """The message a peer ROUTER frame carries, if it may arrive there; otherwise Rejected."""
+    """The message a peer ROUTER frame carries, if it may arrive there; otherwise Rejected.
+
+    `proven` is the member whose CURVE key the frame's connection proved ("" for a key of no member),
+    or None when the cluster runs without CURVE (then the declared identity is all there is to go on).
+    """
     try:
         sender = identity.decode("utf-8")
     except UnicodeDecodeError:
         sender = ""
+    if proven is not None and sender != proven:
+        raise Rejected(
+            "unproven_peer", f"identity {identity[:40]!r} is not the member its key proves ({proven or '-'})"
+        )
     if sender not in peers:
         raise Rejected("unknown_peer", f"frame from an unknown peer identity {identity[:40]!r}")
     msg = _decode(frame, max_bytes, "malformed_peer")

@@ -50,14 +50,25 @@ from cluster.node.inbound import (
     salvage_ids,
 )
 from cluster.node.instruments import Instruments
+from cluster.node.security import NodeSecurity
 from cluster.node.shutdown import GracefulStop
 from cluster.node.status import build_status
 from cluster.storage import DiskStorage
 from transport.batches import batches
 from transport.codec import MAX_FRAME_BYTES, encode, encode_batch
-from transport.endpoints import ClientPort, PeerMesh, Route, SendStats, recv_batch, reply, split_envelope
+from transport.endpoints import (
+    ClientPort,
+    PeerMesh,
+    Route,
+    SendStats,
+    recv_batch,
+    recv_batch_users,
+    reply,
+    split_envelope,
+)
 from transport.loop import EventLoop
 from transport.ratelimit import LogRateLimiter
+from transport.zap import HandshakeMonitor
 
 DRAIN_LIMIT: Final = 1000  # frames taken from one socket per turn, so no socket starves the others
 MAX_READIES_PER_TURN: Final = 64
@@ -68,6 +79,7 @@ CLIENT_SOCKET_LIMIT: Final = 4 * CLIENT_MAX_FRAME
 MAX_ANSWER_BATCH_BYTES: Final = 1 << 20  # results in one batch frame of client answers
 BAD_FRAME_LOG_INTERVAL: Final = 5.0  # seconds between two reports of the same kind of bad frame
 INVALID_PEER_LOG_INTERVAL: Final = 5.0  # seconds between two reports of invalid messages from one peer
+REFUSAL_LOG_INTERVAL: Final = 5.0  # seconds between two reports of refused handshakes of one kind and port
 MAX_REASON_BYTES: Final = 200
 
 
@@ -81,8 +93,10 @@ class NodeRuntime:
         mesh: PeerMesh,
         clients: ClientPort,
         loop: EventLoop,
+        security: NodeSecurity | None = None,
     ) -> None:
         self.config = config
+        self.security = security or NodeSecurity()
         self.name = config.name
         self.node = node
         self.sm = sm
@@ -119,8 +133,18 @@ class NodeRuntime:
         # --- status for other threads (HTTP status server, metrics): see cluster/node/bridge.py
         self.instruments = Instruments()
         self.bridge: LoopBridge | None = None  # set by whoever starts an HTTP status server
-        loop.add_reader(mesh.router, self._on_peer_router)
-        loop.add_reader(clients.router, self._on_client_router)
+        self._refusals = LogRateLimiter(REFUSAL_LOG_INTERVAL)
+        self.monitors: list[HandshakeMonitor] = []
+        if self.security.secure:
+            loop.add_reader(mesh.router, self._on_secure_peer_router)
+            loop.add_reader(clients.router, self._on_secure_client_router)
+            for port, sock in (("peer", mesh.router), ("client", clients.router)):
+                monitor = HandshakeMonitor(sock)
+                self.monitors.append(monitor)
+                loop.add_reader(monitor.socket, self._refusal_reader(port, monitor))
+        else:
+            loop.add_reader(mesh.router, self._on_peer_router)
+            loop.add_reader(clients.router, self._on_client_router)
         for peer, dealer in mesh.dealers.items():
             loop.add_reader(dealer, self._dealer_reader(peer, dealer))
 
@@ -136,6 +160,9 @@ class NodeRuntime:
         if now >= node.next_deadline():
             node.tick(now)
         self.service.tick(now)  # lease expiry, by this node's monotonic clock while it leads
+        reloaded = self.security.reload(now)
+        if reloaded is not None:
+            logger.info("{}: {}", self.name, reloaded)
         request = self.advertiser.poll(now, node.leader, self.sm)
         if request is not None:
             self._send_advertise(request, now)
@@ -254,9 +281,21 @@ class NodeRuntime:
     # --- receiving ------------------------------------------------------------------------------------
 
     def _on_peer_router(self) -> None:
+        router = self.mesh.router
+        self._take_peer_frames(
+            [(frames, None) for frames in recv_batch(router, DRAIN_LIMIT, self._intake_bytes)]
+        )
+
+    def _on_secure_peer_router(self) -> None:
+        """As _on_peer_router, but each frame's sender is the member its CURVE key proved."""
+        received = recv_batch_users(self.mesh.router, DRAIN_LIMIT, self._intake_bytes)
+        member_of = self.security.member_of
+        self._take_peer_frames([(frames, member_of(user) or "") for frames, user in received])
+
+    def _take_peer_frames(self, received: list[tuple[list[bytes], str | None]]) -> None:
         now = self.loop.clock()
         router = self.mesh.router
-        for frames in recv_batch(router, DRAIN_LIMIT, self._intake_bytes):
+        for frames, proven in received:
             self.counters["peer_frames"] += 1
             if len(frames) != 2:
                 self._drop(
@@ -265,7 +304,7 @@ class NodeRuntime:
                 continue
             identity, payload = frames
             try:
-                msg = admit_peer_frame(identity, payload, self._peers, PEER_MAX_FRAME)
+                msg = admit_peer_frame(identity, payload, self._peers, PEER_MAX_FRAME, proven)
             except Rejected as rejected:
                 self._drop(rejected, now)
                 continue
@@ -275,9 +314,28 @@ class NodeRuntime:
                 self.node.step(msg, now)
 
     def _on_client_router(self) -> None:
+        received = recv_batch(self.clients.router, DRAIN_LIMIT, self._intake_bytes)
+        self._take_client_frames([(frames, "") for frames in received])
+
+    def _on_secure_client_router(self) -> None:
+        """As _on_client_router, for admitted keys only: a key removed from the allow-list while its
+        connection stays open is refused from the next frame on."""
+        received = recv_batch_users(self.clients.router, DRAIN_LIMIT, self._intake_bytes)
+        admitted = self.security.client_admitted
+        now = self.loop.clock()
+        kept: list[tuple[list[bytes], str]] = []
+        for frames, user in received:
+            if admitted(user):
+                kept.append((frames, user))
+            else:
+                self.counters["client_frames"] += 1
+                self._drop(Rejected("revoked_client", "a frame from a client key no longer admitted"), now)
+        self._take_client_frames(kept)
+
+    def _take_client_frames(self, received: list[tuple[list[bytes], str]]) -> None:
         now = self.loop.clock()
         router = self.clients.router
-        for frames in recv_batch(router, DRAIN_LIMIT, self._intake_bytes):
+        for frames, _user in received:
             self.counters["client_frames"] += 1
             split = split_envelope(frames)
             if split is None:
@@ -296,6 +354,22 @@ class NodeRuntime:
             for request in requests:
                 kinds[request.kind] += 1
                 service.request(request, route, Origin.CLIENT)
+
+    def _refusal_reader(self, port: str, monitor: HandshakeMonitor) -> Any:
+        def on_readable() -> None:
+            now = self.loop.clock()
+            for refusal in monitor.take():
+                key = f"refused_{port}_{refusal.kind}"
+                self.counters[key] += 1
+                suppressed = self._refusals.allow(key, now)
+                if suppressed is None:
+                    continue
+                more = f" ({suppressed} more since the last report)" if suppressed else ""
+                logger.warning(
+                    "{}: refused a connection on the {} port: {}{}", self.name, port, refusal.detail, more
+                )
+
+        return on_readable
 
     def _dealer_reader(self, peer: str, dealer: Any) -> Any:
         def on_readable() -> None:
@@ -398,7 +472,13 @@ class NodeRuntime:
         out["replies"] = self.reply_stats.as_dict()
         out["turns"] = self.loop.turns
         out["advertise_sent"] = self.advertiser.sent
+        out["security"] = self.security.describe()
         return out
+
+    def close_monitors(self) -> None:
+        for monitor in self.monitors:
+            monitor.close()
+        self.monitors.clear()
 
     def _log_role_change(self) -> None:
         node = self.node

@@ -27,6 +27,7 @@ from cluster.node.instruments import TimedFS
 from cluster.node.lockfile import DataDirLocked, data_dir_lock
 from cluster.node.logsetup import configure_logging
 from cluster.node.runtime import CLIENT_SOCKET_LIMIT, PEER_SOCKET_LIMIT, NodeRuntime
+from cluster.node.security import OPEN_WARNING, NodeSecurity
 from cluster.storage import DiskStorage, StorageError
 from transport.endpoints import BindError, ClientPort, PeerMesh
 from transport.loop import EventLoop, catch_signals
@@ -47,7 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(config.log_level, config.log_json)
     try:
         return serve(config)
-    except (BindError, DataDirLocked, HttpBindError) as exc:
+    except (BindError, DataDirLocked, HttpBindError, ConfigError) as exc:
         logger.error("{}: {}", config.name, exc)
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -73,10 +74,15 @@ def serve(
     `stop_signals`: SIGTERM/SIGINT request the stop (main thread only). An embedded node
     (cluster/node/embedded.py) runs on another thread without them: `on_start(runtime)` hands it the
     runtime once the node is about to serve, and it requests the stop through `runtime.stop`."""
+    security = NodeSecurity.load(config)  # ConfigError before anything is opened
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     try:
         with data_dir_lock(config.data_dir):
-            _serve_locked(ctx, config, stop_signals, on_start)
+            security.start(ctx)  # the ZAP handler, before any CURVE socket binds
+            try:
+                _serve_locked(ctx, config, stop_signals, on_start, security)
+            finally:
+                security.stop()
     finally:
         ctx.term()
     return EXIT_OK
@@ -87,10 +93,19 @@ def _serve_locked(
     config: NodeConfig,
     stop_signals: bool,
     on_start: Callable[[NodeRuntime], None] | None,
+    security: NodeSecurity,
 ) -> None:
-    mesh = PeerMesh.open(ctx, config.name, config.peer_url, config.peers, PEER_SOCKET_LIMIT)
+    mesh = PeerMesh.open(
+        ctx,
+        config.name,
+        config.peer_url,
+        config.peers,
+        PEER_SOCKET_LIMIT,
+        curve=security.pair,
+        peer_keys=security.member_keys,
+    )
     try:
-        clients = ClientPort.open(ctx, config.client_url, CLIENT_SOCKET_LIMIT)
+        clients = ClientPort.open(ctx, config.client_url, CLIENT_SOCKET_LIMIT, curve=security.pair)
     except BaseException:
         mesh.close()
         raise
@@ -105,6 +120,7 @@ def _serve_locked(
     )
     loop = EventLoop()
     http: StatusHttpServer | None = None
+    runtime: NodeRuntime | None = None
     try:
         http = _bind_http(config, loop)  # before the disk is touched: a port in use fails fast
         recovered = storage.recover()
@@ -112,9 +128,9 @@ def _serve_locked(
         node = NodeActor(
             config.name, config.members, config.raft_config(), sm, random.Random(), recovered, loop.clock()
         )
-        runtime = NodeRuntime(config, node, sm, storage, mesh, clients, loop)
+        runtime = NodeRuntime(config, node, sm, storage, mesh, clients, loop, security)
         runtime.instruments.fsync_seconds = fs.fsync_seconds
-        _log_start(config, recovered, node)
+        _log_start(config, recovered, node, security)
         if http is not None:
             runtime.bridge = http.bridge
             http.start()
@@ -141,6 +157,8 @@ def _serve_locked(
             stats.entries_per_fsync(),
         )
     finally:
+        if runtime is not None:
+            runtime.close_monitors()
         if http is not None:
             http.stop()
         loop.close()
@@ -162,7 +180,7 @@ def _bind_http(config: NodeConfig, loop: EventLoop) -> StatusHttpServer | None:
     return StatusHttpServer(config.name, host, port, LoopBridge(loop.wakeup, loop.clock))
 
 
-def _log_start(config: NodeConfig, recovered: Recovered, node: NodeActor) -> None:
+def _log_start(config: NodeConfig, recovered: Recovered, node: NodeActor, security: NodeSecurity) -> None:
     hs = recovered.hard_state
     snap = recovered.snapshot
     logger.info(
@@ -188,6 +206,19 @@ def _log_start(config: NodeConfig, recovered: Recovered, node: NodeActor) -> Non
         config.heartbeat_ms,
         config.snapshot_entries,
     )
+    if not security.secure:
+        logger.warning("{}: {}", config.name, OPEN_WARNING)
+        return
+    logger.info(
+        "{}: CURVE on both ports; public key {}; {} member keys, {} client keys admitted from {}",
+        config.name,
+        security.describe()["public_key"],
+        len(security.member_keys),
+        len(security.client_keys),
+        security.clients_dir,
+    )
+    for problem in security.startup_problems:
+        logger.warning("{}: {}", config.name, problem)
 
 
 if __name__ == "__main__":

@@ -183,9 +183,12 @@ def start_cluster(
     extra_args: Sequence[str] = (),
     env: dict[str, str] | None = None,
     node_args_of: Callable[[str], Sequence[str]] | None = None,
+    start: Sequence[str] | None = None,
 ) -> Iterator[Cluster]:
     """Start `n` nodes n1..nN on free loopback ports, each with its own data dir under `base_dir`;
-    `node_args_of(name)` adds arguments for one node (e.g. its own --http-url)."""
+    `node_args_of(name)` adds arguments for one node (e.g. its own --http-url or key file); `start` names
+    the nodes to start (default: all), the others are only laid out (their handles can start them later).
+    """
     owned = base_dir is None
     base = Path(tempfile.mkdtemp(prefix="zraft-it-")) if base_dir is None else base_dir
     ports = free_ports(2 * n)
@@ -215,7 +218,8 @@ def start_cluster(
     failed = False
     try:
         for node in nodes:
-            node.start()
+            if start is None or node.name in start:
+                node.start()
         yield cluster
     except BaseException:
         failed = True

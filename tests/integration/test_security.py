@@ -1,0 +1,406 @@
+"""CurveZMQ against real node processes: who gets in, who does not, and what the wire shows.
+
+Every cluster here is started through bin/cluster-node with --curve-secret-key/--curve-peers/--curve-clients;
+keys are written with transport.curve.write_keypair (the same code as `cluster-ctl keygen`, whose CLI is
+tested at the end). Waits are bounded (wait_until); every process is stopped by start_cluster.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import stat
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import closing, contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import zmq
+
+from actors.messages import ClientResponse, Status
+from cluster import Client, Unavailable, ZraftError
+from tests.integration.util import (
+    REPO_ROOT,
+    Cluster,
+    NodeHandle,
+    free_ports,
+    start_cluster,
+    try_status,
+    wait_until,
+    write_request,
+)
+from transport.codec import decode, encode
+from transport.curve import KeyPair, client_options, key_text, read_secret_key, write_keypair
+
+pytestmark = pytest.mark.integration
+
+CTL = REPO_ROOT / "bin" / "cluster-ctl"
+WAIT = 20.0  # generous: the machine is shared
+
+
+@dataclass
+class Keys:
+    folder: Path
+    nodes: dict[str, KeyPair]
+    client: KeyPair
+
+    @property
+    def peers_file(self) -> Path:
+        return self.folder / "peers"
+
+    @property
+    def clients_dir(self) -> Path:
+        return self.folder / "clients"
+
+    def node_flags(self, name: str) -> list[str]:
+        return [
+            "--curve-secret-key", str(self.folder / f"{name}.key_secret"),
+            "--curve-peers", str(self.peers_file),
+            "--curve-clients", str(self.clients_dir),
+        ]  # fmt: skip
+
+    def servers(self, cluster: Cluster) -> dict[str, str | bytes]:
+        return {n.client_url: self.nodes[n.name].public for n in cluster.nodes}
+
+    def secrets(self) -> list[str]:
+        return [key_text(p.secret) for p in [*self.nodes.values(), self.client]]
+
+
+def make_keys(folder: Path, names: Sequence[str]) -> Keys:
+    nodes = {}
+    for name in names:
+        write_keypair(folder, name)
+        nodes[name] = read_secret_key(folder / f"{name}.key_secret")
+    (folder / "peers").write_text("".join(f"{name} = {name}.key\n" for name in names))
+    (folder / "clients").mkdir()
+    write_keypair(folder, "client")
+    client = read_secret_key(folder / "client.key_secret")
+    (folder / "clients" / "client.key").write_bytes((folder / "client.key").read_bytes())
+    return Keys(folder, nodes, client)
+
+
+@contextmanager
+def secure_cluster(
+    tmp_path: Path, n: int, start: Sequence[str] | None = None
+) -> Iterator[tuple[Cluster, Keys]]:
+    names = [f"n{i + 1}" for i in range(n)]
+    keys = make_keys(tmp_path / "keys", names)
+    with start_cluster(n, base_dir=tmp_path, node_args_of=keys.node_flags, start=start) as cluster:
+        yield cluster, keys
+
+
+def secure_client(cluster: Cluster, keys: Keys, pair: KeyPair | None = None, timeout: float = 5.0) -> Client:
+    return Client(
+        [n.client_url for n in cluster.nodes],
+        timeout=timeout,
+        curve_secret_key=(pair or keys.client).secret,
+        server_public_key=keys.servers(cluster),
+    )
+
+
+def row(c: Client, name: str) -> dict[str, Any]:
+    """One node's own status, as Client.status() lists it."""
+    rows = {r["name"]: r for r in c.status()["members"]}
+    assert rows[name]["reachable"], rows[name]
+    return dict(rows[name])
+
+
+def counter(cluster: Cluster, node: NodeHandle, keys: Keys, name: str) -> int:
+    with Client(
+        [node.client_url],
+        timeout=5.0,
+        curve_secret_key=keys.client.secret,
+        server_public_key=keys.servers(cluster),
+    ) as c:
+        return int(row(c, node.name)["runtime"].get(name, 0))
+
+
+def secure_client_for(node: NodeHandle, keys: Keys) -> Client:
+    return Client(
+        [node.client_url],
+        timeout=5.0,
+        curve_secret_key=keys.client.secret,
+        server_public_key=keys.nodes[node.name].public,
+    )
+
+
+def test_admitted_client_works_others_are_refused_and_no_secret_is_shown(tmp_path: Path) -> None:
+    with secure_cluster(tmp_path, 3) as (cluster, keys):
+        with secure_client(cluster, keys, timeout=WAIT) as c:
+            rev = c.put("svc/a", "10.0.0.1:80")
+            assert c.get("svc/a") == "10.0.0.1:80"
+            rows = [row(c, n.name) for n in cluster.nodes]
+        assert rev > 0
+        for r in rows:
+            assert r["runtime"]["security"]["curve"] is True
+            assert r["runtime"]["security"]["public_key"] == key_text(keys.nodes[r["name"]].public)
+
+        urls = [n.client_url for n in cluster.nodes]
+        with pytest.raises(Unavailable):  # plaintext: the handshake never completes
+            Client(urls, timeout=1.5)
+        stranger = KeyPair(*zmq.curve_keypair())
+        with pytest.raises(Unavailable):  # a key the nodes were not given
+            Client(
+                urls, timeout=1.5, curve_secret_key=stranger.secret, server_public_key=keys.servers(cluster)
+            )
+
+        wait_until(
+            lambda: all("refused a connection on the client port" in n.log_text() for n in cluster.nodes),
+            WAIT,
+            "every node to log the refused clients",
+        )
+        with secure_client(cluster, keys) as c:
+            texts = [json.dumps(c.status())]
+        for text in [*texts, *(n.log_text() for n in cluster.nodes)]:
+            for secret in keys.secrets():
+                assert secret not in text
+
+
+def test_a_node_without_the_cluster_keys_cannot_join_or_disrupt(tmp_path: Path) -> None:
+    """n1 and n2 hold the cluster's keys; the process started as "n3" does not (first its own key, then
+    none). It campaigns with a short election timeout, yet the cluster's term and leader never move."""
+    with secure_cluster(tmp_path, 3, start=["n1", "n2"]) as (cluster, keys):
+        leader = wait_for_leader_secure(cluster, keys)
+        with secure_client(cluster, keys) as c:
+            term = c.status()["term"]
+        rogue = cluster.node("n3")
+        rogue_keys = tmp_path / "rogue"
+        write_keypair(rogue_keys, "n3")
+        # its own view: its own key for n3, the real keys of n1 and n2 (so its DEALERs could reach them)
+        (rogue_keys / "peers").write_text(
+            f"n1 {key_text(keys.nodes['n1'].public)}\nn2 {key_text(keys.nodes['n2'].public)}\nn3 = n3.key\n"
+        )
+        (rogue_keys / "clients").mkdir()
+        base_args = _without_curve(rogue.args)
+        for extra in (
+            ["--curve-secret-key", str(rogue_keys / "n3.key_secret"),
+             "--curve-peers", str(rogue_keys / "peers"), "--curve-clients", str(rogue_keys / "clients")],
+            [],  # plaintext
+        ):  # fmt: skip
+            rogue.args = [*base_args, *extra, "--election-timeout-ms", "150", "--heartbeat-ms", "30"]
+            rogue.start()
+            kinds = (
+                ["refused_peer_unknown_key"]
+                if extra
+                else ["refused_peer_plaintext", "refused_peer_handshake"]
+            )
+            for node in (cluster.node("n1"), cluster.node("n2")):
+                wait_until(
+                    lambda n=node, k=kinds: sum(counter(cluster, n, keys, x) for x in k) >= 1,
+                    WAIT,
+                    f"{node.name} to refuse n3",
+                    interval=0.2,
+                )
+            rogue.kill()
+        with secure_client(cluster, keys) as c:
+            after = c.status()
+            c.put("still", "writable")
+            peer_frames = [row(c, n)["runtime"].get("unproven_peer", 0) for n in ("n1", "n2")]
+        assert after["term"] == term
+        assert after["leader"] == leader
+        assert peer_frames == [0, 0]  # nothing of the rogue's ever got past the handshake
+
+
+def wait_for_leader_secure(cluster: Cluster, keys: Keys) -> str:
+    def leader() -> str | None:
+        try:
+            with secure_client(cluster, keys, timeout=2.0) as c:
+                return str(c.status(timeout=2.0).get("leader") or "") or None
+        except ZraftError:
+            return None
+
+    return wait_until(leader, WAIT, "a leader")
+
+
+def _without_curve(args: list[str]) -> list[str]:
+    out: list[str] = []
+    skip = False
+    for arg in args:
+        if skip:
+            skip = False
+            continue
+        if arg.startswith("--curve-") or arg in ("--election-timeout-ms", "--heartbeat-ms"):
+            skip = True
+            continue
+        out.append(arg)
+    return out
+
+
+def test_client_keys_rotate_through_the_allow_list_without_a_restart(tmp_path: Path) -> None:
+    with secure_cluster(tmp_path, 1) as (cluster, keys):
+        node = cluster.nodes[0]
+        old = secure_client_for(node, keys)
+        try:
+            old.put("k", 1)
+            write_keypair(tmp_path / "new", "newcomer")
+            new_pair = read_secret_key(tmp_path / "new" / "newcomer.key_secret")
+            with pytest.raises(Unavailable):  # not admitted yet
+                Client([node.client_url], timeout=1.0, curve_secret_key=new_pair.secret,
+                       server_public_key=keys.nodes["n1"].public)  # fmt: skip
+            (keys.clients_dir / "newcomer.key").write_bytes((tmp_path / "new" / "newcomer.key").read_bytes())
+
+            def new_client_works() -> bool:
+                try:
+                    with Client([node.client_url], timeout=1.0, curve_secret_key=new_pair.secret,
+                                server_public_key=keys.nodes["n1"].public) as c:  # fmt: skip
+                        return c.put("k", 2) > 0
+                except ZraftError:
+                    return False
+
+            wait_until(new_client_works, WAIT, "the added key to be admitted")
+            (keys.clients_dir / "client.key").unlink()
+
+            def old_client_refused() -> bool:
+                try:
+                    old.put("k", 3, timeout=1.0)
+                except ZraftError:
+                    return True
+                return False
+
+            wait_until(old_client_refused, WAIT, "the removed key to be refused on its open connection")
+            wait_until(lambda: "client keys reloaded" in node.log_text(), WAIT, "the reload to be logged")
+        finally:
+            old.close()
+        assert "1 added" in node.log_text() and "1 removed" in node.log_text()
+
+
+class _Capture:
+    """A TCP proxy on a free loopback port that records every byte it forwards, both ways."""
+
+    def __init__(self, target_port: int) -> None:
+        self.port = free_ports(1)[0]
+        self.data = bytearray()
+        self._lock = threading.Lock()
+        self._listener = socket.create_server(("127.0.0.1", self.port))
+        self._target = target_port
+        self._threads: list[threading.Thread] = []
+        self._sockets: list[socket.socket] = []
+        self._stopped = threading.Event()
+        self._accept = threading.Thread(target=self._serve, daemon=True)
+        self._accept.start()
+
+    def _serve(self) -> None:
+        self._listener.settimeout(0.2)
+        while not self._stopped.is_set():
+            try:
+                inbound, _ = self._listener.accept()
+            except OSError:
+                continue
+            outbound = socket.create_connection(("127.0.0.1", self._target))
+            self._sockets += [inbound, outbound]
+            for a, b in ((inbound, outbound), (outbound, inbound)):
+                t = threading.Thread(target=self._pump, args=(a, b), daemon=True)
+                t.start()
+                self._threads.append(t)
+
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+        with suppress(OSError):
+            while chunk := src.recv(65536):
+                with self._lock:
+                    self.data += chunk
+                dst.sendall(chunk)
+
+    def close(self) -> None:
+        self._stopped.set()
+        self._accept.join(timeout=5)
+        for s in [self._listener, *self._sockets]:
+            with suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)  # wakes a pump blocked in recv (close alone would not)
+            s.close()
+        for t in self._threads:
+            t.join(timeout=5)
+
+
+def _write_through(url: str, value: str, setup: Callable[[zmq.Socket[bytes]], None]) -> ClientResponse:
+    ctx = zmq.Context.instance()
+    with closing(ctx.socket(zmq.DEALER)) as sock:
+        sock.setsockopt(zmq.LINGER, 0)
+        setup(sock)
+        sock.connect(url)
+        req = write_request("canary", value)
+        sock.send(encode(req))
+        assert sock.poll(int(WAIT * 1000)), "no answer through the proxy"
+        msg = decode(sock.recv())
+        assert isinstance(msg, ClientResponse)
+        return msg
+
+
+@pytest.mark.parametrize("secure", [True, False], ids=["curve", "plaintext-control"])
+def test_a_capture_of_the_traffic_shows_no_plaintext_value(tmp_path: Path, secure: bool) -> None:
+    canary = "CANARY-" + os.urandom(8).hex()
+    names = ["n1"]
+    keys = make_keys(tmp_path / "keys", names)
+    extra = keys.node_flags if secure else None
+    with start_cluster(1, base_dir=tmp_path, node_args_of=extra) as cluster:
+        node = cluster.nodes[0]
+        port = int(node.client_url.rsplit(":", 1)[1])
+        if not secure:
+            wait_until(lambda: (try_status(node.client_url) or {}).get("leader"), WAIT, "a leader")
+        else:
+            wait_for_leader_secure(cluster, keys)
+        capture = _Capture(port)
+        try:
+
+            def setup(sock: zmq.Socket[bytes]) -> None:
+                if secure:
+                    client_options(sock, keys.client, keys.nodes["n1"].public)
+
+            answer = _write_through(f"tcp://127.0.0.1:{capture.port}", canary, setup)
+        finally:
+            capture.close()
+        assert answer.status == Status.OK
+        assert len(capture.data) > 100
+        if secure:
+            assert canary.encode() not in bytes(capture.data)
+            assert b"canary" not in bytes(capture.data)  # the key is not visible either
+        else:
+            assert canary.encode() in bytes(capture.data)  # the capture does see plaintext
+
+
+def test_keygen_writes_a_keypair_with_a_private_secret_file(tmp_path: Path) -> None:
+    out = tmp_path / "keys"
+    run = [sys.executable, str(CTL), "keygen", "--out", str(out), "--name", "n1", "-w", "json"]
+    first = subprocess.run(run, capture_output=True, text=True, timeout=60)
+    assert first.returncode == 0, first.stderr
+    shown = json.loads(first.stdout)
+    pair = read_secret_key(out / "n1.key_secret")
+    assert shown["public_key"] == key_text(pair.public)
+    assert key_text(pair.secret) not in first.stdout + first.stderr
+    assert stat.S_IMODE((out / "n1.key_secret").stat().st_mode) == 0o600
+    assert key_text(pair.secret) not in (out / "n1.key").read_text()
+    again = subprocess.run(run, capture_output=True, text=True, timeout=60)
+    assert again.returncode == 2
+    assert "not overwriting" in again.stderr
+    assert read_secret_key(out / "n1.key_secret") == pair  # untouched
+
+
+def test_node_with_a_partial_curve_setup_refuses_to_start(tmp_path: Path) -> None:
+    keys = make_keys(tmp_path / "keys", ["n1"])
+    p1, p2 = free_ports(2)
+    (tmp_path / "bad.key_secret").write_text("not a key at all\n")
+    node_bin = REPO_ROOT / "bin" / "cluster-node"
+    base = [sys.executable, str(node_bin), "--name", "n1", "--data-dir", str(tmp_path / "d"),
+            "--initial-cluster", f"n1=tcp://127.0.0.1:{p1}",
+            "--client-url", f"tcp://127.0.0.1:{p2}"]  # fmt: skip
+    partial = subprocess.run(
+        [*base, "--curve-secret-key", str(keys.folder / "n1.key_secret")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert partial.returncode == 2
+    assert "--curve-peers" in partial.stderr
+    bad = subprocess.run(
+        [*base, "--curve-secret-key", str(tmp_path / "bad.key_secret"), "--curve-peers", str(keys.peers_file),
+         "--curve-clients", str(keys.clients_dir)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert bad.returncode == 2
+    assert "holds no CURVE secret key" in bad.stderr
+    assert "not a key at all" not in bad.stderr
