@@ -412,7 +412,7 @@ class KVService(Generic[C]):
         """Whether a READ that may be a lease query is one this node can take (or is no lease query)."""
         try:
             op = parse_query(req.payload)
-        except ValueError:
+        except (Invalid, ValueError):  # Invalid is no ValueError: a bad query once crashed the node here
             return True  # the state machine's query answers the error
         table = self._leases
         if op[0] in LEASE_QUERIES and table is None:
