@@ -80,6 +80,14 @@ class LeaseExpired(LeaseNotFound):
     request was applied; grant a new lease."""
 
 
+class PermissionDenied(Rejected):
+    """The client's key (its user) has no right to this key or prefix (cluster/kv/permissions.py).
+    Nothing was written or read."""
+
+    def _describe(self) -> str:
+        return f"{self.operation}: permission denied: {self.reason}"
+
+
 class NoAnswer(ZraftError):
     """The cluster gave no usable answer within the timeout (no node reachable, or no leader)."""
 

@@ -24,7 +24,8 @@ from cluster.client.curve import SECRET_KEY_ENV, SERVER_KEY_ENV, curve_settings
 from cluster.client.endpoints import ENDPOINTS_ENV, default_endpoints, local_endpoints, parse_endpoints
 from cluster.errors import InvalidRequest, Rejected, WatchEnded, ZraftError
 from cluster.kv.ops import MAX_RANGE_LIMIT
-from transport.curve import read_public_key, write_keypair
+from cluster.kv.permissions import USERS_PREFIX, check_user_record, user_record
+from transport.curve import KeyFileError, is_key, read_public_key, write_keypair
 
 EXIT_OK = 0
 EXIT_FAILED = 1  # a definite failure: rejected, cas did not swap, key not found on get, watch compacted
@@ -54,6 +55,8 @@ examples:
   cluster-ctl lease keepalive 1         # one renewal; prints the seconds left
   cluster-ctl status
   cluster-ctl keygen --out keys --name n1   # keys/n1.key and keys/n1.key_secret
+  cluster-ctl user add admin --key keys/admin.key --read '' --write ''
+  cluster-ctl user add web --key keys/web.key --read svc/ --write svc/web/
 
 security:
   With a secured cluster pass --curve-secret-key FILE and --server-public-key SPEC (or set
@@ -207,6 +210,33 @@ def build_parser() -> argparse.ArgumentParser:
     # --- the cluster service's commands (cluster/cli/service_cmds.py) ---
     service_cmds.add_commands(sub, common, _positive)
 
+    user = sub.add_parser("user", parents=[common], help="manage users and their key prefix rights")
+    user_sub = user.add_subparsers(dest="user_command", metavar="ACTION", required=True, parser_class=_Parser)
+    add = user_sub.add_parser(
+        "add", parents=[common], help="add (or replace) user NAME, identified by a CURVE public key"
+    )
+    add.add_argument("name", metavar="NAME")
+    add.add_argument(
+        "--key", required=True, metavar="KEY|FILE", help="the user's public key, or its .key file"
+    )
+    add.add_argument(
+        "--read",
+        action="append",
+        default=[],
+        metavar="PREFIX",
+        help="may read keys under PREFIX (repeatable)",
+    )
+    add.add_argument(
+        "--write",
+        action="append",
+        default=[],
+        metavar="PREFIX",
+        help="may write keys under PREFIX (repeatable)",
+    )
+    remove = user_sub.add_parser("remove", parents=[common], help="remove user NAME")
+    remove.add_argument("name", metavar="NAME")
+    user_sub.add_parser("list", parents=[common], help="every user with its key and rights")
+
     keygen = sub.add_parser(
         "keygen",
         parents=[common],
@@ -357,7 +387,44 @@ def _status(c: Client, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _user(c: Client, args: argparse.Namespace) -> int:
+    if args.user_command == "add":
+        record = user_record(_public_key(args.key), args.read, args.write)
+        c.put(USERS_PREFIX + args.name, record)
+        print(to_json({"user": args.name, **record}) if args.write_out == "json" else f"OK user {args.name}")
+        return EXIT_OK
+    if args.user_command == "remove":
+        existed = c.delete(USERS_PREFIX + args.name)
+        if args.write_out == "json":
+            print(to_json({"user": args.name, "removed": existed}))
+        else:
+            print(f"OK user {args.name} removed" if existed else f"no user {args.name}")
+        return EXIT_OK if existed else EXIT_FAILED
+    users = [
+        {"name": e["key"][len(USERS_PREFIX) :], **e["value"]}
+        for e in c.range_all(USERS_PREFIX)
+        if isinstance(e.get("value"), dict)
+    ]
+    if args.write_out == "json":
+        print(to_json(users))
+    else:
+        for u in users:
+            rights = " ".join([*(f"read:{p!r}" for p in u["read"]), *(f"write:{p!r}" for p in u["write"])])
+            print(f"{u['name']}  {u['key']}  {rights or '(no rights)'}")
+    return EXIT_OK
+
+
+def _public_key(text: str) -> str:
+    if is_key(text):
+        return text
+    try:
+        return read_public_key(text).decode("ascii")
+    except KeyFileError as exc:
+        raise UsageError(f"--key: {exc}") from None
+
+
 _COMMANDS: dict[str, Callable[[Client, argparse.Namespace], int]] = {
+    "user": _user,
     "put": _put,
     "get": _get,
     "del": _del,
@@ -386,6 +453,12 @@ def check_request(args: argparse.Namespace) -> None:
     elif args.command in ("get", "del"):
         op = ["range", args.key, 0, ""] if args.prefix else ["get", args.key]
         encode_query(args.command, op)
+    elif args.command == "user" and args.user_command == "add":
+        problem = check_user_record(args.name, user_record(_public_key(args.key), args.read, args.write))
+        if problem:
+            raise UsageError(problem)
+    elif args.command == "user" and args.user_command == "remove" and not args.name:
+        raise UsageError("a user name is needed")
     elif args.command == "lease" and args.lease_command in ("keepalive", "revoke", "info") and args.id <= 0:
         raise UsageError("a lease id is a positive integer")
     service_cmds.check(args)  # the cluster service's commands

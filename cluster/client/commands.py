@@ -13,8 +13,16 @@ from typing import Any
 import msgpack
 
 from actors.client import SessionHooks, WriteEncoder
-from cluster.errors import AlreadyApplied, InvalidRequest, LeaseExpired, LeaseNotFound, Rejected
+from cluster.errors import (
+    AlreadyApplied,
+    InvalidRequest,
+    LeaseExpired,
+    LeaseNotFound,
+    PermissionDenied,
+    Rejected,
+)
 from cluster.kv import ops as kv
+from cluster.kv.permissions import PERMISSION_DENIED_CODE
 
 
 def _command_head(session: int, seq: int, ack_floor: int) -> bytes:
@@ -118,6 +126,8 @@ def check_result(operation: str, data: bytes, timeout: float = 0.0) -> dict[str,
             raise LeaseExpired(operation, reason)
         if result.get("code") == kv.LEASE_NOT_FOUND_CODE:
             raise LeaseNotFound(operation, reason)
+        if result.get("code") == PERMISSION_DENIED_CODE:
+            raise PermissionDenied(operation, reason)
         raise Rejected(operation, reason)
     return result
 

@@ -69,6 +69,7 @@ from cluster.kv.ops import (
     stamp_command,
 )
 from cluster.kv.sessions import DEFAULT_SESSION_TTL_MS, MAX_SESSION_TTL_MS
+from cluster.kv.permissions import PERMISSION_DENIED_CODE, Permissions, is_user_write
 from cluster.kv.watches import WatchOptions, WatchRegistry, parse_stream_id, parse_watch
 
 RESERVED_PREFIX: Final = "__zraft/"
@@ -126,6 +127,7 @@ class KVService(Generic[C]):
         min_lease_ttl: float | None = None,
         lease_checkpoint_interval: float = 300.0,
         session_ttl: float = DEFAULT_SESSION_TTL_MS / 1000,
+        is_member_key: Callable[[str], bool] | None = None,
     ) -> None:
         """`election_timeout` is the Raft base election timeout (s): the grace a new leader adds to every
         lease. `min_lease_ttl` (s) defaults to three election timeouts: a shorter lease could expire
@@ -137,6 +139,7 @@ class KVService(Generic[C]):
         self._session_ttl_ms = max(1, round(session_ttl * 1000))
         self._node = node
         self._sm = sm
+        self.permissions = Permissions(sm, is_member_key or (lambda _key: False))
         self._leases: LeaseTable | None = getattr(sm, "leases", None)  # None: a state machine without
         self._tracker = LeaseTracker(election_timeout)
         self._clock = LogClock()
@@ -167,11 +170,18 @@ class KVService(Generic[C]):
 
     # --- input ----------------------------------------------------------------------------------------
 
-    def request(self, req: ClientRequest, conn: C | None, origin: Origin) -> None:
-        """Handle one request that came in on `conn` (None: the node's own, answered to nobody)."""
+    def request(self, req: ClientRequest, conn: C | None, origin: Origin, principal: str = "") -> None:
+        """Handle one request that came in on `conn` (None: the node's own, answered to nobody).
+        `principal` is the CURVE public key the client's connection proved ("" without CURVE): what the
+        permissions (cluster/kv/permissions.py) are checked against for requests from the client port."""
         kind = req.kind
+        if origin is Origin.CLIENT and kind in (RequestKind.READ, RequestKind.SERIAL_READ):
+            denied = self.permissions.query_denied(principal, req.payload)
+            if denied is not None:
+                self._deny(req, conn, denied)
+                return
         if kind == RequestKind.WRITE:
-            self._write(req, conn, origin)
+            self._write(req, conn, origin, principal)
         elif kind == RequestKind.READ:
             if b"lease_" in req.payload[:16] and not self._lease_query_ok(req, conn):
                 return  # answered already (refused, or a keepalive that waits for its checkpoint reset)
@@ -187,7 +197,7 @@ class KVService(Generic[C]):
         elif kind == RequestKind.STATUS:
             self._answer(conn, req.src, req.req_id, Status.OK, self._encoded_status())
         elif kind in (RequestKind.WATCH, RequestKind.WATCH_CANCEL, RequestKind.WATCH_ACK):
-            self._watch_request(req, conn)
+            self._watch_request(req, conn, principal if origin is Origin.CLIENT else None)
         else:
             self._bad_request(req, conn, "unknown_kind", "unknown request kind")
 
@@ -320,7 +330,7 @@ class KVService(Generic[C]):
 
     # --- internals ------------------------------------------------------------------------------------
 
-    def _write(self, req: ClientRequest, conn: C | None, origin: Origin) -> None:
+    def _write(self, req: ClientRequest, conn: C | None, origin: Origin, principal: str = "") -> None:
         try:
             session, _, _, op, _ = parse_stamped(req.payload)
         except Invalid as exc:
@@ -331,9 +341,14 @@ class KVService(Generic[C]):
                 req, conn, "lease_checkpoint", "lease checkpoints are written by the leader only"
             )
             return
-        if origin is Origin.CLIENT and touches_reserved(op):
-            self._bad_request(req, conn, "reserved_key", f"keys under {RESERVED_PREFIX!r} are reserved")
-            return
+        if origin is Origin.CLIENT:
+            if touches_reserved(op) and not is_user_write(op):
+                self._bad_request(req, conn, "reserved_key", f"keys under {RESERVED_PREFIX!r} are reserved")
+                return
+            denied = self.permissions.write_denied(principal, op)
+            if denied is not None:
+                self._deny(req, conn, denied)
+                return
         payload = req.payload
         if op[0] in ("lease_grant", "lease_revoke", "put_lease"):
             stamped = self._lease_write(req, conn, payload, op)
@@ -357,7 +372,7 @@ class KVService(Generic[C]):
         table = self._leases
         return self._clock.stamp(self._node.term, self._now, table.log_time if table is not None else 0)
 
-    def _watch_request(self, req: ClientRequest, conn: C | None) -> None:
+    def _watch_request(self, req: ClientRequest, conn: C | None, principal: str | None = None) -> None:
         watches = self.watches
         if conn is None or watches is None:
             self._bad_request(req, conn, "no_watches", "this node serves no watches")
@@ -368,6 +383,10 @@ class KVService(Generic[C]):
             except ValueError as exc:
                 self._bad_request(req, conn, "invalid_watch", str(exc))
                 return
+            denied = None if principal is None else self.permissions.watch_denied(principal, spec.key)
+            if denied is not None:
+                self._bad_request(req, conn, "permission_denied", f"permission denied: {denied}")
+                return
             watches.open(req, conn, spec)
             return
         parsed = parse_stream_id(req.payload, with_count=req.kind == RequestKind.WATCH_ACK)
@@ -377,6 +396,11 @@ class KVService(Generic[C]):
             watches.cancel(conn, parsed[0])
         else:
             watches.ack(conn, parsed[0], parsed[1])
+
+    def _deny(self, req: ClientRequest, conn: C | None, reason: str) -> None:
+        """Refuse a request its principal has no right to: nothing is proposed or read."""
+        self.refused["permission_denied"] += 1
+        self._answer(conn, req.src, req.req_id, Status.OK, error(reason, PERMISSION_DENIED_CODE))
 
     def _push(self, conn: C, response: ClientResponse) -> None:
         held = self._answers.get(conn)

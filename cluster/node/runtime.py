@@ -121,6 +121,7 @@ class NodeRuntime:
             min_lease_ttl=config.lease_min_ttl_ms / 1000.0 or None,
             lease_checkpoint_interval=config.lease_checkpoint_ms / 1000.0,
             session_ttl=config.session_ttl_ms / 1000.0,
+            is_member_key=lambda key: self.security.member_of(key) is not None,
         )
         self._intake_bytes = config.intake_bytes
         self.stop = GracefulStop(self.name, election_timeout)
@@ -335,7 +336,7 @@ class NodeRuntime:
     def _take_client_frames(self, received: list[tuple[list[bytes], str]]) -> None:
         now = self.loop.clock()
         router = self.clients.router
-        for frames, _user in received:
+        for frames, user in received:
             self.counters["client_frames"] += 1
             split = split_envelope(frames)
             if split is None:
@@ -353,7 +354,7 @@ class NodeRuntime:
             kinds = self.instruments.requests
             for request in requests:
                 kinds[request.kind] += 1
-                service.request(request, route, Origin.CLIENT)
+                service.request(request, route, Origin.CLIENT, user)
 
     def _refusal_reader(self, port: str, monitor: HandshakeMonitor) -> Any:
         def on_readable() -> None:

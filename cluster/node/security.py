@@ -44,6 +44,11 @@ OPEN_WARNING: Final = (
     "(see the README's 'Securing a cluster')"
 )
 
+OPEN_ACCESS_WARNING: Final = (
+    "no users are configured, so access is OPEN: every client the node admits may read and write every "
+    "key (cluster-ctl user add; see the README's 'Securing a cluster')"
+)
+
 
 @dataclass
 class NodeSecurity:

@@ -27,7 +27,7 @@ from cluster.node.instruments import TimedFS
 from cluster.node.lockfile import DataDirLocked, data_dir_lock
 from cluster.node.logsetup import configure_logging
 from cluster.node.runtime import CLIENT_SOCKET_LIMIT, PEER_SOCKET_LIMIT, NodeRuntime
-from cluster.node.security import OPEN_WARNING, NodeSecurity
+from cluster.node.security import OPEN_ACCESS_WARNING, OPEN_WARNING, NodeSecurity
 from cluster.storage import DiskStorage, StorageError
 from transport.endpoints import BindError, ClientPort, PeerMesh
 from transport.loop import EventLoop, catch_signals
@@ -131,6 +131,8 @@ def _serve_locked(
         runtime = NodeRuntime(config, node, sm, storage, mesh, clients, loop, security)
         runtime.instruments.fsync_seconds = fs.fsync_seconds
         _log_start(config, recovered, node, security)
+        if runtime.service.permissions.table().open:
+            logger.warning("{}: {}", config.name, OPEN_ACCESS_WARNING)
         if http is not None:
             runtime.bridge = http.bridge
             http.start()

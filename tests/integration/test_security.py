@@ -24,7 +24,7 @@ import pytest
 import zmq
 
 from actors.messages import ClientResponse, Status
-from cluster import Client, Unavailable, ZraftError
+from cluster import Client, PermissionDenied, Unavailable, ZraftError
 from tests.integration.util import (
     REPO_ROOT,
     Cluster,
@@ -404,3 +404,79 @@ def test_node_with_a_partial_curve_setup_refuses_to_start(tmp_path: Path) -> Non
     assert bad.returncode == 2
     assert "holds no CURVE secret key" in bad.stderr
     assert "not a key at all" not in bad.stderr
+
+
+def _ctl(cluster: Cluster, keys: Keys, *args: str) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ)
+    env["ZRAFT_ENDPOINTS"] = ",".join(n.client_url for n in cluster.nodes)
+    env["ZRAFT_CURVE_SECRET_KEY"] = str(keys.folder / "client.key_secret")
+    env["ZRAFT_SERVER_PUBLIC_KEY"] = ",".join(
+        f"{n.client_url}={keys.folder / (n.name + '.key')}" for n in cluster.nodes
+    )
+    return subprocess.run(
+        [sys.executable, str(CTL), *args], capture_output=True, text=True, timeout=60, env=env, cwd=REPO_ROOT
+    )
+
+
+def test_users_rights_by_prefix_are_enforced_and_replicated(tmp_path: Path) -> None:
+    with secure_cluster(tmp_path, 3) as (cluster, keys):
+        wait_for_leader_secure(cluster, keys)
+        assert all("no users are configured, so access is OPEN" in n.log_text() for n in cluster.nodes)
+        for name in ("reader", "stranger"):
+            write_keypair(keys.folder, name)
+            (keys.clients_dir / f"{name}.key").write_bytes((keys.folder / f"{name}.key").read_bytes())
+        reader = read_secret_key(keys.folder / "reader.key_secret")
+        stranger = read_secret_key(keys.folder / "stranger.key_secret")
+        with secure_client(cluster, keys, timeout=WAIT) as admin:
+            admin.put("other/secret", "s3")
+            admin.put("svc/db", "10.0.0.2:5432")
+        added = _ctl(cluster, keys, "user", "add", "admin", "--key", str(keys.folder / "client.key"),
+                     "--read", "", "--write", "")  # fmt: skip
+        assert added.returncode == 0, added.stderr
+        added = _ctl(cluster, keys, "user", "add", "reader", "--key", key_text(reader.public),
+                     "--read", "svc/", "--write", "svc/web/")  # fmt: skip
+        assert added.returncode == 0, added.stderr
+        listed = _ctl(cluster, keys, "user", "list", "-w", "json")
+        assert listed.returncode == 0, listed.stderr
+        assert {u["name"]: u["write"] for u in json.loads(listed.stdout)} == {
+            "admin": [""],
+            "reader": ["svc/web/"],
+        }
+
+        def connect(pair: KeyPair) -> Client:
+            return wait_until(lambda: _try_client(cluster, keys, pair), WAIT, "the key to be admitted")
+
+        with connect(reader) as c:
+            assert c.get("svc/db") == "10.0.0.2:5432"
+            assert c.put("svc/web/a", "1") > 0
+            for denied in (
+                lambda: c.put("svc/db", "evil"),
+                lambda: c.put("other/x", 1),
+                lambda: c.delete_prefix("svc/"),
+                lambda: c.get("other/secret"),
+                lambda: c.put(
+                    "__zraft/users/reader", {"key": key_text(reader.public), "read": [""], "write": [""]}
+                ),
+            ):
+                with pytest.raises(PermissionDenied):
+                    denied()
+        with connect(stranger) as c, pytest.raises(PermissionDenied):
+            c.get("svc/db")
+        with secure_client(cluster, keys) as admin:
+            assert admin.get("svc/db") == "10.0.0.2:5432"  # the refused writes wrote nothing
+            assert admin.get("other/x") is None
+        with connect(reader) as c, pytest.raises(PermissionDenied):
+            c.get("other/secret", serializable=True)  # answered locally by any node: refused there too
+        removed = _ctl(cluster, keys, "user", "remove", "reader")
+        assert removed.returncode == 0, removed.stderr
+        with connect(reader) as c, pytest.raises(PermissionDenied):
+            c.get("svc/db")
+        bad = _ctl(cluster, keys, "put", "__zraft/members/n1", "x")
+        assert bad.returncode == 2 and "reserved" in bad.stderr  # nodes' own keys stay theirs
+
+
+def _try_client(cluster: Cluster, keys: Keys, pair: KeyPair) -> Client | None:
+    try:
+        return secure_client(cluster, keys, pair, timeout=2.0)
+    except ZraftError:
+        return None
