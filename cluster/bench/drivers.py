@@ -122,12 +122,22 @@ class LoopThread:
 
 
 class ZraftDriver:
-    def __init__(self, endpoints: list[str], timeout: float) -> None:
+    def __init__(
+        self,
+        endpoints: list[str],
+        timeout: float,
+        curve_secret_key: str | None = None,
+        server_public_key: str | None = None,
+    ) -> None:
         from cluster.client.api import Client
 
         self._endpoints = endpoints
         self._timeout = timeout
-        self._client = Client(endpoints, timeout=timeout)
+        self._secret_key = curve_secret_key
+        self._server_keys = server_public_key
+        self._client = Client(
+            endpoints, timeout=timeout, curve_secret_key=curve_secret_key, server_public_key=server_public_key
+        )
         self._aio: tuple[LoopThread, Any] | None = None  # (its loop, a connected AsyncClient)
         self._aio_lock = threading.Lock()
 
@@ -163,7 +173,12 @@ class ZraftDriver:
                 from cluster.client.aio import AsyncClient
 
                 loop = LoopThread("zraft-aio")
-                client = AsyncClient(self._endpoints, timeout=self._timeout)
+                client = AsyncClient(
+                    self._endpoints,
+                    timeout=self._timeout,
+                    curve_secret_key=self._secret_key,
+                    server_public_key=self._server_keys,
+                )
                 try:
                     loop.run(client.connect(), self._timeout + 1.0)
                 except BaseException:

@@ -73,6 +73,10 @@ def build_systems(options: BenchOptions) -> dict[str, System]:
     systems: dict[str, System] = {
         "zraft": ZraftCluster(options.nodes, endpoints, options.data_root, options.op_timeout)
     }
+    if options.secure:
+        systems["zraft-secure"] = ZraftCluster(
+            options.nodes, None, options.data_root, options.op_timeout, secure=True
+        )
     for name in options.compare:
         if name == "etcd":
             systems[name] = EtcdCluster(find_etcd() or "etcd", options.data_root, options.op_timeout)

@@ -46,10 +46,11 @@ class BenchOptions:
     quick: bool
     plot: bool
     op_timeout: float
+    secure: bool = False
 
     @property
     def systems(self) -> tuple[str, ...]:
-        return ("zraft", *self.compare)
+        return ("zraft", *(("zraft-secure",) if self.secure else ()), *self.compare)
 
 
 def int_list(text: str) -> tuple[int, ...]:
@@ -179,6 +180,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="S",
         help=f"client timeout of one operation (default {DEFAULT_OP_TIMEOUT:g})",
     )
+    add(
+        "--secure",
+        action="store_true",
+        help="also run zraft with CURVE on every port (keys made for the run), alternating with the "
+        "plaintext cluster, so the report gives the cost of encryption as a ratio",
+    )
     add("--no-plot", dest="plot", action="store_false", help="do not draw the PNG")
     return parser
 
@@ -198,6 +205,8 @@ def parse_options(argv: Sequence[str] | None = None, now: datetime | None = None
         parser.error(f"--preload must be between 1 and {KEY_SPACE}")
     if warmup < 0:
         parser.error("--warmup must not be negative")
+    if args.endpoints is not None and args.secure:
+        parser.error("--secure starts its own secure cluster; it does not apply to --endpoints")
     if args.endpoints is not None and args.nodes != 3:
         parser.error("--nodes applies to a cluster cluster-bench starts, not to --endpoints")
     stamp = (now or datetime.now()).strftime("%Y%m%d-%H%M%S")
@@ -217,4 +226,5 @@ def parse_options(argv: Sequence[str] | None = None, now: datetime | None = None
         quick=quick,
         plot=args.plot,
         op_timeout=args.op_timeout,
+        secure=bool(args.secure),
     )

@@ -13,7 +13,7 @@ from typing import Any
 from cluster.bench.stats import cdf
 
 LOG_SCALE_SPREAD = 30  # throughputs of one workload further apart than this get a log scale
-COLORS = {"zraft": "tab:blue", "etcd": "tab:orange", "pysyncobj": "tab:green"}
+COLORS = {"zraft": "tab:blue", "zraft-secure": "tab:purple", "etcd": "tab:orange", "pysyncobj": "tab:green"}
 
 
 def draw_png(rows: Sequence[dict[str, Any]], path: Path, title: str) -> Path | None:

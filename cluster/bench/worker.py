@@ -36,7 +36,12 @@ def build_driver(init: dict[str, Any]) -> Driver:
     if kind == "zraft":
         from cluster.bench.drivers import ZraftDriver
 
-        return ZraftDriver(list(init["endpoints"]), timeout)
+        return ZraftDriver(
+            list(init["endpoints"]),
+            timeout,
+            curve_secret_key=init.get("curve_secret_key"),
+            server_public_key=init.get("server_public_key"),
+        )
     if kind == "etcd":
         from cluster.bench.drivers import EtcdDriver
 

@@ -18,6 +18,7 @@ from cluster.bench.pool import WorkerPool
 from cluster.bench.ports import pick_base_port
 from cluster.bench.system import ServerProcess, stop_servers, wait_for
 from cluster.cli.local import node_argv
+from cluster.cli.local_keys import LocalKeys, ensure_keys
 from cluster.client.api import Client
 from cluster.client.endpoints import PEER_PORT_OFFSET, local_endpoints, node_name
 from cluster.errors import ZraftError
@@ -34,7 +35,11 @@ class ZraftCluster:
         endpoints: list[str] | None = None,
         data_root: str | None = None,
         op_timeout: float = 10.0,
+        secure: bool = False,
     ) -> None:
+        self.secure = secure
+        self.name = "zraft-secure" if secure else "zraft"
+        self.keys: LocalKeys | None = None
         self.nodes = nodes
         self.endpoints = endpoints
         self.external = endpoints is not None
@@ -51,14 +56,15 @@ class ZraftCluster:
         if self.endpoints is None:
             self.endpoints = self._start_nodes(run_dir)
         endpoints = self.endpoints
+        curve = self._curve()
         self.client = wait_for(
-            lambda: _leader_client(endpoints), self.servers, START_TIMEOUT, "a zraft leader"
+            lambda: _leader_client(endpoints, curve), self.servers, START_TIMEOUT, "a zraft leader"
         )
         self.pool = WorkerPool.start(
             [
                 (
                     f"zraft-load{i + 1}",
-                    {"driver": "zraft", "endpoints": endpoints, "timeout": self.op_timeout},
+                    {"driver": "zraft", "endpoints": endpoints, "timeout": self.op_timeout, **curve},
                 )
                 for i in range(clients)
             ],
@@ -74,11 +80,20 @@ class ZraftCluster:
         layout = argparse.Namespace(
             nodes=self.nodes, base_port=base, election_timeout_ms=None, heartbeat_ms=None, log_level=None
         )
+        endpoints = local_endpoints(self.nodes, base)
+        if self.secure:
+            self.keys = ensure_keys(self.data_dir, self.nodes, endpoints)
         for i in range(1, self.nodes + 1):
             name = node_name(i)
-            argv = node_argv(layout, i, self.data_dir)
-            self.servers.append(ServerProcess(name, argv, run_dir / f"zraft-{name}.log"))
-        return local_endpoints(self.nodes, base)
+            argv = node_argv(layout, i, self.data_dir, self.keys)
+            self.servers.append(ServerProcess(name, argv, run_dir / f"{self.name}-{name}.log"))
+        return endpoints
+
+    def _curve(self) -> dict[str, str]:
+        """The Client's CURVE arguments for this cluster (none when it is plaintext)."""
+        if self.keys is None:
+            return {}
+        return {"curve_secret_key": str(self.keys.client_secret), "server_public_key": self.keys.server_spec}
 
     def describe(self) -> dict[str, str]:
         where = (
@@ -95,6 +110,9 @@ class ZraftCluster:
             "asynchronous API (put_async/get_async/cas_async futures): a closed loop keeps the process's "
             "share of the concurrency in flight, each completion callback issuing the next request",
             "durability": "fsync before acknowledging (always on)",
+            "security": "CURVE (CurveZMQ) on the peer and client ports, keys made for the run"
+            if self.secure
+            else "plaintext (no --curve-secret-key)",
         }
 
     def node_pids(self) -> dict[str, int]:
@@ -130,10 +148,15 @@ class ZraftCluster:
             shutil.rmtree(self.data_dir, ignore_errors=True)
 
 
-def _leader_client(endpoints: list[str]) -> Client | None:
+def _leader_client(endpoints: list[str], curve: dict[str, str]) -> Client | None:
     """A connected Client once the cluster has a leader; None while it has not."""
     try:
-        client = Client(endpoints, timeout=1.0)
+        client = Client(
+            endpoints,
+            timeout=1.0,
+            curve_secret_key=curve.get("curve_secret_key"),
+            server_public_key=curve.get("server_public_key"),
+        )
     except ZraftError:
         return None
     try:

@@ -707,6 +707,15 @@ def test_quick_shortens_but_explicit_options_win() -> None:
     assert mine.concurrency == (4, 2) and mine.duration == 3.0
 
 
+def test_secure_adds_a_curve_cluster_beside_the_plaintext_one(capsys: pytest.CaptureFixture[str]) -> None:
+    o = parse_options(["--secure", "--compare", "etcd"])
+    assert o.secure and o.systems == ("zraft", "zraft-secure", "etcd")
+    with pytest.raises(SystemExit) as exit_info:
+        parse_options(["--secure", "--endpoints", "tcp://127.0.0.1:7001"])
+    assert exit_info.value.code == 2
+    assert "--secure" in capsys.readouterr().err
+
+
 def test_lists_and_comparisons() -> None:
     o = parse_options(
         [
