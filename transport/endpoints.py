@@ -37,6 +37,11 @@ on peer sockets: what a peer can have in flight to us is bounded by Raft itself 
 follower, one heartbeat per interval, one snapshot chunk at a time) and by MAXMSGSIZE. The second cannot be
 closed while handover is on, so the heartbeat timer, the only caller that reaches the assertion, is off. The
 client port keeps its bounded receive queue (clients are not trusted to pace themselves).
+
+CURVE: given a keypair, both ROUTERs are CURVE servers (ZAP domains PEER_DOMAIN and CLIENT_DOMAIN of
+transport/zap.py decide which client keys get in) and each DEALER is a CURVE client of the peer key it is
+given, so it only talks to that peer. recv_batch_users() hands the owner each message's User-Id, the key
+its connection proved; with it, handover can no longer let a stranger take a member's name.
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ tested at the end). Waits are bounded (wait_until); every process is stopped by 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import socket
@@ -24,7 +25,7 @@ import pytest
 import zmq
 
 from actors.messages import ClientResponse, Status
-from cluster import Client, PermissionDenied, Unavailable, ZraftError
+from cluster import AsyncClient, Client, PermissionDenied, Unavailable, ZraftError
 from tests.integration.util import (
     REPO_ROOT,
     Cluster,
@@ -140,6 +141,17 @@ def test_admitted_client_works_others_are_refused_and_no_secret_is_shown(tmp_pat
         for r in rows:
             assert r["runtime"]["security"]["curve"] is True
             assert r["runtime"]["security"]["public_key"] == key_text(keys.nodes[r["name"]].public)
+
+        async def through_async_client() -> Any:
+            async with AsyncClient(
+                [n.client_url for n in cluster.nodes],
+                timeout=WAIT,
+                curve_secret_key=str(keys.folder / "client.key_secret"),
+                server_public_key=keys.servers(cluster),
+            ) as ac:
+                return await ac.get("svc/a")
+
+        assert asyncio.run(through_async_client()) == "10.0.0.1:80"
 
         urls = [n.client_url for n in cluster.nodes]
         with pytest.raises(Unavailable):  # plaintext: the handshake never completes
