@@ -10,7 +10,8 @@ needs a right on a prefix of it. Who is asking is the public key the client's CU
 "principal": cluster/node/runtime.py passes it), never anything the request says.
 
 Rules, checked by the KV service for requests from the client port (a member's own writes come in on the
-peer port and are not checked here):
+peer port and are not checked here) of a node with CURVE (without it no client proves a key, so nothing
+is checked and the node's start-up warning says the cluster is open):
 - no users at all: everything is open, as without permissions (the node's start-up warning says so);
 - otherwise a key that is no user's gets nothing, a user gets what its prefixes allow; a write right
   implies nothing about reading, and the reverse;
@@ -141,9 +142,13 @@ def is_user_write(op: list[Any]) -> bool:
 class Permissions:
     """The KV service's view of the table: re-read when the state machine's revision has moved."""
 
-    def __init__(self, sm: StateMachine, is_member: Callable[[str], bool] = lambda _key: False) -> None:
+    def __init__(
+        self, sm: StateMachine, is_member: Callable[[str], bool] = lambda _key: False, enabled: bool = True
+    ) -> None:
+        """`enabled` False: nothing is checked (a node without CURVE, whose clients prove no key)."""
         self._sm = sm
         self._is_member = is_member
+        self.enabled = enabled
         self._revision = -1
         self._table = PermissionTable([])
 
@@ -157,7 +162,7 @@ class Permissions:
     def write_denied(self, principal: str, op: list[Any]) -> str | None:
         """Why a client's validated write op is refused, or None. `__zraft/` keys other than user
         records are the caller's business (refused as reserved)."""
-        if self._is_member(principal):
+        if not self.enabled or self._is_member(principal):
             return None
         table = self.table()
         if is_user_write(op):
@@ -181,7 +186,7 @@ class Permissions:
     def query_denied(self, principal: str, payload: bytes) -> str | None:
         """Why a client's READ or SERIAL_READ is refused, or None (a malformed query is the state
         machine's to answer)."""
-        if self._is_member(principal):
+        if not self.enabled or self._is_member(principal):
             return None
         table = self.table()
         if table.open:
@@ -196,7 +201,7 @@ class Permissions:
         return None if ok else _no(principal, table, "read", "leases")
 
     def watch_denied(self, principal: str, key: str) -> str | None:
-        if self._is_member(principal):
+        if not self.enabled or self._is_member(principal):
             return None
         table = self.table()
         return None if table.may(principal, "read", key) else _no(principal, table, "read", key)

@@ -128,6 +128,7 @@ class KVService(Generic[C]):
         lease_checkpoint_interval: float = 300.0,
         session_ttl: float = DEFAULT_SESSION_TTL_MS / 1000,
         is_member_key: Callable[[str], bool] | None = None,
+        enforce_permissions: bool = True,
     ) -> None:
         """`election_timeout` is the Raft base election timeout (s): the grace a new leader adds to every
         lease. `min_lease_ttl` (s) defaults to three election timeouts: a shorter lease could expire
@@ -139,7 +140,7 @@ class KVService(Generic[C]):
         self._session_ttl_ms = max(1, round(session_ttl * 1000))
         self._node = node
         self._sm = sm
-        self.permissions = Permissions(sm, is_member_key or (lambda _key: False))
+        self.permissions = Permissions(sm, is_member_key or (lambda _key: False), enforce_permissions)
         self._leases: LeaseTable | None = getattr(sm, "leases", None)  # None: a state machine without
         self._tracker = LeaseTracker(election_timeout)
         self._clock = LogClock()

@@ -122,6 +122,7 @@ class NodeRuntime:
             lease_checkpoint_interval=config.lease_checkpoint_ms / 1000.0,
             session_ttl=config.session_ttl_ms / 1000.0,
             is_member_key=lambda key: self.security.member_of(key) is not None,
+            enforce_permissions=self.security.secure,  # without CURVE no client proves who it is
         )
         self._intake_bytes = config.intake_bytes
         self.stop = GracefulStop(self.name, election_timeout)

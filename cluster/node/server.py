@@ -131,8 +131,16 @@ def _serve_locked(
         runtime = NodeRuntime(config, node, sm, storage, mesh, clients, loop, security)
         runtime.instruments.fsync_seconds = fs.fsync_seconds
         _log_start(config, recovered, node, security)
-        if runtime.service.permissions.table().open:
+        users = len(runtime.service.permissions.table().users)
+        if security.secure and not users:
             logger.warning("{}: {}", config.name, OPEN_ACCESS_WARNING)
+        elif users and not security.secure:
+            logger.warning(
+                "{}: {} users are configured, but without CURVE no client proves its key: their rights are "
+                "not enforced",
+                config.name,
+                users,
+            )
         if http is not None:
             runtime.bridge = http.bridge
             http.start()

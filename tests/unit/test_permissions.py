@@ -47,6 +47,9 @@ def test_rights_follow_the_replicated_user_records() -> None:
     assert perms.write_denied(NODE, evil) is None  # a member's key administers
     assert perms.write_denied(NODE, ["put", "anything", 1]) is None
     assert "map of key" in (perms.write_denied(ADMIN, ["put", USERS_PREFIX + "x", "not a record"]) or "")
+    unenforced = Permissions(sm, enabled=False)  # a node without CURVE: no client proves a key
+    assert unenforced.write_denied(STRANGER, put) is None
+    assert unenforced.query_denied(STRANGER, encode_query(["get", "svc/a"])) is None
     _apply(sm, ["del", USERS_PREFIX + "reader"])
     assert perms.query_denied(READER, encode_query(["get", "svc/a"])) is not None
 
