@@ -88,11 +88,14 @@ def make_keys(folder: Path, names: Sequence[str]) -> Keys:
 
 @contextmanager
 def secure_cluster(
-    tmp_path: Path, n: int, start: Sequence[str] | None = None
+    tmp_path: Path, n: int, start: Sequence[str] | None = None, election_timeout_ms: int | None = None
 ) -> Iterator[tuple[Cluster, Keys]]:
     names = [f"n{i + 1}" for i in range(n)]
     keys = make_keys(tmp_path / "keys", names)
-    with start_cluster(n, base_dir=tmp_path, node_args_of=keys.node_flags, start=start) as cluster:
+    timeouts = {} if election_timeout_ms is None else {"election_timeout_ms": election_timeout_ms}
+    with start_cluster(
+        n, base_dir=tmp_path, node_args_of=keys.node_flags, start=start, **timeouts
+    ) as cluster:
         yield cluster, keys
 
 
@@ -177,7 +180,8 @@ def test_admitted_client_works_others_are_refused_and_no_secret_is_shown(tmp_pat
 def test_a_node_without_the_cluster_keys_cannot_join_or_disrupt(tmp_path: Path) -> None:
     """n1 and n2 hold the cluster's keys; the process started as "n3" does not (first its own key, then
     none). It campaigns with a short election timeout, yet the cluster's term and leader never move."""
-    with secure_cluster(tmp_path, 3, start=["n1", "n2"]) as (cluster, keys):
+    # a long election timeout for n1 and n2: a loaded machine must not cause an election of its own here
+    with secure_cluster(tmp_path, 3, start=["n1", "n2"], election_timeout_ms=3000) as (cluster, keys):
         leader = wait_for_leader_secure(cluster, keys)
         with secure_client(cluster, keys) as c:
             term = c.status()["term"]
