@@ -557,6 +557,34 @@ def test_cluster_local_starts_serves_and_stops_on_sigint(tmp_path: Path) -> None
         run.cleanup()
 
 
+def test_cluster_local_secure_works_out_of_the_box(tmp_path: Path) -> None:
+    """--secure makes the keys and prints the exports that let cluster-ctl in; without them, no access."""
+    base = free_base_port()
+    run = LocalRun(
+        ["--secure", "--base-port", str(base), "--data-dir", str(tmp_path / "local")]
+        + ["--election-timeout-ms", "300", "--heartbeat-ms", "50"]
+    )
+    try:
+        run.wait_for("cluster-local: ready", 30.0)
+        exports = {}
+        for var in ("ZRAFT_CURVE_SECRET_KEY", "ZRAFT_SERVER_PUBLIC_KEY"):
+            line = run.wait_for(f"export {var}=", 5.0)
+            exports[var] = line.split(f"export {var}=", 1)[1].strip()
+        endpoints = ",".join(f"tcp://127.0.0.1:{base + i}" for i in (1, 2, 3))
+        env = dict(os.environ, **exports)
+        put = subprocess.run(
+            [sys.executable, str(CTL), "--endpoints", endpoints, "put", "hello", "secure"],
+            capture_output=True, text=True, timeout=20, cwd=REPO_ROOT, env=env,
+        )  # fmt: skip
+        assert put.returncode == 0, put.stderr
+        plain = ctl("--endpoints", endpoints, "--timeout", "1.5", "get", "hello")
+        assert plain.returncode == 3  # no answer: the nodes refuse plaintext
+        run.proc.send_signal(signal.SIGINT)
+        assert run.proc.wait(30) == 0
+    finally:
+        run.cleanup()
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
