@@ -375,21 +375,25 @@ class NodeRuntime:
 
     def _dealer_reader(self, peer: str, dealer: Any) -> Any:
         def on_readable() -> None:
-            now = self.loop.clock()
-            for frames in recv_batch(dealer, DRAIN_LIMIT, self._intake_bytes):
-                try:
-                    if len(frames) != 1:
-                        raise Rejected("unexpected_peer", f"{len(frames)} frames on our DEALER to {peer}")
-                    answers = admit_dealer_frame(peer, frames[0], self.name, PEER_MAX_FRAME)
-                except Rejected as rejected:
-                    self._drop(rejected, now)
-                    continue
-                for answer in answers:
-                    self.counters["advertise_answers"] += 1
-                    status = Status(answer.status).name
-                    logger.debug("{}: advertise answer from {}: {}", self.name, peer, status)
+            self._take_dealer_frames(peer, recv_batch(dealer, DRAIN_LIMIT, self._intake_bytes))
 
         return on_readable
+
+    def _take_dealer_frames(self, peer: str, received: list[list[bytes]]) -> None:
+        """What came back on our DEALER to `peer`: only answers to our advertise writes belong there."""
+        now = self.loop.clock()
+        for frames in received:
+            try:
+                if len(frames) != 1:
+                    raise Rejected("unexpected_peer", f"{len(frames)} frames on our DEALER to {peer}")
+                answers = admit_dealer_frame(peer, frames[0], self.name, PEER_MAX_FRAME)
+            except Rejected as rejected:
+                self._drop(rejected, now)
+                continue
+            for answer in answers:
+                self.counters["advertise_answers"] += 1
+                status = Status(answer.status).name
+                logger.debug("{}: advertise answer from {}: {}", self.name, peer, status)
 
     def _status(self) -> dict[str, Any]:
         """The STATUS answer's facts (the service adds its own)."""

@@ -15,6 +15,7 @@ from actors.messages import (
     AppendEntries,
     AppendEntriesResponse,
     ClientRequest,
+    ClientResponse,
     Entry,
     HardState,
     InstallSnapshot,
@@ -127,6 +128,13 @@ frames_of_messages = st.one_of(
     st.lists(client_requests, min_size=1, max_size=4).map(
         lambda reqs: encode_batch([ClientRequest("c", "n1", r.req_id, r.kind, r.payload) for r in reqs])
     ),
+)
+advertise_answers = st.builds(
+    lambda dst, req_id, status, result: encode(ClientResponse("n2", dst, req_id, status, result, "")),
+    st.sampled_from(["n1/advertise", "n1", "x"]),
+    u63,
+    st.integers(0, 12),
+    st.binary(max_size=16),
 )
 hostile_frames = st.one_of(
     st.binary(max_size=80), frames_of_messages, frames_of_messages.flatmap(mutate), values.map(pack)

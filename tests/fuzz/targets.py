@@ -4,7 +4,8 @@
   a message that decodes encodes back to the same bytes' meaning.
 - node: a live in-process node (the real NodeRuntime, real sockets on loopback, storage on SimFS) takes
   hostile frames through the same handlers as the peer ROUTER (from a member's connection, declaring a
-  member's or any other identity) and the client ROUTER (single requests, batches, garbage), then runs a
+  member's or any other identity), the client ROUTER (single requests, batches, garbage) and our DEALERs
+  (answers, real-looking or not, to the node's advertise writes), then runs a
   loop turn on a clock that moves on. Nothing may raise; each case is deadline-checked (no hang).
 - wal: a segment of valid, mutated or random records fed to the WAL replayer either replays or raises
   StorageError (CorruptionError) with a message.
@@ -142,7 +143,9 @@ class LiveNode:
 
     def feed(self, frames: list[tuple[str, list[bytes]]], advance: float) -> None:
         for port, parts in frames:
-            if port == "peer":
+            if port == "dealer":  # an answer on our DEALER to n2 (only advertise answers belong there)
+                self.runtime._take_dealer_frames("n2", [parts])
+            elif port == "peer":
                 proven = parts[0].decode("utf-8", "replace") if parts[0] in (b"n2", b"n3") else None
                 self.runtime._take_peer_frames([(parts, proven)])
             else:
@@ -167,10 +170,18 @@ client_frames = st.tuples(
         st.lists(st.binary(max_size=8), min_size=0, max_size=7),  # envelopes of every shape
     ),
 )
+dealer_frames = st.tuples(
+    st.just("dealer"),
+    st.one_of(
+        st.builds(lambda f: [f], fs.hostile_frames),
+        st.builds(lambda f: [f], fs.advertise_answers),
+        st.lists(st.binary(max_size=8), max_size=3),
+    ),
+)
 node_inputs = st.tuples(
     st.lists(st.sampled_from(["win", "follow", "ack", "none"]), max_size=3),
     st.lists(fs.commands, max_size=3),
-    st.lists(st.one_of(peer_frames, client_frames), min_size=1, max_size=6),
+    st.lists(st.one_of(peer_frames, client_frames, dealer_frames), min_size=1, max_size=6),
     st.sampled_from([0.0, 0.001, 0.05, 0.4]),
 )
 
