@@ -53,7 +53,8 @@ class Gatekeeper:
     def __init__(self, ctx: zmq.Context[Any]) -> None:
         quiet = logging.getLogger("zraft.zap")
         quiet.propagate = False  # pyzmq logs every decision at debug level; our owner reports refusals
-        quiet.addHandler(logging.NullHandler())
+        if not quiet.handlers:
+            quiet.addHandler(logging.NullHandler())
         self._auth = ThreadAuthenticator(ctx, log=quiet)
         self._domains: dict[str, _Admitted] = {PEER_DOMAIN: _Admitted(), CLIENT_DOMAIN: _Admitted()}
         self._started = False
