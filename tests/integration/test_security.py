@@ -31,6 +31,7 @@ from tests.integration.util import (
     Cluster,
     NodeHandle,
     free_ports,
+    node_args,
     start_cluster,
     try_status,
     wait_until,
@@ -308,7 +309,11 @@ class _Capture:
                 inbound, _ = self._listener.accept()
             except OSError:
                 continue
-            outbound = socket.create_connection(("127.0.0.1", self._target))
+            try:
+                outbound = socket.create_connection(("127.0.0.1", self._target))
+            except OSError:  # the target is not up yet: the connecting side will try again
+                inbound.close()
+                continue
             self._sockets += [inbound, outbound]
             for a, b in ((inbound, outbound), (outbound, inbound)):
                 t = threading.Thread(target=self._pump, args=(a, b), daemon=True)
@@ -496,3 +501,53 @@ def _try_client(cluster: Cluster, keys: Keys, pair: KeyPair) -> Client | None:
         return secure_client(cluster, keys, pair, timeout=2.0)
     except ZraftError:
         return None
+
+
+@pytest.mark.parametrize("secure", [True, False], ids=["curve", "plaintext-control"])
+def test_a_capture_of_the_peer_traffic_shows_no_plaintext_value(tmp_path: Path, secure: bool) -> None:
+    """Two members, each told that the other lives behind a recording proxy: every peer byte passes a
+    proxy (a 2-node cluster commits only with both), and the value written is in none of them (while a
+    plaintext cluster's capture shows it)."""
+    canary = "CANARY-" + os.urandom(8).hex()
+    keys = make_keys(tmp_path / "keys", ["n1", "n2"])
+    peer_ports = free_ports(2)
+    client_ports = free_ports(2)
+    proxies = {name: _Capture(port) for name, port in zip(("n1", "n2"), peer_ports, strict=True)}
+    nodes: list[NodeHandle] = []
+    try:
+        for i, name in enumerate(("n1", "n2")):
+            other = "n2" if name == "n1" else "n1"
+            initial = f"{name}=tcp://127.0.0.1:{peer_ports[i]},{other}=tcp://127.0.0.1:{proxies[other].port}"
+            args = node_args(
+                name,
+                tmp_path / name,
+                f"tcp://127.0.0.1:{peer_ports[i]}",
+                f"tcp://127.0.0.1:{client_ports[i]}",
+                initial,
+                extra=keys.node_flags(name) if secure else (),
+            )
+            node = NodeHandle(name, "", f"tcp://127.0.0.1:{client_ports[i]}", tmp_path / name,
+                              tmp_path / f"{name}.log", args)  # fmt: skip
+            nodes.append(node)
+            node.start()
+        cluster = Cluster(nodes, tmp_path)
+        if secure:
+            wait_for_leader_secure(cluster, keys)
+        else:
+            wait_until(lambda: (try_status(nodes[0].client_url) or {}).get("leader"), WAIT, "a leader")
+        client = (
+            secure_client(cluster, keys, timeout=WAIT)
+            if secure
+            else Client([n.client_url for n in nodes], timeout=WAIT)
+        )
+        with client as c:
+            c.put("canary", canary)
+            assert c.get("canary") == canary
+        captured = b"".join(bytes(p.data) for p in proxies.values())
+        assert len(captured) > 1000  # the peers did talk through the proxies
+        assert (canary.encode() in captured) is not secure
+    finally:
+        for node in nodes:
+            node.kill()
+        for proxy in proxies.values():
+            proxy.close()
