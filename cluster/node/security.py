@@ -88,6 +88,8 @@ class NodeSecurity:
             )
         unknown = sorted(set(members) - set(config.members))
         members = {name: key for name, key in members.items() if name in config.members}
+        if len(set(members.values())) != len(members):
+            raise ConfigError(f"peer key file {config.curve_peers} gives two members the same key")
         keys, problems = read_key_dir_checked(config.curve_clients)
         if problems and not keys and not os.path.isdir(config.curve_clients):
             raise ConfigError(problems[0])
