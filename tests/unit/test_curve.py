@@ -160,6 +160,9 @@ def test_node_security_load_checks_and_reload(tmp_path: Path) -> None:
     assert not sec.client_admitted(key_text(client.public))
     assert key_text(n1.secret) not in repr(sec.describe())
 
+    (tmp_path / "peers").write_text("n1 = n1.key\nn2 = n1.key\n")
+    with pytest.raises(ConfigError, match="same key"):
+        NodeSecurity.load(config)
     (tmp_path / "peers").write_text("n1 = n1.key\n")
     with pytest.raises(ConfigError, match="no public key for member"):
         NodeSecurity.load(config)
