@@ -44,6 +44,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{target}: {tally.cases} cases in {seconds:.1f}s ({outcomes}); peak RSS {rss_mb:.0f} MB",
             flush=True,
         )
+        if tally.sizes:
+            print(f"{target}: the node holds at the end: {tally.sizes}", flush=True)
         total += tally.cases
     print(f"total: {total} cases, no failure")
     return 0

@@ -50,6 +50,7 @@ class Tally:
 
     cases: int = 0
     outcomes: dict[str, int] = field(default_factory=dict)
+    sizes: dict[str, int] = field(default_factory=dict)  # the live node's state at the end
 
     def count(self, outcome: str) -> None:
         self.cases += 1
@@ -152,6 +153,19 @@ class LiveNode:
                 self.runtime._take_client_frames([(parts, "")])
         self.now += advance
         self.runtime.turn(self.now)
+
+    def sizes(self) -> dict[str, int]:
+        """What the node holds, to tell its own bounded state from growth without bound."""
+        log = self.node.log
+        return {
+            "keys": len(self.sm),
+            "log_entries": log.last_index() - log.base_index,
+            "sessions": self.sm.session_count,
+            "history_events": len(self.sm.history),
+            "wal_bytes": sum(
+                self.storage.fs.size(f"/data/wal/{n}") for n in self.storage.fs.listdir("/data/wal")
+            ),
+        }
 
     def close(self) -> None:
         self.loop.close()
@@ -261,5 +275,6 @@ def run(target: str, cases: int, seed: int | None, deadline_ms: int = 5000) -> T
         test()
     finally:
         if live is not None:
+            tally.sizes = live.sizes()
             live.close()
     return tally
