@@ -68,8 +68,8 @@ from cluster.kv.ops import (
     parse_stamped,
     stamp_command,
 )
-from cluster.kv.sessions import DEFAULT_SESSION_TTL_MS, MAX_SESSION_TTL_MS
 from cluster.kv.permissions import PERMISSION_DENIED_CODE, Permissions, is_user_write
+from cluster.kv.sessions import DEFAULT_SESSION_TTL_MS, MAX_SESSION_TTL_MS
 from cluster.kv.watches import WatchOptions, WatchRegistry, parse_stream_id, parse_watch
 
 RESERVED_PREFIX: Final = "__zraft/"
