@@ -40,7 +40,8 @@ PERMISSION_DENIED_CODE: Final = "permission_denied"
 MAX_PREFIXES: Final = 64
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}")
 _Z85_KEY = re.compile(r"[0-9A-Za-z.\-:+=^!/*?&<>()\[\]{}@%$#]{40}")
-_KEYLESS_WRITES: Final = ("lease_grant", "lease_revoke")
+# Writes that name no key, and what a refusal calls them: any write right allows them.
+_KEYLESS_WRITES: Final = {"lease_grant": "leases", "lease_revoke": "leases", "session_open": "sessions"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,7 +178,8 @@ class Permissions:
             return None
         name = op[0]
         if name in _KEYLESS_WRITES:
-            return None if table.any_right(principal, "write") else _no(principal, table, "write", "leases")
+            allowed = table.any_right(principal, "write")
+            return None if allowed else _no(principal, table, "write", _KEYLESS_WRITES[name])
         key = op[1]
         if not table.may(principal, "write", key):
             return _no(principal, table, "write", key)

@@ -34,6 +34,8 @@ def test_rights_follow_the_replicated_user_records() -> None:
     assert perms.write_denied(READER, ["del_prefix", "svc/"]) is not None
     assert perms.write_denied(READER, ["lease_grant", 1000, 0]) is None  # some write right
     assert perms.write_denied(STRANGER, ["lease_grant", 1000, 0]) is not None
+    assert perms.write_denied(READER, ["session_open", 60_000, 0]) is None  # a writer registers its session
+    assert "sessions" in (perms.write_denied(STRANGER, ["session_open", 60_000, 0]) or "")
     assert perms.query_denied(READER, encode_query(["get", "svc/a"])) is None
     assert perms.query_denied(READER, encode_query(["range", "svc/", 0, ""])) is None
     assert perms.query_denied(READER, encode_query(["range", "", 0, ""])) is not None
