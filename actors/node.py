@@ -133,6 +133,7 @@ class NodeActor:
         self._read_round = 0
         self._round_wanted = False
         self._broadcast_wanted = False
+        self._commit_news = False  # leader: the commit or a match point moved; followers may need telling
         self._heartbeat_due = 0.0
         self._incoming: tuple[SnapshotMeta, bytearray] | None = None
         # The snapshot a checked last chunk completes, decoded by the check, for that chunk's handler.
@@ -319,6 +320,7 @@ class NodeActor:
         return bool(
             self._outbox
             or self._broadcast_wanted
+            or (self._commit_news and self._role is Role.LEADER)
             or self._round_wanted
             or self._log.last_index() >= self._unstable_from
             or self._pending_truncate is not None
@@ -353,6 +355,9 @@ class NodeActor:
             self._serve_reads()
             if broadcast_wanted:
                 self._outbox.extend(self._replication.send_all(self._leader_context(now)))
+            if self._commit_news:  # after the entries: at most one more message per follower
+                self._outbox.extend(self._replication.send_commit(self._leader_context(now)))
+        self._commit_news = False
         self._maybe_snapshot()
         hs = self._hard_state()
         early: list[Message] = []  # depends on nothing this Ready persists (see actors/contracts.py)
@@ -783,6 +788,7 @@ class NodeActor:
         self._election.heard_from_peer(msg.src, now)
         ctx = self._leader_context(now)
         if self._replication.on_append_response(msg, ctx):
+            self._commit_news = True  # even without a new commit: this follower may lag behind the old one
             self._maybe_commit(now)
             self._maybe_send_timeout_now(now)
         self._outbox.extend(self._replication.send_to(msg.src, self._leader_context(now)))
@@ -803,6 +809,7 @@ class NodeActor:
             for i in range(self._commit + 1, quorum + 1):
                 self._uncommitted_bytes -= len(self._log.entry(i).data)
             self._commit = quorum
+            self._commit_news = True
             for read in self._reads:  # reads that waited for the first commit of this term
                 if read.index is None:
                     read.index = self._commit

@@ -44,6 +44,7 @@ class Progress:
     snap_offset: int = 0
     sent: int = 0  # the highest log index any message of this term offered: no follower can match beyond
     snap_sent: int = 0  # bytes of the snapshot at snap_index sent so far: no follower can hold more
+    commit_sent: int = 0  # the highest commit index a message of this term let the follower take
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +139,7 @@ class ReplicationActor:
                 )
             )
             pr.sent = max(pr.sent, prev + len(entries))
+            pr.commit_sent = max(pr.commit_sent, min(ctx.commit, prev + len(entries)))
             if pr.mode is Mode.PROBE:
                 pr.paused = True
                 return out
@@ -167,21 +169,22 @@ class ReplicationActor:
                     pr.last_progress = ctx.now
                     out.append(chunk)
                     continue
-            match_term = ctx.log.term_at(pr.match)
-            if match_term is None:  # the match point was compacted; the snapshot chunk is on its way
-                continue
-            out.append(
-                AppendEntries(
-                    src=self._id,
-                    dst=peer,
-                    term=ctx.term,
-                    prev_log_index=pr.match,
-                    prev_log_term=match_term,
-                    entries=(),
-                    leader_commit=min(pr.match, ctx.commit),
-                    read_round=ctx.read_round,
-                )
-            )
+            empty = self._empty_append(peer, pr, ctx)
+            if empty is not None:  # None: the match point was compacted; the snapshot chunk is on its way
+                out.append(empty)
+        return out
+
+    def send_commit(self, ctx: LeaderContext) -> list[Message]:
+        """An empty AppendEntries to each follower not yet told the commit index it can take (ours, up to
+        its match point), so that it applies, and serves its watches, without waiting for the next entries
+        or heartbeat (etcd-raft broadcasts an append once the commit advances). Call it after the turn's
+        entries went out: a follower that they told already gets nothing."""
+        out: list[Message] = []
+        for peer, pr in self._progress.items():
+            if pr.mode is not Mode.SNAPSHOT and min(pr.match, ctx.commit) > pr.commit_sent:
+                empty = self._empty_append(peer, pr, ctx)
+                if empty is not None:
+                    out.append(empty)
         return out
 
     # --- receiving --------------------------------------------------------------------------------
@@ -264,6 +267,25 @@ class ReplicationActor:
         return [chunk] if chunk is not None else []
 
     # --- internals --------------------------------------------------------------------------------
+
+    def _empty_append(self, peer: NodeId, pr: Progress, ctx: LeaderContext) -> AppendEntries | None:
+        """An AppendEntries without entries at the follower's known match point, which it cannot reject
+        however far behind it is; None when that point was compacted."""
+        match_term = ctx.log.term_at(pr.match)
+        if match_term is None:
+            return None
+        commit = min(pr.match, ctx.commit)
+        pr.commit_sent = max(pr.commit_sent, commit)
+        return AppendEntries(
+            src=self._id,
+            dst=peer,
+            term=ctx.term,
+            prev_log_index=pr.match,
+            prev_log_term=match_term,
+            entries=(),
+            leader_commit=commit,
+            read_round=ctx.read_round,
+        )
 
     def _to_probe(self, pr: Progress, next_index: int, now: float) -> None:
         pr.mode = Mode.PROBE

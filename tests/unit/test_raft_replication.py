@@ -347,3 +347,54 @@ def test_snapshot_is_also_taken_after_enough_applied_bytes() -> None:
         c.flush(leader)
     snap = c.nodes[leader].latest_snapshot
     assert snap is not None and 8 <= snap.meta.index <= 11
+
+
+def test_followers_learn_a_new_commit_without_a_further_proposal_or_heartbeat() -> None:
+    """A follower applies an entry (and so serves watches of it) once the leader commits it, not at the
+    next write or heartbeat: the leader tells each follower the new commit index in the turn it advances,
+    as etcd-raft broadcasts an append after a commit. No clock tick happens here."""
+    c = Cluster(3)
+    leader = c.elect("n1")
+    c.deliver_all()
+    c.request(write(leader, 1, value="v"))
+    c.deliver_all()  # message delivery only: the heartbeat timer never fires
+    index = c.nodes[leader].commit_index
+    assert c.nodes[leader].log.entry(index).kind == EntryKind.COMMAND
+    for nid in c.ids:
+        assert c.nodes[nid].commit_index == index and c.nodes[nid].applied_index == index
+        assert decode_result(c.sms[nid].query(encode_query(["get", "k"])))["kv"]["value"] == "v"
+
+
+def test_the_commit_is_told_once_per_follower_and_not_when_the_entries_carried_it() -> None:
+    """DESIGN rule 6: a follower gets at most one commit-only AppendEntries per advance of the commit,
+    and none when an AppendEntries with entries already carried the new commit index to it."""
+    c = Cluster(3)
+    leader = c.elect("n1")
+    c.deliver_all()
+    node = c.nodes[leader]
+    c.request(write(leader, 1))
+    rd = node.ready(c.now)
+    index = rd.entries[-1].index
+    c.disks[leader].persist(rd)
+    node.advance(rd, c.now)
+    node.step(AppendEntriesResponse("n2", leader, node.term, True, index, 0, 0, 0), c.now)
+    assert node.commit_index == index
+    rd = node.ready(c.now)
+    told = [m for m in rd.early_messages if isinstance(m, AppendEntries)]
+    # n3 has not acknowledged the entry: it cannot take the commit yet, so only n2 is told
+    assert [(m.dst, m.entries, m.leader_commit) for m in told] == [("n2", (), index)]
+    c.disks[leader].persist(rd)
+    node.advance(rd, c.now)
+    assert not node.has_ready()  # told once: nothing more to send
+    node.step(AppendEntriesResponse("n3", leader, node.term, True, index, 0, 0, 0), c.now)
+    rd = node.ready(c.now)
+    told = [m for m in rd.early_messages if isinstance(m, AppendEntries)]
+    assert [(m.dst, m.entries, m.leader_commit) for m in told] == [("n3", (), index)]
+    c.disks[leader].persist(rd)
+    node.advance(rd, c.now)
+    # A second write's entries carry the commit index: no commit-only message goes with them.
+    c.request(write(leader, 2))
+    sent = node.take_replication(c.now)
+    assert {m.dst for m in sent} == {"n2", "n3"} and all(m.entries for m in sent)
+    rd = node.ready(c.now)
+    assert not [m for m in rd.early_messages if isinstance(m, AppendEntries)]
