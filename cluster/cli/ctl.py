@@ -8,8 +8,11 @@ cluster/cli/ctl_output.py and all cluster traffic goes through cluster.Client.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from itertools import islice
 from typing import Any
@@ -189,7 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     watch.add_argument(
         "--prev-kv",
         action="store_true",
-        help="also the key's previous value: a line before the new value (json: \"prev\")",
+        help='also the key\'s previous value: a line before the new value (json: "prev")',
     )
     lease = sub.add_parser("lease", parents=[common], help="grant, renew, revoke and list leases")
     lease_sub = lease.add_subparsers(dest="lease_command", metavar="LEASE_COMMAND", required=True)
@@ -313,23 +316,54 @@ def _cas(c: Client, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _watch(c: Client, args: argparse.Namespace) -> int:
-    """Events as they arrive: TYPE, KEY and VALUE lines (simple, table) or one JSON object per line."""
-    seen = 0
+# How often a watch looks at its Ctrl-C flag while no event comes.
+_STOP_POLL_S = 0.2
+
+
+@contextlib.contextmanager
+def _ctrl_c_flag() -> Iterator[list[bool]]:
+    """A flag that SIGINT sets, instead of KeyboardInterrupt. An exception raised at an arbitrary point
+    can land between a lock's acquire and its `with` block (in the watch or the client's I/O thread
+    hand-off) and leave the lock held, so the close that follows waits for ever; a flag cannot."""
+    stop = [False]
+    if threading.current_thread() is not threading.main_thread():  # run() from a thread: no handlers
+        yield stop
+        return
+
+    def on_sigint(_signum: int, _frame: object) -> None:
+        stop[0] = True
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
     try:
-        with c.watch(args.key, prefix=args.prefix, start_revision=args.rev, prev_kv=args.prev_kv) as w:
-            for event in w:
-                if args.write_out == "json":
-                    print(to_json(event), flush=True)
-                else:
-                    prev = f"\n{show_value(event['prev'])}" if args.prev_kv else ""
-                    value = "" if event["type"] == "DELETE" else f"\n{show_value(event['value'])}"
-                    print(f"{event['type']}\n{event['key']}{prev}{value}", flush=True)
-                seen += 1
-                if seen == args.count:
-                    break
-    except KeyboardInterrupt:
-        pass  # the way to stop watching
+        yield stop
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _watch(c: Client, args: argparse.Namespace) -> int:
+    """Events as they arrive: TYPE, KEY and VALUE lines (simple, table) or one JSON object per line,
+    until Ctrl-C (exit 0) or --count events."""
+    seen = 0
+    with (
+        _ctrl_c_flag() as stop,
+        c.watch(args.key, prefix=args.prefix, start_revision=args.rev, prev_kv=args.prev_kv) as w,
+    ):
+        while not stop[0]:
+            try:
+                event = w.next(_STOP_POLL_S)
+            except StopIteration:
+                break
+            if event is None:
+                continue
+            if args.write_out == "json":
+                print(to_json(event), flush=True)
+            else:
+                prev = f"\n{show_value(event['prev'])}" if args.prev_kv else ""
+                value = "" if event["type"] == "DELETE" else f"\n{show_value(event['value'])}"
+                print(f"{event['type']}\n{event['key']}{prev}{value}", flush=True)
+            seen += 1
+            if seen == args.count:
+                break
     return EXIT_OK
 
 

@@ -76,8 +76,8 @@ def test_faults_really_happen() -> None:
     # (Rare by design: a session expires under a write only if the write is still retried when its client
     # comes back from a cut-off longer than the TTL. The seeds are fixed, so these counts do not flake.)
     # The transparent resend is rarer still (3 in seeds 5000000-5000299; none in 0-29 since the leader
-    # broadcasts each new commit): the simulator checks it whenever it happens, and
-    # tests/unit/test_client_actor.py's test_a_write_refused_for_its_session_on_its_only_attempt_... covers it.
+    # broadcasts each new commit): the simulator checks it whenever it happens, and a unit test covers it
+    # (tests/unit/test_client_actor.py, test_a_write_refused_for_its_session_on_its_only_attempt_...).
     assert sessions["cut_off"] > 40 and sessions["lost"] >= 1 and sessions["delete_prefixes"] > 60, sessions
     assert sessions["expired_writes"] >= 1, sessions
 

@@ -272,6 +272,8 @@ def test_a_second_service_registering_the_same_id_takes_it_over_and_the_first_st
         second.register_server("a", "127.0.0.1", 81)
         wait_until(lambda: first.taken_over() == ["SERVER_META/a"], 10, "the first to see the takeover")
         assert second.taken_over() == [] and store.get("SERVER_META/a")[SERVER_PORT] == 81
+        # The heartbeat that learned of the takeover is reported as failed by the writes thread just after.
+        wait_until(lambda: bool(first.health()["failed_writes"]), 10, "the failed heartbeat to be reported")
         assert "taken over" in first.health()["failed_writes"][0][2]
         first.close()  # does not delete the record it lost
         assert store.get("SERVER_META/a")[SERVER_PORT] == 81
