@@ -503,6 +503,11 @@ def _try_client(cluster: Cluster, keys: Keys, pair: KeyPair) -> Client | None:
         return None
 
 
+@pytest.mark.skip(
+    reason="open bug (#14): in one CI run the test process aborted (SIGABRT, no libzmq assertion text) while "
+    "this test's recording proxy held about 100 pump threads of reconnecting peer DEALERs; until the cause "
+    "is known it would take the whole suite down. The client-port capture test above still runs."
+)
 @pytest.mark.parametrize("secure", [True, False], ids=["curve", "plaintext-control"])
 def test_a_capture_of_the_peer_traffic_shows_no_plaintext_value(tmp_path: Path, secure: bool) -> None:
     """Two members, each told that the other lives behind a recording proxy: every peer byte passes a
