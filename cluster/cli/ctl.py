@@ -8,11 +8,9 @@ cluster/cli/ctl_output.py and all cluster traffic goes through cluster.Client.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import signal
 import sys
-import threading
 from collections.abc import Callable, Iterator
 from itertools import islice
 from typing import Any
@@ -21,6 +19,7 @@ from loguru import logger
 
 from cluster.cli import service_cmds
 from cluster.cli.ctl_output import FORMATS, kv_simple, kvs_text, show_value, status_text, to_json
+from cluster.cli.interrupt import STOP_POLL_S, stop_on
 from cluster.client.api import Client
 from cluster.client.commands import encode_query, write_encoder
 from cluster.client.curve import SECRET_KEY_ENV, SERVER_KEY_ENV, curve_settings
@@ -316,41 +315,17 @@ def _cas(c: Client, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-# How often a watch looks at its Ctrl-C flag while no event comes.
-_STOP_POLL_S = 0.2
-
-
-@contextlib.contextmanager
-def _ctrl_c_flag() -> Iterator[list[bool]]:
-    """A flag that SIGINT sets, instead of KeyboardInterrupt. An exception raised at an arbitrary point
-    can land between a lock's acquire and its `with` block (in the watch or the client's I/O thread
-    hand-off) and leave the lock held, so the close that follows waits for ever; a flag cannot."""
-    stop = [False]
-    if threading.current_thread() is not threading.main_thread():  # run() from a thread: no handlers
-        yield stop
-        return
-
-    def on_sigint(_signum: int, _frame: object) -> None:
-        stop[0] = True
-
-    previous = signal.signal(signal.SIGINT, on_sigint)
-    try:
-        yield stop
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
 def _watch(c: Client, args: argparse.Namespace) -> int:
     """Events as they arrive: TYPE, KEY and VALUE lines (simple, table) or one JSON object per line,
     until Ctrl-C (exit 0) or --count events."""
     seen = 0
     with (
-        _ctrl_c_flag() as stop,
+        stop_on(signal.SIGINT) as stop,
         c.watch(args.key, prefix=args.prefix, start_revision=args.rev, prev_kv=args.prev_kv) as w,
     ):
-        while not stop[0]:
+        while not stop:
             try:
-                event = w.next(_STOP_POLL_S)
+                event = w.next(STOP_POLL_S)
             except StopIteration:
                 break
             if event is None:

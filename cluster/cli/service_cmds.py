@@ -25,6 +25,7 @@ from collections.abc import Callable
 from typing import Any
 
 from cluster.cli.ctl_output import show_value, table, to_json
+from cluster.cli.interrupt import STOP_POLL_S, stop_on
 from cluster.client.api import Client
 from cluster.service import ClusterService, Event
 from cluster.service import records as r
@@ -177,19 +178,14 @@ def _meta(text: str | None) -> dict[str, Any] | None:
     return meta
 
 
-def _until_interrupted(svc: ClusterService) -> bool:
+def _until_stopped(svc: ClusterService) -> bool:
     """Block until Ctrl-C or SIGTERM (True), or until another process takes the registration over
     (False)."""
-    stop = threading.Event()
-    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    try:
-        while not stop.wait(0.5):
+    with stop_on(signal.SIGINT, signal.SIGTERM) as stop:
+        while not stop:
             if svc.taken_over():
                 return False
-    except KeyboardInterrupt:
-        pass
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+            time.sleep(STOP_POLL_S)  # a bounded wait between looks at the flag and the registration
     return True
 
 
@@ -206,7 +202,7 @@ def _register(c: Client, args: argparse.Namespace) -> int:
             svc.register_process(args.group, args.name, args.host, args.port, meta)
             name = r.record_key(r.PROCESS, args.name)
         _emit(to_json({"registered": name}) if args.write_out == "json" else f"registered {name}")
-        if not _until_interrupted(svc):
+        if not _until_stopped(svc):
             print(f"cluster-ctl: {name} was taken over by another registration; stopping", file=sys.stderr)
             return EXIT_FAILED
     finally:
@@ -247,16 +243,13 @@ def _event(c: Client, args: argparse.Namespace) -> int:
             _emit(f"{event.topic} from {event.sender}: {show_value(event.payload)}")
         seen.release()
 
-    with ClusterService(c, monitor=False) as svc:
+    with ClusterService(c, monitor=False) as svc, stop_on(signal.SIGINT) as stop:
         svc.subscribe(args.topic, show)
         svc.wait_registered()
         shown = 0
-        try:
-            while not args.count or shown < args.count:
-                if seen.acquire(timeout=0.5):  # a bounded wait, so Ctrl-C gets through
-                    shown += 1
-        except KeyboardInterrupt:
-            pass
+        while not stop and (not args.count or shown < args.count):
+            if seen.acquire(timeout=STOP_POLL_S):  # a bounded wait, so the stop flag is seen
+                shown += 1
     return EXIT_OK
 
 

@@ -9,6 +9,7 @@ Timings are shortened: heartbeat every 0.5 s, timeout 2.5 s, grace 4 s (tests/in
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import threading
@@ -194,6 +195,25 @@ def test_registry_events_liveness_and_a_leader_kill_with_real_processes(
         finally:
             listener.kill()
         assert listener.returncode == 0 and json.loads(out)["payload"] == {"n": 8}
+
+        # Ctrl-C on a registrant: it deregisters (its record is deleted) and exits 0.
+        regs["p2"].kill(signal.SIGINT)
+        assert regs["p2"].proc.returncode == 0, regs["p2"].output()
+        wait_until(lambda: observer.get("process", "p2") is None, 20, "p2's record to be deleted on Ctrl-C")
+
+        # Ctrl-C on `event listen` without --count: exit 0.
+        before = {n for n, _ in observer.live()}
+        listener = subprocess.Popen([*command, "event", "listen", "NOTE"], stdout=subprocess.PIPE, text=True)
+        try:
+            wait_until(
+                lambda: any(n.startswith("LISTENER/") and n not in before for n, _ in observer.live()),
+                20,
+                "the second listener",
+            )
+            listener.send_signal(signal.SIGINT)
+            assert listener.wait(timeout=30) == 0
+        finally:
+            listener.kill()
 
 
 def test_quorum_loss_shows_in_health_and_queued_writes_complete_when_it_returns(
