@@ -141,6 +141,11 @@ class ZraftDriver:
         self._aio: tuple[LoopThread, Any] | None = None  # (its loop, a connected AsyncClient)
         self._aio_lock = threading.Lock()
 
+    @property
+    def client(self) -> Any:
+        """The blocking Client (cluster-bench --client threads calls it from many threads)."""
+        return self._client
+
     def put(self, key: str, value: bytes, done: Callable[[], None], fail: Fail) -> None:
         try:
             fut = self._client.put_async(key, value)
@@ -272,12 +277,7 @@ class EtcdDriver:
         self._call("Range", request, lambda r: done(bytes(r.kvs[0].value) if r.kvs else None), fail)
 
     def cas(self, key: str, expected: bytes, new: bytes, done: Callable[[bool], None], fail: Fail) -> None:
-        rpc = self._rpc
-        raw = key.encode()
-        compare = rpc.Compare(key=raw, result=rpc.Compare.EQUAL, target=rpc.Compare.VALUE, value=expected)
-        swap = rpc.RequestOp(request_put=rpc.PutRequest(key=raw, value=new))
-        request = rpc.TxnRequest(compare=[compare], success=[swap], failure=[])
-        self._call("Txn", request, lambda r: done(bool(r.succeeded)), fail)
+        self._call("Txn", cas_request(self._rpc, key, expected, new), lambda r: done(bool(r.succeeded)), fail)
 
     def watch(self, prefix: str, on_value: Callable[[bytes], None], fail: Fail) -> Callable[[], None]:
         rpc = self._rpc
@@ -335,6 +335,14 @@ class EtcdDriver:
         with contextlib.suppress(Exception):
             self._loop.run(shut(), 5.0)
         self._loop.close()
+
+
+def cas_request(rpc: Any, key: str, expected: bytes, new: bytes) -> Any:
+    """etcd's compare-and-swap: a Txn putting `new` if the key's value is `expected` (rpc: pyetcd.etcdrpc)."""
+    raw = key.encode()
+    compare = rpc.Compare(key=raw, result=rpc.Compare.EQUAL, target=rpc.Compare.VALUE, value=expected)
+    swap = rpc.RequestOp(request_put=rpc.PutRequest(key=raw, value=new))
+    return rpc.TxnRequest(compare=[compare], success=[swap], failure=[])
 
 
 def _prefix_end(prefix: bytes) -> bytes:

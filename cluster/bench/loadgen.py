@@ -202,10 +202,18 @@ class Cell:
             time.sleep(delay)
         with self._cond:
             self._running = len(self.slots)
+        self.start_slots()
+        self._supervise()
+        self.finish_slots()
+        return self._answer(time.process_time() - cpu_before)
+
+    def start_slots(self) -> None:
+        """Issue every slot's first operation (from this thread; the completions carry on)."""
         for slot in self.slots:
             slot.issue()
-        self._supervise()
-        return self._answer(time.process_time() - cpu_before)
+
+    def finish_slots(self) -> None:
+        """After the supervision: nothing to wait for here (threadload.ThreadedCell joins its threads)."""
 
     # --- called by the slots, on any thread ---------------------------------------------------------
 

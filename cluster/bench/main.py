@@ -17,6 +17,7 @@ from datetime import datetime
 from types import FrameType
 from typing import Any
 
+from cluster.bench.blocking_drivers import ETCD_BLOCKING_CLIENT
 from cluster.bench.drivers import ETCD_CLIENT, ETCD_CLIENT_INSTALL
 from cluster.bench.etcd_cluster import INSTALL_HINT, EtcdCluster, find_etcd
 from cluster.bench.options import BenchOptions, parse_options
@@ -109,10 +110,14 @@ def run_meta(options: BenchOptions, started: datetime, loadavg: tuple[float, ...
             "pysyncobj": _version("pysyncobj"),
         },
         "etcd_client": ETCD_CLIENT if "etcd" in options.compare else None,
+        "etcd_blocking_client": (
+            ETCD_BLOCKING_CLIENT if "etcd" in options.compare and "threads" in options.client_modes else None
+        ),
         "options": {
             "systems": list(options.systems),
             "workloads": list(options.workloads),
             "concurrency": list(options.concurrency),
+            "client_modes": list(options.client_modes),
             "clients": options.clients,
             "duration_s": options.duration,
             "warmup_s": options.warmup,
@@ -152,7 +157,7 @@ def run(options: BenchOptions) -> int:
     logs = options.out / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     systems = build_systems(options)
-    plan = plan_cells(options.workloads, options.concurrency, list(systems))
+    plan = plan_cells(options.workloads, options.concurrency, list(systems), options.client_modes)
     progress = Progress(len(plan))
     started_systems: list[System] = []
     try:
@@ -182,7 +187,7 @@ def run(options: BenchOptions) -> int:
         stop_all(started_systems)
     for order, row in enumerate(rows):
         row["run_order"] = order
-    sort_rows(rows, options.workloads, options.systems)
+    sort_rows(rows, options.workloads, options.systems, options.client_modes)
     add_ratios(rows)
     meta = run_meta(options, started, loadavg) | {"elapsed_s": round(time.monotonic() - t0, 1)}
     table = format_table(rows, options.compare)
@@ -196,7 +201,7 @@ def run(options: BenchOptions) -> int:
     print()
     print(table)
     print()
-    print(legend(options.compare))
+    print(legend(options.compare, options.client_modes))
     for note in notes:
         print(f"note: {note}")
     load = "/".join(f"{x:.2f}" for x in loadavg)

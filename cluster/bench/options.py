@@ -17,6 +17,7 @@ from cluster.bench.workloads import KEY_SPACE, WORKLOADS
 from cluster.client.endpoints import parse_endpoints
 
 COMPARABLE = ("etcd", "pysyncobj")
+CLIENT_MODES = ("async", "threads")
 DEFAULT_CONCURRENCY = (1, 16, 64, 256)
 QUICK_CONCURRENCY = (1, 32)
 DEFAULT_DURATION = 5.0
@@ -47,6 +48,7 @@ class BenchOptions:
     plot: bool
     op_timeout: float
     secure: bool = False
+    client_modes: tuple[str, ...] = ("async",)
 
     @property
     def systems(self) -> tuple[str, ...]:
@@ -146,6 +148,16 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"also benchmark these systems, alternating with zraft: {','.join(COMPARABLE)}",
     )
     add(
+        "--client",
+        dest="client_modes",
+        type=name_list(CLIENT_MODES, "client mode"),
+        default=("async",),
+        metavar="MODE,...",
+        help="how each load process calls its client: async (one closed loop over the asynchronous API, "
+        "the default), threads (one thread per request in flight, each making blocking calls, as a "
+        "threaded application does; zraft and etcd only); async,threads runs both, alternating",
+    )
+    add(
         "--duration",
         type=positive_float,
         metavar="S",
@@ -227,4 +239,5 @@ def parse_options(argv: Sequence[str] | None = None, now: datetime | None = None
         plot=args.plot,
         op_timeout=args.op_timeout,
         secure=bool(args.secure),
+        client_modes=args.client_modes,
     )

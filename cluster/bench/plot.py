@@ -1,5 +1,6 @@
-"""The PNG: for each workload, throughput against concurrency (one line per system) above the latency
-distribution (cumulative, from each row's log-bucketed histogram; one line per system and concurrency).
+"""The PNG: for each workload, throughput against concurrency (one line per system and client mode; the
+threads mode dashed) above the latency distribution (cumulative, from each row's log-bucketed histogram;
+one line per system, client mode and concurrency).
 
 Needs matplotlib (the `bench` extra); draw_png() returns None, without raising, when it is missing.
 """
@@ -10,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from cluster.bench.report import client_of
 from cluster.bench.stats import cdf
 
 LOG_SCALE_SPREAD = 30  # throughputs of one workload further apart than this get a log scale
@@ -26,23 +28,31 @@ def draw_png(rows: Sequence[dict[str, Any]], path: Path, title: str) -> Path | N
     except ImportError:
         return None
     workloads = list(dict.fromkeys(r["workload"] for r in rows))
-    systems = list(dict.fromkeys(r["system"] for r in rows))
+    series = list(dict.fromkeys((r["system"], client_of(r)) for r in rows))
+    several_modes = len({client for _, client in series}) > 1
     concurrencies = sorted({r["concurrency"] for r in rows})
     fig, axes = plt.subplots(2, len(workloads), figsize=(4.2 * len(workloads), 8), squeeze=False)
     for col, workload in enumerate(workloads):
         top, bottom = axes[0][col], axes[1][col]
-        for system in systems:
+        for system, client in series:
             mine = sorted(
-                (r for r in rows if r["workload"] == workload and r["system"] == system),
+                (
+                    r
+                    for r in rows
+                    if r["workload"] == workload and r["system"] == system and client_of(r) == client
+                ),
                 key=lambda r: r["concurrency"],
             )
+            if not mine:
+                continue
             color = COLORS.get(system)
+            name = f"{system} {client}" if several_modes else system
             top.plot(
                 [r["concurrency"] for r in mine],
                 [r["ops_per_s"] for r in mine],
-                "o-",
+                "o-" if client == "async" else "s--",
                 color=color,
-                label=system,
+                label=name,
             )
             for r in mine:
                 points = cdf(r["histogram"])
@@ -55,7 +65,8 @@ def draw_png(rows: Sequence[dict[str, Any]], path: Path, title: str) -> Path | N
                     color=color,
                     alpha=shade,
                     linewidth=1.2,
-                    label=f"{system} c={r['concurrency']}",
+                    linestyle="-" if client == "async" else "--",
+                    label=f"{name} c={r['concurrency']}",
                 )
         top.set_title(workload)
         top.set_xscale("log", base=2)

@@ -148,8 +148,11 @@ class WorkerPool:
     def preload(self, keys: int, seed: int, in_flight: int = 32) -> dict[str, Any]:
         return self.workers[0].request({"cmd": "preload", "keys": keys, "in_flight": in_flight, "seed": seed})
 
-    def prepare(self, workload: str, in_flight: Sequence[int], seed: int, read_set: int) -> None:
-        """Have worker i prepare `in_flight[i]` load slots (none where 0) and wait until all are ready."""
+    def prepare(
+        self, workload: str, in_flight: Sequence[int], seed: int, read_set: int, client: str = "async"
+    ) -> None:
+        """Have worker i prepare `in_flight[i]` load slots (none where 0) and wait until all are ready;
+        `client` is how they call it: "async" (one closed loop) or "threads" (a blocking call per thread)."""
         self._running = []
         for index, (worker, count) in enumerate(zip(self.workers, in_flight, strict=True)):
             if count:
@@ -161,6 +164,7 @@ class WorkerPool:
                         "worker": index,
                         "seed": seed,
                         "read_set": read_set,
+                        "client": client,
                     }
                 )
                 self._running.append(worker)

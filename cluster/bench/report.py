@@ -1,7 +1,10 @@
 """The results: throughput ratios, the printed table, and the JSON document written to --out.
 
-Ratios are zraft's ops/s divided by the other system's, for the same workload and concurrency; they are
-attached to zraft's rows ("ratios": {"etcd": 0.42}) and printed in one column per compared system.
+Ratios are zraft's ops/s divided by the other system's, for the same workload, concurrency and client mode
+(async or threads); they are attached to zraft's rows ("ratios": {"etcd": 0.42}) and printed in one column
+per compared system. A zraft row of the threads mode also gets "of_async": its ops/s divided by zraft's
+async row's for the same workload and concurrency (how much of the asynchronous throughput the blocking
+client keeps under threads).
 """
 
 from __future__ import annotations
@@ -18,18 +21,32 @@ TABLE_NAME = "table.txt"
 PNG_NAME = "bench.png"
 
 
+def client_of(row: dict[str, Any]) -> str:
+    """The row's client mode (rows from before the threads mode have none: async)."""
+    return str(row.get("client", "async"))
+
+
+def _rate_ratio(row: dict[str, Any], other: dict[str, Any]) -> float | None:
+    return round(row["ops_per_s"] / other["ops_per_s"], 3) if other["ops_per_s"] else None
+
+
 def add_ratios(rows: list[dict[str, Any]]) -> None:
-    """Attach zraft/other throughput ratios to every zraft row that has a matching row of another system."""
-    index = {(r["system"], r["workload"], r["concurrency"]): r for r in rows}
+    """Attach zraft/other throughput ratios to every zraft row that has a matching row of another system
+    (same client mode), and to zraft's threads rows their share of zraft's async throughput."""
+    index = {(r["system"], r["workload"], r["concurrency"], client_of(r)): r for r in rows}
     for row in rows:
         if row["system"] != BASELINE:
             continue
+        mine = (row["workload"], row["concurrency"], client_of(row))
         ratios = {}
-        for (system, workload, concurrency), other in index.items():
-            if system == BASELINE or (workload, concurrency) != (row["workload"], row["concurrency"]):
+        for (system, workload, concurrency, client), other in index.items():
+            if system == BASELINE or (workload, concurrency, client) != mine:
                 continue
-            ratios[system] = round(row["ops_per_s"] / other["ops_per_s"], 3) if other["ops_per_s"] else None
+            ratios[system] = _rate_ratio(row, other)
         row["ratios"] = ratios
+        twin = index.get((BASELINE, row["workload"], row["concurrency"], "async"))
+        if client_of(row) == "threads" and twin is not None:
+            row["of_async"] = _rate_ratio(row, twin)
 
 
 def _num(value: float | None, digits: int = 1) -> str:
@@ -57,9 +74,22 @@ def _ratio(value: float | None) -> str:
     return f"{value:.2f}x" if value >= 0.1 else f"{value:.2g}x"
 
 
-def sort_rows(rows: list[dict[str, Any]], workloads: Sequence[str], systems: Sequence[str]) -> None:
-    """Table order: workload as asked, then concurrency, then zraft before the systems compared with it."""
-    rows.sort(key=lambda r: (workloads.index(r["workload"]), r["concurrency"], systems.index(r["system"])))
+def sort_rows(
+    rows: list[dict[str, Any]],
+    workloads: Sequence[str],
+    systems: Sequence[str],
+    clients: Sequence[str] = ("async",),
+) -> None:
+    """Table order: workload as asked, then concurrency, then client mode as asked, then zraft before the
+    systems compared with it."""
+    rows.sort(
+        key=lambda r: (
+            workloads.index(r["workload"]),
+            r["concurrency"],
+            clients.index(client_of(r)) if client_of(r) in clients else len(clients),
+            systems.index(r["system"]),
+        )
+    )
 
 
 def _per_node(nodes: dict[str, dict[str, Any]], key: str, digits: int) -> str:
@@ -80,6 +110,7 @@ def table_rows(rows: Sequence[dict[str, Any]], compared: Sequence[str]) -> list[
         "workload",
         "conc",
         "system",
+        "client",
         "ops/s",
         "p50 ms",
         "p99 ms",
@@ -92,6 +123,9 @@ def table_rows(rows: Sequence[dict[str, Any]], compared: Sequence[str]) -> list[
         "ent/fsync",
     ]
     header += [f"{BASELINE}/{name}" for name in compared]
+    threads = any(client_of(r) == "threads" for r in rows)
+    if threads:
+        header.append("threads/async")
     out = [header]
     for r in rows:
         lat = r["latency_ms"]
@@ -99,6 +133,7 @@ def table_rows(rows: Sequence[dict[str, Any]], compared: Sequence[str]) -> list[
             r["workload"],
             str(r["concurrency"]),
             r["system"],
+            client_of(r),
             _num(r["ops_per_s"], 0),
             _ms(lat.get("p50")),
             _ms(lat.get("p99")),
@@ -112,6 +147,8 @@ def table_rows(rows: Sequence[dict[str, Any]], compared: Sequence[str]) -> list[
         ]
         ratios = r.get("ratios") or {}
         line += [_ratio(ratios.get(name)) for name in compared]
+        if threads:
+            line.append(_ratio(r.get("of_async")))
         out.append(line)
     return out
 
@@ -120,7 +157,7 @@ def format_table(rows: Sequence[dict[str, Any]], compared: Sequence[str]) -> str
     """A fixed-width text table; numbers right-aligned, a blank line between workloads."""
     cells = table_rows(rows, compared)
     widths = [max(len(line[i]) for line in cells) for i in range(len(cells[0]))]
-    left = {0, 2}
+    left = {0, 2, 3}
 
     def render(line: list[str]) -> str:
         return "  ".join(
@@ -137,11 +174,13 @@ def format_table(rows: Sequence[dict[str, Any]], compared: Sequence[str]) -> str
     return "\n".join(text)
 
 
-def legend(compared: Sequence[str]) -> str:
+def legend(compared: Sequence[str], clients: Sequence[str] = ("async",)) -> str:
     lines = [
         "ops/s: operations completed in the measured window / its length; latencies per operation.",
-        "conc: requests in flight in total, split over the load processes; each process drives its client's "
-        "asynchronous API in a closed loop (a completion issues the next request; no thread per request).",
+        "conc: requests in flight in total, split over the load processes. client async: each process drives "
+        "its client's asynchronous API in a closed loop (a completion issues the next request; no thread per "
+        "request). client threads: each process runs one thread per request in flight, each calling the "
+        "blocking API (zraft: Client.put/get/cas; etcd: blocking gRPC stub calls) one call after the other.",
         "node CPU s / peak RSS MB: every node process of the system (n1/n2/n3), over the measured window.",
         "fsync/s: fsyncs of all nodes together per second; ent/fsync: log entries written per fsync.",
         "watch: conc = watchers of one writer's prefix (1 put in flight); ops/s = events delivered per s "
@@ -149,7 +188,11 @@ def legend(compared: Sequence[str]) -> str:
         "by one keepalive after the other; latency per keepalive.",
     ]
     if compared:
-        lines.append(f"{BASELINE}/X: zraft's ops/s divided by X's for the same workload and concurrency.")
+        lines.append(
+            f"{BASELINE}/X: zraft's ops/s divided by X's for the same workload, concurrency and client mode."
+        )
+    if "threads" in clients:
+        lines.append("threads/async: zraft's threads-mode ops/s divided by its async ops/s in the same cell.")
     return "\n".join(lines)
 
 

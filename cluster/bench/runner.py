@@ -5,7 +5,8 @@ system runs once, and the order of the systems rotates from one cell to the next
 machine (other jobs, page cache, thermal) hit every system alike.
 
 One cell: split the concurrency over the system's workers, let them prepare their load slots (each worker
-keeps its share of the requests in flight through the client's asynchronous API), start them all at one
+keeps its share of the requests in flight through the client's asynchronous API, or with the client mode
+"threads" one thread per request making blocking calls), start them all at one
 wall-clock instant; after the warm-up sample node CPU, reset the nodes' peak RSS and read the
 durability counters; at the end sample again and collect the latencies.
 """
@@ -28,26 +29,37 @@ START_DELAY = 0.15  # seconds between the go command and the common start instan
 RESULT_GRACE = 30.0  # extra wait for the workers' answers beyond the client timeout
 
 
-def can_run(system: str, workload: str) -> bool:
-    """Whether the system offers what the workload needs (watches and leases: zraft and etcd only)."""
-    return workload not in STREAM_WORKLOADS or system in STREAM_SYSTEMS
+BLOCKING_SYSTEMS = frozenset({"zraft", "zraft-secure", "etcd"})  # a blocking client: blocking_drivers.py
+
+
+def can_run(system: str, workload: str, client: str = "async") -> bool:
+    """Whether the system offers what the workload needs (watches and leases: zraft and etcd only) through
+    the client mode: "threads" (blocking calls from threads) covers the key-value workloads of the systems
+    with a client library (not PySyncObj, whose load runs inside its nodes)."""
+    if workload in STREAM_WORKLOADS and system not in STREAM_SYSTEMS:
+        return False
+    return client == "async" or (system in BLOCKING_SYSTEMS and workload not in STREAM_WORKLOADS)
 
 
 def plan_cells(
-    workloads: Sequence[str], concurrencies: Sequence[int], systems: Sequence[str]
-) -> list[tuple[str, int, str]]:
-    """(workload, concurrency, system) in run order: the system order rotates by one every cell. A system
-    that cannot run a workload sits it out."""
+    workloads: Sequence[str],
+    concurrencies: Sequence[int],
+    systems: Sequence[str],
+    clients: Sequence[str] = ("async",),
+) -> list[tuple[str, int, str, str]]:
+    """(workload, concurrency, system, client mode) in run order: within each (workload, concurrency)
+    every (client mode, system) pair runs once, the order rotating by one every cell. A pair that cannot
+    run the workload sits it out."""
     plan = []
     cell = 0
     for workload in workloads:
-        able = [s for s in systems if can_run(s, workload)]
+        able = [(c, s) for c in clients for s in systems if can_run(s, workload, c)]
         for concurrency in concurrencies:
             if not able:
                 continue
             k = cell % len(able)
-            for system in [*able[k:], *able[:k]]:
-                plan.append((workload, concurrency, system))
+            for client, system in [*able[k:], *able[:k]]:
+                plan.append((workload, concurrency, system, client))
             cell += 1
     return plan
 
@@ -84,6 +96,7 @@ def make_row(
     peaks: dict[str, int | None],
     pids: dict[str, int],
     peak_scope: str,
+    client: str = "async",
 ) -> dict[str, Any]:
     """One result row (JSON-ready) from the workers' answers and the two snapshots."""
     latencies: array[float] = array("d")
@@ -115,6 +128,7 @@ def make_row(
     extra = {"writes_per_s": round(sum(writes) / duration, 1)} if writes else {}
     return extra | {
         "system": system,
+        "client": client,
         "workload": workload,
         "concurrency": concurrency,
         "duration_s": round(duration, 3),
@@ -164,18 +178,20 @@ class Runner:
         self.op_timeout = op_timeout
         self.progress = progress
 
-    def run(self, plan: Sequence[tuple[str, int, str]]) -> list[dict[str, Any]]:
+    def run(self, plan: Sequence[tuple[str, int, str, str]]) -> list[dict[str, Any]]:
         rows = []
-        for workload, concurrency, name in plan:
-            self.progress.cell(f"{name} {workload} c={concurrency}")
-            rows.append(self.run_cell(self.systems[name], workload, concurrency))
+        for workload, concurrency, name, client in plan:
+            self.progress.cell(f"{name} {workload} c={concurrency} {client}")
+            rows.append(self.run_cell(self.systems[name], workload, concurrency, client))
         self.progress.done()
         return rows
 
-    def run_cell(self, system: System, workload: str, concurrency: int) -> dict[str, Any]:
+    def run_cell(
+        self, system: System, workload: str, concurrency: int, client: str = "async"
+    ) -> dict[str, Any]:
         pool = system.pool
         self.progress.update(0.0, self.warmup + self.duration, "preparing")
-        pool.prepare(workload, split_concurrency(concurrency, len(pool)), self.seed, self.read_set)
+        pool.prepare(workload, split_concurrency(concurrency, len(pool)), self.seed, self.read_set, client)
         pids = system.node_pids()
         client_pids = [p for p in pool.pids if p not in pids.values()]
         start = time.time() + START_DELAY
@@ -193,7 +209,17 @@ class Runner:
         self.progress.update(self.warmup + self.duration, self.warmup + self.duration, "collecting")
         answers = pool.results(self.op_timeout + RESULT_GRACE)
         return make_row(
-            system.name, workload, concurrency, self.duration, answers, before, after, peaks, pids, scope
+            system.name,
+            workload,
+            concurrency,
+            self.duration,
+            answers,
+            before,
+            after,
+            peaks,
+            pids,
+            scope,
+            client,
         )
 
     def _wait_until(self, deadline: float, start: float) -> None:

@@ -3,8 +3,10 @@
 The first message names the driver to build ({"driver": "zraft" | "etcd" | "pysyncobj", ...}); the worker
 answers {"ok": true, "pid": ...} and then serves commands until "stop" or end of input:
 
-    prepare  {workload, in_flight, worker, seed, read_set}  build the slots of one cell (loadgen.Cell; for
-                                                             "watch" the watchers, watchload.WatchCell)
+    prepare  {workload, in_flight, worker, seed, read_set,  build the slots of one cell (loadgen.Cell; for
+              client}                                        "watch" the watchers, watchload.WatchCell; with
+                                                             client "threads", one thread per slot making
+                                                             blocking calls: threadload.ThreadedCell)
     go       {start, warmup, duration}                       run the prepared cell; answer its samples
     preload  {keys, in_flight, seed}                         put each of `keys` read keys once
     info     {}                                              the driver's view (PySyncObj: leader, ready)
@@ -18,12 +20,15 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+from collections.abc import Callable
 from typing import IO, Any
 
+from cluster.bench.blocking_drivers import build_blocking_driver
 from cluster.bench.ipc import WorkerGone, read_message, write_message
 from cluster.bench.loadgen import DEFAULT_OP_TIMEOUT, Cell, preload
+from cluster.bench.threadload import ThreadedCell
 from cluster.bench.watchload import WatchCell
-from cluster.bench.workloads import Driver, StreamDriver, read_keys
+from cluster.bench.workloads import STREAM_WORKLOADS, Driver, StreamDriver, read_keys
 
 
 def init_timeout(init: dict[str, Any]) -> float:
@@ -53,9 +58,16 @@ def build_driver(init: dict[str, Any]) -> Driver:
     raise ValueError(f"unknown driver {kind!r}")
 
 
-def make_cell(driver: Driver, msg: dict[str, Any], op_timeout: float) -> Cell | WatchCell:
-    """The cell a "prepare" asks for: the watch workload's own (watchload.py), or a closed loop."""
+def make_cell(
+    driver: Driver, msg: dict[str, Any], op_timeout: float, blocking: Callable[[], Driver] | None = None
+) -> Cell | WatchCell:
+    """The cell a "prepare" asks for: the watch workload's own (watchload.py), a closed loop through the
+    asynchronous API, or (client "threads") a thread per slot calling the blocking driver `blocking()`."""
     args = (msg["in_flight"], msg["worker"], msg["seed"], msg["read_set"], op_timeout)
+    if msg.get("client", "async") == "threads":
+        if blocking is None or msg["workload"] in STREAM_WORKLOADS:
+            raise ValueError(f"no blocking client for the {msg['workload']} workload here")
+        return ThreadedCell(blocking(), msg["workload"], *args)
     if msg["workload"] == "watch":
         if not isinstance(driver, StreamDriver):
             raise ValueError("the watch workload needs watches, which this system lacks")
@@ -63,7 +75,13 @@ def make_cell(driver: Driver, msg: dict[str, Any], op_timeout: float) -> Cell | 
     return Cell(driver, msg["workload"], *args)
 
 
-def serve(driver: Driver, inp: IO[bytes], out: IO[bytes], op_timeout: float = DEFAULT_OP_TIMEOUT) -> None:
+def serve(
+    driver: Driver,
+    inp: IO[bytes],
+    out: IO[bytes],
+    op_timeout: float = DEFAULT_OP_TIMEOUT,
+    blocking: Callable[[], Driver] | None = None,
+) -> None:
     cell: Cell | WatchCell | None = None
     while True:
         try:
@@ -77,7 +95,7 @@ def serve(driver: Driver, inp: IO[bytes], out: IO[bytes], op_timeout: float = DE
             return
         try:
             if cmd == "prepare":
-                cell = make_cell(driver, msg, op_timeout)
+                cell = make_cell(driver, msg, op_timeout, blocking)
                 cell.prepare()
                 answer: dict[str, Any] = {"ok": True}
             elif cmd == "go":
@@ -110,9 +128,18 @@ def main() -> int:
         write_message(out, {"ok": False, "error": f"{type(exc).__name__}: {exc}"})
         return 1
     write_message(out, {"ok": True, "pid": os.getpid()})
+    made: list[Driver] = []
+
+    def blocking() -> Driver:  # made when a "threads" cell first needs it
+        if not made:
+            made.append(build_blocking_driver(init, driver))
+        return made[0]
+
     try:
-        serve(driver, inp, out, init_timeout(init))
+        serve(driver, inp, out, init_timeout(init), blocking)
     finally:
+        for other in made:
+            other.close()
         driver.close()
     return 0
 
