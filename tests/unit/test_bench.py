@@ -544,17 +544,21 @@ def test_preload_puts_every_key_with_a_bounded_window_and_retries(timer_driver: 
 def test_plan_runs_every_cell_for_every_system_with_the_order_rotating() -> None:
     plan = plan_cells(["put", "get"], [1, 16], ["zraft", "etcd", "pysyncobj"])
     assert len(plan) == 12
-    assert {(w, c, s) for w, c, s in plan} == {
-        (w, c, s) for w in ("put", "get") for c in (1, 16) for s in ("zraft", "etcd", "pysyncobj")
+    assert {(w, c, s, m) for w, c, s, m in plan} == {
+        (w, c, s, "async") for w in ("put", "get") for c in (1, 16) for s in ("zraft", "etcd", "pysyncobj")
     }
     firsts = [plan[i][2] for i in range(0, 12, 3)]
     assert firsts == ["zraft", "etcd", "pysyncobj", "zraft"]
-    assert [w for w, _, _ in plan[:6]] == ["put"] * 6  # one workload after the other
+    assert [w for w, _, _, _ in plan[:6]] == ["put"] * 6  # one workload after the other
 
 
 def test_plan_for_one_system_keeps_the_order_given() -> None:
     plan = plan_cells(["put"], [1, 16, 64], ["zraft"])
-    assert plan == [("put", 1, "zraft"), ("put", 16, "zraft"), ("put", 64, "zraft")]
+    assert plan == [
+        ("put", 1, "zraft", "async"),
+        ("put", 16, "zraft", "async"),
+        ("put", 64, "zraft", "async"),
+    ]
 
 
 def _answer(latencies: list[float], errors: int = 0, misses: int = 0) -> dict[str, Any]:

@@ -198,8 +198,8 @@ def test_a_failing_watch_fails_prepare() -> None:
 
 def test_watch_and_lease_are_planned_for_zraft_and_etcd_only() -> None:
     plan = plan_cells(["put", "watch", "lease"], [1, 4], ["zraft", "etcd", "pysyncobj"])
-    assert {(w, s) for w, _, s in plan if s == "pysyncobj"} == {("put", "pysyncobj")}
-    watch_cells = [(c, s) for w, c, s in plan if w == "watch"]
+    assert {(w, s) for w, _, s, _ in plan if s == "pysyncobj"} == {("put", "pysyncobj")}
+    watch_cells = [(c, s) for w, c, s, _ in plan if w == "watch"]
     assert sorted(watch_cells) == [(1, "etcd"), (1, "zraft"), (4, "etcd"), (4, "zraft")]
     assert plan_cells(["lease"], [1], ["pysyncobj"]) == []
 
