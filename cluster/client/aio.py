@@ -31,7 +31,6 @@ lease. close() ends open watches with ClientClosed and stops the renewal tasks (
 from __future__ import annotations
 
 import asyncio
-import secrets
 import time
 from collections.abc import Callable
 from types import TracebackType
@@ -41,10 +40,9 @@ import zmq
 import zmq.asyncio
 from loguru import logger
 
-from actors.client import ClientOptions, Completion, Outcome, WriteEncoder
+from actors.client import Completion, Outcome, WriteEncoder
 from actors.messages import NodeId, RequestKind
 from cluster.client.calls import (
-    SEQ_WINDOW,
     STATUS_TIMEOUT,
     Request,
     as_deleted,
@@ -63,13 +61,13 @@ from cluster.client.calls import (
     range_op,
     summarize,
 )
-from cluster.client.commands import SESSION_HOOKS, encode_query, write_encoder
-from cluster.client.curve import ServerKeys, client_curve
+from cluster.client.commands import encode_query, write_encoder
+from cluster.client.curve import ServerKeys
 from cluster.client.discovery import parse_status
 from cluster.client.driver import ClientCore, DealerLinks, Submission, WatchControl
-from cluster.client.endpoints import parse_endpoints
 from cluster.client.leases import AsyncKeptLease, Lease, LeaseInfo
 from cluster.client.ranges import AsyncRangeIterator, RangePage, page_from_result
+from cluster.client.settings import client_settings
 from cluster.client.watch import AsyncWatch
 from cluster.errors import ClientClosed, Unavailable, ZraftError
 
@@ -95,16 +93,13 @@ class AsyncClient:
         Raises ValueError for a malformed endpoint, a non-positive timeout or unusable CURVE keys, like
         Client (whose docstring says what the CURVE arguments take).
         """
-        self._curve = client_curve(curve_secret_key, server_public_key)
-        self._urls = parse_endpoints(endpoints if isinstance(endpoints, str) else ",".join(endpoints))
-        if timeout <= 0 or attempt_timeout <= 0:
-            raise ValueError("timeout and attempt_timeout must be positive")
-        self.timeout = timeout
-        self.client_id: NodeId = f"cli-{secrets.token_hex(8)}"
+        settings = client_settings(endpoints, timeout, attempt_timeout, curve_secret_key, server_public_key)
+        self._curve = settings.curve
+        self._urls = settings.urls
+        self.timeout = settings.timeout
+        self.client_id: NodeId = settings.client_id
         self._session = 0  # registered through the log by the first write (ClientOptions.sessions)
-        self._options = ClientOptions(
-            attempt_timeout=min(attempt_timeout, timeout), max_seq_window=SEQ_WINDOW, sessions=SESSION_HOOKS
-        )
+        self._options = settings.options
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ctx: zmq.asyncio.Context | None = None
         self._links: DealerLinks | None = None

@@ -53,7 +53,6 @@ wakes the thread.
 
 from __future__ import annotations
 
-import secrets
 import time
 import weakref
 from collections.abc import Callable
@@ -62,10 +61,9 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from types import TracebackType
 from typing import Any, TypeVar
 
-from actors.client import ClientOptions, Completion, Outcome, WriteEncoder
+from actors.client import Completion, Outcome, WriteEncoder
 from actors.messages import NodeId, RequestKind
 from cluster.client.calls import (
-    SEQ_WINDOW,
     STATUS_TIMEOUT,
     Request,
     as_deleted,
@@ -84,14 +82,14 @@ from cluster.client.calls import (
     range_op,
     summarize,
 )
-from cluster.client.commands import SESSION_HOOKS, encode_query, write_encoder
-from cluster.client.curve import ServerKeys, client_curve
+from cluster.client.commands import encode_query, write_encoder
+from cluster.client.curve import ServerKeys
 from cluster.client.discovery import parse_status
 from cluster.client.driver import Submission
-from cluster.client.endpoints import parse_endpoints
 from cluster.client.io_thread import ClientLoop, future_completer
 from cluster.client.leases import KeptLease, Lease, LeaseInfo
 from cluster.client.ranges import RangeIterator, RangePage, page_from_result
+from cluster.client.settings import client_settings
 from cluster.client.watch import Watch
 from cluster.errors import Unavailable
 
@@ -120,19 +118,12 @@ class Client:
         (the nodes' public keys: see cluster/client/curve.py) every connection is CURVE-encrypted and
         authenticated; a node that does not admit the key never answers (Unavailable).
         """
-        curve = client_curve(curve_secret_key, server_public_key)
-        urls = parse_endpoints(endpoints if isinstance(endpoints, str) else ",".join(endpoints))
-        if timeout <= 0 or attempt_timeout <= 0:
-            raise ValueError("timeout and attempt_timeout must be positive")
-        self.timeout = timeout
-        self.client_id: NodeId = f"cli-{secrets.token_hex(8)}"
+        settings = client_settings(endpoints, timeout, attempt_timeout, curve_secret_key, server_public_key)
+        urls = settings.urls
+        self.timeout = settings.timeout
+        self.client_id: NodeId = settings.client_id
         self._session = 0  # registered through the log by the first write (ClientOptions.sessions)
-        options = ClientOptions(
-            attempt_timeout=min(attempt_timeout, timeout),
-            max_seq_window=SEQ_WINDOW,
-            sessions=SESSION_HOOKS,
-        )
-        self._loop = ClientLoop(self.client_id, self._session, urls, options, curve)
+        self._loop = ClientLoop(self.client_id, self._session, urls, settings.options, settings.curve)
         # A forgotten Client still stops its thread when collected, or at interpreter exit.
         self._finalizer = weakref.finalize(self, self._loop.close)
         self._loop.start()
