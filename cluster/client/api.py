@@ -57,7 +57,6 @@ import time
 import weakref
 from collections.abc import Callable
 from concurrent.futures import Future
-from concurrent.futures import TimeoutError as FutureTimeout
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -86,7 +85,7 @@ from cluster.client.commands import encode_query, write_encoder
 from cluster.client.curve import ServerKeys
 from cluster.client.discovery import parse_status
 from cluster.client.driver import Submission
-from cluster.client.io_thread import ClientLoop, future_completer
+from cluster.client.io_thread import ClientLoop, Waiter
 from cluster.client.leases import KeptLease, Lease, LeaseInfo
 from cluster.client.ranges import RangeIterator, RangePage, page_from_result
 from cluster.client.settings import client_settings
@@ -292,8 +291,8 @@ class Client:
         deadline = time.monotonic() + limit
         asked = {name: self._submit(RequestKind.STATUS, b"", deadline, name) for name in known}
         answers: dict[NodeId, dict[str, Any]] = {}
-        for name, fut in asked.items():
-            done = self._wait(fut, deadline)
+        for name, waiter in asked.items():
+            done = self._wait(waiter, deadline)
             status = parse_status(done.result) if done.outcome is Outcome.OK else None
             if status is not None:
                 answers[name] = status
@@ -386,14 +385,16 @@ class Client:
 
     def _submit(
         self, kind: RequestKind, body: bytes | WriteEncoder, deadline: float, node: NodeId = ""
-    ) -> Future[Completion]:
-        fut: Future[Completion] = Future()
-        self._loop.submit(Submission(kind, body, deadline, future_completer(fut), node))
-        return fut
+    ) -> Waiter:
+        waiter = Waiter()
+        self._loop.submit(Submission(kind, body, deadline, waiter, node))
+        return waiter
 
     @staticmethod
-    def _wait(fut: Future[Completion], deadline: float) -> Completion:
-        try:
-            return fut.result(timeout=max(0.0, deadline - time.monotonic()) + _GRACE)
-        except FutureTimeout:  # the I/O thread missed the deadline; report it like the actor would
+    def _wait(waiter: Waiter, deadline: float) -> Completion:
+        outcome = waiter.wait(deadline - time.monotonic() + _GRACE)
+        if outcome is None:  # the I/O thread missed the deadline; report it like the actor would
             return Completion(0, Outcome.TIMEOUT, b"")
+        if isinstance(outcome, BaseException):  # ClientClosed, or the I/O thread's failure
+            raise outcome
+        return outcome

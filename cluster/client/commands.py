@@ -26,9 +26,10 @@ from cluster.kv.permissions import PERMISSION_DENIED_CODE
 
 
 def _command_head(session: int, seq: int, ack_floor: int) -> bytes:
-    # 0x94: a msgpack fixarray of 4 items, [session, seq, ack_floor, op]
-    head: bytes = b"\x94" + msgpack.packb(session) + msgpack.packb(seq) + msgpack.packb(ack_floor)
-    return head
+    # 0x94: a msgpack fixarray of 4 items, [session, seq, ack_floor, op]; the three ints packed as one
+    # fixarray of 3 (one packb call) are that array's 0x93 followed by the same three items
+    items: bytes = msgpack.packb((session, seq, ack_floor))
+    return b"\x94" + items[1:]
 
 
 def _reason(exc: Exception) -> str:
@@ -43,16 +44,21 @@ def _reason(exc: Exception) -> str:
     return reason
 
 
+_PROBE_HEAD = len(_command_head(0, 1, 1))
+
+
 def write_encoder(operation: str, session: int, op: list[Any]) -> WriteEncoder:
     """Validate a write op now; return the encoder ClientActor.write calls. Raises InvalidRequest."""
     try:
-        probe = kv.encode_command(session, 1, 1, op)
+        probe = kv.encode_command(0, 1, 1, op)  # the session only changes the head, cut off here
     except (ValueError, TypeError, OverflowError) as exc:
         raise InvalidRequest(operation, _reason(exc)) from None
-    body = probe[len(_command_head(session, 1, 1)) :]
+    body = probe[_PROBE_HEAD :]
+    packb = msgpack.packb
 
     def encode(session: int, seq: int, ack_floor: int) -> bytes:
-        return _command_head(session, seq, ack_floor) + body
+        items: bytes = packb((session, seq, ack_floor))
+        return b"\x94" + items[1:] + body
 
     return encode
 

@@ -5,7 +5,7 @@ node URL (DealerLinks) and the ClientCore (cluster/client/driver.py: Discovery, 
 decoding and batching), which it drives with the poller. Callers in other threads hand it Submissions
 through a locked inbox and wake it through an inproc PAIR socket; each Submission carries a callback that
 the thread calls exactly once, with the actor's Completion or with the exception that ended the client
-(`future_completer` makes one that completes a Future). Watches (cluster/client/watch.py) reach the core
+(a `Waiter` is one that a blocking caller waits on). Watches (cluster/client/watch.py) reach the core
 the same way, through a locked list of controls (open, consumed, close). Nothing here interprets
 results: api.py does that (with cluster/client/calls.py), in the caller's thread for a blocking call and
 in the callback itself for an asynchronous one.
@@ -16,7 +16,6 @@ from __future__ import annotations
 import math
 import threading
 import time
-from concurrent.futures import Future
 from contextlib import suppress
 from typing import Any
 
@@ -30,24 +29,35 @@ from cluster.client.driver import ClientCore, DealerLinks, OnDone, Submission, W
 from cluster.client.watch import WatchFeed
 from cluster.errors import ClientClosed, ZraftError
 
-__all__ = ["ClientLoop", "OnDone", "Submission", "future_completer"]
+__all__ = ["ClientLoop", "OnDone", "Submission", "Waiter"]
 
 _MAX_POLL_MS = 1000
 _RECV_BATCH = 4096  # frames taken from one socket per loop turn, so one busy node cannot starve others
 
 
-def future_completer(fut: Future[Completion]) -> OnDone:
-    """An OnDone that completes `fut` (with the Completion, or the exception)."""
+class Waiter:
+    """The OnDone of a blocking call: the caller waits on it and takes the outcome. One lock, taken at
+    creation and released by the completion, is all the hand-off needs (a Future's Condition costs a
+    second lock, a waiter list and a notify per call)."""
 
-    def on_done(outcome: Completion | BaseException) -> None:
-        if fut.done():
-            return
-        if isinstance(outcome, BaseException):
-            fut.set_exception(outcome)
-        else:
-            fut.set_result(outcome)
+    __slots__ = ("_lock", "outcome")
 
-    return on_done
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._lock.acquire()
+        self.outcome: Completion | BaseException | None = None
+
+    def __call__(self, outcome: Completion | BaseException) -> None:
+        if self.outcome is None:  # only the first outcome counts (a failing thread may end a call twice)
+            self.outcome = outcome
+            self._lock.release()
+
+    def wait(self, timeout: float) -> Completion | BaseException | None:
+        """The outcome, or None when there was none within `timeout` seconds."""
+        if self._lock.acquire(timeout=max(0.0, timeout)):
+            self._lock.release()  # a second wait (none today) returns at once
+            return self.outcome
+        return None
 
 
 class ClientLoop:
@@ -200,19 +210,22 @@ class ClientLoop:
         return max(0, min(_MAX_POLL_MS, math.ceil((due - now) * 1000)))
 
     def _drain_wake(self) -> None:
-        while True:
-            try:
-                self._wake_in.recv(zmq.NOBLOCK)
-            except zmq.Again:
-                return
+        # At most one wake is in flight (_wake_signalled), and the poll saw it: one receive takes it. A
+        # loop until zmq.Again would raise (and build) an exception on every wake.
+        with suppress(zmq.Again):
+            self._wake_in.recv(zmq.NOBLOCK)
 
     def _receive(self, sock: zmq.Socket[Any], now: float) -> None:
+        # The poll saw input; after each frame the socket's EVENTS tell whether another is waiting, which
+        # costs less than the zmq.Again a blind receive raises at the end of every batch.
         for _ in range(_RECV_BATCH):
             try:
                 frame = sock.recv(zmq.NOBLOCK)
             except zmq.Again:
                 return
             self._core.receive(frame, now)
+            if not int(sock.get(zmq.EVENTS)) & zmq.POLLIN:
+                return
 
     def _watch(self, sock: zmq.Socket[Any]) -> None:
         self._poller.register(sock, zmq.POLLIN)
