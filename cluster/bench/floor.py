@@ -32,10 +32,10 @@ MESSAGE = b"x" * 150
 RECORD = b"r" * 200
 
 
-def _echo(url: str, rounds: int) -> None:
+def _echo(ports: mp.Queue[int], rounds: int) -> None:
     ctx = zmq.Context()
     sock = ctx.socket(zmq.ROUTER)
-    sock.bind(url)
+    ports.put(sock.bind_to_random_port("tcp://127.0.0.1"))  # bound by its user: no port race
     for _ in range(rounds):
         ident, payload = sock.recv_multipart()
         sock.send_multipart([ident, payload])
@@ -45,15 +45,13 @@ def _echo(url: str, rounds: int) -> None:
 
 def zmq_rtt(rounds: int) -> list[float]:
     """Round-trip times (seconds) between this process (DEALER) and an echoing ROUTER process."""
-    ctx = zmq.Context()
-    probe = ctx.socket(zmq.ROUTER)
-    port = probe.bind_to_random_port("tcp://127.0.0.1")
-    probe.close(linger=0)
-    url = f"tcp://127.0.0.1:{port}"
-    echo = mp.Process(target=_echo, args=(url, rounds + 50))
+    ports: mp.Queue[int] = mp.Queue()
+    echo = mp.Process(target=_echo, args=(ports, rounds + 50), daemon=True)
     echo.start()
+    ctx = zmq.Context()
     sock = ctx.socket(zmq.DEALER)
-    sock.connect(url)
+    sock.setsockopt(zmq.RCVTIMEO, 10_000)  # a lost echo process ends the measurement, not the caller
+    sock.connect(f"tcp://127.0.0.1:{ports.get(timeout=30)}")
     times = []
     for i in range(rounds + 50):
         t0 = time.perf_counter()
