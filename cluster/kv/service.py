@@ -427,6 +427,10 @@ class KVService(Generic[C]):
                 self._answer(conn, req.src, req.req_id, Status.OK, error(text, LEASE_EXPIRED_CODE))
                 return None
             return payload
+        if self._node.role is not Role.LEADER:
+            # Refused as a proposal below. Only the leader stamps: a stamp taken here would move this
+            # node's LogClock (its term and base) although it proposes nothing.
+            return payload
         table = self._leases
         log_time = table.log_time if table is not None else 0
         session, seq, ack_floor, _ = parse_command(payload)

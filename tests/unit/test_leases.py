@@ -270,6 +270,24 @@ def test_the_leader_stamps_grants_with_its_log_time() -> None:
     assert all(c.sms[n].leases.encoded() == table.encoded() for n in c.ids)
 
 
+def test_a_lease_write_sent_to_a_follower_does_not_move_its_log_time() -> None:
+    """Only the leader stamps: a follower that stamped refused grants would carry its own clock's
+    elapsed time into its log time and, once it leads, grant leases that look that much older."""
+    c, leader = elected()
+    followers = [n for n in c.ids if n != leader]
+    for seconds in (0.0, 200.0):  # each follower's service clock 200 s on at its second refused grant
+        for follower in followers:
+            c.services[follower].set_time(c.now + seconds)
+            grant = encode_command(0, 0, 0, ["lease_grant", 5000, 0])
+            assert ask(c, RequestKind.WRITE, grant, follower)[0] is Status.NOT_LEADER
+    log_time = c.sms[followers[0]].leases.log_time
+    c.blocked.add(leader)  # the old leader falls silent
+    new_leader = c.elect(followers[0])
+    grant_id = write(c, new_leader, "lease_grant", 5000, 0)["id"]
+    lease = c.sms[new_leader].leases.get(grant_id)
+    assert lease is not None and lease.granted_at - log_time < 100_000  # not the 200 s the follower saw
+
+
 def test_a_kept_alive_lease_lives_and_an_abandoned_one_is_revoked_within_ttl() -> None:
     c, leader = elected()
     kept = write(c, leader, "lease_grant", 3000, 0)["id"]
