@@ -209,6 +209,18 @@ class AsyncClient:
         """Delete key only if its value is `expected` (None: only if absent); True if it matched."""
         return as_swapped(await self._call(self._write("cas_delete", ["cas_del", key, expected], timeout)))
 
+    async def cas_revision(
+        self, key: str, mod_revision: int, new: Any, *, timeout: float | None = None
+    ) -> bool:
+        """Set key to `new` only if its mod revision is `mod_revision` (0: only if absent), as Client."""
+        op = ["cas_rev", key, mod_revision, new]
+        return as_swapped(await self._call(self._write("cas_revision", op, timeout)))
+
+    async def cas_delete_revision(self, key: str, mod_revision: int, *, timeout: float | None = None) -> bool:
+        """Delete key only if its mod revision is `mod_revision`; True if it matched."""
+        op = ["cas_del_rev", key, mod_revision]
+        return as_swapped(await self._call(self._write("cas_delete_revision", op, timeout)))
+
     async def delete_prefix(self, prefix: str, *, timeout: float | None = None) -> int:
         """Delete every key starting with prefix ("" = every key); returns how many were deleted."""
         return as_deleted(await self._call(self._write("delete_prefix", ["del_prefix", prefix], timeout)))

@@ -169,6 +169,17 @@ class Client:
         """Delete key only if its value is `expected` (None: only if absent); True if it matched."""
         return as_swapped(self._call(self._write("cas_delete", ["cas_del", key, expected], timeout)))
 
+    def cas_revision(self, key: str, mod_revision: int, new: Any, *, timeout: float | None = None) -> bool:
+        """Set key to `new` only if its mod revision (get_kv's "mod_revision") is `mod_revision` (0: only
+        if absent); True if swapped. Unlike cas(), a value written again in between does not match."""
+        op = ["cas_rev", key, mod_revision, new]
+        return as_swapped(self._call(self._write("cas_revision", op, timeout)))
+
+    def cas_delete_revision(self, key: str, mod_revision: int, *, timeout: float | None = None) -> bool:
+        """Delete key only if its mod revision is `mod_revision`; True if it matched."""
+        op = ["cas_del_rev", key, mod_revision]
+        return as_swapped(self._call(self._write("cas_delete_revision", op, timeout)))
+
     def delete_prefix(self, prefix: str, *, timeout: float | None = None) -> int:
         """Delete every key starting with prefix ("" = every key); returns how many were deleted."""
         return as_deleted(self._call(self._write("delete_prefix", ["del_prefix", prefix], timeout)))

@@ -149,16 +149,19 @@ class Keyspace:
             return pack({"ok": True, "rev": self._revision, "deleted": count})
         key, expected = op[1], op[2]
         current = data.get(key)
-        matches = (
-            current is None
-            if expected is None
-            else (current is not None and same_value(current[0], expected))
-        )
-        if name == "cas":
+        if name in ("cas_rev", "cas_del_rev"):  # compared by mod revision: no ABA on equal values
+            matches = current is None if expected == 0 else (current is not None and current[2] == expected)
+        else:
+            matches = (
+                current is None
+                if expected is None
+                else (current is not None and same_value(current[0], expected))
+            )
+        if name in ("cas", "cas_rev"):
             if matches:
                 self._put(key, op[3], current)
             return pack({"ok": True, "rev": self._revision, "swapped": matches})
-        # cas_del
+        # cas_del, cas_del_rev
         deleted = self._delete(key) if matches else 0
         return pack({"ok": True, "rev": self._revision, "swapped": matches, "deleted": deleted})
 

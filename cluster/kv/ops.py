@@ -11,6 +11,8 @@ Write ops (the last element of a command) and their results:
     ["del_prefix", prefix]        {"ok": True, "rev": rev, "deleted": count}          ("" = every key)
     ["cas", key, expected, new]   {"ok": True, "rev": rev, "swapped": bool}
     ["cas_del", key, expected]    {"ok": True, "rev": rev, "swapped": bool, "deleted": 0 | 1}
+    ["cas_rev", key, mod_rev, new]     as cas, compared by the key's mod revision (0: the key is absent)
+    ["cas_del_rev", key, mod_rev]      as cas_del, compared by the key's mod revision (0: absent)
     ["lease_grant", ttl_ms, stamp]      {"ok": True, "rev": rev, "id": lease id, "ttl_ms": ttl_ms}
     ["lease_revoke", id, stamp]         {"ok": True, "rev": rev, "deleted": count}  (each key its revision)
     ["put_lease", key, value, id]       as put, and the key is attached to lease `id`
@@ -95,7 +97,7 @@ ALREADY_APPLIED_CODE = "already_applied"
 SESSION_EXPIRED_CODE = "session_expired"
 
 _SCALARS = (type(None), bool, int, float, str, bytes)
-_WRITE_ARITY = {"put": 3, "del": 2, "del_prefix": 2, "cas": 4, "cas_del": 3}
+_WRITE_ARITY = {"put": 3, "del": 2, "del_prefix": 2, "cas": 4, "cas_del": 3, "cas_rev": 4, "cas_del_rev": 3}
 _QUERY_ARITY = {"get": 2, "range": 4}
 # Leases (cluster/kv/leases.py): the stamp is the leader's log time, set by the node that proposes.
 _LEASE_WRITE_ARITY = {"lease_grant": 3, "lease_revoke": 3, "put_lease": 4, "lease_checkpoint": 3}
@@ -257,7 +259,7 @@ def _check_op(op: object, arity: dict[str, int]) -> list[Any]:
         check_uint(op[1], "session ttl (ms)")
         check_uint(op[2], "stamp")
         return op
-    if name in ("put", "del", "cas", "cas_del", "get"):
+    if name in ("put", "del", "cas", "cas_del", "cas_rev", "cas_del_rev", "get"):
         check_key(op[1])
     else:  # del_prefix, range
         check_key(op[1], "prefix", allow_empty=True)
@@ -268,6 +270,11 @@ def _check_op(op: object, arity: dict[str, int]) -> list[Any]:
         _check_value(op[3])
     elif name == "cas_del":
         _check_value(op[2])
+    elif name == "cas_rev":
+        check_uint(op[2], "mod revision")
+        _check_value(op[3])
+    elif name == "cas_del_rev":
+        check_uint(op[2], "mod revision")
     elif name == "range":
         limit = check_uint(op[2], "limit")
         if limit > MAX_RANGE_LIMIT:

@@ -97,6 +97,16 @@ class ThreadStore:
             "cas_delete", lambda: self.client.cas_delete(key, expected, timeout=timeout), timeout
         )
 
+    def cas_revision(self, key: str, mod_revision: int, new: Any, *, timeout: float | None = None) -> bool:
+        return self._run(
+            "cas", lambda: self.client.cas_revision(key, mod_revision, new, timeout=timeout), timeout
+        )
+
+    def cas_delete_revision(self, key: str, mod_revision: int, *, timeout: float | None = None) -> bool:
+        return self._run(
+            "cas_delete", lambda: self.client.cas_delete_revision(key, mod_revision, timeout=timeout), timeout
+        )
+
     def range(
         self,
         prefix: str,

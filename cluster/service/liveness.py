@@ -7,21 +7,22 @@ The leader's clock decides, through two leases per registrant (cluster/service/r
    deletes the alive key (a DELETE revision every watcher sees). No wall clocks are compared anywhere.
 2. Every ClusterService with monitor=True watches the alive keys. On such a DELETE it runs `alive_gone`:
    read the record; if it is ONLINE and the alive key is (still) absent, grant a lease of TTL = the grace
-   period, put the grace key on it, and compare-and-swap the record from the value read to the same value
-   with STATUS=OFFLINE. Only STATUS changes: host, port and every other field stay as the registrant wrote
-   them.
+   period, put the grace key on it, and compare-and-swap the record (by the mod revision read) to the
+   same value with STATUS=OFFLINE. Only STATUS changes: host, port and every other field stay as the
+   registrant wrote them.
 3. When the grace lease ends (the leader's clock again), its key's DELETE makes monitors run `grace_over`:
    if the record is still OFFLINE and neither an alive key nor a newer grace key exists, delete the record
-   with a compare-and-delete on the value read.
+   with a compare-and-delete on the mod revision read.
 
 Why racing monitors (and a registrant coming back) stay correct:
-- Every write is conditional on the exact value read (values differ by at least LATEST_HEARTBEAT or
-  SERVER_START_TIME), so of several monitors at most one OFFLINE write succeeds; the others fail and re-read
-  an OFFLINE record and stop. Racing monitors may each put the grace key; a put moves the key to the newer
-  lease, so one grace period runs (from the later put) and the older grace lease ends owning nothing.
+- Every write is conditional on the mod revision of the record read (a compare-and-swap by revision: any
+  write in between, even one of an equal value, fails it), so of several monitors at most one OFFLINE
+  write succeeds; the others fail and re-read an OFFLINE record and stop. Racing monitors may each put the
+  grace key; a put moves the key to the newer lease, so one grace period runs (from the later put) and the
+  older grace lease ends owning nothing.
 - A registrant always writes its alive key before its record. If a monitor read the record at r, saw the
   alive key absent at a, and swapped at s (r < a < s): a registrant that came back either wrote its record
-  before s, so the swap fails (the value changed), or wrote it after s, so its ONLINE write wins; it cannot
+  before s, so the swap fails (the revision moved), or wrote it after s, so its ONLINE write wins; it cannot
   have written the record before r with the key absent at a, unless its lease ended again (then OFFLINE is
   right). A heartbeat before the deletion therefore brings the record back ONLINE, and the stale grace key's
   end later finds an ONLINE record and does nothing.
@@ -41,6 +42,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable
+from typing import Any
 
 from loguru import logger
 
@@ -102,47 +104,64 @@ class LivenessMonitor:
     def alive_gone(self, kind: str, ident: str) -> str:
         """The alive key of (kind, ident) was deleted: mark the record OFFLINE if it is still ONLINE and
         the registrant has not come back."""
-        if kind not in RECORD_KINDS:
-            return "not a record kind"
-        key = record_key(kind, ident)
-        for _ in range(ATTEMPTS):
-            current = self.store.get(key)
-            if current is None:
-                return "no record"
-            if current.get(STATUS) != ONLINE:
-                return "not online"
-            if self.store.get(alive_key(kind, ident)) is not None:
-                return "alive again"
+
+        def mark(key: str, current: dict[str, Any], mod_revision: int) -> bool:
             lease = self.store.lease_grant(self.grace)
             self.store.put(grace_key(kind, ident), {"since": self.clock(), "by": self.token}, lease=lease.id)
-            if self.store.cas(key, current, {**current, STATUS: OFFLINE}):
-                self.marked += 1
-                logger.info(
-                    "{} marked OFFLINE (lease ended); deleted in {:g}s unless it returns", key, self.grace
-                )
-                return "marked offline"
-        return "record kept changing"
+            if not self.store.cas_revision(key, mod_revision, {**current, STATUS: OFFLINE}):
+                return False
+            self.marked += 1
+            logger.info(
+                "{} marked OFFLINE (lease ended); deleted in {:g}s unless it returns", key, self.grace
+            )
+            return True
+
+        return self._decide(kind, ident, ONLINE, (), mark, "marked offline")
 
     def grace_over(self, kind: str, ident: str) -> str:
         """The grace key of (kind, ident) was deleted: delete the record if it is still OFFLINE and nobody
         is alive under its id and no newer grace period runs."""
+
+        def delete(key: str, _current: dict[str, Any], mod_revision: int) -> bool:
+            if not self.store.cas_delete_revision(key, mod_revision):
+                return False
+            self.deleted += 1
+            logger.info("{} deleted: OFFLINE for its whole grace period", key)
+            return True
+
+        grace = ((grace_key(kind, ident), "grace period running"),)
+        return self._decide(kind, ident, OFFLINE, grace, delete, "deleted")
+
+    def _decide(
+        self,
+        kind: str,
+        ident: str,
+        status: str,
+        blockers: tuple[tuple[str, str], ...],
+        write: Callable[[str, dict[str, Any], int], bool],
+        done: str,
+    ) -> str:
+        """The loop both rules share: read the record (with its mod revision); stop unless its STATUS is
+        `status`, the alive key is absent and no key of `blockers` exists (each with its reason); then
+        `write`, conditional on that mod revision. A failed write means the record changed since the
+        read: read again, at most ATTEMPTS times."""
         if kind not in RECORD_KINDS:
             return "not a record kind"
         key = record_key(kind, ident)
         for _ in range(ATTEMPTS):
-            current = self.store.get(key)
-            if current is None:
+            kv = self.store.get_kv(key)
+            if kv is None or not isinstance(kv.get("value"), dict):
                 return "no record"
-            if current.get(STATUS) != OFFLINE:
-                return "not offline"
+            current: dict[str, Any] = kv["value"]
+            if current.get(STATUS) != status:
+                return f"not {status.lower()}"
             if self.store.get(alive_key(kind, ident)) is not None:
                 return "alive again"
-            if self.store.get(grace_key(kind, ident)) is not None:
-                return "grace period running"
-            if self.store.cas_delete(key, current):
-                self.deleted += 1
-                logger.info("{} deleted: OFFLINE for its whole grace period", key)
-                return "deleted"
+            for blocker, reason in blockers:
+                if self.store.get(blocker) is not None:
+                    return reason
+            if write(key, current, kv["mod_revision"]):
+                return done
         return "record kept changing"
 
     def check(self, kind: str, ident: str) -> str:

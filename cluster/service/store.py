@@ -46,6 +46,12 @@ class Store(Protocol):
 
     def cas_delete(self, key: str, expected: Any, *, timeout: float | None = None) -> bool: ...
 
+    def cas_revision(
+        self, key: str, mod_revision: int, new: Any, *, timeout: float | None = None
+    ) -> bool: ...
+
+    def cas_delete_revision(self, key: str, mod_revision: int, *, timeout: float | None = None) -> bool: ...
+
     def range(
         self,
         prefix: str,

@@ -113,6 +113,25 @@ class FakeStore:
             self._change("DELETE", key, None)
         return True
 
+    def cas_revision(self, key: str, mod_revision: int, new: Any, *, timeout: float | None = None) -> bool:
+        self._enter("cas_revision")
+        rec = self.data.get(key)
+        if (rec["mod_revision"] if rec else 0) != mod_revision:
+            return False
+        self._change("PUT", key, new)
+        self.data[key] = {"value": copy.deepcopy(new), "mod_revision": self.revision, "lease": None}
+        return True
+
+    def cas_delete_revision(self, key: str, mod_revision: int, *, timeout: float | None = None) -> bool:
+        self._enter("cas_delete_revision")
+        rec = self.data.get(key)
+        if (rec["mod_revision"] if rec else 0) != mod_revision:
+            return False
+        if rec is not None:
+            del self.data[key]
+            self._change("DELETE", key, None)
+        return True
+
     def range(
         self,
         prefix: str,

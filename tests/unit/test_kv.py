@@ -360,6 +360,34 @@ def test_cas_del(kv: Driver) -> None:
     assert kv.write(["cas_del", "k", None]) == {"ok": True, "rev": 2, "swapped": True, "deleted": 0}
 
 
+def test_cas_by_mod_revision_sees_a_rewrite_of_an_equal_value(kv: Driver) -> None:
+    assert kv.write(["cas_rev", "k", 0, "a"]) == {"ok": True, "rev": 1, "swapped": True}  # 0: absent
+    assert kv.write(["cas_rev", "k", 0, "b"])["swapped"] is False
+    kv.write(["put", "k", "b"])
+    kv.write(["put", "k", "a"])  # A -> B -> A: equal by value, not by revision
+    assert kv.write(["cas", "k", "a", "a"])["swapped"] is True  # rev 4: a value compare cannot tell
+    assert kv.write(["cas_rev", "k", 1, "x"]) == {"ok": True, "rev": 4, "swapped": False}
+    assert kv.write(["cas_rev", "k", 4, "x"]) == {"ok": True, "rev": 5, "swapped": True}
+    assert kv.get("k") == {"key": "k", "value": "x", "create_revision": 1, "mod_revision": 5, "version": 5}
+    assert kv.write(["cas_rev", "absent", 5, 1])["swapped"] is False and kv.get("absent") is None
+
+
+def test_cas_delete_by_mod_revision(kv: Driver) -> None:
+    kv.write(["put", "k", "v"])
+    assert kv.write(["cas_del_rev", "k", 2]) == {"ok": True, "rev": 1, "swapped": False, "deleted": 0}
+    assert kv.write(["cas_del_rev", "k", 1]) == {"ok": True, "rev": 2, "swapped": True, "deleted": 1}
+    assert kv.write(["cas_del_rev", "k", 0]) == {"ok": True, "rev": 2, "swapped": True, "deleted": 0}
+
+
+@pytest.mark.parametrize(
+    "op",
+    [["cas_rev", "k", -1, 1], ["cas_rev", "k", "1", 1], ["cas_del_rev", "k", 1.0], ["cas_rev", "", 0, 1]],
+)
+def test_cas_by_revision_refuses_a_bad_revision_or_key(kv: Driver, op: list[Any]) -> None:
+    result = decode_result(kv.raw(msgpack.packb([0, 0, 0, op])))
+    assert result["ok"] is False and kv.get("k") is None
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Exactly-once sessions (Raft dissertation 6.3)
 

@@ -36,7 +36,8 @@ class FakeAsyncClient:
         return call
 
     def __getattr__(self, name: str) -> Any:
-        if name in {"get", "get_kv", "put", "cas", "cas_delete", "range", "lease_grant", "lease_keepalive",
+        if name in {"get", "get_kv", "put", "cas", "cas_delete", "cas_revision",
+                    "cas_delete_revision", "range", "lease_grant", "lease_keepalive",
                     "lease_revoke"}:  # fmt: skip
             return self._sync(name)
         raise AttributeError(name)

@@ -235,6 +235,42 @@ def test_a_registrant_coming_back_between_the_monitors_read_and_write_is_not_mar
     assert status(store) == ONLINE and monitor.marked == 0
 
 
+def test_a_record_written_again_with_the_same_value_between_read_and_swap_is_not_marked(
+    store: FakeStore,
+) -> None:
+    """The ABA case a compare by value misses: the record goes A -> B -> A between the monitor's read and
+    its swap. Its mod revision moved, so the monitor's write fails and it reads again."""
+    reg = registrant(store)
+    reg.establish(USAGE)
+    monitor = LivenessMonitor(store, GRACE, "m", store.clock)
+    store.advance(TIMEOUT)
+    same = store.get(KEY)
+
+    def aba() -> None:
+        store.put(KEY, {**same, STATUS: OFFLINE})
+        store.put(KEY, same)
+        store.before["get_kv"] = lambda: store.put(KEY, {**same, STATUS: OFFLINE})  # the next read: OFFLINE
+
+    store.before["lease_grant"] = aba
+    assert monitor.alive_gone(SERVER, "web-1") == "not online"
+    assert monitor.marked == 0
+    assert [c for c in store.calls if c.startswith("cas")] == ["cas_revision"]  # that one failed
+
+
+def test_the_grace_end_deletes_by_revision_and_not_after_an_equal_rewrite(store: FakeStore) -> None:
+    reg = registrant(store)
+    reg.establish(USAGE)
+    monitor = LivenessMonitor(store, GRACE, "m", store.clock)
+    store.advance(TIMEOUT)
+    assert monitor.alive_gone(SERVER, "web-1") == "marked offline"
+    store.advance(GRACE)
+    offline = store.get(KEY)
+    rewrites = iter([lambda: store.put(KEY, offline)])  # an equal value, written once after the read
+    store.before["get"] = lambda: next(rewrites, lambda: None)()
+    assert monitor.grace_over(SERVER, "web-1") == "deleted"  # the first delete failed; the second read
+    assert store.calls.count("cas_delete_revision") == 2 and store.get(KEY) is None
+
+
 def test_a_newer_grace_period_or_a_returned_registrant_keeps_the_record(store: FakeStore) -> None:
     reg = registrant(store)
     reg.establish(USAGE)
