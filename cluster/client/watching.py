@@ -220,7 +220,8 @@ def _unpack(data: bytes) -> Any:
         return None
 
 
-_EVENT_FIELDS = {"type", "key", "value", "revision", "create_revision", "version"}
+_EVENT_FIELDS = frozenset({"type", "key", "value", "revision", "create_revision", "version"})
+_EVENT_FIELDS_PREV = _EVENT_FIELDS | {"prev"}
 
 
 def _decode_frame(data: bytes) -> tuple[int, int, list[dict[str, Any]]] | None:
@@ -234,10 +235,10 @@ def _decode_frame(data: bytes) -> tuple[int, int, list[dict[str, Any]]] | None:
     ):
         return None
     events = frame[2]
-    for event in events:
+    for event in events:  # per event: no new objects (a dict's keys compare with a set as they are)
         if (
             type(event) is not dict
-            or (set(event) if "prev" not in event else set(event) - {"prev"}) != _EVENT_FIELDS
+            or not (event.keys() == _EVENT_FIELDS or event.keys() == _EVENT_FIELDS_PREV)
             or type(event["revision"]) is not int
             or type(event["key"]) is not str
         ):

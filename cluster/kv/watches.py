@@ -164,6 +164,10 @@ class WatchRegistry(Generic[C]):
         self.options = options or WatchOptions()
         self._watches: dict[tuple[C, int], _Watch[C]] = {}
         self.ended: dict[str, int] = {"compacted": 0, "slow": 0, "cancelled": 0, "limit": 0, "idle": 0}
+        # What the last pump saw, so a turn with nothing new and nothing due costs no walk of the streams:
+        # the history (and its next sequence number) it reached, and the earliest progress or idle deadline.
+        self._pumped: tuple[History | None, int] = (None, -1)
+        self._due = float("-inf")  # -inf: pump walks every stream (a stream opened, acked or has more)
 
     def __len__(self) -> int:
         return len(self._watches)
@@ -192,6 +196,7 @@ class WatchRegistry(Generic[C]):
         window = min(spec.window, self.options.max_window)
         watch = _Watch(conn, req.src, req.req_id, spec, start, window, cursor, None, None)
         self._watches[key] = watch
+        self._due = float("-inf")
         self._stream_frame(watch, self._through(watch, history), [])
 
     def cancel(self, conn: C, stream: int) -> None:
@@ -205,17 +210,26 @@ class WatchRegistry(Generic[C]):
         if watch is not None:
             watch.acked = max(watch.acked, min(count, watch.sent))
             watch.last_heard = None
+            self._due = float("-inf")  # its credit may let it send what it held back
 
     # --- the loop's turn ------------------------------------------------------------------------------
 
     def pump(self, now: float) -> bool:
         """Send what every stream may send now; True if some stream has more to send at once."""
         history = self._history()
+        end = history.next_seq
+        if self._pumped == (history, end) and now < self._due:
+            return False  # no new event, no stream opened or acked, no progress or idle deadline reached
         more = False
+        # Streams at the same place in the history with the same filter get the same events: they are
+        # collected and encoded once per pump (the fan-out case: many watchers of one prefix).
+        shared: dict[tuple[int, str, bool, bool, int, int], tuple[bytes, int, int, int, bool]] = {}
+        interval, idle = self.options.progress_interval, self.options.idle_timeout
+        due = float("inf")
         for key, watch in list(self._watches.items()):
             if watch.last_heard is None:
                 watch.last_heard = now
-            elif now - watch.last_heard > self.options.idle_timeout:
+            elif now - watch.last_heard > idle:
                 del self._watches[key]
                 self.ended["idle"] += 1
                 continue
@@ -227,17 +241,33 @@ class WatchRegistry(Generic[C]):
                 )
                 self._compacted(watch.conn, watch.src, watch.stream, history.compact_revision, reason)
                 continue
-            events, more_here = self._collect(watch, history)
+            credit = min(watch.window - (watch.sent - watch.acked), end - watch.cursor)
+            spec = watch.spec
+            group = (watch.cursor, spec.key, spec.prefix, spec.prev_kv, watch.start, credit)
+            batch = shared.get(group)
+            if batch is None:
+                events, more_here = self._collect(watch, history, credit)
+                tail = b"".join([msgpack_array_header(len(events)), *events])
+                batch = (tail, len(events), watch.cursor, self._through(watch, history), more_here)
+                shared[group] = batch
+            else:
+                watch.cursor = batch[2]
+            tail, count, _, through, more_here = batch
             more = more or more_here
-            if events:
-                watch.sent += len(events)
-            elif watch.last_sent is None or now - watch.last_sent < self.options.progress_interval:
+            if count:
+                watch.sent += count
+            elif watch.last_sent is None or now - watch.last_sent < interval:
+                last = now if watch.last_sent is None else watch.last_sent  # None: stamped now, below
+                due = min(due, watch.last_heard + idle, last + interval)
                 continue
-            self._stream_frame(watch, self._through(watch, history), events)
+            self._send_frame(watch, through, tail)
             watch.last_sent = now
+            due = min(due, watch.last_heard + idle, now + interval)
         for watch in self._watches.values():
             if watch.last_sent is None:
                 watch.last_sent = now
+        self._pumped = (history, end)
+        self._due = float("-inf") if more else due
         return more
 
     def next_due(self) -> float:
@@ -247,13 +277,13 @@ class WatchRegistry(Generic[C]):
 
     # --- internals ------------------------------------------------------------------------------------
 
-    def _collect(self, watch: _Watch[C], history: History) -> tuple[list[bytes], bool]:
+    def _collect(self, watch: _Watch[C], history: History, credit: int) -> tuple[list[bytes], bool]:
+        """The events `watch` may be sent now (at most `credit`), its cursor moved past them."""
         events: list[bytes] = []
         size = 0
         spec = watch.spec
         end = history.next_seq
         scanned = 0
-        credit = watch.window - (watch.sent - watch.acked)
         while watch.cursor < end and len(events) < credit:
             if scanned == SCAN_PER_PUMP:
                 return events, True
@@ -276,9 +306,11 @@ class WatchRegistry(Generic[C]):
         return history.at(watch.cursor).revision - 1
 
     def _stream_frame(self, watch: _Watch[C], through: int, events: list[bytes]) -> None:
-        body = b"".join(
-            [b"\x93", pack(watch.frames), pack(through), msgpack_array_header(len(events)), *events]
-        )
+        self._send_frame(watch, through, b"".join([msgpack_array_header(len(events)), *events]))
+
+    def _send_frame(self, watch: _Watch[C], through: int, tail: bytes) -> None:
+        """A STREAM frame: its number, `through`, and `tail`, the encoded array of events."""
+        body = b"".join([b"\x93", pack(watch.frames), pack(through), tail])
         watch.frames += 1
         self._frame(watch.conn, watch.src, watch.stream, Status.STREAM, body)
 

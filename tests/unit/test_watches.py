@@ -179,6 +179,38 @@ def test_credit_limits_unacknowledged_events_and_a_slow_watcher_is_ended_not_buf
     assert len(r.registry) == 0
 
 
+def test_many_streams_of_one_prefix_each_get_their_own_events_frames_and_credit() -> None:
+    """Streams at the same place share one encoding of their events (the fan-out case); the ones whose
+    credit, filter, start or prev_kv differ still get exactly their own."""
+    r = Replica()
+    for stream in range(1, 6):
+        r.watch("k", req_id=stream)  # five alike
+    r.watch("k", window=1, req_id=6)
+    r.watch("k1", prefix=False, req_id=7)
+    r.watch("k", req_id=8, prev_kv=True)
+    r.take()
+    for i in range(3):
+        r.apply("put", f"k{i}", i)
+    r.apply("put", "k1", 9)
+    r.registry.pump(0.0)
+    by_stream: dict[int, list[Any]] = {}
+    for response in r.take():
+        by_stream.setdefault(response.req_id, []).append(msgpack.unpackb(response.result))
+    keys = {s: [e["key"] for f in fs for e in f[2]] for s, fs in by_stream.items()}
+    assert all(keys[s] == ["k0", "k1", "k2", "k1"] for s in range(1, 6))
+    assert keys[6] == ["k0"] and keys[7] == ["k1", "k1"] and keys[8] == ["k0", "k1", "k2", "k1"]
+    assert all(f[0] == 1 and f[1] == 4 for s in range(1, 6) for f in by_stream[s])  # frame 1, through 4
+    assert by_stream[6][0][1] == 1  # held back by its credit: complete through revision 1 only
+    assert [e["prev"] for e in by_stream[8][0][2]] == [None, None, None, 1] and "prev" not in by_stream[1][0][
+        2
+    ][0]
+    r.registry.pump(0.1)
+    assert r.take() == []  # nothing new, nothing due
+    r.registry.ack("conn", 6, 1)
+    r.registry.pump(0.2)
+    assert [[e["key"] for e in f[2]] for f in frames(r.take())] == [["k1"]]
+
+
 def test_watch_older_than_the_window_is_compacted() -> None:
     r = Replica(history_events=2)
     for i in range(5):
