@@ -20,7 +20,7 @@ from typing import Any
 from cluster.bench.blocking_drivers import ETCD_BLOCKING_CLIENT
 from cluster.bench.drivers import ETCD_CLIENT, ETCD_CLIENT_INSTALL
 from cluster.bench.etcd_cluster import INSTALL_HINT, EtcdCluster, find_etcd
-from cluster.bench.options import BenchOptions, parse_options
+from cluster.bench.options import DEFAULT_CONCURRENCY, DEFAULT_WATCH_CONCURRENCY, BenchOptions, parse_options
 from cluster.bench.plot import draw_png
 from cluster.bench.pool import BenchError
 from cluster.bench.progress import Progress
@@ -157,7 +157,8 @@ def run(options: BenchOptions) -> int:
     logs = options.out / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     systems = build_systems(options)
-    plan = plan_cells(options.workloads, options.concurrency, list(systems), options.client_modes)
+    own = {"watch": DEFAULT_WATCH_CONCURRENCY} if options.concurrency == DEFAULT_CONCURRENCY else {}
+    plan = plan_cells(options.workloads, options.concurrency, list(systems), options.client_modes, own)
     progress = Progress(len(plan))
     started_systems: list[System] = []
     try:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from array import array
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,15 +46,16 @@ def plan_cells(
     concurrencies: Sequence[int],
     systems: Sequence[str],
     clients: Sequence[str] = ("async",),
+    per_workload: Mapping[str, Sequence[int]] | None = None,
 ) -> list[tuple[str, int, str, str]]:
     """(workload, concurrency, system, client mode) in run order: within each (workload, concurrency)
     every (client mode, system) pair runs once, the order rotating by one every cell. A pair that cannot
-    run the workload sits it out."""
+    run the workload sits it out. `per_workload` gives some workloads concurrencies of their own."""
     plan = []
     cell = 0
     for workload in workloads:
         able = [(c, s) for c in clients for s in systems if can_run(s, workload, c)]
-        for concurrency in concurrencies:
+        for concurrency in (per_workload or {}).get(workload, concurrencies):
             if not able:
                 continue
             k = cell % len(able)

@@ -28,6 +28,7 @@ from cluster.bench.loadgen import ERROR_PAUSE, Cell, preload
 from cluster.bench.options import (
     DEFAULT_CONCURRENCY,
     DEFAULT_DURATION,
+    DEFAULT_WATCH_CONCURRENCY,
     QUICK_CONCURRENCY,
     QUICK_DURATION,
     parse_options,
@@ -559,6 +560,14 @@ def test_plan_for_one_system_keeps_the_order_given() -> None:
         ("put", 16, "zraft", "async"),
         ("put", 64, "zraft", "async"),
     ]
+
+
+def test_a_workload_may_have_concurrencies_of_its_own() -> None:
+    plan = plan_cells(["put", "watch"], [1, 64], ["zraft"], per_workload={"watch": DEFAULT_WATCH_CONCURRENCY})
+    assert [(w, c) for w, c, *_ in plan] == [("put", 1), ("put", 64)] + [
+        ("watch", c) for c in DEFAULT_WATCH_CONCURRENCY
+    ]
+    assert 100 in DEFAULT_WATCH_CONCURRENCY  # the fan-out cell: 1 writer, 100 watchers
 
 
 def _answer(latencies: list[float], errors: int = 0, misses: int = 0) -> dict[str, Any]:
