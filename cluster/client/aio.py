@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -317,6 +317,22 @@ class AsyncClient:
         """Renew the lease for its whole TTL; the seconds it now has left, as Client.lease_keepalive."""
         request = self._read("lease_keepalive", ["lease_keepalive", lease_id], False, timeout)
         return as_ttl(await self._call(request))
+
+    async def lease_keepalive_many(
+        self, lease_ids: Sequence[int], *, timeout: float | None = None
+    ) -> dict[int, float | ZraftError]:
+        """Renew many leases at once, as Client.lease_keepalive_many: per id, the seconds left or the
+        error."""
+        ids = list(dict.fromkeys(lease_ids))
+        results = await asyncio.gather(
+            *(self.lease_keepalive(lease_id, timeout=timeout) for lease_id in ids), return_exceptions=True
+        )
+        out: dict[int, float | ZraftError] = {}
+        for lease_id, result in zip(ids, results, strict=True):
+            if isinstance(result, BaseException) and not isinstance(result, ZraftError):
+                raise result
+            out[lease_id] = result
+        return out
 
     async def lease_revoke(self, lease_id: int, *, timeout: float | None = None) -> int:
         """End the lease now, deleting its keys; returns how many, as Client.lease_revoke."""

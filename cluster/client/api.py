@@ -55,7 +55,7 @@ from __future__ import annotations
 
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from types import TracebackType
 from typing import Any, TypeVar
@@ -90,7 +90,7 @@ from cluster.client.leases import KeptLease, Lease, LeaseInfo
 from cluster.client.ranges import RangeIterator, RangePage, page_from_result
 from cluster.client.settings import client_settings
 from cluster.client.watch import Watch
-from cluster.errors import Unavailable
+from cluster.errors import Unavailable, ZraftError
 
 _GRACE = 1.0  # extra wait on a future beyond the request's own deadline, in case the I/O thread stalls
 
@@ -323,6 +323,32 @@ class Client:
         Raises LeaseNotFound (or LeaseExpired) when it has ended."""
         request = self._read("lease_keepalive", ["lease_keepalive", lease_id], False, timeout)
         return as_ttl(self._call(request))
+
+    def lease_keepalive_async(self, lease_id: int, *, timeout: float | None = None) -> Future[float]:
+        """lease_keepalive() without waiting: a future of the seconds left. Keepalives sent together go
+        in one frame, and the leader confirms every read of one turn with one ReadIndex round, so many
+        leases renewed at once cost one round, not one each."""
+        request = self._read("lease_keepalive", ["lease_keepalive", lease_id], False, timeout)
+        return self._call_async(request, as_ttl)
+
+    def lease_keepalive_many(
+        self, lease_ids: Sequence[int], *, timeout: float | None = None
+    ) -> dict[int, float | ZraftError]:
+        """Renew many leases at once (sent together: one ReadIndex round for the batch on the leader);
+        for each lease id, the seconds it now has left, or the error its lease_keepalive would raise."""
+        futures = {
+            lease_id: self.lease_keepalive_async(lease_id, timeout=timeout) for lease_id in set(lease_ids)
+        }
+        wait = self._limit(timeout) + _GRACE
+        out: dict[int, float | ZraftError] = {}
+        for lease_id, fut in futures.items():
+            try:
+                out[lease_id] = fut.result(timeout=wait)
+            except ZraftError as exc:
+                out[lease_id] = exc
+            except FutureTimeout:
+                out[lease_id] = Unavailable("lease_keepalive", wait, "no answer (the I/O thread stalled)")
+        return out
 
     def lease_revoke(self, lease_id: int, *, timeout: float | None = None) -> int:
         """End the lease now, deleting its keys (each a revision of its own); returns how many."""

@@ -24,7 +24,7 @@ import contextlib
 import functools
 import inspect
 import queue
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -32,7 +32,7 @@ from cluster.client.aio import AsyncClient
 from cluster.client.leases import Lease
 from cluster.client.ranges import RangePage
 from cluster.client.watch import AsyncWatch
-from cluster.errors import ClientClosed, NoAnswer
+from cluster.errors import ClientClosed, NoAnswer, ZraftError
 from cluster.service.events import Event, EventResult
 from cluster.service.records import RECORD_KINDS
 from cluster.service.service import (
@@ -124,6 +124,13 @@ class ThreadStore:
 
     def lease_grant(self, ttl: float, *, timeout: float | None = None) -> Lease:
         return self._run("lease_grant", lambda: self.client.lease_grant(ttl, timeout=timeout), timeout)
+
+    def lease_keepalive_many(
+        self, lease_ids: Sequence[int], *, timeout: float | None = None
+    ) -> dict[int, float | ZraftError]:
+        return self._run(
+            "lease_keepalive", lambda: self.client.lease_keepalive_many(lease_ids, timeout=timeout), timeout
+        )
 
     def lease_keepalive(self, lease_id: int, *, timeout: float | None = None) -> float:
         return self._run(

@@ -26,10 +26,14 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from cluster.errors import LeaseNotFound, Rejected
+from cluster.errors import LeaseNotFound, Rejected, ZraftError
 from cluster.service.records import (
+    CPU_CAPACITY,
+    CPU_USED,
     LATEST_HEARTBEAT,
     LISTENER,
+    MEMORY_CAPACITY,
+    MEMORY_USED,
     ONLINE,
     STATUS,
     alive_key,
@@ -39,6 +43,7 @@ from cluster.service.records import (
 from cluster.service.store import Store
 
 CAS_ATTEMPTS = 20
+USAGE_STEP = 0.02  # a heartbeat writes usage that moved by 2% of its capacity (CPU or memory) or more
 
 
 class TakenOver(Rejected):
@@ -53,6 +58,24 @@ class RecordNotFound(Rejected):
 
     def __init__(self, key: str) -> None:
         super().__init__("update", f"no record {key}")
+
+
+def usage_moved(written: dict[str, Any], usage: dict[str, Any]) -> bool:
+    """Whether `usage` differs from the usage on record by USAGE_STEP of a capacity or more (a changed
+    capacity, or a field not on record, counts as moved)."""
+    for used, capacity in ((CPU_USED, CPU_CAPACITY), (MEMORY_USED, MEMORY_CAPACITY)):
+        if used not in usage:
+            continue
+        old, new, cap = written.get(used), usage[used], usage.get(capacity)
+        if (
+            written.get(capacity) != cap
+            or not isinstance(old, int | float)
+            or not isinstance(cap, int | float)
+        ):
+            return True
+        if abs(new - old) >= USAGE_STEP * cap:
+            return True
+    return False
 
 
 def merge_record(store: Store, key: str, fields: dict[str, Any], known: Any = None) -> dict[str, Any]:
@@ -148,6 +171,34 @@ class Registration:
             return True
         self.lease_id = None
         return False
+
+    def renewed(self, outcome: float | ZraftError | None) -> bool:
+        """Take the outcome of this lease's keepalive from a batch (None: there was no lease to renew):
+        True if renewed; False when the lease has ended (it is forgotten, so the next heartbeat establishes
+        the registration again). Any other error of the keepalive is raised (NoAnswer: unknown)."""
+        if outcome is None or isinstance(outcome, LeaseNotFound):
+            self.lease_id = None
+            return False
+        if isinstance(outcome, ZraftError):
+            raise outcome
+        return True
+
+    def write_due(self, usage: dict[str, Any], every: float) -> bool:
+        """Whether this heartbeat should write the record: always when the registration must be (re-)
+        established or has no value of ours on record; else when a usage field moved by USAGE_STEP of its
+        capacity or more, or `every` seconds passed since LATEST_HEARTBEAT was last written. Otherwise the
+        lease renewal alone keeps the registrant alive: no log entry."""
+        if self.record is None:
+            return not self.established or self.lease_id is None
+        written = self.written
+        if not self.established or self.lease_id is None or written is None or self.taken_over is not None:
+            return True
+        if written.get(STATUS) != ONLINE:
+            return True
+        last = written.get(LATEST_HEARTBEAT)
+        if not isinstance(last, int | float) or self.clock() - last >= every:
+            return True
+        return usage_moved(written, usage)
 
     def heartbeat(self, usage: dict[str, Any]) -> None:
         """Write this heartbeat's usage and ONLINE into the record (see the module docstring)."""

@@ -7,12 +7,13 @@
         result = svc.broadcast("NOTE", {"id": 7})               # result.acked, result.not_acked, ...
         svc.health()                                            # quorum, pending writes, failures
 
-Threads (all daemons, stopped by close()): the heartbeat thread renews each registration's lease every
-interval and queues its record write; the write queue (cluster/service/writes.py) commits registry writes in
-order, retrying while the cluster has no quorum; the liveness thread watches CLUSTER_SERVICE/ and applies
-cluster/service/liveness.py's rules (when monitor=True); the event socket's threads
-(cluster/service/event_socket.py) send, receive and dispatch events. The layout of records and keys is in
-cluster/service/records.py.
+Threads (all daemons, stopped by close()): the heartbeat thread renews every registration's lease each
+interval, all in one batch (one ReadIndex round on the leader), and queues a record write when one is due
+(usage moved, or `record_every` seconds passed since the last: Registration.write_due); the write queue
+(cluster/service/writes.py) commits registry writes in order, retrying while the cluster has no quorum;
+the liveness thread watches CLUSTER_SERVICE/ and applies cluster/service/liveness.py's rules (when
+monitor=True); the event socket's threads (cluster/service/event_socket.py) send, receive and dispatch
+events. The layout of records and keys is in cluster/service/records.py.
 """
 
 from __future__ import annotations
@@ -65,6 +66,9 @@ DEFAULT_INTERVAL = 3.0
 DEFAULT_TIMEOUT = 9.0
 DEFAULT_GRACE = 600.0
 DEFAULT_STAGGER = 0.25
+# With the default record_every, a record's LATEST_HEARTBEAT is rewritten at least every 10 intervals (30 s at
+# the defaults) and whenever usage moved; the lease, renewed every interval, is what liveness rests on.
+RECORD_EVERY_INTERVALS = 10
 RETRY_TASK_AFTER = 0.5
 
 
@@ -161,9 +165,12 @@ class ClusterService:
         monitor: bool = True,
         event_host: str | None = None,
         stagger: float = DEFAULT_STAGGER,
+        record_every: float | None = None,
     ) -> None:
         self.client = client
         self.interval, self.timeout, self.grace = check_timing(interval, timeout, grace)
+        # A heartbeat writes the record only when usage moved or this long passed since its last write.
+        self.record_every = RECORD_EVERY_INTERVALS * self.interval if record_every is None else record_every
         self.monitor = monitor
         self.event_host = event_host
         self.stagger = stagger
@@ -497,17 +504,39 @@ class ClusterService:
 
     def _heartbeat_loop(self) -> None:
         while not self._stop.wait(self.interval):
-            for key, reg in list(self._registrations.items()):
-                if reg.taken_over is not None or not reg.established:
-                    continue
+            beating = [
+                (key, reg)
+                for key, reg in list(self._registrations.items())
+                if reg.taken_over is None and reg.established
+            ]
+            renewals = self._renew([reg for _, reg in beating])
+            if renewals is None:
+                return  # the client is closed
+            for key, reg in beating:
                 try:
-                    self._beat(key, reg)
+                    self._beat(key, reg, renewals.get(reg.lease_id) if reg.lease_id is not None else None)
                 except Exception:  # noqa: BLE001 - one bad beat must not end the heartbeats
                     logger.exception("heartbeat of {} failed", key)
 
-    def _beat(self, key: str, reg: Registration) -> None:
+    def _renew(self, regs: list[Registration]) -> dict[int, float | ZraftError] | None:
+        """Renew every lease of `regs` in one batch (one request each, sent together: the leader confirms
+        them with one ReadIndex round, where one call after the other would pay a round each and, with
+        hundreds of registrations, could outlast the TTL). None when the client is closed."""
+        leases = [reg.lease_id for reg in regs if reg.lease_id is not None]
+        if not leases:
+            return {}
         try:
-            if not reg.renew():
+            return self.client.lease_keepalive_many(leases)
+        except ClientClosed:
+            return None
+        except ZraftError as exc:  # NoAnswer and the like: each lease's outcome is this error
+            return dict.fromkeys(leases, exc)
+
+    def _beat(self, key: str, reg: Registration, renewal: float | ZraftError | None) -> None:
+        """One registration's heartbeat: take its lease's renewal (None: it has no lease), then queue
+        the record's write when it is due (Registration.write_due)."""
+        try:
+            if not reg.renewed(renewal):
                 logger.warning("{}: its lease ended; registering again", key)
         except NoAnswer:
             pass  # unknown: the lease outlives a cluster without quorum (a new leader extends it)
@@ -515,6 +544,8 @@ class ClusterService:
             return
         sampler = self._samplers[key]
         usage = sampler.sample() if reg.record is not None else {}
+        if not reg.write_due(usage, self.record_every):
+            return  # renewed; the record stays as it is (see Registration.write_due)
         try:
             self.writes.submit(f"heartbeat {key}", lambda: reg.heartbeat(usage), coalesce=f"heartbeat {key}")
         except ZraftError as exc:  # queue full or closed: the next interval tries again

@@ -7,11 +7,12 @@ service to this surface is what lets its liveness rules be tested without proces
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any, Protocol
 
 from cluster.client.leases import Lease
 from cluster.client.ranges import RangePage
+from cluster.errors import ZraftError
 
 
 class StoreWatch(Protocol):
@@ -69,5 +70,9 @@ class Store(Protocol):
     def lease_grant(self, ttl: float, *, timeout: float | None = None) -> Lease: ...
 
     def lease_keepalive(self, lease_id: int, *, timeout: float | None = None) -> float: ...
+
+    def lease_keepalive_many(
+        self, lease_ids: Sequence[int], *, timeout: float | None = None
+    ) -> dict[int, float | ZraftError]: ...
 
     def lease_revoke(self, lease_id: int, *, timeout: float | None = None) -> int: ...

@@ -11,12 +11,12 @@ watch event would show it. `down = True` makes every call raise Unavailable (a c
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from cluster.client.leases import Lease
 from cluster.client.ranges import RangePage
-from cluster.errors import LeaseNotFound, Unavailable
+from cluster.errors import LeaseNotFound, Unavailable, ZraftError
 
 
 class ManualClock:
@@ -166,6 +166,18 @@ class FakeStore:
             raise LeaseNotFound("lease_keepalive", f"lease {lease_id} not found")
         lease["deadline"] = self.clock.now + lease["ttl"]
         return float(lease["ttl"])
+
+    def lease_keepalive_many(
+        self, lease_ids: Sequence[int], *, timeout: float | None = None
+    ) -> dict[int, float | ZraftError]:
+        self._enter("lease_keepalive_many")
+        out: dict[int, float | ZraftError] = {}
+        for lease_id in lease_ids:
+            try:
+                out[lease_id] = self.lease_keepalive(lease_id)
+            except ZraftError as exc:
+                out[lease_id] = exc
+        return out
 
     def lease_revoke(self, lease_id: int, *, timeout: float | None = None) -> int:
         self._enter("lease_revoke")

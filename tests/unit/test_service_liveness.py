@@ -119,6 +119,57 @@ def test_a_heartbeating_registrant_stays_online_and_each_heartbeat_is_one_write(
     assert status(store) == ONLINE and watchers.outcomes == []
 
 
+def service_beat(store: FakeStore, regs: list[Registration], usage: dict[str, Any], every: float) -> None:
+    """One heartbeat round as ClusterService makes it: every lease renewed in one batch, then each record
+    written only when due."""
+    outcomes = store.lease_keepalive_many([r.lease_id for r in regs if r.lease_id is not None])
+    for reg in regs:
+        reg.renewed(outcomes.get(reg.lease_id) if reg.lease_id is not None else None)
+        if reg.write_due(usage, every):
+            reg.heartbeat(usage)
+
+
+def test_records_are_written_when_usage_moves_or_every_so_often_and_leases_renewed_in_one_batch(
+    store: FakeStore,
+) -> None:
+    every = 100.0
+    regs = [registrant(store, port=8080 + i) for i in range(3)]
+    for i, reg in enumerate(regs):
+        reg.ident = f"web-{i + 1}"
+        reg.establish(USAGE)
+    watchers = Watchers(store)
+    first = len(store.events)
+    for _ in range(10):  # 30 s: longer than the lease TTL (9 s), shorter than `every`
+        store.advance(INTERVAL)
+        service_beat(store, regs, USAGE, every)
+        service_beat(store, regs, {**USAGE, "CPU_USED": USAGE["CPU_USED"] + 7.9}, every)  # < 2% of 400
+        watchers.pump()
+    assert store.events[first:] == []  # no record write, no lease ended: the renewals alone
+    assert store.calls.count("lease_keepalive_many") == 20 and watchers.outcomes == []
+    assert store.calls.count("lease_keepalive") == 60  # the fake renews one by one inside the batch
+    moved = {**USAGE, "CPU_USED": USAGE["CPU_USED"] + 0.02 * USAGE["CPU_CAPACITY"]}
+    service_beat(store, regs, moved, every)
+    assert sorted(e["key"] for e in store.events[first:]) == [f"SERVER_META/web-{i}" for i in (1, 2, 3)]
+    written = len(store.events)
+    for _ in range(34):  # 102 s of steady usage: each record is written once more, `every` after the last
+        store.advance(INTERVAL)
+        service_beat(store, regs, moved, every)
+    assert len(store.events) == written + 3 and watchers.pump() == []
+
+
+def test_a_lease_that_ended_in_a_batch_makes_its_registration_establish_again(store: FakeStore) -> None:
+    reg = registrant(store)
+    reg.establish(USAGE)
+    ended = reg.lease_id
+    assert ended is not None
+    store.advance(TIMEOUT)  # the lease ended: its alive key is gone
+    outcomes = store.lease_keepalive_many([ended])
+    assert reg.renewed(outcomes[ended]) is False and reg.lease_id is None
+    assert reg.write_due(USAGE, 30.0)
+    reg.heartbeat(USAGE)
+    assert reg.lease_id is not None and reg.lease_id != ended and status(store) == ONLINE
+
+
 def test_a_silent_registrant_goes_offline_when_its_lease_ends_and_not_before(store: FakeStore) -> None:
     reg = registrant(store)
     reg.establish(USAGE)
