@@ -3,7 +3,7 @@ through ClusterService, each with its lease, alive key and record) spread over a
 CPU the leader (and each follower) process spends over a window of steady heartbeats.
 
     python -m tests.fault.measure_registry [--registrants 1000] [--processes 4] [--seconds 60]
-                                           [--interval 3 --timeout 9] [--record-every S]
+                                           [--interval 3 --timeout 9] [--record-every S] [--warmup S]
 
 Each registrant process runs one ClusterService (monitor off: the monitors' cost is that of a watch, not of
 heartbeats) and registers its share of servers; once every process reports its registrations done, the
@@ -62,6 +62,9 @@ def main() -> None:
     parser.add_argument("--interval", type=float, default=3.0)
     parser.add_argument("--timeout", type=float, default=9.0)
     parser.add_argument("--record-every", type=float, default=0.0, help="0: the service's default")
+    parser.add_argument(
+        "--warmup", type=float, default=6.0, help="seconds between the registrations and the window"
+    )
     parser.add_argument("--child", nargs="*", help=argparse.SUPPRESS)
     parser.add_argument("--urls", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -97,7 +100,7 @@ def main() -> None:
             print(
                 f"{args.registrants} registrants in {args.processes} processes: {time.monotonic() - t0:.1f}s"
             )
-            time.sleep(2 * args.interval)  # the first heartbeats after the registrations
+            time.sleep(args.warmup)  # the usage averages settle over the first 100 samples (5 min at 3 s)
             with Client(urls, timeout=10.0) as client:
                 before_index = applied(client, leader.name)
                 pids = {n.name: n.proc.pid for n in cluster.nodes if n.proc is not None}
