@@ -274,6 +274,7 @@ class AsyncClusterService:
         monitor: bool = True,
         event_host: str | None = None,
         stagger: float = DEFAULT_STAGGER,
+        record_every: float | None = None,
     ) -> None:
         self.client = client
         self.loop = asyncio.get_running_loop()
@@ -286,6 +287,7 @@ class AsyncClusterService:
             monitor=monitor,
             event_host=event_host,
             stagger=stagger,
+            record_every=record_every,
         )
 
     async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
