@@ -243,7 +243,12 @@ class WatchRegistry(Generic[C]):
                 continue
             credit = min(watch.window - (watch.sent - watch.acked), end - watch.cursor)
             spec = watch.spec
-            group = (watch.cursor, spec.key, spec.prefix, spec.prev_kv, watch.start, credit)
+            # A stream's start matters only while its cursor is on events older than it: streams opened
+            # at different revisions share once they are all past their starts.
+            start = (
+                watch.start if watch.cursor < end and history.at(watch.cursor).revision < watch.start else 0
+            )
+            group = (watch.cursor, spec.key, spec.prefix, spec.prev_kv, start, credit)
             batch = shared.get(group)
             if batch is None:
                 events, more_here = self._collect(watch, history, credit)

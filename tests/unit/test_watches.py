@@ -192,6 +192,8 @@ def test_many_streams_of_one_prefix_each_get_their_own_events_frames_and_credit(
     for i in range(3):
         r.apply("put", f"k{i}", i)
     r.apply("put", "k1", 9)
+    r.watch("k", start=3, req_id=9)  # from revision 3: the same place in the history, a later start
+    r.watch("k", req_id=10)  # from now (revision 5 on)
     r.registry.pump(0.0)
     by_stream: dict[int, list[Any]] = {}
     for response in r.take():
@@ -199,6 +201,13 @@ def test_many_streams_of_one_prefix_each_get_their_own_events_frames_and_credit(
     keys = {s: [e["key"] for f in fs for e in f[2]] for s, fs in by_stream.items()}
     assert all(keys[s] == ["k0", "k1", "k2", "k1"] for s in range(1, 6))
     assert keys[6] == ["k0"] and keys[7] == ["k1", "k1"] and keys[8] == ["k0", "k1", "k2", "k1"]
+    assert keys[9] == ["k2", "k1"] and keys[10] == []
+    r.apply("put", "k3", 3)  # revision 5: every stream now shares its place and start
+    r.registry.ack("conn", 6, 1)
+    r.registry.pump(0.05)
+    later = {resp.req_id: msgpack.unpackb(resp.result)[2] for resp in r.take()}
+    assert all([e["key"] for e in later[s]] == ["k3"] for s in (1, 2, 3, 4, 5, 8, 9, 10)) and 7 not in later
+    assert [e["key"] for e in later[6]] == ["k1"]  # its credit still limits it to the next one
     assert all(f[0] == 1 and f[1] == 4 for s in range(1, 6) for f in by_stream[s])  # frame 1, through 4
     assert by_stream[6][0][1] == 1  # held back by its credit: complete through revision 1 only
     assert [e["prev"] for e in by_stream[8][0][2]] == [None, None, None, 1] and "prev" not in by_stream[1][0][
@@ -206,9 +215,9 @@ def test_many_streams_of_one_prefix_each_get_their_own_events_frames_and_credit(
     ][0]
     r.registry.pump(0.1)
     assert r.take() == []  # nothing new, nothing due
-    r.registry.ack("conn", 6, 1)
+    r.registry.ack("conn", 6, 2)
     r.registry.pump(0.2)
-    assert [[e["key"] for e in f[2]] for f in frames(r.take())] == [["k1"]]
+    assert [[e["key"] for e in f[2]] for f in frames(r.take())] == [["k2"]]
 
 
 def test_watch_older_than_the_window_is_compacted() -> None:
