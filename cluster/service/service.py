@@ -511,7 +511,7 @@ class ClusterService:
             ]
             renewals = self._renew([reg for _, reg in beating])
             if renewals is None:
-                return  # the client is closed
+                continue  # the client is closed: nothing to renew or write (close() stops this thread)
             for key, reg in beating:
                 try:
                     self._beat(key, reg, renewals.get(reg.lease_id) if reg.lease_id is not None else None)
