@@ -156,6 +156,21 @@ def test_cas_delete_and_delete_prefix(client: Client) -> None:
     assert client.delete_prefix("dp/") == 0
 
 
+def test_cas_by_mod_revision_through_a_cluster(client: Client) -> None:
+    assert client.cas_revision("rev/k", 0, "a") is True  # 0: only if absent
+    first = client.get_kv("rev/k")
+    assert first is not None
+    client.put("rev/k", "a")  # the same value again: a new mod revision
+    assert client.cas_revision("rev/k", first["mod_revision"], "b") is False
+    current = client.get_kv("rev/k")
+    assert current is not None and client.cas_revision("rev/k", current["mod_revision"], "b") is True
+    assert client.cas_delete_revision("rev/k", current["mod_revision"]) is False
+    swapped = client.get_kv("rev/k")
+    assert swapped is not None and swapped["value"] == "b"
+    assert client.cas_delete_revision("rev/k", swapped["mod_revision"]) is True
+    assert client.get("rev/k") is None
+
+
 def _through_leader(cluster: Cluster, command: bytes) -> ClientResponse:
     """Send one write command to the leader, the same command again after a NOT_LEADER or silence (a
     resend of the same session and seq, as the client does: the cluster applies it at most once)."""
