@@ -26,8 +26,9 @@ from typing import Any
 import msgpack
 
 from actors.messages import ClientRequest, ClientResponse, NodeId, RequestKind, Status
-from cluster.errors import Compacted, InvalidRequest, WatchCancelled, WatchEnded
+from cluster.errors import Compacted, InvalidRequest, PermissionDenied, WatchCancelled, WatchEnded
 from cluster.kv.ops import pack
+from cluster.kv.permissions import PERMISSION_DENIED_CODE
 from cluster.kv.watches import encode_watch
 
 
@@ -68,7 +69,7 @@ class WatchFollower:
         self.target: NodeId = ""
         self.stream = 0
         self.opened = False
-        self.ended: WatchEnded | InvalidRequest | None = None
+        self.ended: WatchEnded | InvalidRequest | PermissionDenied | None = None
         self.queued = 0  # delivered to the consumer, not yet consumed
         self._consumed = 0  # events of the current stream consumed (or dropped as duplicates)
         self._acked = 0  # the total last sent in a WATCH_ACK
@@ -131,7 +132,7 @@ class WatchFollower:
         elif status == Status.WATCH_CANCELLED:
             self.ended = WatchCancelled(msg.result.decode("utf-8", "replace"))
         elif status == Status.BAD_REQUEST:
-            self.ended = InvalidRequest("watch", msg.result.decode("utf-8", "replace"))
+            self.ended = _refusal(msg.result)
         else:  # an answer a watch cannot get (NOT_LEADER, ...): this node will not serve it
             self._switch(now)
         return []
@@ -211,6 +212,15 @@ class WatchFollower:
 
     def _send(self, kind: RequestKind, payload: bytes) -> None:
         self._outbox.append(ClientRequest(self.client_id, self.target, self.stream, kind, payload))
+
+
+def _refusal(result: bytes) -> InvalidRequest | PermissionDenied:
+    """The error a BAD_REQUEST ends a watch with: PermissionDenied when the node says the client's key may
+    not read the key or prefix (a structured error, as for reads and writes), else InvalidRequest."""
+    body = _unpack(result)
+    if isinstance(body, dict) and body.get("code") == PERMISSION_DENIED_CODE:
+        return PermissionDenied("watch", str(body.get("error", "")))
+    return InvalidRequest("watch", result.decode("utf-8", "replace"))
 
 
 def _unpack(data: bytes) -> Any:

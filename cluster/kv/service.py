@@ -386,7 +386,11 @@ class KVService(Generic[C]):
                 return
             denied = None if principal is None else self.permissions.watch_denied(principal, spec.key)
             if denied is not None:
-                self._bad_request(req, conn, "permission_denied", f"permission denied: {denied}")
+                # BAD_REQUEST ends the watch (no other node is tried); the result is the same structured
+                # error as a refused read or write, so the client raises PermissionDenied for it too.
+                self.refused["permission_denied"] += 1
+                refusal = error(denied, PERMISSION_DENIED_CODE)
+                self._answer(conn, req.src, req.req_id, Status.BAD_REQUEST, refusal)
                 return
             watches.open(req, conn, spec)
             return
