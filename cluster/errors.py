@@ -12,6 +12,7 @@
     │   │   ├── AlreadyApplied    ... it was applied (exactly once), but its result is no longer known
     │   │   └── SessionExpired    ... its session ended while it was retried: applied at most once
     │   └── Unavailable           ... to a read or status, or every node refused a write: nothing changed
+    │       └── HandshakeRefused  ... because the nodes refused this client's connection (its CURVE keys)
     ├── WatchEnded                a watch stream ended and cannot go on without the caller
     │   ├── Compacted             ... its next revision is older than the node's history window
     │   └── WatchCancelled        ... a node refused or ended it (a node bound, such as max watches)
@@ -118,6 +119,17 @@ class Unavailable(NoAnswer):
 
     def _describe(self) -> str:
         return super()._describe() + "; nothing was changed"
+
+
+class HandshakeRefused(Unavailable):
+    """No node answered because the nodes refused this client's connection handshake: its CURVE key is not
+    on their allow-list, the server public key it holds for a node is not that node's, or one side uses
+    CURVE and the other does not. `refusals` maps each refusing node URL to what went wrong there."""
+
+    def __init__(self, operation: str, timeout: float, refusals: dict[str, str]) -> None:
+        self.refusals = dict(refusals)
+        detail = "; ".join(f"{url}: {why}" for url, why in sorted(self.refusals.items()))
+        super().__init__(operation, timeout, detail)
 
 
 class ClientClosed(ZraftError):

@@ -69,7 +69,7 @@ from cluster.client.leases import AsyncKeptLease, Lease, LeaseInfo
 from cluster.client.ranges import AsyncRangeIterator, RangePage, page_from_result
 from cluster.client.settings import client_settings
 from cluster.client.watch import AsyncWatch
-from cluster.errors import ClientClosed, Unavailable, ZraftError
+from cluster.errors import ClientClosed, HandshakeRefused, Unavailable, ZraftError
 
 _RECV_BATCH = 4096  # frames one socket hands over before letting the loop run others
 
@@ -139,7 +139,11 @@ class AsyncClient:
         try:
             await asyncio.wait_for(self._ready.wait(), self.timeout)
         except TimeoutError:
+            links = self._links
             await self.close()
+            refusals = links.handshakes.refusals()
+            if refusals:
+                raise HandshakeRefused("connect", self.timeout, refusals) from None
             detail = f"no node answered at {', '.join(self._urls)}"
             raise Unavailable("connect", self.timeout, detail) from None
 
@@ -440,6 +444,8 @@ class AsyncClient:
         core.turn(self._inbox, now, self._watch_controls)
         self._inbox = []
         self._watch_controls = []
+        assert self._links is not None
+        self._links.take_handshakes()
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None

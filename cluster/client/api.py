@@ -91,7 +91,7 @@ from cluster.client.leases import KeptLease, Lease, LeaseInfo
 from cluster.client.ranges import RangeIterator, RangePage, page_from_result
 from cluster.client.settings import client_settings
 from cluster.client.watch import Watch
-from cluster.errors import Unavailable, ZraftError
+from cluster.errors import HandshakeRefused, Unavailable, ZraftError
 
 _GRACE = 1.0  # extra wait on a future beyond the request's own deadline, in case the I/O thread stalls
 
@@ -116,7 +116,8 @@ class Client:
         `attempt_timeout` is how long one node may stay silent before a request is tried elsewhere.
         With `curve_secret_key` (this client's Z85 secret key or .key_secret file) and `server_public_key`
         (the nodes' public keys: see cluster/client/curve.py) every connection is CURVE-encrypted and
-        authenticated; a node that does not admit the key never answers (Unavailable).
+        authenticated; when the nodes refuse the handshake (a key they do not admit, a wrong server key,
+        CURVE on one side only) the error is HandshakeRefused (an Unavailable) naming each node and why.
         """
         settings = client_settings(endpoints, timeout, attempt_timeout, curve_secret_key, server_public_key)
         urls = settings.urls
@@ -129,6 +130,9 @@ class Client:
         self._loop.start()
         if not self._loop.wait_ready(timeout) or not self._loop.known_nodes():
             self.close()
+            refusals = self._loop.refusals()
+            if refusals:
+                raise HandshakeRefused("connect", timeout, refusals)
             raise Unavailable("connect", timeout, f"no node answered at {', '.join(urls)}")
 
     # --- lifecycle --------------------------------------------------------------------------------

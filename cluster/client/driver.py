@@ -15,6 +15,7 @@ hooks` note in ClientCore.
 
 from __future__ import annotations
 
+import itertools
 import random
 from collections.abc import Callable, Sequence
 from contextlib import suppress
@@ -23,11 +24,13 @@ from typing import Any, Protocol
 
 import zmq
 from loguru import logger
+from zmq.utils.monitor import parse_monitor_message
 
 from actors.client import ClientActor, ClientOptions, Completion, Outcome, WriteEncoder
 from actors.messages import ClientRequest, ClientResponse, NodeId, RequestKind
 from cluster.client.curve import ClientCurve
 from cluster.client.discovery import PROBE_ID_BASE, Discovery
+from cluster.client.handshakes import HANDSHAKE_EVENTS, HandshakeLog
 from cluster.client.watch import WatchFeed
 from cluster.client.watching import FollowerOptions, WatchFollower
 from cluster.errors import ClientClosed as ClientClosedError
@@ -78,6 +81,12 @@ class DealerLinks:
         self._curve = curve
         self.sockets: dict[str, zmq.Socket[Any]] = {}
         self._bad_urls: set[str] = set()
+        # Each DEALER's handshake events (cluster/client/handshakes.py), read through a plain socket of the
+        # same underlying context (inproc needs it), so both drivers can drain them without blocking.
+        self.handshakes = HandshakeLog(curve is not None)
+        self._sync_ctx: zmq.Context[Any] = zmq.Context.shadow(ctx.underlying)
+        self._monitors: dict[str, zmq.Socket[Any]] = {}
+        self._monitor_ids = itertools.count()
 
     def open(self, url: str) -> bool:
         if url in self.sockets:
@@ -99,10 +108,17 @@ class DealerLinks:
         sock.setsockopt(zmq.RCVHWM, _HWM)
         sock.setsockopt(zmq.RECONNECT_IVL, 100)
         sock.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
+        monitor_url = f"inproc://zraft-handshakes-{id(self):x}-{next(self._monitor_ids)}"
+        sock.monitor(monitor_url, HANDSHAKE_EVENTS)
+        monitor = self._sync_ctx.socket(zmq.PAIR)
+        monitor.setsockopt(zmq.LINGER, 0)
+        monitor.connect(monitor_url)
+        self._monitors[url] = monitor
         try:
             sock.connect(url)
         except zmq.ZMQError as exc:
             logger.warning("zraft client: cannot connect to {} ({})", url, exc)
+            self._close_monitor(url, sock)
             sock.close(linger=0)
             self._bad_urls.add(url)
             return False
@@ -121,10 +137,31 @@ class DealerLinks:
             if exception is not None:
                 exception()
 
+    def take_handshakes(self) -> None:
+        """Move the handshake events that arrived into `handshakes` (never waits)."""
+        for url, monitor in self._monitors.items():
+            for _ in range(64):
+                try:
+                    frames = monitor.recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                event = parse_monitor_message(frames)
+                self.handshakes.record(url, event["event"], event["value"])
+
     def close(self) -> None:
-        for sock in self.sockets.values():
+        self.take_handshakes()  # the last word on why nobody answered, for the error the caller gets
+        for url, sock in self.sockets.items():
+            self._close_monitor(url, sock)
             sock.close(linger=0)
         self.sockets.clear()
+
+    def _close_monitor(self, url: str, sock: zmq.Socket[Any]) -> None:
+        monitor = self._monitors.pop(url, None)
+        if monitor is None:
+            return
+        with suppress(zmq.ZMQError):
+            sock.disable_monitor()
+        monitor.close(linger=0)
 
 
 class ClientCore:

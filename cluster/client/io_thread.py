@@ -109,6 +109,10 @@ class ClientLoop:
         """Node name -> client URL, as far as discovered."""
         return self._core.known
 
+    def refusals(self) -> dict[str, str]:
+        """Node URL -> why that node refused our last handshake (cluster/client/handshakes.py)."""
+        return self._links.handshakes.refusals()
+
     def members(self) -> frozenset[NodeId]:
         """Member names the nodes reported (some may have no known URL)."""
         return self._core.members
@@ -199,6 +203,7 @@ class ClientLoop:
                 self._receive(sock, now)
         self._core.turn(self._taken, now, controls)
         self._taken = []
+        self._links.take_handshakes()
         return True
 
     def _poll_ms(self, now: float) -> int:
