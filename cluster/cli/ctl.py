@@ -219,7 +219,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add.add_argument("name", metavar="NAME")
     add.add_argument(
-        "--key", required=True, metavar="KEY|FILE", help="the user's public key, or its .key file"
+        "--key",
+        required=True,
+        metavar="KEY|FILE",
+        help="the user's public key, or its .key file (write --key=KEY: a Z85 key may start with '-')",
     )
     add.add_argument(
         "--read",
