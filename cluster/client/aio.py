@@ -70,6 +70,7 @@ from cluster.client.ranges import AsyncRangeIterator, RangePage, page_from_resul
 from cluster.client.settings import client_settings
 from cluster.client.watch import AsyncWatch
 from cluster.errors import ClientClosed, HandshakeRefused, Unavailable, ZraftError
+from transport.curve import KeyPair
 
 _RECV_BATCH = 4096  # frames one socket hands over before letting the loop run others
 
@@ -114,6 +115,11 @@ class AsyncClient:
         self._receivers: list[asyncio.Task[None]] = []
         self._closed = False  # no more calls (closing, or the driver failed)
         self._released = False  # close() ran: sockets and context released
+
+    @property
+    def curve_keypair(self) -> KeyPair | None:
+        """This client's CURVE keypair (None without CURVE); a service uses it for its events."""
+        return self._curve.pair if self._curve is not None else None
 
     # --- lifecycle --------------------------------------------------------------------------------
 

@@ -92,6 +92,7 @@ from cluster.client.ranges import RangeIterator, RangePage, page_from_result
 from cluster.client.settings import client_settings
 from cluster.client.watch import Watch
 from cluster.errors import HandshakeRefused, Unavailable, ZraftError
+from transport.curve import KeyPair
 
 _GRACE = 1.0  # extra wait on a future beyond the request's own deadline, in case the I/O thread stalls
 
@@ -124,6 +125,7 @@ class Client:
         self.timeout = settings.timeout
         self.client_id: NodeId = settings.client_id
         self._session = 0  # registered through the log by the first write (ClientOptions.sessions)
+        self._curve = settings.curve
         self._loop = ClientLoop(self.client_id, self._session, urls, settings.options, settings.curve)
         # A forgotten Client still stops its thread when collected, or at interpreter exit.
         self._finalizer = weakref.finalize(self, self._loop.close)
@@ -149,6 +151,11 @@ class Client:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+    @property
+    def curve_keypair(self) -> KeyPair | None:
+        """This client's CURVE keypair (None without CURVE); a ClusterService uses it for its events."""
+        return self._curve.pair if self._curve is not None else None
 
     @property
     def nodes(self) -> dict[NodeId, str]:

@@ -20,7 +20,13 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from transport.curve import KeyFileError, KeyPair, is_key, public_of, read_public_key, read_secret_key
+from transport.curve import KeyFileError, public_of, read_public_key, read_secret_key
+
+# What cluster/service's event sockets use as well (the service layer looks down to the client only)
+from transport.curve import KeyPair as KeyPair
+from transport.curve import client_options as client_options
+from transport.curve import is_key as is_key
+from transport.curve import key_text as key_text
 
 SECRET_KEY_ENV = "ZRAFT_CURVE_SECRET_KEY"
 SERVER_KEY_ENV = "ZRAFT_SERVER_PUBLIC_KEY"

@@ -7,6 +7,14 @@ listeners (so a slow listener delays only the events behind it, never the socket
     endpoint.subscribe("NOTE", callback)                      # callback(Event) on the dispatch thread
     result = endpoint.send([(target, url), ...], "NOTE", payload, timeout=2.0, sender="SERVER_META/a")
 
+With `curve` (the service's CURVE keypair: its Client's) every event socket speaks CURVE: the ROUTER is a
+CURVE server with that keypair (its public key is advertised in the registrant's alive value beside the
+address), and a DEALER only connects to a receiver whose public key the sender was given; a receiver that
+advertises no key gets nothing (never plaintext). A plain socket cannot send to a CURVE receiver (its
+handshake fails) and a capture of the traffic shows no event. Any CURVE key may send: the event socket has
+no allow-list of its own (the cluster's is the nodes'), so what a secured deployment gains here is
+encryption and the sender's proof that it talks to the receiver the records name.
+
 The wire format, ordering and at-most-once rules are in cluster/service/events.py. A listener that raises
 is logged and its error goes back in the ack; the receiver keeps going. The dispatch queue is bounded:
 past it an event is answered "overloaded" at once, not run, and shows as not acknowledged.
@@ -27,6 +35,7 @@ from typing import Any
 import zmq
 from loguru import logger
 
+from cluster.client.curve import KeyPair, client_options, is_key, key_text
 from cluster.service.events import (
     MAX_FRAME_BYTES,
     OK,
@@ -64,13 +73,20 @@ class _Send:
 class EventEndpoint:
     """See the module docstring."""
 
-    def __init__(self, token: str, bind_host: str | None) -> None:
+    def __init__(self, token: str, bind_host: str | None, curve: KeyPair | None = None) -> None:
         self.token = token
         self.bind_host = bind_host
         self.url: str | None = None
         self.bad_messages = 0
         self.listener_errors = 0
-        self._ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
+        self._curve = curve
+        self.public_key: str | None = key_text(curve.public) if curve is not None else None
+        # With CURVE, a context of our own: a ZAP handler that another part of the process installed on the
+        # shared instance (an embedded node's) must not judge the event sockets' handshakes.
+        self._own_ctx = curve is not None
+        self._ctx: zmq.Context[zmq.Socket[bytes]] = (
+            zmq.Context() if curve is not None else zmq.Context.instance()
+        )
         self._seq = itertools.count(1)
         self._send_lock = threading.Lock()  # seq order == order of commands to the I/O thread
         self._commands: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
@@ -91,6 +107,10 @@ class EventEndpoint:
             router: zmq.Socket[bytes] = self._ctx.socket(zmq.ROUTER)
             router.setsockopt(zmq.LINGER, 0)
             router.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME_BYTES)
+            if curve is not None:
+                router.curve_server = True
+                router.curve_secretkey = curve.secret
+                router.curve_publickey = curve.public
             try:
                 port = router.bind_to_random_port(f"tcp://{bind_host}")
             except zmq.ZMQError as exc:  # a host name, or an address this machine does not have
@@ -124,6 +144,8 @@ class EventEndpoint:
         self._dispatcher.join(timeout=5)
         with self._wake_lock:
             self._wake_out.close(linger=0)
+        if self._own_ctx and not self._io.is_alive():
+            self._ctx.destroy(linger=0)  # the I/O thread closed its sockets (or never ran)
 
     # --- listening ------------------------------------------------------------------------------------
 
@@ -144,19 +166,33 @@ class EventEndpoint:
     # --- sending --------------------------------------------------------------------------------------
 
     def send(
-        self, targets: list[tuple[str, str | None]], topic: str, payload: Any, timeout: float, sender: str
+        self,
+        targets: list[tuple[str, str | None]],
+        topic: str,
+        payload: Any,
+        timeout: float,
+        sender: str,
+        keys: dict[str, str | None] | None = None,
     ) -> EventResult:
-        """Send one event to each (name, url) target and wait up to `timeout` for their acks."""
+        """Send one event to each (name, url) target and wait up to `timeout` for their acks. With CURVE,
+        `keys` maps each url to the public key its receiver advertised (a url without one is not sent to)."""
         check_topic(topic)
         if not timeout > 0:
             raise ValueError("timeout must be positive")
         by_url: dict[str, list[str]] = {}
         missing: list[Delivery] = []
+        server_keys: dict[str, bytes] = {}
         for name, url in targets:
-            if url:
-                by_url.setdefault(url, []).append(name)
-            else:
+            if not url:
                 missing.append(Delivery(name, False, reason="no event address"))
+                continue
+            if self._curve is not None:
+                key = (keys or {}).get(url)
+                if not isinstance(key, str) or not is_key(key):
+                    missing.append(Delivery(name, False, reason="no CURVE key for its event address"))
+                    continue
+                server_keys[url] = key.encode("ascii")
+            by_url.setdefault(url, []).append(name)
         with self._send_lock:
             seq = next(self._seq)
             frame = encode_event(self.token, seq, sender, topic, payload)
@@ -164,7 +200,7 @@ class EventEndpoint:
             if by_url:
                 with self._pending_lock:
                     self._pending[seq] = pending
-                self._commands.put(("send", (seq, list(by_url), frame)))
+                self._commands.put(("send", (seq, list(by_url), frame, server_keys)))
                 self._wake()
         if by_url:
             pending.done.wait(timeout)
@@ -194,7 +230,7 @@ class EventEndpoint:
                     self._wake_out.send(b"", zmq.NOBLOCK)
 
     def _io_loop(self) -> None:
-        dealers: OrderedDict[str, zmq.Socket[bytes]] = OrderedDict()
+        dealers: OrderedDict[str, zmq.Socket[bytes]] = OrderedDict()  # by url (and key, with CURVE)
         poller = zmq.Poller()
         poller.register(self._wake_in, zmq.POLLIN)
         if self._router is not None:
@@ -208,9 +244,9 @@ class EventEndpoint:
                 self._run_commands(dealers, poller)
                 if self._router is not None and self._router in ready:
                     self._receive_events()
-                for url, sock in list(dealers.items()):
+                for slot, sock in list(dealers.items()):
                     if sock in ready:
-                        self._receive_acks(url, sock)
+                        self._receive_acks(slot.split(" ", 1)[0], sock)
         except Exception:  # noqa: BLE001 - an I/O thread failure must be loud, not silent
             logger.exception("event socket I/O thread failed")
         finally:
@@ -234,22 +270,26 @@ class EventEndpoint:
                     except zmq.ZMQError as exc:
                         logger.warning("event ack not sent: {}", exc)
                 continue
-            seq, urls, frame = arg
+            seq, urls, frame, server_keys = arg
             for url in urls:
-                sock = dealers.get(url)
+                server_key = server_keys.get(url)
+                slot = url if server_key is None else f"{url} {server_key.decode('ascii')}"
+                sock = dealers.get(slot)
                 if sock is None:
                     sock = self._ctx.socket(zmq.DEALER)
                     sock.setsockopt(zmq.LINGER, 0)
                     sock.setsockopt(zmq.SNDHWM, SEND_HWM)
                     sock.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME_BYTES)
+                    if self._curve is not None and server_key is not None:
+                        client_options(sock, self._curve, server_key)
                     sock.connect(url)
                     poller.register(sock, zmq.POLLIN)
-                    dealers[url] = sock
+                    dealers[slot] = sock
                     while len(dealers) > MAX_DEALERS:
                         _, old = dealers.popitem(last=False)
                         poller.unregister(old)
                         old.close(linger=0)
-                dealers.move_to_end(url)
+                dealers.move_to_end(slot)
                 try:
                     sock.send(frame, zmq.NOBLOCK)
                 except zmq.ZMQError as exc:

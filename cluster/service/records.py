@@ -31,6 +31,8 @@ Liveness and bookkeeping keys, under one prefix so that a single watch follows t
                                         listener with no record, e.g. `cluster-ctl event listen`). Value:
                                         {"owner": incarnation token, "lease": lease id,
                                          "events": "tcp://host:port" of its event socket or None,
+                                         "events_key": its CURVE public key (only when its Client has
+                                         CURVE keys: then its event socket speaks only CURVE),
                                          "monitor": bool (it marks others OFFLINE), "pid": int}
     CLUSTER_SERVICE/grace/<KIND>/<ID>   attached to a lease of TTL = the grace period, written when the
                                         record is marked OFFLINE; its deletion (the leader's expiry of that

@@ -108,6 +108,7 @@ class Registration:
         ttl: float,
         token: str,
         events_url: str | None,
+        events_key: str | None = None,
         monitor: bool,
         clock: Callable[[], float],
     ) -> None:
@@ -118,6 +119,7 @@ class Registration:
         self.ttl = ttl
         self.token = token
         self.events_url = events_url
+        self.events_key = events_key  # the event socket's CURVE public key (None: plaintext)
         self.monitor = monitor
         self.clock = clock
         self.lease_id: int | None = None
@@ -135,6 +137,7 @@ class Registration:
             "owner": self.token,
             "lease": lease_id,
             "events": self.events_url,
+            **({"events_key": self.events_key} if self.events_key else {}),
             "monitor": self.monitor,
             "pid": os.getpid(),
         }

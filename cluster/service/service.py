@@ -275,6 +275,7 @@ class ClusterService:
                 ttl=self.timeout,
                 token=self.token,
                 events_url=endpoint.url,
+                events_key=endpoint.public_key,
                 monitor=self.monitor,
                 clock=time.time,
             )
@@ -309,7 +310,8 @@ class ClusterService:
     def _ensure_endpoint(self, host: str | None) -> EventEndpoint:
         if self._endpoint is None:
             bind = self.event_host or host or "127.0.0.1"
-            self._endpoint = EventEndpoint(self.token, bind)
+            # the Client's CURVE keypair, if it has one: then events are CURVE too (no plaintext path)
+            self._endpoint = EventEndpoint(self.token, bind, getattr(self.client, "curve_keypair", None))
             self._endpoint.start()
         return self._endpoint
 
@@ -432,17 +434,13 @@ class ClusterService:
     def broadcast(self, topic: str, payload: Any, timeout: float = 2.0) -> EventResult:
         """Send an event to every live server, process and listener except this service; wait up to
         `timeout` for their acks. The result lists who acknowledged, who did not, and listener errors."""
-        targets = [
-            (name, value.get("events")) for name, value in self.live() if value.get("owner") != self.token
-        ]
+        targets = [(name, value) for name, value in self.live() if value.get("owner") != self.token]
         return self._send(targets, topic, payload, timeout)
 
     def unicast(self, target: str, topic: str, payload: Any, timeout: float = 2.0) -> EventResult:
         """Send an event to one live registrant, named "KIND/ID" or just "ID" (ValueError when the id is
         both a server and a process); not live: not acknowledged, reason "not live"."""
-        matches = [
-            (n, v.get("events")) for n, v in self.live() if n == target or n.split("/", 1)[1] == target
-        ]
+        matches = [(n, v) for n, v in self.live() if n == target or n.split("/", 1)[1] == target]
         if len(matches) > 1:
             raise ValueError(f"{target!r} is ambiguous: {', '.join(n for n, _ in matches)}")
         if not matches:
@@ -450,11 +448,21 @@ class ClusterService:
             return EventResult("", topic, (Delivery(target, False, reason="not live"),))
         return self._send(matches, topic, payload, timeout)
 
-    def _send(self, targets: list[tuple[str, Any]], topic: str, payload: Any, timeout: float) -> EventResult:
+    def _send(
+        self, targets: list[tuple[str, dict[str, Any]]], topic: str, payload: Any, timeout: float
+    ) -> EventResult:
+        """Send to each (name, alive value): its "events" address, and its "events_key" with CURVE."""
         with self._lock:
             endpoint = self._ensure_endpoint(None)
-        clean = [(name, url if isinstance(url, str) else None) for name, url in targets]
-        return endpoint.send(clean, topic, payload, timeout, self.sender_name)
+        clean: list[tuple[str, str | None]] = []
+        keys: dict[str, str | None] = {}
+        for name, alive in targets:
+            url = alive.get("events")
+            clean.append((name, url if isinstance(url, str) else None))
+            key = alive.get("events_key")
+            if isinstance(url, str) and isinstance(key, str):
+                keys[url] = key
+        return endpoint.send(clean, topic, payload, timeout, self.sender_name, keys)
 
     @property
     def sender_name(self) -> str:

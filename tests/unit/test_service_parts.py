@@ -31,6 +31,7 @@ from cluster.service.records import (
 from cluster.service.writes import QueueFull, ServiceClosed, WriteQueue
 from tests.integration.util import wait_until
 from tests.unit.service_fakes import FakeStore, ManualClock
+from transport.curve import KeyPair, key_text
 
 # --- the write queue -------------------------------------------------------------------------------------
 
@@ -260,6 +261,42 @@ def test_a_bare_subscriber_is_reachable_and_a_registration_replaces_its_listener
     finally:
         svc.close()
         other.close()
+
+
+class _Keyed:
+    """The same store seen through a client with (or without) a CURVE keypair."""
+
+    def __init__(self, store: FakeStore, pair: KeyPair | None) -> None:
+        self._store = store
+        self.curve_keypair = pair
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+
+def test_services_with_client_keys_send_events_over_curve_and_never_in_plaintext(store: FakeStore) -> None:
+    pair = KeyPair(*zmq.curve_keypair())
+    secure = ClusterService(_Keyed(store, pair), monitor=False)  # type: ignore[arg-type]
+    other = ClusterService(_Keyed(store, pair), monitor=False)  # type: ignore[arg-type]
+    plain = ClusterService(_Keyed(store, None), monitor=False)  # type: ignore[arg-type]
+    got: list[Any] = []
+    try:
+        secure.subscribe("NOTE", lambda e: got.append(e.payload))
+        secure.register_server("a", "127.0.0.1", 80)
+        secure.wait_registered()
+        alive = dict(other.live())["SERVER_META/a"]
+        assert alive["events_key"] == key_text(pair.public)  # advertised beside the address
+        assert other.unicast("a", "NOTE", 1).acked == ["SERVER_META/a"]
+        assert plain.unicast("a", "NOTE", 2, timeout=0.5).not_acked  # plaintext cannot reach it
+        plain.register_server("b", "127.0.0.1", 81)
+        plain.wait_registered()
+        assert other.unicast("b", "NOTE", 3).not_acked == {
+            "SERVER_META/b": "no CURVE key for its event address"
+        }
+        assert got == [1]
+    finally:
+        for svc in (secure, other, plain):
+            svc.close()
 
 
 def test_a_second_service_registering_the_same_id_takes_it_over_and_the_first_stops(
