@@ -11,6 +11,15 @@ from contextlib import suppress
 class CaptureProxy:
     """A TCP proxy on a free loopback port that records every byte it forwards, both ways.
 
+    Why it is built this way (the #14 abort): the first version took its port from free_ports() and bound
+    it later, ran two threads per connection and left a pair half open when one side closed. When its
+    port came out equal to its target's (the node's peer port, chosen and released a moment before), it
+    connected to itself: each connection made another, thousands of threads and sockets within seconds,
+    until libzmq in the test process could not get a file descriptor ("Too many open files
+    (src/epoll.cpp:38)", an assertion: SIGABRT; pytest's capture swallowed the text, and faulthandler's
+    dump stops at 100 threads, which is why it showed "about 100" pump threads). Now the port is bound
+    (held) from the start, so ports chosen after it cannot be it; pairs are bounded; nothing grows.
+
     One thread does everything (accept, connect, forward, close) through a selector, so no socket is ever
     used by one thread while another closes it, and the thread count does not grow with the connections.
     A connection pair is closed as a whole as soon as either side ends, so a peer that reconnects leaves
@@ -20,12 +29,14 @@ class CaptureProxy:
     MAX_PAIRS = 16
     SEND_TIMEOUT = 5.0
 
-    def __init__(self, target_port: int) -> None:
+    def __init__(self, target_port: int = 0) -> None:
+        """`target_port` may be set later (`target_port` attribute), before anything connects: a test
+        can bind its proxies first and choose the nodes' ports after, so they never collide."""
         self.data = bytearray()
         self.accepted = 0  # connections forwarded, over the proxy's life
         self.refused = 0  # connections closed at once: the target was down, or MAX_PAIRS were open
         self.peak_pairs = 0
-        self._target = target_port
+        self.target_port = target_port
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port = self._listener.getsockname()[1]
         self._listener.setblocking(False)
@@ -67,7 +78,7 @@ class CaptureProxy:
             inbound.close()
             return
         try:
-            outbound = socket.create_connection(("127.0.0.1", self._target), timeout=self.SEND_TIMEOUT)
+            outbound = socket.create_connection(("127.0.0.1", self.target_port), timeout=self.SEND_TIMEOUT)
         except OSError:  # the target is not up yet: the connecting side will try again
             self.refused += 1
             inbound.close()

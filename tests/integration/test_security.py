@@ -10,9 +10,11 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
 import stat
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
@@ -319,6 +321,24 @@ def test_client_keys_rotate_through_the_allow_list_without_a_restart(tmp_path: P
         assert "1 added" in node.log_text() and "1 removed" in node.log_text()
 
 
+def test_the_capture_proxy_stays_bounded_even_when_it_reaches_itself() -> None:
+    """The cause of the #14 abort, as a regression test: a proxy whose target is its own port. The old
+    one cascaded (every accepted connection opened another to itself, two threads each) until the process
+    ran out of file descriptors and libzmq aborted it. This one stays at CaptureProxy.MAX_PAIRS pairs and
+    one thread, and the connections it refuses are closed."""
+    proxy = CaptureProxy()
+    proxy.target_port = proxy.port
+    threads_before = threading.active_count()
+    try:
+        with socket.create_connection(("127.0.0.1", proxy.port), timeout=5) as first:
+            first.sendall(b"\xff" + bytes(8) + b"\x7f")  # a ZMTP greeting's start, as a peer DEALER sends
+            wait_until(lambda: proxy.refused > 0, WAIT, "the proxy to refuse a connection past its bound")
+            assert proxy.peak_pairs == CaptureProxy.MAX_PAIRS
+            assert threading.active_count() <= threads_before
+    finally:
+        proxy.close()
+
+
 def _write_through(url: str, value: str, setup: Callable[[zmq.Socket[bytes]], None]) -> ClientResponse:
     ctx = zmq.Context.instance()
     with closing(ctx.socket(zmq.DEALER)) as sock:
@@ -517,9 +537,11 @@ def test_a_capture_of_the_peer_traffic_shows_no_plaintext_value(tmp_path: Path, 
     plaintext cluster's capture shows it)."""
     canary = "CANARY-" + os.urandom(8).hex()
     keys = make_keys(tmp_path / "keys", ["n1", "n2"])
+    proxies = {name: CaptureProxy() for name in ("n1", "n2")}  # bound first: the ports below cannot be theirs
     peer_ports = free_ports(2)
     client_ports = free_ports(2)
-    proxies = {name: CaptureProxy(port) for name, port in zip(("n1", "n2"), peer_ports, strict=True)}
+    for name, port in zip(("n1", "n2"), peer_ports, strict=True):
+        proxies[name].target_port = port
     nodes: list[NodeHandle] = []
     try:
         for i, name in enumerate(("n1", "n2")):
