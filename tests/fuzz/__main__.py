@@ -26,14 +26,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--target", action="append", choices=TARGETS, help="repeatable; default: all")
     parser.add_argument("--cases", type=int, default=25_000, help="cases per target (default 25000)")
     parser.add_argument("--seed", type=int, default=None, help="hypothesis seed (default: derandomized)")
+    parser.add_argument("--progress", action="store_true", help="print cases and RSS every 1000 cases")
     args = parser.parse_args(argv)
     logger.remove()  # the live node logs every dropped frame; the report is what matters here
     logger.add(sys.stderr, level="ERROR")
     total = 0
     for target in args.target or TARGETS:
         started = time.monotonic()
+
+        def progress(cases: int, target: str = target, started: float = started) -> None:
+            print(
+                f"{target}: {cases} cases, {time.monotonic() - started:.0f}s, RSS {_rss_mb():.0f} MB",
+                flush=True,
+            )
+
         try:
-            tally = run(target, args.cases, args.seed)
+            tally = run(target, args.cases, args.seed, progress=progress if args.progress else None)
         except Exception:  # noqa: BLE001 - hypothesis has printed the failing case
             print(f"{target}: FAILED (see the traceback and the reproduction blob above)", flush=True)
             raise
@@ -49,6 +57,18 @@ def main(argv: list[str] | None = None) -> int:
         total += tally.cases
     print(f"total: {total} cases, no failure")
     return 0
+
+
+def _rss_mb() -> float:
+    """The process's resident set now (not the peak), from /proc where there is one."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 if __name__ == "__main__":

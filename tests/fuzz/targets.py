@@ -51,10 +51,16 @@ class Tally:
     cases: int = 0
     outcomes: dict[str, int] = field(default_factory=dict)
     sizes: dict[str, int] = field(default_factory=dict)  # the live node's state at the end
+    progress: Callable[[int], None] | None = None  # called every PROGRESS_EVERY cases (a soak's report)
 
     def count(self, outcome: str) -> None:
         self.cases += 1
         self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
+        if self.progress is not None and self.cases % PROGRESS_EVERY == 0:
+            self.progress(self.cases)
+
+
+PROGRESS_EVERY = 1000
 
 
 # --- codec ------------------------------------------------------------------------------------------------
@@ -240,9 +246,16 @@ def snapshot_case(tally: Tally, data: bytes) -> None:
 TARGETS = ("codec", "node", "wal", "snapshot")
 
 
-def run(target: str, cases: int, seed: int | None, deadline_ms: int = 5000) -> Tally:
-    """Run `cases` hypothesis examples of one target; raises what the first failing case raised."""
-    tally = Tally()
+def run(
+    target: str,
+    cases: int,
+    seed: int | None,
+    deadline_ms: int = 5000,
+    progress: Callable[[int], None] | None = None,
+) -> Tally:
+    """Run `cases` hypothesis examples of one target; raises what the first failing case raised.
+    `progress(cases so far)` is called every PROGRESS_EVERY cases."""
+    tally = Tally(progress=progress)
     options = settings(
         max_examples=cases,
         deadline=deadline_ms,
