@@ -122,7 +122,9 @@ def _serve_locked(
     http: StatusHttpServer | None = None
     runtime: NodeRuntime | None = None
     try:
-        http = _bind_http(config, loop)  # before the disk is touched: a port in use fails fast
+        http = _bind_http(
+            config, loop, security.secure
+        )  # before the disk is touched: a port in use fails fast
         recovered = storage.recover()
         sm = KVStateMachine(history_events=config.history_events, history_bytes=config.history_bytes)
         node = NodeActor(
@@ -181,13 +183,15 @@ def _nothing() -> None:
     return None
 
 
-def _bind_http(config: NodeConfig, loop: EventLoop) -> StatusHttpServer | None:
+def _bind_http(config: NodeConfig, loop: EventLoop, secure: bool) -> StatusHttpServer | None:
     """The HTTP status server (cluster/node/http/), bound but not yet serving, when --http-url asks for one.
-    Its thread starts once the runtime that publishes to its bridge exists."""
+    Its thread starts once the runtime that publishes to its bridge exists. A node with CURVE keys does
+    not serve the registry's values over HTTP (cluster/node/http/app.py)."""
     if not config.http_url:
         return None
     host, port = http_host_port(config.http_url)
-    return StatusHttpServer(config.name, host, port, LoopBridge(loop.wakeup, loop.clock))
+    bridge = LoopBridge(loop.wakeup, loop.clock)
+    return StatusHttpServer(config.name, host, port, bridge, values_served=not secure)
 
 
 def _log_start(config: NodeConfig, recovered: Recovered, node: NodeActor, security: NodeSecurity) -> None:

@@ -15,6 +15,8 @@ import stat
 import subprocess
 import sys
 import threading
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
@@ -26,6 +28,7 @@ import zmq
 
 from actors.messages import ClientResponse, Status
 from cluster import AsyncClient, Client, HandshakeRefused, PermissionDenied, Unavailable, ZraftError
+from cluster.node.http.views import PROCESS_PREFIX, SERVER_PREFIX
 from cluster.service import Event
 from cluster.service.event_socket import EventEndpoint
 from cluster.service.events import encode_event
@@ -617,3 +620,39 @@ def test_service_events_use_the_clients_curve_keys_and_a_capture_shows_no_event(
         capture.close()
         sender.close()
         receiver.close()
+
+
+def test_the_http_status_server_of_a_curve_node_serves_no_values_and_no_secret(tmp_path: Path) -> None:
+    """The HTTP port authenticates nobody: on a node with CURVE keys the registry routes answer 403, and
+    no other route shows a key's value or any secret key (only the node's public key)."""
+    keys = make_keys(tmp_path / "keys", ["n1"])
+    http = f"http://127.0.0.1:{free_ports(1)[0]}"
+    canary = "CANARY-" + os.urandom(8).hex()
+    with start_cluster(
+        1, base_dir=tmp_path, node_args_of=lambda name: [*keys.node_flags(name), "--http-url", http]
+    ) as cluster:
+        with secure_client(cluster, keys, timeout=WAIT) as c:
+            c.put(SERVER_PREFIX + "s1", {"SERVER_HOST": canary, "STATUS": "ONLINE"})
+            c.put(PROCESS_PREFIX + "p1", {"SERVER_NAME": "s1", "NOTE": canary})
+        paths = ["/", "/health", "/ready", "/metrics", "/api/v1/node/status", "/api/v1/cluster/address",
+                 "/api/v1/cluster/status", "/api/v1/cluster/nodes", "/api/v1/cluster/node/s1/p1"]  # fmt: skip
+        answers = {path: _http_get(http + path) for path in paths}
+        bodies = {path: body for path, (_, body) in answers.items()}
+        for path in ("/api/v1/cluster/nodes", "/api/v1/cluster/node/s1/p1"):
+            assert answers[path][0] == 403
+            assert b"not served over unauthenticated HTTP" in answers[path][1]
+        shown = json.loads(bodies["/api/v1/node/status"])["body"]
+        assert key_text(keys.nodes["n1"].public) in json.dumps(shown)  # the public key only
+        assert answers["/metrics"][0] == 200 and answers["/api/v1/cluster/status"][0] == 200
+        for path, body in bodies.items():
+            assert canary.encode() not in body, path
+            for secret in keys.secrets():
+                assert secret.encode() not in body, path
+
+
+def _http_get(url: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=WAIT) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()

@@ -12,6 +12,11 @@ Routes (GET or HEAD; anything else 405, unknown paths 404, every error a JSON bo
     /api/v1/cluster/nodes                     the registry: servers with their fields and processes
     /api/v1/cluster/node/{node}/{process}     one process's record
 
+On a node with CURVE keys (`values_served=False`) the two registry routes answer 403: the HTTP port
+authenticates nobody, and the registry's values (where every service lives) are what CURVE and the users'
+read rights protect on the client port. Everything else (status, health, metrics, addresses, the page)
+holds no key's value and no secret (the status shows the node's public key only) and is served as usual.
+
 API answers have the original's JsonResponse shape: {"status": "OK", "message": "", "body": ...}.
 What the node's loop owns is read only through the LoopBridge (cluster/node/bridge.py): the published
 snapshot, and read-only loop calls (serializable range pages of the registry, one ReadIndex round for
@@ -56,6 +61,12 @@ class RegistryRead:
     truncated: bool
 
 
+REGISTRY_REFUSED: Final = (
+    "this node uses CURVE: the registry is not served over unauthenticated HTTP "
+    "(read it with a client key: cluster-ctl service servers)"
+)
+
+
 class HttpError(Exception):
     def __init__(self, status: HTTPStatus, message: str) -> None:
         super().__init__(message)
@@ -64,8 +75,11 @@ class HttpError(Exception):
 
 
 class StatusApp:
-    def __init__(self, name: str, bridge: LoopBridge, peers: PeerStatus | None = None) -> None:
+    def __init__(
+        self, name: str, bridge: LoopBridge, peers: PeerStatus | None = None, values_served: bool = True
+    ) -> None:
         self.name = name
+        self.values_served = values_served
         self.bridge = bridge
         self.peers = peers or PeerStatus()
         self._registry_lock = threading.Lock()
@@ -93,6 +107,10 @@ class StatusApp:
                     HTTPStatus.METHOD_NOT_ALLOWED, f"{method} is not allowed: this API is read-only"
                 )
             handler = self._routes.get(path)
+            if not self.values_served and (
+                path == "/api/v1/cluster/nodes" or path.startswith("/api/v1/cluster/node/")
+            ):
+                raise HttpError(HTTPStatus.FORBIDDEN, REGISTRY_REFUSED)
             if handler is not None:
                 status, content_type, body = handler(environ)
             elif path.startswith("/api/v1/cluster/node/"):

@@ -39,10 +39,12 @@ class HttpBindError(Exception):
 
 
 class StatusHttpServer:
-    def __init__(self, name: str, host: str, port: int, bridge: LoopBridge) -> None:
+    def __init__(
+        self, name: str, host: str, port: int, bridge: LoopBridge, values_served: bool = True
+    ) -> None:
         self.name = name
         self.bridge = bridge
-        self.app = StatusApp(name, bridge)
+        self.app = StatusApp(name, bridge, values_served=values_served)
         self._map: dict[int, Any] = {}
         try:
             self._server = create_server(
