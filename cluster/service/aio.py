@@ -61,7 +61,7 @@ class ThreadStore:
         self.loop = loop
         self.timeout = client.timeout
         self.margin = margin
-        self.curve_keypair = client.curve_keypair  # the service's event sockets use the client's keys
+        self.curve_keypair = getattr(client, "curve_keypair", None)  # for the service's event sockets
 
     def _run(self, operation: str, make: Callable[[], Coroutine[Any, Any, T]], timeout: float | None) -> T:
         if _running_loop() is self.loop:
