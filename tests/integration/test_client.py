@@ -417,11 +417,10 @@ def test_cluster_ctl_put_get_cas_del_status(cluster: Cluster) -> None:
 
 def test_cluster_ctl_exits_3_when_nothing_answers() -> None:
     (port,) = free_ports(1)
-    started_at = time.monotonic()
     result = ctl("--endpoints", f"tcp://127.0.0.1:{port}", "--timeout", "0.5", "get", "k")
     assert result.returncode == 3 and result.stderr.count("\n") == 1
-    assert "no answer" in result.stderr
-    assert time.monotonic() - started_at < 0.5 + MARGIN + 3.0  # + interpreter start-up
+    # It gave up after the --timeout it was given (not the default), and says so.
+    assert "no answer from the cluster within 0.5s" in result.stderr
 
 
 # --- failures -------------------------------------------------------------------------------------------
