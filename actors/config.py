@@ -24,6 +24,7 @@ class RaftConfig:
     # is always taken when nothing is uncommitted, however big (etcd's MaxUncommittedEntriesSize).
     max_uncommitted_entries: int = 10_000
     max_uncommitted_bytes: int = 64 << 20
+    learner_max_lag: int = 1_000  # a learner is promoted to voter only this many entries behind, or closer
 
     def __post_init__(self) -> None:
         if self.heartbeat_interval <= 0 or self.election_timeout <= 2 * self.heartbeat_interval:

@@ -32,6 +32,11 @@ class ElectionActor:
         self._peer_contact: dict[NodeId, float] = {}
         self._quorum_deadline = 0.0
 
+    def set_voters(self, voters: tuple[NodeId, ...]) -> None:
+        """A new configuration is in force: count only its voters from now on (dissertation 4.1)."""
+        self._voters = voters
+        self._votes = {v: g for v, g in self._votes.items() if v in voters}
+
     @property
     def quorum(self) -> int:
         return len(self._voters) // 2 + 1
@@ -70,7 +75,7 @@ class ElectionActor:
     # --- candidate side ---------------------------------------------------------------------------
 
     def start_tally(self) -> Tally:
-        self._votes = {self._id: True}
+        self._votes = {self._id: True} if self._id in self._voters else {}
         return self._tally()
 
     def record_vote(self, voter: NodeId, granted: bool) -> Tally:
@@ -103,8 +108,10 @@ class ElectionActor:
     def check_quorum(self, now: float) -> bool:
         """Called at the quorum deadline: did a majority (self included) answer within the last timeout?"""
         window = self._config.election_timeout
-        active = 1 + sum(
-            1 for peer, seen in self._peer_contact.items() if peer != self._id and now - seen <= window
+        active = (self._id in self._voters) + sum(
+            1
+            for peer, seen in self._peer_contact.items()
+            if peer != self._id and peer in self._voters and now - seen <= window
         )
         self._quorum_deadline = now + window
         if active >= self.quorum:

@@ -19,6 +19,7 @@ class EntryKind(IntEnum):
 
     COMMAND = 0  # a client command for the state machine (opaque bytes)
     NOOP = 1  # appended by every new leader so it can commit entries of earlier terms (paper 5.4.2, 8)
+    CONFIG = 2  # a cluster configuration (actors/membership.py), in force once appended (dissertation 4.1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +43,8 @@ class HardState:
 class SnapshotMeta:
     index: int  # last included index
     term: int  # last included term
-    members: tuple[NodeId, ...]
+    members: tuple[NodeId, ...]  # every member's name, voters and learners
+    config: bytes = b""  # the configuration in force at `index` (actors/membership.py); b"" in old snapshots
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,6 +26,7 @@ from actors.config import RaftConfig
 from actors.contracts import Applied, InvalidInput, Ready, Recovered, Refusal, SnapshotJob, StateMachine
 from actors.election import ElectionActor, Tally
 from actors.log import RaftLog
+from actors.membership import ChangeError, ConfigChange, Configuration, apply_change, decode_configuration
 from actors.messages import (
     PEER_MESSAGE_TYPES,
     AppendEntries,
@@ -60,6 +61,13 @@ class Role(Enum):
     LEADER = "leader"
 
 
+@dataclass(frozen=True, slots=True)
+class ChangeRefused:
+    """A membership change the leader will not propose, with the reason for the operator."""
+
+    reason: str
+
+
 class SafetyViolation(AssertionError):
     """An internal invariant of Raft broke: a bug, never a peer's fault."""
 
@@ -79,18 +87,17 @@ class NodeActor:
     def __init__(
         self,
         node_id: NodeId,
-        members: tuple[NodeId, ...],
+        members: tuple[NodeId, ...] | Configuration,
         config: RaftConfig,
         state_machine: StateMachine,
         rng: random.Random,
         recovered: Recovered | None = None,
         now: float = 0.0,
     ) -> None:
-        if node_id not in members:
-            raise ValueError(f"{node_id!r} is not one of the members {members}")
+        bootstrap = members if isinstance(members, Configuration) else Configuration.voters_only(members)
+        if node_id not in bootstrap.names:
+            raise ValueError(f"{node_id!r} is not one of the members {bootstrap.names}")
         self.id = node_id
-        self._members = tuple(sorted(members))
-        self._peers = tuple(m for m in self._members if m != node_id)
         self._config = config
         self._sm = state_machine
         rec = recovered or Recovered(HardState(0, None, 0), None, [])
@@ -107,6 +114,18 @@ class NodeActor:
             self._term, self._vote = last_term, None
         if rec.snapshot is not None:
             self._sm.prepare_restore(rec.snapshot.data, rec.snapshot.meta.index)()  # our own: fail-stop
+        # Configurations (dissertation 4.1): the one at the log's base (from the snapshot, else the bootstrap
+        # one the runtime knows), then one per CONFIG entry in the log; the latest is in force, committed
+        # or not.
+        self._base_config = _snapshot_config(rec.snapshot, bootstrap) if rec.snapshot else bootstrap
+        self._configs: list[tuple[int, Configuration]] = []
+        self._configuration = self._base_config
+        # Senders accepted beyond the configuration's members: the bootstrap's (a node that joined replays
+        # old configurations that may not list the leader it joined under), and whom the runtime vouches for.
+        self._bootstrap_names = frozenset(bootstrap.names) - {node_id}
+        self._known: frozenset[NodeId] = self._bootstrap_names
+        self._members = self._configuration.names
+        self._peers = tuple(m for m in self._members if m != node_id)
         self._applied = base_index
         self._applied_bytes = 0  # command bytes applied since the last snapshot
         self._commit = max(base_index, min(rec.hard_state.commit, self._log.last_index()))
@@ -122,8 +141,9 @@ class NodeActor:
         self._leader: NodeId | None = None
         self._role = Role.FOLLOWER
         self._handlers: dict[type, Handler] = {}
-        self._election = ElectionActor(node_id, self._members, config, rng)
-        self._replication = ReplicationActor(node_id, self._peers, config)
+        voters = self._configuration.voters
+        self._election = ElectionActor(node_id, voters, config, rng)
+        self._replication = ReplicationActor(node_id, self._peers, config, voters)
         self._reads: list[PendingRead] = []
         self._reads_done: list[int] = []  # tokens safe to serve, for the next Ready
         self._reads_failed: list[int] = []
@@ -140,7 +160,14 @@ class NodeActor:
         self._completed: tuple[InstallSnapshot, Snapshot, Callable[[], None]] | None = None
         self._transfer: tuple[NodeId, float] | None = None
         self._ready_out = False
-        self._stats = {"proposals": 0, "applied": 0, "snapshots": 0, "elections": 0, "dropped": 0}
+        self._stats = {
+            "proposals": 0,
+            "applied": 0,
+            "snapshots": 0,
+            "elections": 0,
+            "dropped": 0,
+            "config_changes": 0,
+        }
         self._shape_checks = shape_checks(config.max_snapshot_bytes)
         self._state_checks: dict[type, Check] = {
             AppendEntries: self._append_entries_problem,
@@ -154,6 +181,7 @@ class NodeActor:
         self._invalid: deque[InvalidInput] = deque(maxlen=MAX_INVALID_REPORTS)
         self._election.reset_timer(now)
         self._set_role(Role.FOLLOWER)
+        self._track_configs(self._log.base_index + 1, now)
 
     # --- read-only facts, for the runtime, status and tests -----------------------------------------
 
@@ -186,6 +214,32 @@ class NodeActor:
     def latest_snapshot(self) -> Snapshot | None:
         return self._snapshot
 
+    @property
+    def configuration(self) -> Configuration:
+        """The configuration in force: the latest in the log, committed or not (dissertation 4.1)."""
+        return self._configuration
+
+    @property
+    def configuration_index(self) -> int:
+        """The log index of the configuration in force; the log's base index when it came with it."""
+        return self._configs[-1][0] if self._configs else self._log.base_index
+
+    @property
+    def config_history(self) -> tuple[tuple[int, Configuration], ...]:
+        """(index, configuration) for the log's base and every configuration entry in the log, in order."""
+        return ((self._log.base_index, self._base_config), *self._configs)
+
+    @property
+    def removed(self) -> bool:
+        """True when a configuration in our log no longer lists us: we left the cluster."""
+        return self.id not in self._configuration.names
+
+    def set_known_peers(self, names: frozenset[NodeId]) -> None:
+        """Names the runtime authenticates as cluster members though our configuration may not list them
+        yet (a member added while we were behind): their messages are accepted too. Messages from anyone
+        else are dropped as invalid (DESIGN.md rule 7)."""
+        self._known = (frozenset(names) | self._bootstrap_names) - {self.id}
+
     def status(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "id": self.id,
@@ -197,6 +251,11 @@ class NodeActor:
             "last_index": self._log.last_index(),
             "snapshot_index": self._snapshot.meta.index if self._snapshot else 0,
             "members": list(self._members),
+            "voters": list(self._configuration.voters),
+            "learners": list(self._configuration.learners),
+            "configuration": [m.as_dict() for m in self._configuration.members],
+            "configuration_index": self.configuration_index,
+            "removed": self.removed,
             "stats": dict(self._stats),
             "dropped_invalid": dict(self._dropped_invalid),
             "uncommitted": self._log.last_index() - self._commit,
@@ -221,7 +280,8 @@ class NodeActor:
         if not isinstance(msg, PEER_MESSAGE_TYPES):  # client traffic belongs to the service above
             self._stats["dropped"] += 1
             return
-        if msg.src not in self._peers:
+        src = msg.src
+        if src not in self._peers and src not in self._known and not self._replication.tracks(src):
             self._drop_invalid(msg, f"{msg.src!r} is not one of our peers")
             return
         if msg.dst != self.id:
@@ -259,7 +319,10 @@ class NodeActor:
             if now >= self._heartbeat_due:
                 self._send_heartbeats(now)
         elif self._election.expired(now):
-            self._campaign(now, pre_vote=self._config.pre_vote, transfer=False)
+            if self._configuration.is_voter(self.id):
+                self._campaign(now, pre_vote=self._config.pre_vote, transfer=False)
+            else:  # a learner, a member not yet added or one removed: it never campaigns
+                self._election.reset_timer(now)
 
     def next_deadline(self) -> float:
         if self._role is Role.LEADER:
@@ -302,12 +365,47 @@ class NodeActor:
         self._round_wanted = True
         return None
 
+    def propose_change(self, change: ConfigChange, now: float) -> int | Refusal | ChangeRefused:
+        """Append a configuration with one membership change, as leader (dissertation 4.1): its index, or
+        why not. It is in force once appended; its outcome comes out in `applied` like a command's.
+
+        One change at a time, and only once an entry of our term has committed (the dissertation's fix
+        of single-server changes: a leader of a new term could otherwise overlap an uncommitted change of
+        an earlier term's leader); both are transient, answered BUSY. Removing ourselves first hands
+        leadership to the most up-to-date voter (answered TRANSFERRING: ask the new leader). A learner is
+        promoted only within `learner_max_lag` entries of our log."""
+        if self._role is not Role.LEADER:
+            return Refusal.NOT_LEADER
+        if self._transfer is not None:
+            return Refusal.TRANSFERRING
+        try:
+            new = apply_change(self._configuration, change)
+        except ChangeError as exc:
+            return ChangeRefused(str(exc))
+        if self._log.term_at(self._commit) != self._term or self.configuration_index > self._commit:
+            return Refusal.BUSY
+        if change.op == "remove" and change.name == self.id:
+            if self.transfer_leadership(now) is None:
+                return ChangeRefused(f"{self.id} leads and no other voter can take over")
+            return Refusal.TRANSFERRING
+        if change.op == "promote":
+            lag = self._log.last_index() - self._replication.match_of(change.name)
+            if lag > self._config.learner_max_lag:
+                return ChangeRefused(
+                    f"learner {change.name} is {lag} entries behind the leader (promotion needs at most "
+                    f"{self._config.learner_max_lag}); retry once it has caught up"
+                )
+        self._stats["config_changes"] += 1
+        index = self._append(EntryKind.CONFIG, new.encode())
+        self._track_configs(index, now)
+        return index
+
     def transfer_leadership(self, now: float, target: NodeId | None = None) -> NodeId | None:
-        """Hand leadership to `target` (default: the most up-to-date follower). Dissertation 3.10."""
+        """Hand leadership to `target` (default: the most up-to-date voter). Dissertation 3.10."""
         if self._role is not Role.LEADER or not self._peers:
             return None
         target = target or self._replication.most_up_to_date()
-        if target is None or target not in self._peers:
+        if target is None or target not in self._peers or not self._configuration.is_voter(target):
             return None
         self._transfer = (target, now + self._config.election_timeout)
         self._maybe_send_timeout_now(now)
@@ -538,6 +636,12 @@ class NodeActor:
         problem = self._leader_claim_problem(msg)
         if problem is not None:
             return problem
+        for entry in msg.entries:
+            if entry.kind == EntryKind.CONFIG:
+                try:
+                    decode_configuration(entry.data)
+                except ValueError as exc:
+                    return f"entry {entry.index}: {exc}"
         # A leader of our term or a newer one holds every entry we know committed (paper 5.4.1).
         for entry in msg.entries:
             if entry.index > self._commit:
@@ -552,7 +656,12 @@ class NodeActor:
         if problem is not None:
             return problem
         meta = msg.meta
-        if sorted(meta.members) != list(self._members):
+        if meta.config:
+            try:
+                decode_configuration(meta.config)
+            except ValueError as exc:
+                return f"snapshot configuration: {exc}"
+        elif sorted(meta.members) != list(self._members):
             return f"snapshot members {list(meta.members)[:8]} are not ours"
         local = self._log.term_at(meta.index) if meta.index <= self._commit else None
         if local is not None and local != meta.term:
@@ -590,14 +699,14 @@ class NodeActor:
     def _append_response_problem(self, msg: AppendEntriesResponse, now: float) -> str | None:
         if msg.term > self._term:
             return f"a success in term {msg.term}, newer than any we sent" if msg.success else None
-        if self._role is not Role.LEADER:
-            return None  # a late answer to our leadership of this term; ignored
+        if self._role is not Role.LEADER or not self._replication.tracks(msg.src):
+            return None  # a late answer to our leadership of this term, or from a member since removed
         return self._replication.append_response_problem(msg, self._leader_context(now))
 
     def _snapshot_response_problem(self, msg: InstallSnapshotResponse, now: float) -> str | None:
         if msg.term > self._term:
             return f"an installed snapshot in term {msg.term}, newer than any we sent" if msg.done else None
-        if self._role is not Role.LEADER:
+        if self._role is not Role.LEADER or not self._replication.tracks(msg.src):
             return None
         return self._replication.snapshot_response_problem(msg)
 
@@ -639,7 +748,8 @@ class NodeActor:
             self._become_follower(self._term, None, now)
 
     def _on_timeout_now(self, msg: TimeoutNow, now: float) -> None:
-        self._campaign(now, pre_vote=False, transfer=True)
+        if self._configuration.is_voter(self.id):  # a leader only picks voters; ours may be older
+            self._campaign(now, pre_vote=False, transfer=True)
 
     # --- follower: replication ---------------------------------------------------------------------
 
@@ -674,7 +784,9 @@ class NodeActor:
                 )
             )
             return
-        self._merge(entries)
+        changed_from = self._merge(entries)
+        if changed_from is not None:
+            self._track_configs(changed_from, now)
         last_new = msg.prev_log_index + len(msg.entries)
         new_commit = min(msg.leader_commit, last_new)
         if new_commit > self._commit:
@@ -692,8 +804,9 @@ class NodeActor:
             )
         )
 
-    def _merge(self, entries: tuple[Entry, ...]) -> None:
-        """Append what we lack; truncate only at a real conflict, never entries that match (paper 5.3)."""
+    def _merge(self, entries: tuple[Entry, ...]) -> int | None:
+        """Append what we lack; truncate only at a real conflict, never entries that match (paper 5.3).
+        Returns the first index that changed, None when nothing did."""
         for pos, entry in enumerate(entries):
             local = self._log.term_at(entry.index)
             if local == entry.term:
@@ -707,7 +820,8 @@ class NodeActor:
                 self._unstable_from = min(self._unstable_from, entry.index)
             for new in entries[pos:]:
                 self._log.append(new)
-            return
+            return entry.index
+        return None
 
     def _on_install_snapshot(self, msg: InstallSnapshot, now: float) -> None:
         self._leader = msg.src
@@ -720,7 +834,7 @@ class NodeActor:
             return
         if completed is not None and completed[0] is msg:  # the last chunk, decoded when it was checked
             self._incoming = None
-            self._install(completed[1], completed[2])
+            self._install(completed[1], completed[2], now)
             self._answer_snapshot(msg, meta.index, done=True)
             return
         if msg.offset == 0:
@@ -735,7 +849,7 @@ class NodeActor:
         incoming[1].extend(msg.data)
         self._answer_snapshot(msg, len(incoming[1]), done=False)
 
-    def _install(self, snap: Snapshot, swap_in: Callable[[], None]) -> None:
+    def _install(self, snap: Snapshot, swap_in: Callable[[], None], now: float) -> None:
         meta = snap.meta
         if self._log.term_at(meta.index) == meta.term:
             self._log.compact_to(meta.index)  # our log continues the snapshot: keep the suffix
@@ -744,6 +858,9 @@ class NodeActor:
             self._pending_truncate = meta.index + 1
             self._unstable_from = meta.index + 1
             self._stable_index = meta.index
+        self._base_config = _snapshot_config(snap, self._base_config)
+        self._configs = [(i, c) for i, c in self._configs if i > self._log.base_index]
+        self._config_changed(now)
         swap_in()
         self._snapshot_job = None  # one of our own in the making is older than the state now
         self._applied = meta.index
@@ -785,16 +902,21 @@ class NodeActor:
         self._serve_reads()  # a newly confirmed round may release reads
 
     def _on_append_response(self, msg: AppendEntriesResponse, now: float) -> None:
+        if not self._replication.tracks(msg.src):
+            return  # a member since removed (or whose addition was cut from our log)
         self._election.heard_from_peer(msg.src, now)
         ctx = self._leader_context(now)
         if self._replication.on_append_response(msg, ctx):
             self._commit_news = True  # even without a new commit: this follower may lag behind the old one
             self._maybe_commit(now)
             self._maybe_send_timeout_now(now)
-        self._outbox.extend(self._replication.send_to(msg.src, self._leader_context(now)))
+        if self._replication.tracks(msg.src):
+            self._outbox.extend(self._replication.send_to(msg.src, self._leader_context(now)))
         self._serve_reads()  # a newly confirmed round may release reads
 
     def _on_snapshot_response(self, msg: InstallSnapshotResponse, now: float) -> None:
+        if not self._replication.tracks(msg.src):
+            return
         self._election.heard_from_peer(msg.src, now)
         self._outbox.extend(self._replication.on_snapshot_response(msg, self._leader_context(now)))
 
@@ -862,7 +984,7 @@ class NodeActor:
             self._applied = entry.index
             self._applied_bytes += len(entry.data)
             self._stats["applied"] += 1
-            if own and entry.term == self._term and entry.kind == EntryKind.COMMAND:
+            if own and entry.term == self._term and entry.kind != EntryKind.NOOP:
                 self._applied_out.append(Applied(entry.index, entry.term, result))
 
     def _maybe_snapshot(self) -> None:
@@ -896,7 +1018,9 @@ class NodeActor:
         self._applied_bytes = 0
         term = self._log.term_at(self._applied)
         assert term is not None
-        self._snapshot_job = (SnapshotMeta(self._applied, term, self._members), self._sm.snapshot_job())
+        config = self._config_at(self._applied)
+        meta = SnapshotMeta(self._applied, term, config.names, config.encode())
+        self._snapshot_job = (meta, self._sm.snapshot_job())
         self._maybe_snapshot()  # the first slice now
 
     def _finish_snapshot(self, snap: Snapshot) -> None:
@@ -906,6 +1030,49 @@ class NodeActor:
         self._stats["snapshots"] += 1
         keep_from = snap.meta.index - self._config.snapshot_keep
         self._log.compact_to(max(self._log.base_index, keep_from))
+        base = self._log.base_index
+        self._base_config = self._config_at(base)
+        self._configs = [(i, c) for i, c in self._configs if i > base]
+
+    # --- configurations (dissertation chapter 4) ----------------------------------------------------
+
+    def _track_configs(self, from_index: int, now: float) -> None:
+        """The log changed from `from_index` on (appended, or truncated and appended): forget the
+        configurations of entries that are gone, note those of the new ones, put the latest in force."""
+        self._configs = [(i, c) for i, c in self._configs if i < from_index]
+        for index in range(max(from_index, self._log.base_index + 1), self._log.last_index() + 1):
+            entry = self._log.entry(index)
+            if entry.kind == EntryKind.CONFIG:
+                self._configs.append((index, decode_configuration(entry.data)))  # checked on arrival
+        self._config_changed(now)
+
+    def _config_at(self, index: int) -> Configuration:
+        """The configuration in force once the log up to `index` (at or above the base) is applied."""
+        config = self._base_config
+        for at, c in self._configs:
+            if at > index:
+                break
+            config = c
+        return config
+
+    def _config_changed(self, now: float) -> None:
+        new = self._configs[-1][1] if self._configs else self._base_config
+        if new == self._configuration:
+            return
+        self._configuration = new
+        self._members = new.names
+        self._peers = tuple(m for m in self._members if m != self.id)
+        voters = new.voters
+        self._election.set_voters(voters)
+        leading = self._role is Role.LEADER
+        self._replication.set_members(self._peers, voters, self._log.last_index(), now, leading)
+        if self.id not in voters and self._role is not Role.FOLLOWER:
+            # No longer a voter: never campaign nor lead (a leader hands over before it removes itself,
+            # so this is a candidate whose log just learned of a removal).
+            self._become_follower(self._term, None, now)
+        elif leading:
+            self._broadcast_wanted = True  # a new member gets its first AppendEntries now
+            self._maybe_commit(now)  # fewer voters may make a smaller majority
 
     # --- small helpers --------------------------------------------------------------------------------
 
@@ -927,3 +1094,12 @@ class NodeActor:
 
     def _ignore(self, msg: Message, now: float) -> None:
         pass
+
+
+def _snapshot_config(snap: Snapshot, fallback: Configuration) -> Configuration:
+    """The configuration a snapshot carries; an old snapshot without one has only its voters' names."""
+    if snap.meta.config:
+        return decode_configuration(snap.meta.config)
+    if sorted(snap.meta.members) == list(fallback.names):
+        return fallback  # the same members: keep what we know of them (their URLs)
+    return Configuration.voters_only(snap.meta.members)

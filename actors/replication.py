@@ -9,6 +9,7 @@ the confirmed read round); NodeActor decides what they mean for its own state.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -61,18 +62,50 @@ class LeaderContext:
 
 
 class ReplicationActor:
-    def __init__(self, node_id: NodeId, peers: tuple[NodeId, ...], config: RaftConfig) -> None:
+    def __init__(
+        self, node_id: NodeId, peers: tuple[NodeId, ...], config: RaftConfig, voters: tuple[NodeId, ...]
+    ) -> None:
         self._id = node_id
-        self._peers = peers
+        self._peers = peers  # every member but us: voters and learners all receive the log
+        self._voters = voters  # who counts toward a majority, us included when we vote
         self._config = config
         self._progress: dict[NodeId, Progress] = {}
+        # Members just removed: still sent the log until they hold the configuration that removed them
+        # (its index here), so that they learn they left and stop campaigning; never counted.
+        self._leaving: dict[NodeId, int] = {}
 
     def start(self, last_index: int, now: float) -> None:
         """A new term of leadership: nothing is known about the followers (paper 5.3)."""
         self._progress = {p: Progress(next=last_index + 1, last_progress=now) for p in self._peers}
+        self._leaving = {}
+
+    def tracks(self, peer: NodeId) -> bool:
+        """True for a member, and for a member just removed that has not yet learned it."""
+        return peer in self._progress
+
+    def set_members(
+        self,
+        peers: tuple[NodeId, ...],
+        voters: tuple[NodeId, ...],
+        last_index: int,
+        now: float,
+        leading: bool,
+    ) -> None:
+        """A new configuration is in force: replicate to its members, count its voters (dissertation 4.1).
+        A member new to us starts as a follower does at the start of a term; a leaving one is forgotten."""
+        self._peers, self._voters = peers, voters
+        if not leading:
+            return
+        gone = {p: last_index for p in self._progress if p not in peers}
+        self._leaving = {p: i for p, i in {**self._leaving, **gone}.items() if p not in peers}
+        self._progress = {
+            p: self._progress.get(p) or Progress(next=last_index + 1, last_progress=now)
+            for p in (*peers, *self._leaving)
+        }
 
     def match_of(self, peer: NodeId) -> int:
-        return self._progress[peer].match
+        pr = self._progress.get(peer)
+        return pr.match if pr is not None else 0
 
     def describe(self) -> dict[NodeId, dict[str, object]]:
         return {
@@ -81,26 +114,36 @@ class ReplicationActor:
         }
 
     def most_up_to_date(self) -> NodeId | None:
-        if not self._progress:
+        """The voter (not us) holding the most of our log: the best target of a leadership transfer."""
+        voters = [p for p in self._progress if p in self._voters]
+        if not voters:
             return None
-        return max(self._progress, key=lambda p: (self._progress[p].match, p))
+        return max(voters, key=lambda p: (self._progress[p].match, p))
 
     # --- quorum facts -----------------------------------------------------------------------------
 
     def quorum_match(self, own_durable_index: int) -> int:
         """The highest index stored durably on a majority; the leader counts its own fsynced index only."""
-        matches = sorted([own_durable_index, *(pr.match for pr in self._progress.values())], reverse=True)
-        return matches[(len(matches) // 2 + 1) - 1]
+        return self._quorum_value(own_durable_index, lambda pr: pr.match)
 
     def quorum_round(self, own_round: int) -> int:
-        rounds = sorted([own_round, *(pr.acked_round for pr in self._progress.values())], reverse=True)
-        return rounds[(len(rounds) // 2 + 1) - 1]
+        return self._quorum_value(own_round, lambda pr: pr.acked_round)
+
+    def _quorum_value(self, own: int, of: Callable[[Progress], int]) -> int:
+        """The highest value a majority of the voters has reached (the leader's own counts if it votes)."""
+        values = [own] if self._id in self._voters else []
+        for voter in self._voters:
+            pr = self._progress.get(voter)
+            if voter != self._id:
+                values.append(of(pr) if pr is not None else 0)
+        values.sort(reverse=True)
+        return values[len(values) // 2] if values else 0
 
     # --- sending ----------------------------------------------------------------------------------
 
     def send_all(self, ctx: LeaderContext) -> list[Message]:
         out: list[Message] = []
-        for peer in self._peers:
+        for peer in self._progress:
             out.extend(self.send_to(peer, ctx))
         return out
 
@@ -226,6 +269,9 @@ class ReplicationActor:
             advanced = msg.match_index > pr.match
             if advanced:
                 pr.match = msg.match_index
+                if pr.match >= self._leaving.get(msg.src, pr.match + 1):  # it knows it left: let go
+                    del self._progress[msg.src], self._leaving[msg.src]
+                    return False
                 pr.last_progress = ctx.now
                 while pr.inflight and pr.inflight[0] <= pr.match:
                     pr.inflight.popleft()

@@ -5,7 +5,8 @@ write-ahead log stores it. actors/messages.py owns the vocabulary; this module o
 
 Frame layout: one msgpack array ``[PROTOCOL_VERSION, tag, field1, field2, ...]``, with the fields in
 dataclass field order. Nested values are arrays too: an Entry is ``[term, index, kind, data]`` and a
-SnapshotMeta is ``[index, term, [members...]]``. Tags come from the fixed table ``TAGS``. Each number is
+SnapshotMeta is ``[index, term, [members...], config]`` (config: the configuration's bytes, absent from old
+senders). Tags come from the fixed table ``TAGS``. Each number is
 written out by hand, so adding a message class never renumbers the others. A number is never reused:
 retire it instead.
 
@@ -76,6 +77,7 @@ MAX_FRAME_BYTES: Final = 16 * 1024 * 1024  # default limit for one frame (decode
 MAX_NODE_ID_CHARS: Final = 256  # src, dst, leader_hint and snapshot members
 MAX_ENTRIES_PER_MESSAGE: Final = 65536  # entries in one AppendEntries
 MAX_MEMBERS: Final = 1024  # members in one SnapshotMeta
+MAX_CONFIG_BYTES: Final = 1 << 20  # the configuration carried in one SnapshotMeta (actors/membership.py)
 MAX_BATCH_ITEMS: Final = 4096  # requests or responses in one batch frame
 
 _U63_MAX: Final = 2**63 - 1  # indexes, terms, ids, offsets and counters are all in 0.._U63_MAX
@@ -232,7 +234,7 @@ def _check_schema() -> None:
             raise RuntimeError(f"transport/codec.py: a batch of {cls.__name__} needs src and dst first")
     if tuple(f.name for f in dataclasses.fields(Entry)) != ("term", "index", "kind", "data"):
         raise RuntimeError("transport/codec.py: Entry fields changed; update the entry layout")
-    if tuple(f.name for f in dataclasses.fields(SnapshotMeta)) != ("index", "term", "members"):
+    if tuple(f.name for f in dataclasses.fields(SnapshotMeta)) != ("index", "term", "members", "config"):
         raise RuntimeError("transport/codec.py: SnapshotMeta fields changed; update the meta layout")
 
 
@@ -347,9 +349,14 @@ def _decode_entries(raw: tuple[Any, ...]) -> tuple[Entry, ...]:
 
 
 def _decode_meta(raw: tuple[Any, ...]) -> SnapshotMeta:
-    if len(raw) != 3:
-        raise DecodeError(f"InstallSnapshot.meta: expected [index, term, members], got {len(raw)} fields")
-    index, term, members = raw
+    if len(raw) not in (3, 4):
+        raise DecodeError(
+            f"InstallSnapshot.meta: expected [index, term, members, config], got {len(raw)} fields"
+        )
+    index, term, members = raw[:3]
+    config = raw[3] if len(raw) == 4 else b""
+    if type(config) is not bytes or len(config) > MAX_CONFIG_BYTES:
+        raise DecodeError(f"InstallSnapshot.meta.config: expected bytes of at most {MAX_CONFIG_BYTES}")
     for name, value in (("index", index), ("term", term)):
         problem = _u63_problem(value)
         if problem:
@@ -362,7 +369,7 @@ def _decode_meta(raw: tuple[Any, ...]) -> SnapshotMeta:
         problem = _node_problem(member)
         if problem:
             raise DecodeError(f"InstallSnapshot.meta.members[{i}]: {problem}")
-    return SnapshotMeta(index, term, members)
+    return SnapshotMeta(index, term, members, config)
 
 
 _NESTED_DECODERS: Final[dict[str, Callable[[tuple[Any, ...]], Any]]] = {
@@ -502,7 +509,7 @@ def _encode_entries(entries: Sequence[Entry]) -> list[tuple[Any, ...]]:
 
 
 def _encode_meta(meta: SnapshotMeta) -> tuple[Any, ...]:
-    return (meta.index, meta.term, meta.members)
+    return (meta.index, meta.term, meta.members, meta.config)
 
 
 _NESTED_ENCODERS: Final[dict[str, Callable[[Any], Any]]] = {

@@ -6,7 +6,8 @@ end of the watch. The node side and the frames are described in cluster/kv/watch
 thread (cluster/client/io_thread.py) and the simulator (tests/sim/harness.py) drive it alike.
 
 A node that answers Compacted may be one that restarted and lost its history: the follower tries every
-other node before it ends the watch with Compacted (the smallest compact revision they gave).
+other node before it ends the watch with Compacted (the smallest compact revision they gave); a node that
+does not answer at all within `open_timeout` (gone: a member since removed) does not hold that end back.
 
 Resuming: `through` is the highest revision some stream said it had sent completely. When a stream goes
 silent (no frame, not even a progress notification, for `silence_timeout`), or its first frame does not
@@ -80,6 +81,9 @@ class WatchFollower:
         self.resumes = 0
         self._frames = 0  # STREAM frames taken from the current stream
         self._compacted: dict[NodeId, Compacted] = {}  # nodes that answered Compacted since the last frame
+        # Nodes that did not answer an opening since the last frame: gone (a member since removed, say),
+        # so a watch that every answering node calls Compacted ends rather than asking the silent forever.
+        self._silent: set[NodeId] = set()
 
     # --- inputs -----------------------------------------------------------------------------------
 
@@ -105,6 +109,7 @@ class WatchFollower:
             self._frames += 1
             self.opened = True
             self._compacted.clear()
+            self._silent.clear()
             if not self.start:  # "from now": now is the revision the first stream opened at
                 self.start = through + 1
             self._last_heard = now
@@ -125,7 +130,7 @@ class WatchFollower:
             compact = body.get("compact_revision", 0) if isinstance(body, dict) else 0
             reason = body.get("reason", "") if isinstance(body, dict) else ""
             self._compacted[msg.src] = Compacted(compact if type(compact) is int else 0, str(reason))
-            if len(self._compacted) < len(self.nodes):
+            if len(self._compacted) + len(self._silent - self._compacted.keys()) < len(self.nodes):
                 self._switch(now)  # it lost them (restarted, or a smaller window): try the others
             else:
                 self.ended = min(self._compacted.values(), key=lambda c: c.compact_revision)
@@ -147,7 +152,15 @@ class WatchFollower:
             return
         # The same sums as next_deadline(): a difference could round below the timeout at the deadline.
         opens_late = not self.opened and now >= self._opened_at + self.options.open_timeout
-        if opens_late or (self.opened and now >= self._last_heard + self.options.silence_timeout):
+        if (
+            opens_late
+            and self._compacted
+            and len(self._compacted) + len(self._silent | {self.target}) >= len(self.nodes)
+        ):
+            self.ended = min(self._compacted.values(), key=lambda c: c.compact_revision)
+        elif opens_late or (self.opened and now >= self._last_heard + self.options.silence_timeout):
+            if opens_late:
+                self._silent.add(self.target)
             self._switch(now)
         elif self._consumed - self._acked >= max(1, self.options.window // 4) or (
             self.opened and now >= self._last_ack + self.options.keepalive

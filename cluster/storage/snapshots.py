@@ -1,10 +1,11 @@
 """Snapshot files in `<data-dir>/snap/`, named `<term>-<index>.snap` (zero-padded decimal).
 
 Format: b"ZSNP" | header length u32 | header crc32 u32 | msgpack header | data, where the header is
-[version, index, term, members, data length, data crc32]. A file is written under a temp name, fsynced,
-renamed and its directory fsynced, so a crash leaves the old snapshot, the new one, or a stray temp
-file (removed at recovery); never a half-written snapshot under a real name. A file whose checksums do
-not match is skipped at recovery in favour of the previous snapshot.
+[version, index, term, members, data length, data crc32, configuration] (the configuration, the bytes
+of actors/membership.py, is absent from older files). A file is written under a temp name, fsynced,
+renamed and its directory fsynced, so a crash leaves the old snapshot, the new one, or a stray temp file
+(removed at recovery); never a half-written snapshot under a real name. A file whose checksums do not match
+is skipped at recovery in favour of the previous snapshot.
 """
 
 from __future__ import annotations
@@ -58,7 +59,15 @@ def list_snapshots(fs: FileSystem, snap_dir: str) -> list[tuple[int, int, str]]:
 def encode_header(snapshot: Snapshot) -> bytes:
     meta = snapshot.meta
     header: bytes = msgpack.packb(
-        [VERSION, meta.index, meta.term, list(meta.members), len(snapshot.data), zlib.crc32(snapshot.data)],
+        [
+            VERSION,
+            meta.index,
+            meta.term,
+            list(meta.members),
+            len(snapshot.data),
+            zlib.crc32(snapshot.data),
+            meta.config,
+        ],
         use_bin_type=True,
     )
     return _HEAD.pack(_MAGIC, len(header), zlib.crc32(header)) + header
@@ -99,14 +108,17 @@ def _parse_header(path: str, raw: bytes) -> tuple[SnapshotMeta, int, int, int]:
         raise CorruptionError(f"{path}: snapshot header checksum mismatch at offset {_HEAD.size}")
     try:
         obj: Any = msgpack.unpackb(header, raw=False)
-        version, index, term, members, dlen, dcrc = obj
+        version, index, term, members, dlen, dcrc, *rest = obj
+        config = rest[0] if rest else b""  # older headers carry no configuration
     except (ValueError, TypeError) as exc:
         raise CorruptionError(f"{path}: unreadable snapshot header: {exc}") from exc
     if version != VERSION:
         raise CorruptionError(f"{path}: unknown snapshot version {version}")
     if not (isinstance(members, list) and all(isinstance(m, str) for m in members)):
         raise CorruptionError(f"{path}: bad member list in snapshot header")
-    return SnapshotMeta(index=index, term=term, members=tuple(members)), end, dlen, dcrc
+    if not isinstance(config, bytes):
+        raise CorruptionError(f"{path}: bad configuration in snapshot header")
+    return SnapshotMeta(index=index, term=term, members=tuple(members), config=config), end, dlen, dcrc
 
 
 def load_snapshot(fs: FileSystem, path: str) -> Snapshot:

@@ -30,6 +30,7 @@ from loguru import logger
 from actors.client import ClientActor, ClientOptions, Completion, Outcome
 from actors.config import RaftConfig
 from actors.contracts import Ready
+from actors.membership import Configuration
 from actors.messages import ClientRequest, ClientResponse, Entry, NodeId
 from actors.node import NodeActor, Role
 from cluster.client.commands import SESSION_HOOKS
@@ -41,6 +42,7 @@ from cluster.storage.fs import SimFS
 from cluster.storage.snapshot_writer import SnapshotJob
 from tests.sim.leases import LeaseMonitor, LeaseViolation, SimLeaseOwner
 from tests.sim.linearizability import Operation, check_history
+from tests.sim.membership import EXTRA_NAMES, ConfigViolation, MembershipOperator, check_configurations
 from tests.sim.watchers import SimWatcher, check_watchers, reference_events
 from transport.sim import NetworkFaults, Scheduler, SimNetwork
 
@@ -89,6 +91,7 @@ class SimOptions:
     # (or stuck behind a partition) see their sessions expire, and idle ones re-register.
     session_ttl: float = 4.0
     max_events: int = 2_000_000
+    membership: bool = True  # an operator adds, promotes and removes members (tests/sim/membership.py)
     profile: str = ""  # the named profile these options came from ("" once overridden)
 
     def replay_flags(self) -> str:
@@ -230,11 +233,15 @@ class SafetyChecker:
         self.mirrors[node] = {}
         self.commit_seen[node] = 0
 
-    def check_node(self, node: NodeActor) -> None:
+    def check_node(self, node: NodeActor, joined: bool = False) -> None:
         # Every simulated peer is correct, however the network treats its messages: none may look invalid.
         invalid = node.take_invalid()
         if invalid:
             raise SimFailure(f"{node.id} dropped a correct peer's message as invalid: {invalid[0]}")
+        try:
+            check_configurations(node, joined)
+        except ConfigViolation as exc:
+            raise SimFailure(str(exc)) from None
         log = node.log
         mirror = self.mirrors.setdefault(node.id, {})
         # Log matching, by induction: equal (index, term) means equal data and equal previous term.
@@ -301,6 +308,8 @@ class SimNode:
     tick_token: int = 0
     was_leader_term: int = -1
     clock_offset: float = 0.0  # this node's clock reads the simulated time plus this
+    bootstrap: Configuration | None = None  # a member added later: the configuration it joined with
+    retired: bool = False  # removed from the cluster and shut down for good
 
 
 @dataclass(slots=True)
@@ -319,7 +328,7 @@ class SimClient:
         self.rng = rng
         self.actor = ClientActor(
             client_id=self.id,
-            nodes=tuple(cluster.node_ids),
+            nodes=cluster.all_names,
             session=rng.getrandbits(62) + 1,
             rng=rng,
             options=ClientOptions(
@@ -514,6 +523,9 @@ class SimReport:
     writes_resent: int = 0  # writes refused for their session before any attempt could apply: resent
     delete_prefixes: int = 0  # delete_prefix ops answered
     clients_cut_off: int = 0  # times the nemesis cut a client off from every node
+    member_changes: int = 0  # membership changes proposed (add, promote, remove, update)
+    members_retired: int = 0  # removed members shut down for good
+    leader_handovers: int = 0  # removals of the leader that first handed leadership over
 
 
 class SimSnapshotRunner:
@@ -548,7 +560,12 @@ class SimCluster:
                 drop=opts.drop, duplicate=opts.duplicate, min_delay=0.0005, max_delay=opts.max_delay
             ),
         )
-        self.node_ids: list[NodeId] = [f"n{i + 1}" for i in range(opts.nodes)]
+        self.node_ids: list[NodeId] = [f"n{i + 1}" for i in range(opts.nodes)]  # those not retired
+        self.initial_ids = tuple(self.node_ids)
+        # Every name a node may ever have: what clients know (a client of a real cluster learns new members'
+        # client URLs from the cluster; here the names of members yet to come stand for that).
+        extra = EXTRA_NAMES if opts.membership else 0
+        self.all_names = tuple(f"n{i + 1}" for i in range(opts.nodes + extra))
         self.nodes = {nid: SimNode(nid, SimFS(page_size=PAGE_SIZE)) for nid in self.node_ids}
         self.checker = SafetyChecker()
         self.clients = [SimClient(self, i) for i in range(opts.clients)]
@@ -575,6 +592,7 @@ class SimCluster:
         self.healed_at = float("inf")
         self.clock_jumps = 0
         self.clients_cut_off = 0
+        self.membership = MembershipOperator(self, random.Random(self.rng.getrandbits(64)))
 
     # --- running ----------------------------------------------------------------------------------
 
@@ -603,6 +621,8 @@ class SimCluster:
             owner.start()
         if opts.partitions or opts.crashes:
             self._schedule_nemesis()
+        if opts.membership:
+            self.membership.start()
         self.scheduler.at(opts.fault_time, self._heal_everything)
         self._drive(until=lambda: self.healing and self._clients_idle())
         # Liveness: with everything healed, every key must be readable (linearizably) within the bound.
@@ -647,6 +667,9 @@ class SimCluster:
             writes_resent=sum(c.actor.writes_resent for c in self.clients),
             delete_prefixes=sum(c.delete_prefixes for c in self.clients),
             clients_cut_off=self.clients_cut_off,
+            member_changes=sum(self.membership.proposed.values()),
+            members_retired=len(self.membership.retired),
+            leader_handovers=self.membership.handovers,
         )
 
     def failure(self, text: str) -> SimFailure:
@@ -692,16 +715,24 @@ class SimCluster:
             if revoked is None or revoked > due:
                 raise SimFailure(f"lease {lease_id} of {owner.id} not revoked by {due:.3f} (at {revoked})")
         self._check_convergence(self.scheduler.now)
-        for node in self.nodes.values():
+        for node in self._members_up():
             for owner in self.lease_owners:
                 if node.sm is None or not owner.leases:
                     continue
                 if decode_result(node.sm.query(encode_query(["get", owner.key])))["kv"] is not None:
                     raise SimFailure(f"{owner.key} outlived every lease of {owner.id} on {node.id}")
 
+    def _members_up(self) -> list[SimNode]:
+        """The running nodes the leader's configuration lists (a node whose addition was lost is not one)."""
+        leader = self._leader()
+        if leader is None or leader.actor is None:
+            return []
+        names = set(leader.actor.configuration.names)
+        return [n for n in self.nodes.values() if n.up and n.actor and n.id in names]
+
     def _check_convergence(self, deadline: float) -> None:
         def converged() -> bool:
-            actors = [n.actor for n in self.nodes.values() if n.up and n.actor]
+            actors = [n.actor for n in self._members_up() if n.actor]
             leader = next((a for a in actors if a.role is Role.LEADER), None)
             if leader is None:
                 return False
@@ -715,7 +746,7 @@ class SimCluster:
                 if n.actor
             }
             raise SimFailure(f"replicas did not converge after healing: {states}")
-        digests = {n.id: n.sm.digest() for n in self.nodes.values() if n.sm is not None}
+        digests = {n.id: n.sm.digest() for n in self._members_up() if n.sm is not None}
         if len(set(digests.values())) != 1:
             raise SimFailure(f"replicas applied the same index but differ: {digests}")
 
@@ -739,8 +770,15 @@ class SimCluster:
         self.torn_records_cut += node.storage.stats.torn_records_cut
         node.sm = CheckedStateMachine(nid, self.checker)
         node.actor = NodeActor(
-            nid, tuple(self.node_ids), self.options.raft, node.sm, self._node_rngs[nid], recovered, now
+            nid,
+            node.bootstrap or self.initial_ids,
+            self.options.raft,
+            node.sm,
+            self._node_rngs[nid],
+            recovered,
+            now,
         )
+        node.actor.set_known_peers(frozenset(self.nodes))  # the sim's transport authenticates every node
         node.service = KVService(
             node.actor,
             node.sm,
@@ -752,6 +790,23 @@ class SimCluster:
         node.persisting = False
         self.checker.forget_node(nid)
         self._after_event(node)
+
+    def add_node(self, nid: str, bootstrap: Configuration) -> None:
+        """A new member's machine: a fresh disk, started knowing `bootstrap` (as `--join` would learn)."""
+        self.nodes[nid] = SimNode(nid, SimFS(page_size=PAGE_SIZE), bootstrap=bootstrap)
+        self._node_rngs[nid] = random.Random(self.membership.rng.getrandbits(64))
+        self.node_ids.append(nid)
+        for other in self.nodes.values():
+            if other.actor is not None:
+                other.actor.set_known_peers(frozenset(self.nodes))
+        self._start_node(nid)
+
+    def retire_node(self, nid: str) -> None:
+        """A removed member is shut down for good (its name is never reused)."""
+        node = self.nodes[nid]
+        self._crash(node)
+        node.retired = True
+        self.node_ids.remove(nid)
 
     def _crash_hook(self, node: SimNode) -> Any:
         def hook(point: str) -> None:
@@ -801,7 +856,7 @@ class SimCluster:
         self.crashes += 1
 
     def _restart(self, node: SimNode) -> None:
-        if node.up:
+        if node.up or node.retired:
             return
         self.restarts += 1
         self._start_node(node.id)
@@ -834,7 +889,7 @@ class SimCluster:
     def _after_event(self, node: SimNode) -> None:
         actor = node.actor
         assert actor is not None
-        self.checker.check_node(actor)
+        self.checker.check_node(actor, node.bootstrap is not None)
         self._pump(node)
 
     def _send_answers(self, node: SimNode) -> None:
@@ -864,7 +919,7 @@ class SimCluster:
             for msg in actor.take_replication(self._clock(node)):  # as the runtime does
                 self.network.send(msg)
             rd = actor.ready(self._clock(node))
-            self.checker.check_node(actor)  # ready() applies and may compact
+            self.checker.check_node(actor, node.bootstrap is not None)  # ready() applies and may compact
             for msg in rd.early_messages:
                 self.network.send(msg)
             assert node.service is not None
@@ -916,7 +971,7 @@ class SimCluster:
                 continue
             self.network.send(msg)
         actor.advance(rd, self._clock(node))
-        self.checker.check_node(actor)
+        self.checker.check_node(actor, node.bootstrap is not None)
 
     def _schedule_tick(self, node: SimNode) -> None:
         actor = node.actor

@@ -76,7 +76,7 @@ class SimLeaseOwner:
         self.ttl = 3 * cluster.options.raft.election_timeout  # the minimum the leader grants
         self.actor = ClientActor(
             client_id=self.id,
-            nodes=tuple(cluster.node_ids),
+            nodes=cluster.all_names,
             session=0,
             rng=rng,
             options=ClientOptions(

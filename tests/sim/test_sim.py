@@ -93,6 +93,18 @@ def test_the_checker_catches_a_write_applied_twice_or_without_a_session() -> Non
         checker.on_session_write("n1", 10, session=6, seq=1)
 
 
+def test_membership_changes_really_happen() -> None:
+    """The operator of tests/sim/membership.py really changes the members under the faults: learners
+    added and promoted, members removed (the leader too, after handing over) and shut down."""
+    changes = retired = handovers = 0
+    for seed in range(30):
+        r = run_seed(seed, SimOptions.for_seed(seed))
+        changes += r.member_changes
+        retired += r.members_retired
+        handovers += r.leader_handovers
+    assert changes > 100 and retired > 10 and handovers > 5, (changes, retired, handovers)
+
+
 def test_storage_faults_really_happen() -> None:
     """Power losses inside the snapshot writer (at each of its crash points and between its steps) and
     torn writes that recovery cuts at a zero-filled hole: the storage paths the simulator claims to

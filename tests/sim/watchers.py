@@ -70,7 +70,7 @@ class SimWatcher:
         if self.follower is not None:
             self.resumes += self.follower.resumes
         self.segments.append(Segment(start))
-        nodes = tuple(self.cluster.node_ids)
+        nodes = self.cluster.all_names
         self.follower = WatchFollower(
             self.id,
             nodes,
@@ -108,14 +108,18 @@ class SimWatcher:
             delay = self.rng.choice([0.0, 0.0, 0.01, 0.3])
             taken = len(events)
             self.cluster.scheduler.after(delay, lambda: self._consume(follower, taken))
+        if not self._ended(follower):
+            self.pump()
+
+    def _ended(self, follower: WatchFollower) -> bool:
         ended = follower.ended
-        if ended is not None:
-            if not isinstance(ended, Compacted):
-                raise self.cluster.failure(f"{self.id}: watch ended: {ended}")
-            segment.compacted = True
-            self._begin(ended.compact_revision + 1)  # as after re-listing at the compact revision
-            return
-        self.pump()
+        if ended is None:
+            return False
+        if not isinstance(ended, Compacted):
+            raise self.cluster.failure(f"{self.id}: watch ended: {ended}")
+        self.segments[-1].compacted = True
+        self._begin(ended.compact_revision + 1)  # as after re-listing at the compact revision
+        return True
 
     def _consume(self, follower: WatchFollower, n: int) -> None:
         if follower is self.follower:
@@ -124,9 +128,11 @@ class SimWatcher:
             self.pump()
 
     def _on_tick(self, token: int) -> None:
-        if token == self.tick_token and self.follower is not None:
-            self.follower.tick(self.cluster.scheduler.now)
-            self.pump()
+        follower = self.follower
+        if token == self.tick_token and follower is not None:
+            follower.tick(self.cluster.scheduler.now)
+            if not self._ended(follower):
+                self.pump()
 
     def pump(self) -> None:
         follower = self.follower

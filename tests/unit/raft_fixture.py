@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from actors.config import RaftConfig
 from actors.contracts import Ready, Recovered
+from actors.membership import Configuration
 from actors.messages import ClientRequest, ClientResponse, Entry, HardState, Message, Snapshot
 from actors.node import NodeActor, Role
 from cluster.kv.machine import KVStateMachine
@@ -59,6 +60,7 @@ class Cluster:
         self.lease_checkpoint_interval = lease_checkpoint_interval
         self.session_ttl = session_ttl
         self.ids = tuple(f"n{i + 1}" for i in range(n))
+        self.initial_ids = self.ids  # the --initial-cluster of every node started with the cluster
         self.config = config
         self.now = 0.0
         self.rng = random.Random(seed)
@@ -83,6 +85,14 @@ class Cluster:
         self.sent: list[Message] = []  # every message any node ever emitted, for inspection
         self.answered: list[tuple[str, ClientResponse]] = []  # every service answer, with its connection
         self.blocked: set[str] = set()
+        self.bootstrap: dict[str, Configuration] = {}  # members added later: what they joined with
+
+    def add_node(self, nid: str, bootstrap: Configuration) -> None:
+        """Start a new node (fresh disk) that knows `bootstrap`, as `cluster-node --join` does."""
+        self.ids = (*self.ids, nid)
+        self.bootstrap[nid] = bootstrap
+        self.disks[nid] = Disk()
+        self.restart(nid)
 
     def flush(self, nid: str) -> list[Message]:
         """Persist and collect everything node `nid` has ready; messages go to the queue and are returned."""
@@ -164,7 +174,7 @@ class Cluster:
         self.sms[nid] = KVStateMachine()
         self.nodes[nid] = NodeActor(
             nid,
-            self.ids,
+            self.bootstrap.get(nid) or self.initial_ids,
             self.config,
             self.sms[nid],
             random.Random(self.rng.random()),

@@ -219,9 +219,9 @@ def test_golden_frames() -> None:
     # [1, 3, "a", "b", term, prev_index, prev_term, [[2, 5, 0, b"hi"]], leader_commit, read_round]
     ae = AppendEntries("a", "b", 2, 4, 1, (Entry(2, 5, 0, b"hi"),), 4, 0)
     assert encode(ae) == bytes.fromhex("9a 01 03 a1 61 a1 62 02 04 01 91 94 02 05 00 c4 02 68 69 04 00")
-    # [1, 5, "a", "b", term, [index, term, ["a"]], offset, data, done]
+    # [1, 5, "a", "b", term, [index, term, ["a"], config], offset, data, done]
     snap = InstallSnapshot("a", "b", 2, SnapshotMeta(9, 1, ("a",)), 0, b"", True)
-    assert encode(snap) == bytes.fromhex("99 01 05 a1 61 a1 62 02 93 09 01 91 a1 61 00 c4 00 c3")
+    assert encode(snap) == bytes.fromhex("99 01 05 a1 61 a1 62 02 94 09 01 91 a1 61 c4 00 00 c4 00 c3")
 
 
 def test_fields_are_in_dataclass_order() -> None:
@@ -392,7 +392,7 @@ GOOD_ENTRY = [3, 8, 0, b"data"]
         [True, 8, 0, b"data"],
         [3, -1, 0, b"data"],
         [3, 2**63, 0, b"data"],
-        [3, 8, 2, b"data"],  # unknown entry kind
+        [3, 8, 3, b"data"],  # unknown entry kind
         [3, 8, -1, b"data"],
         [3, 8, True, b"data"],  # bool is not a kind even though True == 1
         [3, 8, 0, "data"],  # str where bytes
