@@ -216,6 +216,11 @@ class ClientActor:
         kind = RequestKind.SERIAL_READ if serializable else RequestKind.READ
         return self._submit(kind, query, now, timeout, 0)
 
+    def member(self, payload: bytes, now: float, timeout: float) -> int:
+        """A membership change (its payload encoded by the caller): retried like a read until the leader
+        answers; the node answers a retry of a change already in force with OK."""
+        return self._submit(RequestKind.MEMBER, payload, now, timeout, 0)
+
     def status(self, node: NodeId, now: float, timeout: float) -> int:
         handle = self._submit(RequestKind.STATUS, b"", now, timeout, 0, send=False)
         self._send(self._pending[handle], node, now)
@@ -244,7 +249,7 @@ class ClientActor:
             self._leader = msg.src
             self._session_refused(pending, msg.result, now)
         elif status == Status.OK:
-            if pending.kind in (RequestKind.WRITE, RequestKind.READ):
+            if pending.kind in (RequestKind.WRITE, RequestKind.READ, RequestKind.MEMBER):
                 self._leader = msg.src
             if pending.session and pending.session == self.session:
                 self._active_at = now

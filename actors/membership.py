@@ -188,6 +188,24 @@ def apply_change(config: Configuration, change: ConfigChange) -> Configuration:
     return Configuration.of([*others, replace(current, peer_url=change.peer_url, client_url=client_url)])
 
 
+def already_done(config: Configuration, change: ConfigChange) -> bool:
+    """Whether `config` already is what `change` asks for (a retried request whose first attempt took
+    effect): add finds the learner or member with that peer URL, promote a voter, remove no such member,
+    update the same URLs."""
+    current = config.get(change.name)
+    if change.op == "remove":
+        return current is None
+    if current is None:
+        return False
+    if change.op == "add":
+        return current.peer_url == change.peer_url
+    if change.op == "promote":
+        return not current.learner
+    if change.op == "update":
+        return current.peer_url == change.peer_url and change.client_url in ("", current.client_url)
+    return False
+
+
 def voter_difference(a: Configuration, b: Configuration) -> int:
     """How many voters one configuration has that the other lacks, both ways summed."""
     return len(set(a.voters) ^ set(b.voters))

@@ -136,6 +136,7 @@ class RequestKind(IntEnum):
     READ = 1  # linearizable read through ReadIndex; payload is a state machine query
     SERIAL_READ = 2  # served from the receiving node's state, possibly stale
     STATUS = 3  # the node's own view of the cluster
+    MEMBER = 4  # a membership change (cluster/kv/members.py), answered once its configuration commits
     # Watch streams (cluster/kv/watches.py): the WATCH request's req_id names the stream on its connection
     WATCH = 16  # open a stream of change events; answered by STREAM frames until it ends
     WATCH_CANCEL = 17  # close a stream (payload: its id); the node ends it with WATCH_CANCELLED

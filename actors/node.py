@@ -120,10 +120,8 @@ class NodeActor:
         self._base_config = _snapshot_config(rec.snapshot, bootstrap) if rec.snapshot else bootstrap
         self._configs: list[tuple[int, Configuration]] = []
         self._configuration = self._base_config
-        # Senders accepted beyond the configuration's members: the bootstrap's (a node that joined replays
-        # old configurations that may not list the leader it joined under), and whom the runtime vouches for.
         self._bootstrap_names = frozenset(bootstrap.names) - {node_id}
-        self._known: frozenset[NodeId] = self._bootstrap_names
+        self._known: frozenset[NodeId] = frozenset()  # senders the runtime vouches for (see accepts())
         self._members = self._configuration.names
         self._peers = tuple(m for m in self._members if m != node_id)
         self._applied = base_index
@@ -238,7 +236,25 @@ class NodeActor:
         """Names the runtime authenticates as cluster members though our configuration may not list them
         yet (a member added while we were behind): their messages are accepted too. Messages from anyone
         else are dropped as invalid (DESIGN.md rule 7)."""
-        self._known = (frozenset(names) | self._bootstrap_names) - {self.id}
+        self._known = frozenset(names) - {self.id}
+
+    def accepts(self, src: NodeId) -> bool:
+        """Whether a peer message from `src` is heard: the members of the configuration in force; a
+        member just removed that we are still telling so; whom the runtime vouches for; and the members
+        we started with (the --initial-cluster, or those learned at --join) until our log holds a
+        configuration that lists us (a node that joined replays older configurations, which may lack
+        the leader it joined under)."""
+        if src in self._peers or src in self._known or self._replication.tracks(src):
+            return True
+        starting = self.configuration_index == 0 or self.id not in self._configuration.names
+        return starting and src in self._bootstrap_names
+
+    def accepted_senders(self) -> frozenset[NodeId]:
+        """Every name accepts() takes now, for the runtime's admission of frames."""
+        names = set(self._peers) | self._known | set(self._replication.describe())
+        if self.configuration_index == 0 or self.id not in self._configuration.names:
+            names |= self._bootstrap_names
+        return frozenset(names)
 
     def status(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -280,8 +296,7 @@ class NodeActor:
         if not isinstance(msg, PEER_MESSAGE_TYPES):  # client traffic belongs to the service above
             self._stats["dropped"] += 1
             return
-        src = msg.src
-        if src not in self._peers and src not in self._known and not self._replication.tracks(src):
+        if not self.accepts(msg.src):
             self._drop_invalid(msg, f"{msg.src!r} is not one of our peers")
             return
         if msg.dst != self.id:
@@ -968,6 +983,7 @@ class NodeActor:
         """We lost leadership: proposals may or may not commit, reads cannot be confirmed by us. Reads
         already confirmed stay good: the state they will be served from is at least their read index."""
         self._lost_leadership = max(self._term, self._lost_leadership or 0)
+        self._replication.stop()
         self._reads_failed.extend(read.token for read in self._reads)
         self._reads = []
         self._transfer = None

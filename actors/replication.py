@@ -79,6 +79,11 @@ class ReplicationActor:
         self._progress = {p: Progress(next=last_index + 1, last_progress=now) for p in self._peers}
         self._leaving = {}
 
+    def stop(self) -> None:
+        """Our leadership ended: what we knew of the followers is of no use to anyone."""
+        self._progress = {}
+        self._leaving = {}
+
     def tracks(self, peer: NodeId) -> bool:
         """True for a member, and for a member just removed that has not yet learned it."""
         return peer in self._progress

@@ -210,6 +210,14 @@ def recv_batch_users(sock: zmq.Socket[bytes], limit: int, max_bytes: int) -> lis
     return out
 
 
+class MissingPeerKey(Exception):
+    """A CURVE mesh was asked to connect to a member whose public key it does not know."""
+
+    def __init__(self, peer: str) -> None:
+        super().__init__(f"no public key for member {peer}: cannot connect to it securely")
+        self.peer = peer
+
+
 @dataclass(slots=True)
 class PeerMesh:
     """The node's peer ROUTER (bound) and one DEALER per peer (connected, identity = our name)."""
@@ -218,6 +226,11 @@ class PeerMesh:
     router: zmq.Socket[bytes]
     dealers: dict[str, zmq.Socket[bytes]]
     stats: SendStats = field(default_factory=SendStats)
+    urls: dict[str, str] = field(default_factory=dict)  # peer -> the URL its DEALER is connected to
+    ctx: zmq.Context[zmq.Socket[bytes]] | None = None
+    sndhwm: int = PEER_SNDHWM
+    max_frame: int = 0
+    curve: KeyPair | None = None  # our keypair when the mesh speaks CURVE
 
     @classmethod
     def open(
@@ -237,22 +250,46 @@ class PeerMesh:
         client that only completes its handshake with the peer holding the key `peer_keys[name]`.
         """
         router = _router(ctx, bind_url, sndhwm, max_frame, peer=True, curve=curve)
-        mesh = cls(name=name, router=router, dealers={})
+        mesh = cls(name=name, router=router, dealers={}, ctx=ctx, sndhwm=sndhwm, max_frame=max_frame, curve=curve)
         try:
             for peer, url in sorted(peers.items()):
-                dealer = ctx.socket(zmq.DEALER)
-                mesh.dealers[peer] = dealer
-                dealer.setsockopt(zmq.IDENTITY, name.encode("utf-8"))  # before connect, or it has no effect
-                _common_options(dealer, sndhwm, max_frame)
-                _peer_options(dealer)
-                dealer.setsockopt(zmq.IMMEDIATE, 1)  # no queueing for a peer we are not connected to
-                if curve is not None:
-                    client_options(dealer, curve, (peer_keys or {})[peer])
-                dealer.connect(url)
+                mesh.connect(peer, url, (peer_keys or {}).get(peer))
+        except MissingPeerKey:
+            mesh.close()
+            raise
         except zmq.ZMQError as exc:
             mesh.close()
             raise BindError(bind_url, f"cannot connect to a peer: {exc}") from None
         return mesh
+
+    def connect(self, peer: str, url: str, server_key: bytes | None = None) -> zmq.Socket[bytes]:
+        """A DEALER to `peer` at `url` (a member added, or moved: the old DEALER must be gone first).
+
+        With CURVE the DEALER is a CURVE client that only completes its handshake with the holder of
+        `server_key`; without that key there is no secure connection, so it raises MissingPeerKey (never
+        falls back to plaintext).
+        """
+        assert self.ctx is not None and peer not in self.dealers
+        if self.curve is not None and not server_key:
+            raise MissingPeerKey(peer)
+        dealer = self.ctx.socket(zmq.DEALER)
+        self.dealers[peer] = dealer
+        self.urls[peer] = url
+        dealer.setsockopt(zmq.IDENTITY, self.name.encode("utf-8"))  # before connect, or it has no effect
+        _common_options(dealer, self.sndhwm, self.max_frame)
+        _peer_options(dealer)
+        dealer.setsockopt(zmq.IMMEDIATE, 1)  # no queueing for a peer we are not connected to
+        if self.curve is not None and server_key:
+            client_options(dealer, self.curve, server_key)
+        dealer.connect(url)
+        return dealer
+
+    def disconnect(self, peer: str) -> None:
+        """Close the DEALER to `peer` (removed, or about to move); stop polling it first."""
+        dealer = self.dealers.pop(peer, None)
+        self.urls.pop(peer, None)
+        if dealer is not None:
+            dealer.close(linger=0)
 
     def send(self, peer: str, frame: bytes) -> bool:
         """Send one frame to `peer` through our DEALER; dropped (and counted) when it cannot go now."""

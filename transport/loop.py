@@ -45,6 +45,11 @@ class EventLoop:
         self._readers[sock] = on_readable
         self._poller.register(sock, zmq.POLLIN)
 
+    def remove_reader(self, sock: zmq.Socket[bytes]) -> None:
+        """Stop watching `sock` (before closing it)."""
+        if self._readers.pop(sock, None) is not None:
+            self._poller.unregister(sock)
+
     def wakeup_fd(self) -> int:
         """A non-blocking fd whose writes wake the loop (for signal.set_wakeup_fd)."""
         return self._wake_w.fileno()
@@ -64,7 +69,9 @@ class EventLoop:
             if sock == wake_fd:
                 self._drain_wakeups()
             else:
-                self._readers[sock]()
+                reader = self._readers.get(sock)  # an earlier callback may have removed it
+                if reader is not None:
+                    reader()
 
     def run(self, turn: Turn) -> None:
         """Poll, then call `turn(now)`, until it returns None. Its result is the next poll's deadline."""

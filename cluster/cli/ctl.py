@@ -18,7 +18,15 @@ from typing import Any
 from loguru import logger
 
 from cluster.cli import service_cmds
-from cluster.cli.ctl_output import FORMATS, kv_simple, kvs_text, show_value, status_text, to_json
+from cluster.cli.ctl_output import (
+    FORMATS,
+    kv_simple,
+    kvs_text,
+    members_text,
+    show_value,
+    status_text,
+    to_json,
+)
 from cluster.cli.interrupt import STOP_POLL_S, stop_on
 from cluster.client.api import Client
 from cluster.client.commands import encode_query, write_encoder
@@ -59,6 +67,11 @@ examples:
   cluster-ctl keygen --out keys --name n1   # keys/n1.key and keys/n1.key_secret
   cluster-ctl user add admin --key keys/admin.key --read '' --write ''
   cluster-ctl user add web --key keys/web.key --read svc/ --write svc/web/
+  cluster-ctl member add n4 --peer-url tcp://10.0.0.4:7100 --client-url tcp://10.0.0.4:7000
+  cluster-ctl member promote n4         # once its learner has caught up
+  cluster-ctl member remove n1          # the leader hands over first when it is the one removed
+  cluster-ctl member update n2 --peer-url tcp://10.0.0.9:7100
+  cluster-ctl member list -w json
 
 security:
   With a secured cluster pass --curve-secret-key FILE and --server-public-key SPEC (or set
@@ -209,6 +222,27 @@ def build_parser() -> argparse.ArgumentParser:
     lease_sub.add_parser("list", parents=[common], help="every lease with its seconds left")
 
     sub.add_parser("status", parents=[common], help="every node's role, term, commit and applied index")
+
+    member = sub.add_parser("member", parents=[common], help="list, add, promote, remove and move members")
+    member_sub = member.add_subparsers(dest="member_command", metavar="MEMBER_COMMAND", required=True)
+    member_sub.add_parser("list", parents=[common], help="voters and learners, with each one's lag")
+    add = member_sub.add_parser(
+        "add", parents=[common], help="add NAME as a learner; then start it with --join"
+    )
+    update = member_sub.add_parser("update", parents=[common], help="change NAME's peer (and client) URL")
+    for one in (add, update):
+        one.add_argument("name", metavar="NAME")
+        one.add_argument("--peer-url", required=True, metavar="URL")
+        one.add_argument("--client-url", default="", metavar="URL")
+    add.add_argument(
+        "--learner", action="store_true", help="the default and only way: a member joins as a learner"
+    )
+    for name, text in (
+        ("promote", "make learner NAME a voter (refused until it has caught up)"),
+        ("remove", "remove NAME (the leader hands over first when it is NAME)"),
+    ):
+        member_sub.add_parser(name, parents=[common], help=text).add_argument("name", metavar="NAME")
+
     # --- the cluster service's commands (cluster/cli/service_cmds.py) ---
     service_cmds.add_commands(sub, common, _positive)
 
@@ -435,6 +469,30 @@ def _public_key(text: str) -> str:
         raise UsageError(f"--key: {exc}") from None
 
 
+def _member(c: Client, args: argparse.Namespace) -> int:
+    command = args.member_command
+    if command == "list":
+        print(members_text(c.member_list(), args.write_out))
+        return EXIT_OK
+    try:
+        if command == "add":
+            members = c.member_add(args.name, args.peer_url, args.client_url)
+        elif command == "update":
+            members = c.member_update(args.name, args.peer_url, args.client_url)
+        elif command == "promote":
+            members = c.member_promote(args.name)
+        else:
+            members = c.member_remove(args.name)
+    except InvalidRequest as exc:  # the leader refused the change (a learner behind, an unknown name...)
+        raise Rejected(f"member {command}", exc.reason) from None
+    if args.write_out == "json":
+        print(to_json({"members": members}))
+    else:
+        print(f"member {command} {args.name}: done")
+        print(members_text(members, args.write_out))
+    return EXIT_OK
+
+
 _COMMANDS: dict[str, Callable[[Client, argparse.Namespace], int]] = {
     "user": _user,
     "put": _put,
@@ -444,6 +502,7 @@ _COMMANDS: dict[str, Callable[[Client, argparse.Namespace], int]] = {
     "watch": _watch,
     "lease": _lease,
     "status": _status,
+    "member": _member,
     **service_cmds.COMMANDS,  # servers, processes, register, event
 }
 

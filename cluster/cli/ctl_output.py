@@ -11,9 +11,12 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from cluster.client.calls import members_view  # the same view as cluster-ctl member list
+
 FORMATS = ("simple", "json", "table")
 KV_COLUMNS = ("key", "value", "version", "create_revision", "mod_revision")
 STATUS_COLUMNS = ("name", "client_url", "role", "term", "commit", "applied", "leader")
+MEMBER_COLUMNS = ("name", "role", "peer_url", "client_url", "reachable", "lag")
 
 
 def _jsonable(obj: Any) -> Any:
@@ -65,4 +68,24 @@ def status_text(status: dict[str, Any], fmt: str) -> str:
         cells = [str(member.get(c, "")) for c in STATUS_COLUMNS[:-1]]
         rows.append([*cells, "*" if leader and member["name"] == leader else ""])
     summary = f"leader: {leader or '(none)'}   term: {status.get('term', 0)}"
-    return summary + "\n" + table(STATUS_COLUMNS, rows)
+    return summary + "\n" + table(STATUS_COLUMNS, rows) + _configuration_line(status)
+
+
+def _configuration_line(status: dict[str, Any]) -> str:
+    """Voters and learners of the configuration in force, with each learner's lag, as the leader sees it."""
+    members = members_view(status)
+    if not members:
+        return ""
+    voters = [m["name"] for m in members if not m.get("learner")]
+    learners = [
+        f"{m['name']} (lag {m['lag'] if m['lag'] is not None else '?'})" for m in members if m.get("learner")
+    ]
+    return f"\nvoters: {', '.join(voters)}   learners: {', '.join(learners) or '-'}"
+
+
+def members_text(members: Sequence[dict[str, Any]], fmt: str) -> str:
+    """cluster-ctl member list (or the members after a change): JSON, or one row per member."""
+    if fmt == "json":
+        return to_json({"members": list(members)})
+    rows = [["" if m.get(c) is None else str(m.get(c, "")) for c in MEMBER_COLUMNS] for m in members]
+    return table(MEMBER_COLUMNS, rows)

@@ -41,6 +41,7 @@ import zmq.asyncio
 from loguru import logger
 
 from actors.client import Completion, Outcome, WriteEncoder
+from actors.membership import ConfigChange
 from actors.messages import NodeId, RequestKind
 from cluster.client.calls import (
     STATUS_TIMEOUT,
@@ -51,12 +52,15 @@ from cluster.client.calls import (
     as_lease,
     as_lease_info,
     as_lease_list,
+    as_members,
     as_revision,
     as_swapped,
     as_ttl,
     as_value,
     interpret,
     lease_grant_op,
+    member_request,
+    members_view,
     put_op,
     range_op,
     summarize,
@@ -316,6 +320,41 @@ class AsyncClient:
             return
         self._watch_controls.append((what, watch, n))
         self._schedule_turn()
+
+    # --- membership (actors/membership.py; README "changing the cluster") --------------------------
+
+    async def member_list(self, *, timeout: float | None = None) -> list[dict[str, Any]]:
+        """The members in force, as the leader sees them: name, peer_url, client_url, learner, role
+        (leader, voter, learner), reachable, match and lag (entries behind the leader's log)."""
+        return members_view(await self.status(timeout=timeout))
+
+    async def member_add(
+        self, name: str, peer_url: str, client_url: str = "", *, timeout: float | None = None
+    ) -> list[dict[str, Any]]:
+        """Add a member as a learner (it receives the log, never votes); start its node with --join
+        after this. Returns the member records once the change is committed."""
+        return await self._member("member_add", ConfigChange("add", name, peer_url, client_url), timeout)
+
+    async def member_promote(self, name: str, *, timeout: float | None = None) -> list[dict[str, Any]]:
+        """Make a learner a voter; InvalidRequest while it is further behind than the leader allows."""
+        return await self._member("member_promote", ConfigChange("promote", name), timeout)
+
+    async def member_remove(self, name: str, *, timeout: float | None = None) -> list[dict[str, Any]]:
+        """Remove a member (the leader first hands leadership over when it is the one removed)."""
+        return await self._member("member_remove", ConfigChange("remove", name), timeout)
+
+    async def member_update(
+        self, name: str, peer_url: str, client_url: str = "", *, timeout: float | None = None
+    ) -> list[dict[str, Any]]:
+        """Change a member's peer URL (and client URL, when given) without removing it."""
+        return await self._member(
+            "member_update", ConfigChange("update", name, peer_url, client_url), timeout
+        )
+
+    async def _member(
+        self, operation: str, change: ConfigChange, timeout: float | None
+    ) -> list[dict[str, Any]]:
+        return as_members(await self._call(member_request(operation, change, self._limit(timeout))))
 
     # --- leases (as Client's) ------------------------------------------------------------------------
 

@@ -62,6 +62,7 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from actors.client import Completion, Outcome, WriteEncoder
+from actors.membership import ConfigChange
 from actors.messages import NodeId, RequestKind
 from cluster.client.calls import (
     STATUS_TIMEOUT,
@@ -72,12 +73,15 @@ from cluster.client.calls import (
     as_lease,
     as_lease_info,
     as_lease_list,
+    as_members,
     as_revision,
     as_swapped,
     as_ttl,
     as_value,
     interpret,
     lease_grant_op,
+    member_request,
+    members_view,
     put_op,
     range_op,
     summarize,
@@ -322,6 +326,38 @@ class Client:
         if not answers:
             raise Unavailable("status", limit, "no node answered")
         return summarize(known, self._loop.members(), answers)
+
+    # --- membership (actors/membership.py; README "changing the cluster") --------------------------
+
+    def member_list(self, *, timeout: float | None = None) -> list[dict[str, Any]]:
+        """The members in force, as the leader sees them: name, peer_url, client_url, learner, role
+        (leader, voter, learner), reachable, match and lag (entries behind the leader's log)."""
+        return members_view(self.status(timeout=timeout))
+
+    def member_add(
+        self, name: str, peer_url: str, client_url: str = "", *, timeout: float | None = None
+    ) -> list[dict[str, Any]]:
+        """Add a member as a learner (it receives the log, never votes); start its node with --join
+        after this. Returns the member records once the change is committed."""
+        return self._member("member_add", ConfigChange("add", name, peer_url, client_url), timeout)
+
+    def member_promote(self, name: str, *, timeout: float | None = None) -> list[dict[str, Any]]:
+        """Make a learner a voter; InvalidRequest while it is further behind than the leader allows."""
+        return self._member("member_promote", ConfigChange("promote", name), timeout)
+
+    def member_remove(self, name: str, *, timeout: float | None = None) -> list[dict[str, Any]]:
+        """Remove a member (the leader first hands leadership over when it is the one removed)."""
+        return self._member("member_remove", ConfigChange("remove", name), timeout)
+
+    def member_update(
+        self, name: str, peer_url: str, client_url: str = "", *, timeout: float | None = None
+    ) -> list[dict[str, Any]]:
+        """Change a member's peer URL (and client URL, when given) without removing it."""
+        change = ConfigChange("update", name, peer_url, client_url)
+        return self._member("member_update", change, timeout)
+
+    def _member(self, operation: str, change: ConfigChange, timeout: float | None) -> list[dict[str, Any]]:
+        return as_members(self._call(member_request(operation, change, self._limit(timeout))))
 
     # --- leases (cluster/client/leases.py; the cluster side is cluster/kv/leases.py) -----------------
 

@@ -10,11 +10,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from actors.client import Completion, Outcome, WriteEncoder
+from actors.membership import ConfigChange
 from actors.messages import NodeId, RequestKind
 from cluster.client.commands import check_result, describe_bad_request, session_refusal_text
 from cluster.client.leases import Lease, LeaseInfo, lease_info_from
 from cluster.errors import Busy, InvalidRequest, OutcomeUnknown, SessionExpired, Unavailable
 from cluster.kv.leases import MAX_TTL_MS
+from cluster.kv.members import encode_member_request
 from cluster.kv.sessions import DEFAULT_MAX_RESPONSES_PER_SESSION
 
 STATUS_TIMEOUT = 2.0  # default per-call bound for status(): a dead node must not stall it for long
@@ -149,3 +151,43 @@ def summarize(
         )
     )
     return {"leader": leader, "term": term, "members": rows}
+
+
+# Membership (cluster/kv/members.py on the node side).
+
+
+def member_request(operation: str, change: ConfigChange, limit: float) -> Request:
+    return Request(operation, RequestKind.MEMBER, encode_member_request(change), limit)
+
+
+def as_members(result: dict[str, Any]) -> list[dict[str, Any]]:
+    return [dict(m) for m in result.get("members") or ()]
+
+
+def members_view(status: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every member of the configuration in force, from the leader's status (else the newest term's):
+    name, peer_url, client_url, learner, role (leader, voter or learner), reachable, and, as the leader
+    sees it, match (its last log index known to be replicated there) and lag (entries behind)."""
+    rows: dict[str, dict[str, Any]] = {
+        r["name"]: r for r in status.get("members") or () if r.get("reachable")
+    }
+    newest: dict[str, Any] = max(
+        rows.values(),
+        key=lambda r: (int(r.get("term") or 0), int(r.get("configuration_index") or 0)),
+        default={},
+    )
+    source: dict[str, Any] = rows.get(status.get("leader") or "") or newest
+    progress: dict[str, Any] = source.get("progress") or {}
+    last = int(source.get("last_index") or 0)
+    out: list[dict[str, Any]] = []
+    for member in source.get("configuration") or ():
+        name = member.get("name", "")
+        row = dict(member)
+        is_leader = name == status.get("leader")
+        row["role"] = "leader" if is_leader else ("learner" if member.get("learner") else "voter")
+        row["reachable"] = name in rows
+        match = last if is_leader else (progress.get(name) or {}).get("match")
+        row["match"] = match
+        row["lag"] = last - match if match is not None and source.get("role") == "leader" else None
+        out.append(row)
+    return out

@@ -271,6 +271,9 @@ class ClientCore:
                     sub.on_done(Completion(0, Outcome.REJECTED, b"unknown node"))
                     continue
                 handle = actor.status(sub.node, now, timeout)
+            elif sub.kind == RequestKind.MEMBER:
+                assert isinstance(sub.body, bytes)
+                handle = actor.member(sub.body, now, timeout)
             else:
                 assert isinstance(sub.body, bytes)
                 handle = actor.read(sub.body, now, timeout, sub.kind == RequestKind.SERIAL_READ)

@@ -202,6 +202,15 @@ class Permissions:
         ok = table.any_right(principal, "read") or table.any_right(principal, "write")
         return None if ok else _no(principal, table, "read", "leases")
 
+    def member_change_denied(self, principal: str) -> str | None:
+        """Why a client's MEMBER request (a membership change) is refused, or None: like managing users,
+        it is for administrators (a member's key, or a user who may write every key)."""
+        if not self.enabled or self._is_member(principal):
+            return None
+        if self.table().is_admin(principal):
+            return None
+        return "only an administrator (a member's key, or a user who may write every key) changes members"
+
     def watch_denied(self, principal: str, key: str) -> str | None:
         if not self.enabled or self._is_member(principal):
             return None

@@ -51,10 +51,12 @@ from typing import Any, Final, Generic, TypeVar
 import msgpack
 
 from actors.contracts import Ready, Refusal, StateMachine
+from actors.membership import already_done
 from actors.messages import ClientRequest, ClientResponse, NodeId, RequestKind, Status
-from actors.node import NodeActor, Role
+from actors.node import ChangeRefused, NodeActor, Role
 from cluster.kv.leases import MAX_TTL_MS, LeaseTable, LeaseTracker, LogClock
 from cluster.kv.machine import KVStateMachine
+from cluster.kv.members import member_result, parse_member_request
 from cluster.kv.ops import (
     LEASE_EXPIRED_CODE,
     LEASE_NOT_FOUND_CODE,
@@ -95,6 +97,7 @@ class _Waiting(Generic[C]):
     req_id: int
     term: int  # a proposal's term; 0 for a read
     query: bytes  # a read's query; b"" for a proposal
+    member: bool = False  # a membership change: answered with the member list
 
 
 _BUSY_TEXTS: Final = {
@@ -199,6 +202,12 @@ class KVService(Generic[C]):
             self._answer(conn, req.src, req.req_id, Status.OK, self._encoded_status())
         elif kind in (RequestKind.WATCH, RequestKind.WATCH_CANCEL, RequestKind.WATCH_ACK):
             self._watch_request(req, conn, principal if origin is Origin.CLIENT else None)
+        elif kind == RequestKind.MEMBER:
+            denied = self.permissions.member_change_denied(principal) if origin is Origin.CLIENT else None
+            if denied is not None:
+                self._deny(req, conn, denied)
+                return
+            self._member_change(req, conn)
         else:
             self._bad_request(req, conn, "unknown_kind", "unknown request kind")
 
@@ -218,6 +227,9 @@ class KVService(Generic[C]):
                 self._answer(
                     waiting.conn, waiting.src, waiting.req_id, Status.OK, self._lease_query(waiting.query)
                 )
+            elif waiting.term == applied.term and waiting.member:
+                result = member_result(self._node.configuration, applied.index)
+                self._answer(waiting.conn, waiting.src, waiting.req_id, Status.OK, result)
             elif waiting.term == applied.term:
                 self._answer(waiting.conn, waiting.src, waiting.req_id, Status.OK, applied.result)
             else:  # cannot happen while the core reports only its own term's entries; never guess
@@ -372,6 +384,32 @@ class KVService(Generic[C]):
         """The leader's log time for an entry it proposes now (cluster/kv/leases.py LogClock)."""
         table = self._leases
         return self._clock.stamp(self._node.term, self._now, table.log_time if table is not None else 0)
+
+    def _member_change(self, req: ClientRequest, conn: C | None) -> None:
+        """Propose a membership change (actors/membership.py); answered once its configuration commits.
+        Idempotent: a change already in force is answered OK at once (a retry whose first try took)."""
+        try:
+            change = parse_member_request(req.payload)
+        except ValueError as exc:
+            self._bad_request(req, conn, "invalid_member_request", str(exc))
+            return
+        node = self._node
+        committed = node.configuration_index <= node.commit_index
+        if node.role is Role.LEADER and committed and already_done(node.configuration, change):
+            result = member_result(node.configuration, node.configuration_index)
+            self._answer(conn, req.src, req.req_id, Status.OK, result)
+            return
+        outcome = node.propose_change(change, self._now)
+        if isinstance(outcome, ChangeRefused):
+            self._bad_request(req, conn, "member_change_refused", outcome.reason)
+        elif outcome is Refusal.BUSY:  # transient: another change, or no commit of this term yet
+            self.refused["member_change_busy"] += 1
+            text = b"a membership change is under way (or a new leader has not committed yet); retry"
+            self._answer(conn, req.src, req.req_id, Status.UNAVAILABLE, text)
+        elif isinstance(outcome, Refusal):
+            self._refuse(req, conn, outcome, "proposals")
+        else:
+            self._proposals[outcome] = _Waiting(conn, req.src, req.req_id, node.term, b"", member=True)
 
     def _watch_request(self, req: ClientRequest, conn: C | None, principal: str | None = None) -> None:
         watches = self.watches

@@ -64,6 +64,8 @@ class NodeConfig:
     curve_secret_key: str = ""  # this node's secret key file; "" = no CURVE (an open cluster)
     curve_peers: str = ""  # member name -> public key file (cluster/node/security.py)
     curve_clients: str = ""  # directory of the public keys of admitted clients, reloaded while running
+    initial_cluster_state: str = "new"  # "existing": joining a running cluster (cluster/node/join.py)
+    join: tuple[str, ...] = ()  # client URLs of running members, asked for the members at start
 
     @property
     def members(self) -> tuple[str, ...]:
@@ -116,6 +118,8 @@ SETTINGS: dict[str, tuple[str, str]] = {
     "curve_secret_key": ("--curve-secret-key", "ZRAFT_CURVE_SECRET_KEY"),
     "curve_peers": ("--curve-peers", "ZRAFT_CURVE_PEERS"),
     "curve_clients": ("--curve-clients", "ZRAFT_CURVE_CLIENTS"),
+    "initial_cluster_state": ("--initial-cluster-state", "ZRAFT_INITIAL_CLUSTER_STATE"),
+    "join": ("--join", "ZRAFT_JOIN"),
 }
 CONFIG_ENV = "ZRAFT_CONFIG"
 _INT_SETTINGS = (
@@ -155,6 +159,8 @@ _DEFAULTS: dict[str, Any] = {
     "log_level": "INFO",
     "log_json": False,
     "http_url": "",
+    "initial_cluster_state": "new",
+    "join": "",
 }
 
 
@@ -314,6 +320,18 @@ def build_parser() -> argparse.ArgumentParser:
         "on (ZRAFT_HTTP_URL; default: none). Read-only and unauthenticated: bind it to a trusted network",
     )
     add(
+        "--initial-cluster-state",
+        metavar="STATE",
+        help="new (the default: a member of --initial-cluster) or existing: join a running cluster that "
+        "already lists this node (cluster-ctl member add) (ZRAFT_INITIAL_CLUSTER_STATE)",
+    )
+    add(
+        "--join",
+        metavar="URL,...",
+        help="with --initial-cluster-state existing: client URLs of running members, asked for the member "
+        "list at start; --initial-cluster is then not needed (ZRAFT_JOIN)",
+    )
+    add(
         "--log-json",
         action="store_true",
         default=None,
@@ -388,11 +406,28 @@ def _validate(merged: dict[str, _Value]) -> NodeConfig:
             f"node name {name!r} ({merged['name'].source}) must be 1-128 letters, digits, '_', '.' or '-', "
             "starting with a letter or digit"
         )
+    state = str(merged["initial_cluster_state"].value)
+    if state not in ("new", "existing"):
+        raise ConfigError(
+            f"initial cluster state {state!r} ({merged['initial_cluster_state'].source}) is not new or "
+            "existing"
+        )
+    join = tuple(u.strip() for u in str(merged["join"].value).split(",") if u.strip())
+    for url in join:
+        check_url(url, merged["join"].source)
+    if join and state != "existing":
+        raise ConfigError(f"--join ({merged['join'].source}) needs --initial-cluster-state existing")
     cluster_spec = merged.get("initial_cluster")
+    if join and (cluster_spec is None or cluster_spec.value in ("", {})):
+        # The members come from the cluster at start (cluster/node/join.py): for now only this node.
+        peer_url = _require_str(merged, "peer_url", "the peer URL (needed with --join)")
+        check_url(peer_url, merged["peer_url"].source)
+        cluster_spec = _Value({name: peer_url}, merged["peer_url"].source)
     if cluster_spec is None or cluster_spec.value in ("", {}):
         raise ConfigError(
             "missing the initial cluster: pass --initial-cluster n1=URL,n2=URL,... "
-            "or set ZRAFT_INITIAL_CLUSTER"
+            "or set ZRAFT_INITIAL_CLUSTER (or join a running cluster with --initial-cluster-state "
+            "existing --join URL)"
         )
     initial = parse_initial_cluster(cluster_spec.value, cluster_spec.source)
     if name not in initial:
@@ -480,6 +515,8 @@ def _validate(merged: dict[str, _Value]) -> NodeConfig:
         curve_secret_key=curve[0],
         curve_peers=curve[1],
         curve_clients=curve[2],
+        initial_cluster_state=state,
+        join=join,
     )
 
 

@@ -58,6 +58,7 @@ from transport.batches import batches
 from transport.codec import MAX_FRAME_BYTES, encode, encode_batch
 from transport.endpoints import (
     ClientPort,
+    MissingPeerKey,
     PeerMesh,
     Route,
     SendStats,
@@ -128,7 +129,10 @@ class NodeRuntime:
         self.stop = GracefulStop(self.name, election_timeout)
         retry = min(2.0, max(0.5, 2 * election_timeout))  # advertise retry: a couple of seconds at most
         self.advertiser = Advertiser(self.name, config.client_url, config.peer_url, retry, config.http_url)
-        self._peers = frozenset(config.peers)
+        self._peers = node.accepted_senders()  # identities admitted on the peer port
+        self._config_seen = node.configuration
+        self._removed_logged = False
+        self._keyless_logged: set[str] = set()  # members skipped for want of a CURVE key (logged once)
         self._bad_frames = LogRateLimiter(BAD_FRAME_LOG_INTERVAL)
         self._invalid_peers = LogRateLimiter(INVALID_PEER_LOG_INTERVAL)
         self._seen: tuple[Role, int, str | None] = (node.role, node.term, node.leader)
@@ -149,6 +153,7 @@ class NodeRuntime:
             loop.add_reader(clients.router, self._on_client_router)
         for peer, dealer in mesh.dealers.items():
             loop.add_reader(dealer, self._dealer_reader(peer, dealer))
+        self._sync_members()  # a configuration recovered from the log or a snapshot
 
     # --- the loop -------------------------------------------------------------------------------------
 
@@ -179,6 +184,7 @@ class NodeRuntime:
         self._send_answers()
         self._report_invalid(now)
         self._log_role_change()
+        self._sync_members()
         if done:
             return None
         if node.has_ready() or watches_busy or (bridge is not None and bridge.has_calls()):
@@ -485,6 +491,66 @@ class NodeRuntime:
         for monitor in self.monitors:
             monitor.close()
         self.monitors.clear()
+
+    def _sync_members(self) -> None:
+        """Follow the configuration in force (actors/membership.py): a DEALER to every member at its
+        current peer URL (and to a removed one while the leader still tells it so), admission of the
+        names NodeActor hears, and a log line for each change."""
+        node = self.node
+        config = node.configuration
+        accepted = node.accepted_senders()
+        if config is self._config_seen and accepted == self._peers:
+            return
+        if config is not self._config_seen:
+            self._config_seen = config
+            logger.info(
+                "{}: configuration at index {}: voters {}, learners {}",
+                self.name,
+                node.configuration_index,
+                ", ".join(config.voters),
+                ", ".join(config.learners) or "-",
+            )
+        self._peers = accepted
+        wanted: dict[str, str] = {}
+        for name in accepted:
+            member = config.get(name)
+            url = (member.peer_url if member else "") or self.mesh.urls.get(name, "")
+            url = url or self.config.initial_cluster.get(name, "")
+            if url:
+                wanted[name] = url
+        for name, url in list(self.mesh.urls.items()):
+            if wanted.get(name) != url:
+                dealer = self.mesh.dealers.get(name)
+                if dealer is not None:
+                    self.loop.remove_reader(dealer)
+                self.mesh.disconnect(name)
+                logger.info("{}: peer {} at {} dropped", self.name, name, url)
+        for name, url in sorted(wanted.items()):
+            if name not in self.mesh.dealers:
+                try:
+                    dealer = self.mesh.connect(name, url, self.security.member_keys.get(name))
+                except MissingPeerKey:
+                    if name not in self._keyless_logged:
+                        self._keyless_logged.add(name)
+                        logger.error(
+                            "{}: member {} at {} has no public key in the peer key file (--curve-peers): "
+                            "not connecting to it (never in plaintext); add its key and restart this node",
+                            self.name,
+                            name,
+                            url,
+                        )
+                    continue
+                self.loop.add_reader(dealer, self._dealer_reader(name, dealer))
+                logger.info("{}: peer {} at {}", self.name, name, url)
+        if node.removed and not self._removed_logged:
+            self._removed_logged = True
+            logger.warning(
+                "{}: removed from the cluster by the configuration at index {} (members {}): it no longer "
+                "campaigns or votes toward anything; stop this node",
+                self.name,
+                node.configuration_index,
+                ", ".join(config.names),
+            )
 
     def _log_role_change(self) -> None:
         node = self.node

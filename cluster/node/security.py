@@ -81,13 +81,14 @@ class NodeSecurity:
             raise ConfigError(
                 f"peer key file {config.curve_peers} has no public key for member(s) {', '.join(missing)}"
             )
-        if members[config.name] != pair.public:
+        if members.get(config.name) != pair.public:
             raise ConfigError(
                 f"the public key of {config.curve_secret_key} is not the key {config.curve_peers} gives "
                 f"for this node ({config.name})"
             )
+        # Names that are not initial members stay: a member added later (cluster-ctl member add) is
+        # connected to, and admitted, only with the key this file gives for it.
         unknown = sorted(set(members) - set(config.members))
-        members = {name: key for name, key in members.items() if name in config.members}
         if len(set(members.values())) != len(members):
             raise ConfigError(f"peer key file {config.curve_peers} gives two members the same key")
         keys, problems = read_key_dir_checked(config.curve_clients)
@@ -97,7 +98,8 @@ class NodeSecurity:
         sec._member_of = {key_text(k): name for name, k in members.items()}
         sec._admitted = sec._client_user_ids()
         sec.startup_problems = problems + [
-            f"peer key file names {n}, which is not a member: ignored" for n in unknown
+            f"peer key file names {n}, which is not an initial member: its key is kept for when it is added"
+            for n in unknown
         ]
         return sec
 

@@ -24,6 +24,7 @@ from cluster.node.bridge import LoopBridge
 from cluster.node.config import ConfigError, NodeConfig, http_host_port, load_config
 from cluster.node.http.server import HttpBindError, StatusHttpServer
 from cluster.node.instruments import TimedFS
+from cluster.node.join import initial_configuration, joined_configuration
 from cluster.node.lockfile import DataDirLocked, data_dir_lock
 from cluster.node.logsetup import configure_logging
 from cluster.node.runtime import CLIENT_SOCKET_LIMIT, PEER_SOCKET_LIMIT, NodeRuntime
@@ -95,11 +96,22 @@ def _serve_locked(
     on_start: Callable[[NodeRuntime], None] | None,
     security: NodeSecurity,
 ) -> None:
+    bootstrap = joined_configuration(config) if config.join else initial_configuration(config)
+    peers = {m.name: m.peer_url for m in bootstrap.members if m.name != config.name and m.peer_url}
+    if security.secure:  # no plaintext DEALER to a member whose CURVE key we lack (see the runtime)
+        for name in sorted(n for n in peers if n not in security.member_keys):
+            logger.error(
+                "{}: member {} at {} has no public key in the peer key file (--curve-peers): not connecting "
+                "to it (never in plaintext)",
+                config.name,
+                name,
+                peers.pop(name),
+            )
     mesh = PeerMesh.open(
         ctx,
         config.name,
         config.peer_url,
-        config.peers,
+        peers,
         PEER_SOCKET_LIMIT,
         curve=security.pair,
         peer_keys=security.member_keys,
@@ -128,7 +140,7 @@ def _serve_locked(
         recovered = storage.recover()
         sm = KVStateMachine(history_events=config.history_events, history_bytes=config.history_bytes)
         node = NodeActor(
-            config.name, config.members, config.raft_config(), sm, random.Random(), recovered, loop.clock()
+            config.name, bootstrap, config.raft_config(), sm, random.Random(), recovered, loop.clock()
         )
         runtime = NodeRuntime(config, node, sm, storage, mesh, clients, loop, security)
         runtime.instruments.fsync_seconds = fs.fsync_seconds
@@ -142,6 +154,10 @@ def _serve_locked(
                 "not enforced",
                 config.name,
                 users,
+            )
+        if config.join:
+            logger.info(
+                "{}: joining through {}: members {}", config.name, ",".join(config.join), bootstrap.names
             )
         if http is not None:
             runtime.bridge = http.bridge
