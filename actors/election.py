@@ -102,6 +102,11 @@ class ElectionActor:
     def heard_from_peer(self, peer: NodeId, now: float) -> None:
         self._peer_contact[peer] = now
 
+    def heard_within(self, peer: NodeId, now: float) -> bool:
+        """Whether `peer` answered this leader within the last election timeout."""
+        seen = self._peer_contact.get(peer)
+        return seen is not None and now - seen <= self._config.election_timeout
+
     def quorum_deadline(self) -> float:
         return self._quorum_deadline if self._config.check_quorum else float("inf")
 

@@ -405,6 +405,11 @@ class NodeActor:
             return Refusal.TRANSFERRING
         if change.op == "promote":
             lag = self._log.last_index() - self._replication.match_of(change.name)
+            if not self._election.heard_within(change.name, now):
+                return ChangeRefused(
+                    f"learner {change.name} has not answered the leader within the last election timeout "
+                    "(is it running?); retry once it has caught up"
+                )
             if lag > self._config.learner_max_lag:
                 return ChangeRefused(
                     f"learner {change.name} is {lag} entries behind the leader (promotion needs at most "

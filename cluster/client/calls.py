@@ -168,9 +168,8 @@ def members_view(status: dict[str, Any]) -> list[dict[str, Any]]:
     """Every member of the configuration in force, from the leader's status (else the newest term's):
     name, peer_url, client_url, learner, role (leader, voter or learner), reachable, and, as the leader
     sees it, match (its last log index known to be replicated there) and lag (entries behind)."""
-    rows: dict[str, dict[str, Any]] = {
-        r["name"]: r for r in status.get("members") or () if r.get("reachable")
-    }
+    every: dict[str, dict[str, Any]] = {r["name"]: r for r in status.get("members") or ()}
+    rows = {name: r for name, r in every.items() if r.get("reachable")}
     newest: dict[str, Any] = max(
         rows.values(),
         key=lambda r: (int(r.get("term") or 0), int(r.get("configuration_index") or 0)),
@@ -183,6 +182,7 @@ def members_view(status: dict[str, Any]) -> list[dict[str, Any]]:
     for member in source.get("configuration") or ():
         name = member.get("name", "")
         row = dict(member)
+        row["client_url"] = member.get("client_url") or (every.get(name) or {}).get("client_url", "")
         is_leader = name == status.get("leader")
         row["role"] = "leader" if is_leader else ("learner" if member.get("learner") else "voter")
         row["reachable"] = name in rows

@@ -97,7 +97,7 @@ class _Waiting(Generic[C]):
     req_id: int
     term: int  # a proposal's term; 0 for a read
     query: bytes  # a read's query; b"" for a proposal
-    member: bool = False  # a membership change: answered with the member list
+    member: str = ""  # a membership change: the member it removes ("" for others), answered with the list
 
 
 _BUSY_TEXTS: Final = {
@@ -230,6 +230,7 @@ class KVService(Generic[C]):
             elif waiting.term == applied.term and waiting.member:
                 result = member_result(self._node.configuration, applied.index)
                 self._answer(waiting.conn, waiting.src, waiting.req_id, Status.OK, result)
+                self._forget_member(waiting.member)
             elif waiting.term == applied.term:
                 self._answer(waiting.conn, waiting.src, waiting.req_id, Status.OK, applied.result)
             else:  # cannot happen while the core reports only its own term's entries; never guess
@@ -409,7 +410,16 @@ class KVService(Generic[C]):
         elif isinstance(outcome, Refusal):
             self._refuse(req, conn, outcome, "proposals")
         else:
-            self._proposals[outcome] = _Waiting(conn, req.src, req.req_id, node.term, b"", member=True)
+            removes = change.name if change.op == "remove" else ""
+            self._proposals[outcome] = _Waiting(
+                conn, req.src, req.req_id, node.term, b"", member=removes or "-"
+            )
+
+    def _forget_member(self, member: str) -> None:
+        """A removal committed: delete the member's advertised URLs, so clients stop trying it (best
+        effort: the node's own write, answered to nobody; a lost one leaves a stale URL behind)."""
+        if member != "-" and not self._node.configuration.get(member):
+            self._node.propose(encode_command(0, 0, 0, ["del", f"{RESERVED_PREFIX}members/{member}"]))
 
     def _watch_request(self, req: ClientRequest, conn: C | None, principal: str | None = None) -> None:
         watches = self.watches

@@ -18,6 +18,7 @@ from cluster.errors import ZraftError
 from cluster.node.config import ConfigError, NodeConfig
 
 JOIN_TIMEOUT = 10.0  # seconds to reach the running cluster at start
+STATUS_TIMEOUT = 2.0  # the status round waits this long for members that do not answer (removed ones)
 
 
 def initial_configuration(config: NodeConfig) -> Configuration:
@@ -38,7 +39,7 @@ def joined_configuration(config: NodeConfig, timeout: float = JOIN_TIMEOUT) -> C
     # key file (by member name) does not give.
     try:
         with Client(list(config.join), timeout=timeout) as client:
-            status = client.status(timeout=timeout)
+            status = client.status(timeout=STATUS_TIMEOUT)
     except (ZraftError, ValueError) as exc:
         raise ConfigError(f"cannot reach the cluster to join at {','.join(config.join)}: {exc}") from None
     ids = {str(r.get("cluster_id")) for r in status.get("members") or () if r.get("reachable")}

@@ -132,6 +132,9 @@ def test_promotion_waits_for_the_learner_to_catch_up() -> None:
     refused = c.nodes[leader].propose_change(ConfigChange("promote", "n4"), c.now)
     assert isinstance(refused, ChangeRefused)
     assert "n4 is 6 entries behind" in refused.reason and "at most 3" in refused.reason
+    c.advance_time(2.0)  # and a learner the leader has not heard from lately is not promoted at all
+    silent = c.nodes[leader].propose_change(ConfigChange("promote", "n4"), c.now)
+    assert isinstance(silent, ChangeRefused) and "has not answered the leader" in silent.reason
     c.blocked.clear()
     c.advance_time(0.5)
     index = c.nodes[leader].propose_change(ConfigChange("promote", "n4"), c.now)
