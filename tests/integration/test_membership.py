@@ -4,9 +4,13 @@ fresh one under a new name, move a node to a new port; every acknowledged write 
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
-from tests.integration.membership_scenarios import run_all
+from tests.integration.membership_scenarios import join_args, run_all
+from tests.integration.util import REPO_ROOT, Cluster, NodeHandle, free_ports, start_cluster, wait_until
 
 
 def test_grow_shrink_replace_and_move_while_writing(tmp_path: Path) -> None:
@@ -15,3 +19,74 @@ def test_grow_shrink_replace_and_move_while_writing(tmp_path: Path) -> None:
     assert list(s.gaps)[:2] == ["grow 3 -> 5", "shrink 5 -> 3"] and len(s.gaps) == 4, s.gaps
     assert len(s.writer.acked) > 0  # and run_all checked that every one of them reads back
     print("\n".join(lines))
+
+
+def _ctl(cluster: Cluster, *args: str) -> subprocess.CompletedProcess[str]:
+    endpoints = ",".join(n.client_url for n in cluster.nodes[:3])
+    return subprocess.run(
+        [sys.executable, str(REPO_ROOT / "bin" / "cluster-ctl"), "--endpoints", endpoints, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def _joiner(cluster: Cluster, name: str, extra: tuple[str, ...] = ()) -> NodeHandle:
+    peer_port, client_port = free_ports(2)
+    peer_url, client_url = f"tcp://127.0.0.1:{peer_port}", f"tcp://127.0.0.1:{client_port}"
+    join = ",".join(n.client_url for n in cluster.nodes[:3])
+    data_dir = cluster.base_dir / name
+    args = [*join_args(name, data_dir, peer_url, client_url, join), *extra]
+    node = NodeHandle(name, peer_url, client_url, data_dir, cluster.base_dir / f"{name}.log", args)
+    cluster.nodes.append(node)
+    return node
+
+
+def test_cluster_ctl_member_commands_join_checks_and_restart(tmp_path: Path) -> None:
+    with start_cluster(3, base_dir=tmp_path) as cluster:
+        listed = wait_until(lambda: _ctl(cluster, "member", "list", "-w", "json"), 30, "member list")
+        rows = json.loads(listed.stdout)["members"]
+        assert sorted(r["name"] for r in rows) == ["n1", "n2", "n3"] and not any(r["learner"] for r in rows)
+        n4 = _joiner(cluster, "n4")
+        added = _ctl(cluster, "member", "add", "n4", "--peer-url", n4.peer_url, "--client-url", n4.client_url)
+        assert added.returncode == 0, added.stderr
+        # n4 is not running: promoting it is refused with the reason, a definite failure
+        refused = _ctl(cluster, "member", "promote", "n4")
+        assert refused.returncode == 1 and "has not answered the leader" in refused.stderr, refused.stderr
+        # a node of another cluster id, or one the cluster does not list, refuses to start
+        other = _joiner(cluster, "n4x", ("--cluster-id", "elsewhere"))
+        other.start()
+        assert other.wait(timeout=60) == 2 and "cluster id" in other.log_text()
+        stranger = _joiner(cluster, "n5")
+        stranger.start()
+        assert stranger.wait(timeout=60) == 2 and "add it first" in stranger.log_text()
+        n4.start()
+        promoted = wait_until(
+            lambda: (r := _ctl(cluster, "member", "promote", "n4", "-w", "json")).returncode == 0 and r,
+            60,
+            "n4 promoted",
+        )
+        assert [m["learner"] for m in json.loads(promoted.stdout)["members"] if m["name"] == "n4"] == [False]
+        status = _ctl(cluster, "status")
+        assert "voters: n1, n2, n3, n4" in status.stdout, status.stdout
+        removed = _ctl(cluster, "member", "remove", "n4")
+        assert removed.returncode == 0, removed.stderr
+        wait_until(lambda: "removed from the cluster" in n4.log_text(), 30, "n4 to learn it was removed")
+        # the configuration survives a crash and restart of every member (log replay)
+        for node in cluster.nodes[:3]:
+            node.kill()
+        for node in cluster.nodes[:3]:
+            node.start()
+        after = wait_until(
+            lambda: (r := _ctl(cluster, "member", "list", "-w", "json")).returncode == 0 and r, 60, "list"
+        )
+        assert sorted(r["name"] for r in json.loads(after.stdout)["members"]) == ["n1", "n2", "n3"]
+
+        def recovered_from_the_log() -> bool:
+            shown = _ctl(cluster, "status", "-w", "json")
+            rows = json.loads(shown.stdout)["members"] if shown.returncode == 0 else []
+            # the configuration in force came from a log entry (the removal of n4), not from --initial-cluster
+            return sum(int(r.get("configuration_index") or 0) > 0 for r in rows if r["name"] != "n4") == 3
+
+        wait_until(recovered_from_the_log, 60, "every member to recover the configuration from its log")
