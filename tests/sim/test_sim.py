@@ -31,6 +31,8 @@ REGRESSION_SEEDS: dict[int, str] = {
     "to its term; peer-message validation wrongly dropped that RequestVote as impossible",
     5000000: "while prev_kv was being added, the client's frame check refused events carrying 'prev': a "
     "prev_kv watcher never advanced (found before it was committed; kept as the first prev_kv seed)",
+    6000035: "with membership changes: a watch whose node list held removed members (that never answer) "
+    "waited for every node to say Compacted and never ended; it now ends once every answering node did",
 }
 
 

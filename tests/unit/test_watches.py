@@ -505,3 +505,16 @@ def test_a_prev_kv_follower_asks_for_previous_values_again_when_it_resumes_elsew
     assert p.follower.target == "n2"
     assert p.delivered == [("PUT", "k", 1), ("PUT", "k", 2), ("DELETE", "k", 3)]
     assert p.prevs == [None, 1, 2]
+def test_follower_ends_compacted_when_the_other_nodes_never_answer() -> None:
+    """A node list may hold members since removed (they never answer): once every node that answers said
+    Compacted and the rest stayed silent past the open timeout, the watch ends rather than asking forever."""
+    f = WatchFollower("c", ("n1", "n2", "n3"), "k", True, 5, iter(range(1, 100)).__next__)
+    f.begin(0.0)
+    assert [m.dst for m in f.take_messages()] == ["n1"]
+    compacted = msgpack.packb({"compact_revision": 9, "reason": "gone"})
+    f.on_response(ClientResponse("n1", "c", 1, Status.WATCH_COMPACTED, compacted, ""), 0.1)
+    assert f.ended is None and f.target == "n2"
+    f.tick(5.0)  # n2 silent past the open timeout: try n3
+    assert f.ended is None and f.target == "n3"
+    f.tick(10.0)  # n3 silent too: every node either said Compacted or never answered
+    assert isinstance(f.ended, Compacted) and f.ended.compact_revision == 9
