@@ -93,7 +93,11 @@ class NodeActor:
         rng: random.Random,
         recovered: Recovered | None = None,
         now: float = 0.0,
+        joined: bool = False,
     ) -> None:
+        """`members` is the configuration we start from: the --initial-cluster (the configuration at
+        index 0), or, `joined`, the members a running cluster listed when we joined (not the one at index
+        0: the log we receive replays the configurations before us)."""
         bootstrap = members if isinstance(members, Configuration) else Configuration.voters_only(members)
         if node_id not in bootstrap.names:
             raise ValueError(f"{node_id!r} is not one of the members {bootstrap.names}")
@@ -122,6 +126,7 @@ class NodeActor:
         self._configuration = self._base_config
         self._bootstrap_names = frozenset(bootstrap.names) - {node_id}
         self._known: frozenset[NodeId] = frozenset()  # senders the runtime vouches for (see accepts())
+        self._was_listed = False  # a configuration from the log or a snapshot listed us (see removed)
         self._members = self._configuration.names
         self._peers = tuple(m for m in self._members if m != node_id)
         self._applied = base_index
@@ -180,6 +185,7 @@ class NodeActor:
         self._election.reset_timer(now)
         self._set_role(Role.FOLLOWER)
         self._track_configs(self._log.base_index + 1, now)
+        self._was_listed = any((i > 0 or not joined) and node_id in c.names for i, c in self.config_history)
 
     # --- read-only facts, for the runtime, status and tests -----------------------------------------
 
@@ -229,8 +235,10 @@ class NodeActor:
 
     @property
     def removed(self) -> bool:
-        """True when a configuration in our log no longer lists us: we left the cluster."""
-        return self.id not in self._configuration.names
+        """True when a configuration from our log or a snapshot listed us and the one in force does not:
+        we left the cluster. (A node that joined is not listed by the older configurations it replays
+        first: it is not removed, only not yet a member.)"""
+        return self._was_listed and self.id not in self._configuration.names
 
     def set_known_peers(self, names: frozenset[NodeId]) -> None:
         """Names the runtime authenticates as cluster members though our configuration may not list them
@@ -879,7 +887,9 @@ class NodeActor:
             self._unstable_from = meta.index + 1
             self._stable_index = meta.index
         self._base_config = _snapshot_config(snap, self._base_config)
-        self._configs = [(i, c) for i, c in self._configs if i > self._log.base_index]
+        # Configurations of entries the snapshot covers, or of a conflicting log it replaced, are gone.
+        base, last = self._log.base_index, self._log.last_index()
+        self._configs = [(i, c) for i, c in self._configs if base < i <= last]
         self._config_changed(now)
         swap_in()
         self._snapshot_job = None  # one of our own in the making is older than the state now
@@ -1078,6 +1088,8 @@ class NodeActor:
 
     def _config_changed(self, now: float) -> None:
         new = self._configs[-1][1] if self._configs else self._base_config
+        if self.id in new.names and (self.configuration_index > 0 or self._log.base_index > 0):
+            self._was_listed = True
         if new == self._configuration:
             return
         self._configuration = new

@@ -140,7 +140,14 @@ def _serve_locked(
         recovered = storage.recover()
         sm = KVStateMachine(history_events=config.history_events, history_bytes=config.history_bytes)
         node = NodeActor(
-            config.name, bootstrap, config.raft_config(), sm, random.Random(), recovered, loop.clock()
+            config.name,
+            bootstrap,
+            config.raft_config(),
+            sm,
+            random.Random(),
+            recovered,
+            loop.clock(),
+            joined=bool(config.join),
         )
         runtime = NodeRuntime(config, node, sm, storage, mesh, clients, loop, security)
         runtime.instruments.fsync_seconds = fs.fsync_seconds

@@ -777,6 +777,7 @@ class SimCluster:
             self._node_rngs[nid],
             recovered,
             now,
+            joined=node.bootstrap is not None,
         )
         node.actor.set_known_peers(frozenset(self.nodes))  # the sim's transport authenticates every node
         node.service = KVService(

@@ -180,6 +180,7 @@ class Cluster:
             random.Random(self.rng.random()),
             self.disks[nid].recovered(),
             self.now,
+            joined=nid in self.bootstrap,
         )
         self.services[nid] = KVService(
             self.nodes[nid],

@@ -106,6 +106,8 @@ def test_a_learner_gets_the_log_but_neither_votes_nor_counts() -> None:
     add_learner(c, leader, "n4")
     assert c.nodes["n4"].applied_index == c.nodes[leader].commit_index
     assert c.nodes["n4"].configuration.learners == ("n4",)
+    # it replayed the log from the start, through configurations that did not list it: never "removed"
+    assert not c.nodes["n4"].removed and not c.nodes["n4"].status()["removed"]
     # with the two other voters cut off, the learner's acknowledgements commit nothing
     c.blocked |= {"n2", "n3"}
     before = c.nodes[leader].commit_index
@@ -199,6 +201,10 @@ def test_removing_the_leader_hands_over_first_and_the_removed_node_stays_quiet()
     c.blocked = {n for n in c.ids if n != leader}
     c.advance_time(10.0)
     assert old.role is Role.FOLLOWER and old.term == term  # no campaign, no term bump
+    c.restart(leader)  # it knows it was removed from its own log, whatever its --initial-cluster says
+    assert c.nodes[leader].removed
+    c.advance_time(5.0)
+    assert c.nodes[leader].role is Role.FOLLOWER and c.nodes[leader].term == term
     c.blocked.clear()
     before = c.nodes[new].commit_index
     write(c, new, 2, start=10)
