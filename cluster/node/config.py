@@ -426,8 +426,7 @@ def _validate(merged: dict[str, _Value]) -> NodeConfig:
     if cluster_spec is None or cluster_spec.value in ("", {}):
         raise ConfigError(
             "missing the initial cluster: pass --initial-cluster n1=URL,n2=URL,... "
-            "or set ZRAFT_INITIAL_CLUSTER (or join a running cluster with --initial-cluster-state "
-            "existing --join URL)"
+            "or set ZRAFT_INITIAL_CLUSTER"
         )
     initial = parse_initial_cluster(cluster_spec.value, cluster_spec.source)
     if name not in initial:
