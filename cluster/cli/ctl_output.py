@@ -72,15 +72,20 @@ def status_text(status: dict[str, Any], fmt: str) -> str:
 
 
 def _configuration_line(status: dict[str, Any]) -> str:
-    """Voters and learners of the configuration in force, with each learner's lag, as the leader sees it."""
+    """Voters and learners of the configuration in force, each with its lag (entries behind the leader's
+    log, as the leader sees it; "?" when no leader answered)."""
     members = members_view(status)
     if not members:
         return ""
-    voters = [m["name"] for m in members if not m.get("learner")]
-    learners = [
-        f"{m['name']} (lag {m['lag'] if m['lag'] is not None else '?'})" for m in members if m.get("learner")
-    ]
-    return f"\nvoters: {', '.join(voters)}   learners: {', '.join(learners) or '-'}"
+
+    def shown(m: dict[str, Any]) -> str:
+        if m["role"] == "leader":
+            return f"{m['name']} (leader)"
+        return f"{m['name']} (lag {m['lag'] if m['lag'] is not None else '?'})"
+
+    voters = [shown(m) for m in members if not m.get("learner")]
+    learners = [shown(m) for m in members if m.get("learner")]
+    return f"\nvoters: {', '.join(voters)}\nlearners: {', '.join(learners) or '-'}"
 
 
 def members_text(members: Sequence[dict[str, Any]], fmt: str) -> str:
