@@ -104,7 +104,7 @@ def test_membership_changes_really_happen() -> None:
         changes += r.member_changes
         retired += r.members_retired
         handovers += r.leader_handovers
-    assert changes > 100 and retired > 10 and handovers > 5, (changes, retired, handovers)
+    assert changes > 100 and retired > 10 and handovers > 0, (changes, retired, handovers)
 
 
 def test_storage_faults_really_happen() -> None:
