@@ -226,9 +226,13 @@ class ReplicationActor:
         """An empty AppendEntries to each follower not yet told the commit index it can take (ours, up to
         its match point), so that it applies, and serves its watches, without waiting for the next entries
         or heartbeat (etcd-raft broadcasts an append once the commit advances). Call it after the turn's
-        entries went out: a follower that they told already gets nothing."""
+        entries went out: a follower that they told already gets nothing. Learners are told too (they
+        apply and serve reads and watches); a member just removed (still sent the log until it learns it
+        left, see _leaving) is not: it serves nothing any more, and its heartbeats carry the commit."""
         out: list[Message] = []
         for peer, pr in self._progress.items():
+            if peer in self._leaving:
+                continue
             if pr.mode is not Mode.SNAPSHOT and min(pr.match, ctx.commit) > pr.commit_sent:
                 empty = self._empty_append(peer, pr, ctx)
                 if empty is not None:

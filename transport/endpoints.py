@@ -250,7 +250,9 @@ class PeerMesh:
         client that only completes its handshake with the peer holding the key `peer_keys[name]`.
         """
         router = _router(ctx, bind_url, sndhwm, max_frame, peer=True, curve=curve)
-        mesh = cls(name=name, router=router, dealers={}, ctx=ctx, sndhwm=sndhwm, max_frame=max_frame, curve=curve)
+        mesh = cls(
+            name=name, router=router, dealers={}, ctx=ctx, sndhwm=sndhwm, max_frame=max_frame, curve=curve
+        )
         try:
             for peer, url in sorted(peers.items()):
                 mesh.connect(peer, url, (peer_keys or {}).get(peer))

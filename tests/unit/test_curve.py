@@ -28,7 +28,7 @@ from transport.curve import (
     read_secret_key,
     write_keypair,
 )
-from transport.endpoints import PeerMesh, recv_batch_users
+from transport.endpoints import MissingPeerKey, PeerMesh, recv_batch_users
 from transport.zap import PEER_DOMAIN, Gatekeeper
 
 
@@ -222,5 +222,49 @@ def test_a_member_key_declaring_another_name_is_refused(tmp_path: Path) -> None:
     finally:
         for mesh in [rx, *senders]:
             mesh.close()
+        gate.stop()
+        ctx.term()
+
+
+def test_a_member_added_later_is_reached_over_curve_only_with_its_key(tmp_path: Path) -> None:
+    """Dynamic membership: the peer key file may name a member not yet in the cluster (its key is kept),
+    a CURVE mesh connects to a member added later as a CURVE client of that member's key, and refuses
+    (MissingPeerKey, no DEALER) a member whose key it does not know rather than connect in plaintext."""
+    n1, n2 = _keys(tmp_path)
+    n4 = generate()
+    write_keypair(tmp_path, "n4", n4)
+    (tmp_path / "peers").write_text("n1 = n1.key\nn2 = n2.key\nn4 = n4.key\n")
+    flags = ["--curve-secret-key", str(tmp_path / "n1.key_secret"), "--curve-peers", str(tmp_path / "peers"),
+             "--curve-clients", str(tmp_path / "clients")]  # fmt: skip
+    sec = NodeSecurity.load(load_config(_node_config(tmp_path, *flags), environ={}))
+    assert sec.member_keys == {"n1": n1.public, "n2": n2.public, "n4": n4.public}
+    assert any("n4" in problem for problem in sec.startup_problems)
+
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    gate = Gatekeeper(ctx)
+    gate.start()
+    gate.admit(PEER_DOMAIN, [n1.public, n4.public])
+    p1, p4 = free_ports(2)
+    rx = PeerMesh.open(ctx, "n4", f"tcp://127.0.0.1:{p4}", {}, 1 << 20, curve=n4)
+    tx = PeerMesh.open(ctx, "n1", f"tcp://127.0.0.1:{p1}", {}, 1 << 20, curve=n1)
+    try:
+        with pytest.raises(MissingPeerKey, match="n5"):
+            tx.connect("n5", "tcp://127.0.0.1:1")
+        assert "n5" not in tx.dealers and "n5" not in tx.urls
+        tx.connect("n4", f"tcp://127.0.0.1:{p4}", sec.member_keys["n4"])
+        frame = encode(RequestVote("n1", "n4", 1, 0, 0, False, False))
+        got: list[tuple[list[bytes], str]] = []
+
+        def arrived() -> bool:
+            tx.send("n4", frame)
+            got.extend(recv_batch_users(rx.router, 100, 1 << 20))
+            return bool(got)
+
+        wait_until(arrived, 10.0, "a frame over CURVE from n1 to n4", interval=0.05)
+        (identity, payload), user = got[0]
+        assert identity == b"n1" and payload == frame and user == key_text(n1.public)
+    finally:
+        rx.close()
+        tx.close()
         gate.stop()
         ctx.term()

@@ -13,10 +13,13 @@ import msgpack
 import pytest
 
 from actors.contracts import Refusal
+from actors.membership import ConfigChange
 from actors.messages import AppendEntries, ClientRequest, ClientResponse, RequestKind, Status
 from actors.node import Role
 from cluster.kv.machine import encode_command, encode_query
+from cluster.kv.members import encode_member_request
 from cluster.kv.ops import command_op, parse_stamped
+from cluster.kv.permissions import USERS_PREFIX, user_record
 from cluster.kv.service import RESERVED_PREFIX, KVService, Origin, touches_reserved
 from tests.unit.raft_fixture import CONFIG, Cluster
 
@@ -314,3 +317,26 @@ def test_an_idle_session_expires_by_the_log_time_and_its_write_is_refused_unappl
     assert all(sm.revision == 0 for sm in c.sms.values())
     clients = c.services[leader].describe()
     assert clients["sessions"] == 1 and clients["sessions_expired"] == 1
+
+
+def test_membership_changes_from_the_client_port_are_for_administrators() -> None:
+    """With users configured, a MEMBER request is allowed, like managing users, only to an administrator
+    (a user who may write every key, or a member's key); anyone else is refused and nothing is proposed."""
+    c, leader, service = elected()
+    admin, reader = "A" * 40, "R" * 40
+    for i, (name, key, rights) in enumerate((("admin", admin, [""]), ("reader", reader, ["svc/"])), 1):
+        record = user_record(key, rights, rights)
+        service.request(
+            write_op(["put", USERS_PREFIX + name, record], req_id=i, dst=leader), "setup", Origin.CLIENT
+        )
+    assert all(m.status == Status.OK for m in settle(c)["setup"])
+    add = ConfigChange("add", "n4", "tcp://n4:1", "tcp://n4:2")
+    request = ClientRequest("c", leader, 10, RequestKind.MEMBER, encode_member_request(add))
+    before = c.nodes[leader].configuration_index
+    service.request(request, "reader-conn", Origin.CLIENT, reader)
+    (denied,) = settle(c)["reader-conn"]
+    assert b"permission_denied" in denied.result and b"changes members" in denied.result
+    assert c.nodes[leader].configuration_index == before and service.refused["permission_denied"] == 1
+    service.request(replace(request, req_id=11), "admin-conn", Origin.CLIENT, admin)
+    (done,) = settle(c)["admin-conn"]
+    assert done.status == Status.OK and c.nodes[leader].configuration.learners == ("n4",)

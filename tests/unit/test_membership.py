@@ -18,6 +18,7 @@ from actors.membership import (
     decode_configuration,
 )
 from actors.messages import (
+    AppendEntries,
     AppendEntriesResponse,
     ClientRequest,
     EntryKind,
@@ -25,6 +26,7 @@ from actors.messages import (
     RequestVote,
 )
 from actors.node import ChangeRefused, Role
+from actors.replication import LeaderContext, ReplicationActor
 from cluster.kv.machine import encode_command
 from tests.unit.raft_fixture import CONFIG, Cluster
 
@@ -277,3 +279,35 @@ def test_messages_from_non_members_are_dropped_and_from_new_members_taken() -> N
     c.nodes["n2"].set_known_peers(frozenset({"n4"}))
     c.nodes["n2"].step(RequestVote("n4", "n2", term + 1, 0, 0, pre_vote=True, transfer=False), c.now)
     assert not c.nodes["n2"].take_invalid()
+
+
+@pytest.mark.parametrize("removed", [False, True])
+def test_the_commit_is_told_to_learners_and_not_to_a_member_just_removed(removed: bool) -> None:
+    """The leader's commit-only AppendEntries (ReplicationActor.send_commit) go to every member of the
+    configuration, learners included (they apply and serve watches too), but not to a member just removed,
+    which is still sent the log only until it learns that it left."""
+    c = Cluster(3)
+    leader = c.elect("n1")
+    write(c, leader, 3)
+    add_learner(c, leader, "n4")
+    node = c.nodes[leader]
+    last, term = node.log.last_index(), node.term
+    repl = ReplicationActor(leader, ("n2", "n3", "n4"), CONFIG, ("n1", "n2", "n3"))
+    repl.start(last, c.now)
+
+    def ctx(commit: int) -> LeaderContext:
+        return LeaderContext(leader, term, commit, 0, node.log, None, c.now)
+
+    probes = repl.send_all(ctx(last - 1))  # one probe each, carrying the commit index last - 1
+    assert sorted(m.dst for m in probes) == ["n2", "n3", "n4"]
+    for peer in ("n2", "n3", "n4"):
+        assert repl.on_append_response(
+            AppendEntriesResponse(peer, leader, term, True, last, 0, 0, 0), ctx(last - 1)
+        )
+    if removed:
+        repl.set_members(("n2", "n3"), ("n1", "n2", "n3"), last + 1, c.now, leading=True)
+        assert repl.tracks("n4")  # still sent the log: it has not yet learned that it left
+    told = repl.send_commit(ctx(last))
+    assert all(isinstance(m, AppendEntries) and not m.entries and m.leader_commit == last for m in told)
+    assert sorted(m.dst for m in told) == (["n2", "n3"] if removed else ["n2", "n3", "n4"])
+    assert repl.send_commit(ctx(last)) == []  # told once
