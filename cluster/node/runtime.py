@@ -34,6 +34,7 @@ from typing import Any, Final
 
 from loguru import logger
 
+from actors.membership import Configuration
 from actors.messages import ClientRequest, ClientResponse, Message, Status
 from actors.node import NodeActor, Role
 from cluster.kv.machine import MAX_COMMAND_BYTES, KVStateMachine
@@ -130,7 +131,9 @@ class NodeRuntime:
         retry = min(2.0, max(0.5, 2 * election_timeout))  # advertise retry: a couple of seconds at most
         self.advertiser = Advertiser(self.name, config.client_url, config.peer_url, retry, config.http_url)
         self._peers = node.accepted_senders()  # identities admitted on the peer port
-        self._config_seen = node.configuration
+        # None, so the first _sync_members() below follows the configuration recovered from the log or a
+        # snapshot, which may list members (or URLs) that the bootstrap one the mesh was opened with lacks.
+        self._config_seen: Configuration | None = None
         self._removed_logged = False
         self._keyless_logged: set[str] = set()  # members skipped for want of a CURVE key (logged once)
         self._bad_frames = LogRateLimiter(BAD_FRAME_LOG_INTERVAL)

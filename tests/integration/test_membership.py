@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from cluster.client.api import Client
 from tests.integration.membership_scenarios import join_args, run_all
 from tests.integration.util import REPO_ROOT, Cluster, NodeHandle, free_ports, start_cluster, wait_until
 
@@ -73,23 +74,30 @@ def test_cluster_ctl_member_commands_join_checks_and_restart(tmp_path: Path) -> 
         voters = re.search(r"^voters: (.*)$", status.stdout, re.M)
         assert voters is not None and re.findall(r"(n\d) \(", voters.group(1)) == ["n1", "n2", "n3", "n4"]
         assert "learners: -" in status.stdout, status.stdout
-        removed = _ctl(cluster, "member", "remove", "n4")
-        assert removed.returncode == 0, removed.stderr
-        wait_until(lambda: "removed from the cluster" in n4.log_text(), 30, "n4 to learn it was removed")
-        # the configuration survives a crash and restart of every member (log replay)
+        # Every original member crashes and restarts while n4 is a voter: each recovers the configuration
+        # from its log (not --initial-cluster, which lacks n4) and must connect to n4 at once, so the leader
+        # replicates to it and n4 answers votes (regression: the DEALERs used to follow only at the next
+        # configuration change).
         for node in cluster.nodes[:3]:
             node.kill()
         for node in cluster.nodes[:3]:
             node.start()
-        after = wait_until(
-            lambda: (r := _ctl(cluster, "member", "list", "-w", "json")).returncode == 0 and r, 60, "list"
-        )
-        assert sorted(r["name"] for r in json.loads(after.stdout)["members"]) == ["n1", "n2", "n3"]
 
-        def recovered_from_the_log() -> bool:
-            shown = _ctl(cluster, "status", "-w", "json")
-            rows = json.loads(shown.stdout)["members"] if shown.returncode == 0 else []
-            # the configuration in force came from a log entry (the removal of n4), not from --initial-cluster
-            return sum(int(r.get("configuration_index") or 0) > 0 for r in rows if r["name"] != "n4") == 3
+        with Client([n.client_url for n in cluster.nodes[:3]], timeout=10.0) as client:
 
-        wait_until(recovered_from_the_log, 60, "every member to recover the configuration from its log")
+            def recovered_from_the_log() -> bool:
+                rows = client.status(timeout=1.0).get("members") or []
+                return sum(int(r.get("configuration_index") or 0) > 0 for r in rows if r["name"] != "n4") == 3
+
+            def n4_follows() -> bool:
+                n4_row = next((m for m in client.member_list(timeout=1.0) if m["name"] == "n4"), {})
+                return bool(n4_row.get("match")) and n4_row.get("lag") == 0
+
+            client.put("after-restart", 1, timeout=60)  # once a leader is elected
+            wait_until(recovered_from_the_log, 60, "every member to recover the configuration from its log")
+            wait_until(n4_follows, 30, "the leader to replicate to n4 after the restart")
+        removed = _ctl(cluster, "member", "remove", "n4")
+        assert removed.returncode == 0, removed.stderr
+        wait_until(lambda: "removed from the cluster" in n4.log_text(), 30, "n4 to learn it was removed")
+        with Client([n.client_url for n in cluster.nodes[:3]], timeout=10.0) as client:
+            assert sorted(m["name"] for m in client.member_list()) == ["n1", "n2", "n3"]
