@@ -24,6 +24,8 @@ MAX_URL_CHARS: Final = 512
 MAX_MEMBERS: Final = 1024
 MAX_CONFIG_BYTES: Final = 1 << 20
 _KNOWN_FIELDS: Final = frozenset({"name", "peer_url", "client_url", "learner"})
+CURVE_KEY_FIELD: Final = "curve_public_key"  # a member's CURVE public key (Z85 text), kept in `extra`
+MAX_KEY_CHARS: Final = 64
 
 
 class ChangeError(ValueError):
@@ -37,6 +39,20 @@ class Member:
     client_url: str = ""
     learner: bool = False
     extra: tuple[tuple[str, Any], ...] = ()  # fields of later versions, kept as they came (sorted by key)
+
+    @property
+    def curve_key(self) -> str:
+        """The member's CURVE public key (Z85 text) if its record carries one, else ""."""
+        value = dict(self.extra).get(CURVE_KEY_FIELD, "")
+        return value if isinstance(value, str) else ""
+
+    def with_curve_key(self, key: str) -> Member:
+        """This record with `key` as its CURVE key; "" keeps the one it has."""
+        if not key:
+            return self
+        extra = dict(self.extra)
+        extra[CURVE_KEY_FIELD] = key
+        return replace(self, extra=tuple(sorted(extra.items())))
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = dict(self.extra)
@@ -144,6 +160,7 @@ class ConfigChange:
     name: NodeId
     peer_url: str = ""
     client_url: str = ""  # for update: "" keeps the current one
+    curve_key: str = ""  # the member's CURVE public key (Z85 text); for update: "" keeps the current one
 
     def describe(self) -> str:
         return f"{self.op} {self.name}"
@@ -162,6 +179,12 @@ def apply_change(config: Configuration, change: ConfigChange) -> Configuration:
         raise ChangeError(f"unknown membership change {change.op!r} (one of {', '.join(CHANGE_OPS)})")
     current = config.get(change.name)
     others = [m for m in config.members if m.name != change.name]
+    if len(change.curve_key) > MAX_KEY_CHARS or not change.curve_key.isprintable():
+        raise ChangeError(
+            f"the CURVE key of {change.name} is not a printable string of at most {MAX_KEY_CHARS}"
+        )
+    if change.curve_key and any(m.curve_key == change.curve_key for m in others):
+        raise ChangeError("that CURVE key belongs to another member")
     if change.op == "add":
         if current is not None:
             raise ChangeError(f"{change.name} is already a member")
@@ -169,7 +192,8 @@ def apply_change(config: Configuration, change: ConfigChange) -> Configuration:
             raise ChangeError(f"adding {change.name} needs its peer URL")
         if any(m.peer_url == change.peer_url for m in others if m.peer_url):
             raise ChangeError(f"peer URL {change.peer_url} belongs to another member")
-        return Configuration.of([*others, Member(change.name, change.peer_url, change.client_url, True)])
+        added = Member(change.name, change.peer_url, change.client_url, True)
+        return Configuration.of([*others, added.with_curve_key(change.curve_key)])
     if current is None:
         raise ChangeError(f"{change.name} is not a member")
     if change.op == "promote":
@@ -185,7 +209,8 @@ def apply_change(config: Configuration, change: ConfigChange) -> Configuration:
     if any(m.peer_url == change.peer_url for m in others if m.peer_url):
         raise ChangeError(f"peer URL {change.peer_url} belongs to another member")
     client_url = change.client_url or current.client_url
-    return Configuration.of([*others, replace(current, peer_url=change.peer_url, client_url=client_url)])
+    moved = replace(current, peer_url=change.peer_url, client_url=client_url)
+    return Configuration.of([*others, moved.with_curve_key(change.curve_key)])
 
 
 def already_done(config: Configuration, change: ConfigChange) -> bool:
@@ -197,12 +222,15 @@ def already_done(config: Configuration, change: ConfigChange) -> bool:
         return current is None
     if current is None:
         return False
+    same_key = change.curve_key in ("", current.curve_key)
     if change.op == "add":
-        return current.peer_url == change.peer_url
+        return current.peer_url == change.peer_url and same_key
     if change.op == "promote":
         return not current.learner
     if change.op == "update":
-        return current.peer_url == change.peer_url and change.client_url in ("", current.client_url)
+        return (
+            current.peer_url == change.peer_url and change.client_url in ("", current.client_url) and same_key
+        )
     return False
 
 

@@ -14,6 +14,7 @@ from actors.membership import (
     ConfigChange,
     Configuration,
     Member,
+    already_done,
     apply_change,
     decode_configuration,
 )
@@ -98,6 +99,30 @@ def test_changes_move_at_most_one_voter_and_refuse_nonsense() -> None:
             apply_change(promoted, bad)
     with pytest.raises(ChangeError, match="last voter"):
         apply_change(Configuration.voters_only(["a"]), ConfigChange("remove", "a"))
+
+
+def test_a_member_record_carries_its_curve_key_through_changes_and_the_encoding() -> None:
+    """The configuration in force gives each member's CURVE public key (nodes connect with it)."""
+    key, other = "k" * 40, "o" * 40
+    added = apply_change(THREE, ConfigChange("add", "n4", "tcp://n4:1", "", key))
+
+    def n4(config: Configuration) -> Member:
+        member = config.get("n4")
+        assert member is not None
+        return member
+
+    assert n4(added).curve_key == key and n4(added).as_dict()["curve_public_key"] == key
+    assert decode_configuration(added.encode()) == added
+    moved = apply_change(added, ConfigChange("update", "n4", "tcp://n4:9"))  # no key: keeps the one it has
+    assert n4(moved).curve_key == key and n4(moved).peer_url == "tcp://n4:9"
+    rekeyed = apply_change(moved, ConfigChange("update", "n4", "tcp://n4:9", "", other))
+    assert n4(rekeyed).curve_key == other
+    assert already_done(added, ConfigChange("add", "n4", "tcp://n4:1", "", key))
+    assert not already_done(added, ConfigChange("add", "n4", "tcp://n4:1", "", other))
+    with pytest.raises(ChangeError, match="belongs to another member"):
+        apply_change(added, ConfigChange("add", "n5", "tcp://n5:1", "", key))
+    with pytest.raises(ChangeError, match="printable string"):
+        apply_change(THREE, ConfigChange("add", "n5", "tcp://n5:1", "", "x" * 65))
 
 
 def test_a_learner_gets_the_log_but_neither_votes_nor_counts() -> None:
