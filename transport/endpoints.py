@@ -227,6 +227,7 @@ class PeerMesh:
     dealers: dict[str, zmq.Socket[bytes]]
     stats: SendStats = field(default_factory=SendStats)
     urls: dict[str, str] = field(default_factory=dict)  # peer -> the URL its DEALER is connected to
+    keys: dict[str, bytes] = field(default_factory=dict)  # peer -> the CURVE key its DEALER expects
     ctx: zmq.Context[zmq.Socket[bytes]] | None = None
     sndhwm: int = PEER_SNDHWM
     max_frame: int = 0
@@ -265,7 +266,8 @@ class PeerMesh:
         return mesh
 
     def connect(self, peer: str, url: str, server_key: bytes | None = None) -> zmq.Socket[bytes]:
-        """A DEALER to `peer` at `url` (a member added, or moved: the old DEALER must be gone first).
+        """A DEALER to `peer` at `url` (a member added, moved or with a new key: the old DEALER must be
+        gone first).
 
         With CURVE the DEALER is a CURVE client that only completes its handshake with the holder of
         `server_key`; without that key there is no secure connection, so it raises MissingPeerKey (never
@@ -277,6 +279,7 @@ class PeerMesh:
         dealer = self.ctx.socket(zmq.DEALER)
         self.dealers[peer] = dealer
         self.urls[peer] = url
+        self.keys[peer] = server_key or b""
         dealer.setsockopt(zmq.IDENTITY, self.name.encode("utf-8"))  # before connect, or it has no effect
         _common_options(dealer, self.sndhwm, self.max_frame)
         _peer_options(dealer)
@@ -290,6 +293,7 @@ class PeerMesh:
         """Close the DEALER to `peer` (removed, or about to move); stop polling it first."""
         dealer = self.dealers.pop(peer, None)
         self.urls.pop(peer, None)
+        self.keys.pop(peer, None)
         if dealer is not None:
             dealer.close(linger=0)
 

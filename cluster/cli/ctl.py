@@ -68,6 +68,7 @@ examples:
   cluster-ctl user add admin --key keys/admin.key --read '' --write ''
   cluster-ctl user add web --key keys/web.key --read svc/ --write svc/web/
   cluster-ctl member add n4 --peer-url tcp://10.0.0.4:7100 --client-url tcp://10.0.0.4:7000
+  cluster-ctl member add n4 --peer-url ... --client-url ... --curve-public-key keys/n4.key  # CURVE
   cluster-ctl member promote n4         # once its learner has caught up
   cluster-ctl member remove n1          # the leader hands over first when it is the one removed
   cluster-ctl member update n2 --peer-url tcp://10.0.0.9:7100
@@ -234,6 +235,13 @@ def build_parser() -> argparse.ArgumentParser:
         one.add_argument("name", metavar="NAME")
         one.add_argument("--peer-url", required=True, metavar="URL")
         one.add_argument("--client-url", default="", metavar="URL")
+        one.add_argument(
+            "--curve-public-key",
+            default="",
+            metavar="KEY|FILE",
+            help="the member's CURVE public key (Z85 text or its .key file): a CURVE cluster connects to "
+            "and admits the member with it, no restart of the others needed",
+        )
     add.add_argument(
         "--learner", action="store_true", help="the default and only way: a member joins as a learner"
     )
@@ -460,13 +468,13 @@ def _user(c: Client, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _public_key(text: str) -> str:
+def _public_key(text: str, flag: str = "--key") -> str:
     if is_key(text):
         return text
     try:
         return read_public_key(text).decode("ascii")
     except KeyFileError as exc:
-        raise UsageError(f"--key: {exc}") from None
+        raise UsageError(f"{flag}: {exc}") from None
 
 
 def _member(c: Client, args: argparse.Namespace) -> int:
@@ -474,11 +482,16 @@ def _member(c: Client, args: argparse.Namespace) -> int:
     if command == "list":
         print(members_text(c.member_list(), args.write_out))
         return EXIT_OK
+    key = (
+        _public_key(args.curve_public_key, "--curve-public-key")
+        if command in ("add", "update") and args.curve_public_key
+        else ""
+    )
     try:
         if command == "add":
-            members = c.member_add(args.name, args.peer_url, args.client_url)
+            members = c.member_add(args.name, args.peer_url, args.client_url, curve_public_key=key)
         elif command == "update":
-            members = c.member_update(args.name, args.peer_url, args.client_url)
+            members = c.member_update(args.name, args.peer_url, args.client_url, curve_public_key=key)
         elif command == "promote":
             members = c.member_promote(args.name)
         else:
@@ -528,6 +541,8 @@ def check_request(args: argparse.Namespace) -> None:
         problem = check_user_record(args.name, user_record(_public_key(args.key), args.read, args.write))
         if problem:
             raise UsageError(problem)
+    elif args.command == "member" and args.member_command in ("add", "update") and args.curve_public_key:
+        _public_key(args.curve_public_key, "--curve-public-key")  # a usage error before connecting
     elif args.command == "user" and args.user_command == "remove" and not args.name:
         raise UsageError("a user name is needed")
     elif args.command == "lease" and args.lease_command in ("keepalive", "revoke", "info") and args.id <= 0:

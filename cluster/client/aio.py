@@ -329,11 +329,20 @@ class AsyncClient:
         return members_view(await self.status(timeout=timeout))
 
     async def member_add(
-        self, name: str, peer_url: str, client_url: str = "", *, timeout: float | None = None
+        self,
+        name: str,
+        peer_url: str,
+        client_url: str = "",
+        *,
+        curve_public_key: str = "",
+        timeout: float | None = None,
     ) -> list[dict[str, Any]]:
         """Add a member as a learner (it receives the log, never votes); start its node with --join
-        after this. Returns the member records once the change is committed."""
-        return await self._member("member_add", ConfigChange("add", name, peer_url, client_url), timeout)
+        after this. Returns the member records once the change is committed. On a CURVE cluster,
+        `curve_public_key` (Z85 text) is the key the members connect to it and admit it with."""
+        return await self._member(
+            "member_add", ConfigChange("add", name, peer_url, client_url, curve_public_key), timeout
+        )
 
     async def member_promote(self, name: str, *, timeout: float | None = None) -> list[dict[str, Any]]:
         """Make a learner a voter; InvalidRequest while it is further behind than the leader allows."""
@@ -344,11 +353,17 @@ class AsyncClient:
         return await self._member("member_remove", ConfigChange("remove", name), timeout)
 
     async def member_update(
-        self, name: str, peer_url: str, client_url: str = "", *, timeout: float | None = None
+        self,
+        name: str,
+        peer_url: str,
+        client_url: str = "",
+        *,
+        curve_public_key: str = "",
+        timeout: float | None = None,
     ) -> list[dict[str, Any]]:
-        """Change a member's peer URL (and client URL, when given) without removing it."""
+        """Change a member's peer URL (and client URL and CURVE key, when given) without removing it."""
         return await self._member(
-            "member_update", ConfigChange("update", name, peer_url, client_url), timeout
+            "member_update", ConfigChange("update", name, peer_url, client_url, curve_public_key), timeout
         )
 
     async def _member(

@@ -65,11 +65,16 @@ class NodeConfig:
     curve_peers: str = ""  # member name -> public key file (cluster/node/security.py)
     curve_clients: str = ""  # directory of the public keys of admitted clients, reloaded while running
     initial_cluster_state: str = "new"  # "existing": joining a running cluster (cluster/node/join.py)
-    join: tuple[str, ...] = ()  # client URLs of running members, asked for the members at start
+    join: tuple[str, ...] = ()  # client URLs of running members (URL or URL=KEY), asked for the members
 
     @property
     def members(self) -> tuple[str, ...]:
         return tuple(sorted(self.initial_cluster))
+
+    @property
+    def join_urls(self) -> tuple[str, ...]:
+        """The client URLs of --join, without the CURVE keys some carry (URL=KEY)."""
+        return tuple(item.split("=", 1)[0] for item in self.join)
 
     @property
     def peers(self) -> dict[str, str]:
@@ -329,7 +334,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--join",
         metavar="URL,...",
         help="with --initial-cluster-state existing: client URLs of running members, asked for the member "
-        "list at start; --initial-cluster is then not needed (ZRAFT_JOIN)",
+        "list at start; --initial-cluster is then not needed. With CURVE each is URL=KEY (or URL=FILE.key): "
+        "the public key of the node behind it (ZRAFT_JOIN)",
     )
     add(
         "--log-json",
@@ -413,8 +419,8 @@ def _validate(merged: dict[str, _Value]) -> NodeConfig:
             "existing"
         )
     join = tuple(u.strip() for u in str(merged["join"].value).split(",") if u.strip())
-    for url in join:
-        check_url(url, merged["join"].source)
+    for item in join:
+        check_url(item.split("=", 1)[0], merged["join"].source)
     if join and state != "existing":
         raise ConfigError(f"--join ({merged['join'].source}) needs --initial-cluster-state existing")
     cluster_spec = merged.get("initial_cluster")

@@ -513,7 +513,10 @@ class NodeRuntime:
                 ", ".join(config.voters),
                 ", ".join(config.learners) or "-",
             )
+            for news in self.security.follow(config):  # CURVE keys the member records carry
+                logger.info("{}: CURVE key of member {} from the configuration", self.name, news)
         self._peers = accepted
+        secure = self.security.secure
         wanted: dict[str, str] = {}
         for name in accepted:
             member = config.get(name)
@@ -522,7 +525,8 @@ class NodeRuntime:
             if url:
                 wanted[name] = url
         for name, url in list(self.mesh.urls.items()):
-            if wanted.get(name) != url:
+            key = self.security.member_keys.get(name, b"") if secure else b""
+            if wanted.get(name) != url or self.mesh.keys.get(name, b"") != key:
                 dealer = self.mesh.dealers.get(name)
                 if dealer is not None:
                     self.loop.remove_reader(dealer)
@@ -536,9 +540,12 @@ class NodeRuntime:
                     if name not in self._keyless_logged:
                         self._keyless_logged.add(name)
                         logger.error(
-                            "{}: member {} at {} has no public key in the peer key file (--curve-peers): "
-                            "not connecting to it (never in plaintext); add its key and restart this node",
+                            "{}: member {} at {} has no CURVE public key, neither in its member record "
+                            "nor in the peer key file (--curve-peers): not connecting to it (never in "
+                            "plaintext); cluster-ctl member update {} --peer-url {} --curve-public-key KEY",
                             self.name,
+                            name,
+                            url,
                             name,
                             url,
                         )

@@ -11,8 +11,13 @@ the process's ZAP handler (transport/zap.py):
   key). The directory is re-read every RELOAD_INTERVAL seconds on the loop; a key whose file was removed
   can no longer connect, and frames still arriving on a connection it opened before are dropped too.
 
-The peer key file maps a member name to a key; when member records carry a public key (dynamic membership),
-`member_keys` is filled from them instead, and nothing else changes.
+The peer key file maps a member name to a key. A member record of the configuration in force may carry
+the member's key too (`cluster-ctl member add NAME ... --curve-public-key KEY`): `follow()` takes it, over
+the file's, for the DEALER to that member and for admission on both ports, so adding a member to a running
+secure cluster needs no edit of the others' peer key files and no restart. The original members (from
+--initial-cluster) have no key in the configuration: theirs come from the file. A key learned this way
+stays known for the life of the process (a removed member is still told the configuration that removed
+it); the runtime's admission by name (NodeActor.accepted_senders) still decides whose frames count.
 
 Without the three settings the node is open: it logs a warning once at start. Nothing here ever logs or
 reports a secret key: status shows counts and public keys only.
@@ -26,10 +31,12 @@ from typing import Any, Final
 
 import zmq
 
+from actors.membership import Configuration
 from cluster.node.config import ConfigError, NodeConfig
 from transport.curve import (
     KeyFileError,
     KeyPair,
+    is_key,
     key_text,
     parse_peer_keys,
     read_key_dir_checked,
@@ -111,6 +118,30 @@ class NodeSecurity:
         self.gate.start()
         self.gate.admit(PEER_DOMAIN, self.member_keys.values())
         self.gate.admit(CLIENT_DOMAIN, [*self.client_keys, *self.member_keys.values()])
+
+    def follow(self, config: Configuration) -> list[str]:
+        """Take the CURVE keys the configuration's member records carry; the names whose key is new (or
+        changed), and now admitted on both ports. Keys that are not Z85 are skipped (said in the list as
+        NAME: reason)."""
+        if not self.secure:
+            return []
+        news: list[str] = []
+        for member in config.members:
+            key = member.curve_key
+            if not key or self.member_keys.get(member.name) == key.encode("ascii", "replace"):
+                continue
+            if not is_key(key):
+                news.append(f"{member.name}: not a Z85 CURVE key, ignored")
+                continue
+            self.member_keys[member.name] = key.encode("ascii")
+            news.append(member.name)
+        if news:
+            self._member_of = {key_text(k): name for name, k in self.member_keys.items()}
+            self._admitted = self._client_user_ids()
+            if self.gate is not None:
+                self.gate.admit(PEER_DOMAIN, self.member_keys.values())
+                self.gate.admit(CLIENT_DOMAIN, [*self.client_keys, *self.member_keys.values()])
+        return news
 
     def stop(self) -> None:
         if self.gate is not None:

@@ -98,15 +98,11 @@ def _serve_locked(
 ) -> None:
     bootstrap = joined_configuration(config) if config.join else initial_configuration(config)
     peers = {m.name: m.peer_url for m in bootstrap.members if m.name != config.name and m.peer_url}
-    if security.secure:  # no plaintext DEALER to a member whose CURVE key we lack (see the runtime)
-        for name in sorted(n for n in peers if n not in security.member_keys):
-            logger.error(
-                "{}: member {} at {} has no public key in the peer key file (--curve-peers): not connecting "
-                "to it (never in plaintext)",
-                config.name,
-                name,
-                peers.pop(name),
-            )
+    if security.secure:
+        security.follow(bootstrap)  # keys the joined cluster's member records carry
+        # No plaintext DEALER to a member whose CURVE key we lack: the runtime's first _sync_members()
+        # logs it (once), after it has also seen the configuration recovered from the log.
+        peers = {name: url for name, url in peers.items() if name in security.member_keys}
     mesh = PeerMesh.open(
         ctx,
         config.name,

@@ -9,10 +9,13 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from cluster.client.api import Client
 from tests.integration.membership_scenarios import join_args, run_all
+from tests.integration.test_security import secure_client, secure_cluster
 from tests.integration.util import REPO_ROOT, Cluster, NodeHandle, free_ports, start_cluster, wait_until
+from transport.curve import key_text, read_secret_key, write_keypair
 
 
 def test_grow_shrink_replace_and_move_while_writing(tmp_path: Path) -> None:
@@ -101,3 +104,41 @@ def test_cluster_ctl_member_commands_join_checks_and_restart(tmp_path: Path) -> 
         wait_until(lambda: "removed from the cluster" in n4.log_text(), 30, "n4 to learn it was removed")
         with Client([n.client_url for n in cluster.nodes[:3]], timeout=10.0) as client:
             assert sorted(m["name"] for m in client.member_list()) == ["n1", "n2", "n3"]
+
+
+def test_a_learner_joins_a_curve_cluster_by_its_key_in_the_configuration(tmp_path: Path) -> None:
+    """A secured cluster grows without touching the members' peer key files or restarting them: the
+    member record carries n4's public key, the members connect to n4 and admit it with that key, and n4
+    joins with --join URL=KEY (the key of the node behind each URL) over CURVE."""
+    with secure_cluster(tmp_path, 3) as (cluster, keys):
+        write_keypair(keys.folder, "n4")
+        keys.nodes["n4"] = read_secret_key(keys.folder / "n4.key_secret")
+        own_peers = keys.folder / "peers-n4"  # n4's own file: the original members' keys and its own
+        own_peers.write_text(keys.peers_file.read_text() + "n4 = n4.key\n")
+        join = ",".join(f"{n.client_url}={key_text(keys.nodes[n.name].public)}" for n in cluster.nodes)
+        n4 = _joiner(cluster, "n4", ("--curve-secret-key", str(keys.folder / "n4.key_secret")))
+        n4.args = [*n4.args, "--curve-peers", str(own_peers), "--curve-clients", str(keys.clients_dir)]
+        n4.args[n4.args.index("--join") + 1] = join
+        with secure_client(cluster, keys, timeout=30.0) as client:
+            public = key_text(keys.nodes["n4"].public)
+            added = client.member_add("n4", n4.peer_url, n4.client_url, curve_public_key=public)
+            assert [m.get("curve_public_key") for m in added if m["name"] == "n4"] == [public]
+            n4.start()
+
+            def n4_caught_up() -> bool:  # the leader reached n4 and n4 answered it, both over CURVE
+                row = next((m for m in client.member_list(timeout=1.0) if m["name"] == "n4"), {})
+                return bool(row.get("match")) and row.get("lag") is not None and row["lag"] <= 10
+
+            wait_until(n4_caught_up, 60, "n4 to catch up over CURVE")
+            promoted = client.member_promote("n4", timeout=60)
+            assert [m["learner"] for m in promoted if m["name"] == "n4"] == [False]
+            assert client.put("grown", "yes") > 0
+            status = client.status(timeout=5.0)
+            commit = next(r["commit"] for r in status["members"] if r["name"] == status["leader"])
+            wait_until(lambda: row_of(client, "n4").get("applied", 0) >= commit, 30, "n4 to apply the put")
+        assert "no CURVE public key" not in "".join(n.log_text() for n in cluster.nodes)
+
+
+def row_of(client: Client, name: str) -> dict[str, Any]:
+    rows = {r["name"]: r for r in client.status(timeout=1.0)["members"]}
+    return dict(rows.get(name) or {})

@@ -10,10 +10,12 @@ import pytest
 import zmq
 import zmq.auth
 
+from actors.membership import Configuration, Member
 from actors.messages import RequestVote
 from cluster.client.curve import client_curve, curve_settings
 from cluster.node.config import ConfigError, load_config
 from cluster.node.inbound import Rejected, admit_peer_frame
+from cluster.node.join import joined_configuration
 from cluster.node.security import NodeSecurity
 from tests.integration.util import free_ports, wait_until
 from transport.codec import encode
@@ -268,3 +270,36 @@ def test_a_member_added_later_is_reached_over_curve_only_with_its_key(tmp_path: 
         tx.close()
         gate.stop()
         ctx.term()
+
+
+def test_member_keys_follow_the_configuration_and_join_items_carry_keys(tmp_path: Path) -> None:
+    """A member record's CURVE key (cluster-ctl member add ... --curve-public-key) is taken over the peer
+    key file: that member is then a member key on both ports. --join URL=KEY parses; with CURVE every
+    join URL needs its key, without CURVE none may have one."""
+    n1, n2 = _keys(tmp_path)
+    flags = ["--curve-secret-key", str(tmp_path / "n1.key_secret"), "--curve-peers", str(tmp_path / "peers"),
+             "--curve-clients", str(tmp_path / "clients")]  # fmt: skip
+    sec = NodeSecurity.load(load_config(_node_config(tmp_path, *flags), environ={}))
+    n4 = generate()
+    config = Configuration.of([Member("n1"), Member("n2"), Member("n4", "tcp://n4:1", learner=True)])
+    assert sec.follow(config) == [] and sec.member_of(key_text(n4.public)) is None
+    keyed = Configuration.of([*config.members[:2], config.members[2].with_curve_key(key_text(n4.public))])
+    assert sec.follow(keyed) == ["n4"] and sec.follow(keyed) == []  # only news are reported
+    assert sec.member_keys["n4"] == n4.public and sec.member_keys["n2"] == n2.public
+    assert sec.member_of(key_text(n4.public)) == "n4" and sec.client_admitted(key_text(n4.public))
+    bad = Configuration.of([*config.members[:2], config.members[2].with_curve_key("not a key")])
+    assert sec.follow(bad) == ["n4: not a Z85 CURVE key, ignored"] and sec.member_keys["n4"] == n4.public
+    assert NodeSecurity().follow(keyed) == []  # an open node has no keys to follow
+
+    url = "tcp://127.0.0.1:7000"
+    joiner = [
+        "--name", "n4", "--data-dir", str(tmp_path / "d4"), "--peer-url", "tcp://127.0.0.1:7101",
+        "--client-url", "tcp://127.0.0.1:7001", "--initial-cluster-state", "existing",
+    ]  # fmt: skip
+    config4 = load_config([*joiner, "--join", f"{url}={key_text(n1.public)}"], environ={})
+    assert config4.join_urls == (url,)
+    with pytest.raises(ConfigError, match="no --curve-secret-key"):
+        joined_configuration(config4, timeout=0.1)
+    secure4 = load_config([*joiner, "--join", url, *flags], environ={})
+    with pytest.raises(ConfigError, match="every --join item is URL=KEY"):
+        joined_configuration(secure4, timeout=0.1)

@@ -17,7 +17,7 @@ from actors.membership import ConfigChange
 from actors.messages import AppendEntries, ClientRequest, ClientResponse, RequestKind, Status
 from actors.node import Role
 from cluster.kv.machine import encode_command, encode_query
-from cluster.kv.members import encode_member_request
+from cluster.kv.members import encode_member_request, parse_member_request
 from cluster.kv.ops import command_op, parse_stamped
 from cluster.kv.permissions import USERS_PREFIX, user_record
 from cluster.kv.service import RESERVED_PREFIX, KVService, Origin, touches_reserved
@@ -330,7 +330,11 @@ def test_membership_changes_from_the_client_port_are_for_administrators() -> Non
             write_op(["put", USERS_PREFIX + name, record], req_id=i, dst=leader), "setup", Origin.CLIENT
         )
     assert all(m.status == Status.OK for m in settle(c)["setup"])
-    add = ConfigChange("add", "n4", "tcp://n4:1", "tcp://n4:2")
+    add = ConfigChange("add", "n4", "tcp://n4:1", "tcp://n4:2", "K" * 40)  # with n4's CURVE public key
+    assert parse_member_request(encode_member_request(add)) == add
+    for bad in (replace(add, curve_key="short"), replace(add, op="promote")):
+        with pytest.raises(ValueError, match="40 characters of Z85"):
+            parse_member_request(encode_member_request(bad))
     request = ClientRequest("c", leader, 10, RequestKind.MEMBER, encode_member_request(add))
     before = c.nodes[leader].configuration_index
     service.request(request, "reader-conn", Origin.CLIENT, reader)
@@ -340,3 +344,5 @@ def test_membership_changes_from_the_client_port_are_for_administrators() -> Non
     service.request(replace(request, req_id=11), "admin-conn", Origin.CLIENT, admin)
     (done,) = settle(c)["admin-conn"]
     assert done.status == Status.OK and c.nodes[leader].configuration.learners == ("n4",)
+    n4 = c.nodes[leader].configuration.get("n4")
+    assert n4 is not None and n4.curve_key == "K" * 40
