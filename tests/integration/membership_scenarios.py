@@ -100,6 +100,19 @@ class Scenarios:
         self.writer = writer
         self.gaps: dict[str, float] = {}
         self.durations: dict[str, float] = {}
+        self.ports_given: set[int] = {
+            int(u.rsplit(":", 1)[1]) for n in cluster.nodes for u in (n.peer_url, n.client_url)
+        }
+
+    def fresh_ports(self, count: int) -> list[int]:
+        """Free ports never handed out before in this run: a node started a moment ago may not have bound
+        its ports yet, so the kernel can offer them again (n5 once got n4's client port)."""
+        for _ in range(100):
+            ports = free_ports(count)
+            if not self.ports_given.intersection(ports):
+                self.ports_given.update(ports)
+                return ports
+        raise AssertionError("no fresh ports after 100 tries")
 
     @contextmanager
     def change(self, name: str) -> Iterator[None]:
@@ -112,7 +125,7 @@ class Scenarios:
 
     def new_node(self, name: str, data_dir: Path | None = None) -> NodeHandle:
         """A node that joins the running cluster (after `member add`)."""
-        peer_port, client_port = free_ports(2)
+        peer_port, client_port = self.fresh_ports(2)
         peer_url, client_url = f"tcp://127.0.0.1:{peer_port}", f"tcp://127.0.0.1:{client_port}"
         join = ",".join(n.client_url for n in self.cluster.nodes if n.alive())
         base = self.cluster.base_dir
@@ -179,7 +192,7 @@ class Scenarios:
     def move(self, name: str) -> None:
         """Give `name` a new peer port with `member update`, then restart it there on its data dir."""
         node = self.cluster.node(name)
-        (port,) = free_ports(1)
+        (port,) = self.fresh_ports(1)
         new_url = f"tcp://127.0.0.1:{port}"
         with self.change(f"move {name} to a new port"):
             node.send_signal(signal.SIGTERM)
