@@ -31,6 +31,7 @@ class ElectionActor:
         self._votes: dict[NodeId, bool] = {}
         self._peer_contact: dict[NodeId, float] = {}
         self._quorum_deadline = 0.0
+        self._gone_rank: int | None = None  # our rank while the leader's connection is known closed
 
     def set_voters(self, voters: tuple[NodeId, ...]) -> None:
         """A new configuration is in force: count only its voters from now on (dissertation 4.1)."""
@@ -44,7 +45,11 @@ class ElectionActor:
     # --- timers -----------------------------------------------------------------------------------
 
     def reset_timer(self, now: float) -> None:
-        """Start a fresh randomized election timeout (paper 5.2)."""
+        """Start a fresh randomized election timeout (paper 5.2); our short slot while the leader is
+        gone (see leader_gone)."""
+        if self._gone_rank is not None:
+            self._deadline = now + self._slot(self._gone_rank)
+            return
         base = self._config.election_timeout
         self._deadline = now + base + self._rng.random() * base
 
@@ -58,7 +63,27 @@ class ElectionActor:
 
     def heard_from_leader(self, now: float) -> None:
         self._leader_contact = now
+        self._gone_rank = None
         self.reset_timer(now)
+
+    def leader_gone(self, now: float, rank: int) -> None:
+        """Our connection to the leader closed (its process ended): stop waiting out its heartbeats.
+
+        The timer is cut to a short one, in a slot of its own for each follower by `rank` (our place
+        among the members other than the lost leader): slot k is [2k + 1, 2k + 2) tenths of the base
+        timeout. Slots keep the followers' campaigns apart, since two at once would split the vote and
+        cost a whole randomized timeout; the first slot waits a tenth so that the others have also seen
+        the connection close (until then they ignore a pre-vote, being in the leader's lease). Until a
+        leader is heard from again every new timer is that slot too, so a campaign that a slow follower
+        ignored is tried again a slot later, not a whole timeout later.
+        """
+        self._leader_contact = float("-inf")
+        self._gone_rank = rank
+        self._deadline = min(self._deadline, now + self._slot(rank))
+
+    def _slot(self, rank: int) -> float:
+        tenth = self._config.election_timeout / 10
+        return tenth * (2 * rank + 1 + self._rng.random())
 
     def in_lease(self, now: float, has_leader: bool) -> bool:
         """True while a current leader was heard within the minimum election timeout.
@@ -95,6 +120,7 @@ class ElectionActor:
     # --- leader side: CheckQuorum -----------------------------------------------------------------
 
     def start_leading(self, now: float) -> None:
+        self._gone_rank = None
         self._peer_contact = {}
         self._leader_contact = now
         self._quorum_deadline = now + self._config.election_timeout

@@ -170,6 +170,7 @@ class NodeActor:
             "elections": 0,
             "dropped": 0,
             "config_changes": 0,
+            "leader_disconnects": 0,  # times our leader's connection closed and we stopped waiting for it
         }
         self._shape_checks = shape_checks(config.max_snapshot_bytes)
         self._state_checks: dict[type, Check] = {
@@ -354,6 +355,18 @@ class NodeActor:
                 deadline = min(deadline, self._transfer[1])
             return deadline
         return self._election.deadline()
+
+    def peer_disconnected(self, peer: NodeId, now: float) -> None:
+        """The runtime saw our connection to `peer` close: its process ended, or its host reset the
+        connection. A follower whose leader that is forgets it (no more redirects to it, and a pre-vote is
+        no longer ignored as disruptive) and campaigns soon instead of after a whole election timeout.
+        Only timing depends on this: a wrong report (the leader still runs) costs at most a pre-vote,
+        which the followers still in the leader's lease ignore, and its next heartbeat restores it."""
+        if self._role is not Role.FOLLOWER or peer != self._leader:
+            return
+        self._leader = None
+        self._stats["leader_disconnects"] += 1
+        self._election.leader_gone(now, [m for m in self._members if m != peer].index(self.id))
 
     def propose(self, data: bytes) -> int | Refusal:
         """Append a command to the log as leader; its index, or why not. Its result comes out in a later

@@ -57,6 +57,7 @@ from cluster.node.status import build_status
 from cluster.storage import DiskStorage
 from transport.batches import batches
 from transport.codec import MAX_FRAME_BYTES, encode, encode_batch
+from transport.disconnects import DisconnectMonitor
 from transport.endpoints import (
     ClientPort,
     MissingPeerKey,
@@ -154,8 +155,9 @@ class NodeRuntime:
         else:
             loop.add_reader(mesh.router, self._on_peer_router)
             loop.add_reader(clients.router, self._on_client_router)
+        self.disconnects: dict[str, DisconnectMonitor] = {}
         for peer, dealer in mesh.dealers.items():
-            loop.add_reader(dealer, self._dealer_reader(peer, dealer))
+            self._watch_dealer(peer, dealer)
         self._sync_members()  # a configuration recovered from the log or a snapshot
 
     # --- the loop -------------------------------------------------------------------------------------
@@ -388,6 +390,19 @@ class NodeRuntime:
 
         return on_readable
 
+    def _disconnect_reader(self, peer: str, monitor: DisconnectMonitor) -> Any:
+        """Our DEALER's connection to `peer` closed: its process probably died; the node may campaign
+        soon instead of waiting out an election timeout (actors/node.py peer_disconnected)."""
+
+        def on_readable() -> None:
+            closed = monitor.take()
+            if closed:
+                self.counters["peer_disconnects"] += closed
+                logger.debug("{}: the connection to {} closed", self.name, peer)
+                self.node.peer_disconnected(peer, self.loop.clock())
+
+        return on_readable
+
     def _take_dealer_frames(self, peer: str, received: list[list[bytes]]) -> None:
         """What came back on our DEALER to `peer`: only answers to our advertise writes belong there."""
         now = self.loop.clock()
@@ -494,6 +509,24 @@ class NodeRuntime:
         for monitor in self.monitors:
             monitor.close()
         self.monitors.clear()
+        for disconnects in self.disconnects.values():
+            disconnects.close()
+        self.disconnects.clear()
+
+    def _watch_dealer(self, peer: str, dealer: Any) -> None:
+        """Read `peer`'s DEALER, and its monitor for closed connections."""
+        self.loop.add_reader(dealer, self._dealer_reader(peer, dealer))
+        monitor = DisconnectMonitor(dealer)
+        self.disconnects[peer] = monitor
+        self.loop.add_reader(monitor.socket, self._disconnect_reader(peer, monitor))
+
+    def _unwatch_dealer(self, peer: str, dealer: Any) -> None:
+        """Stop reading `peer`'s DEALER and close its monitor, before the DEALER itself is closed."""
+        self.loop.remove_reader(dealer)
+        monitor = self.disconnects.pop(peer, None)
+        if monitor is not None:
+            self.loop.remove_reader(monitor.socket)
+            monitor.close()
 
     def _sync_members(self) -> None:
         """Follow the configuration in force (actors/membership.py): a DEALER to every member at its
@@ -529,7 +562,7 @@ class NodeRuntime:
             if wanted.get(name) != url or self.mesh.keys.get(name, b"") != key:
                 dealer = self.mesh.dealers.get(name)
                 if dealer is not None:
-                    self.loop.remove_reader(dealer)
+                    self._unwatch_dealer(name, dealer)
                 self.mesh.disconnect(name)
                 logger.info("{}: peer {} at {} dropped", self.name, name, url)
         for name, url in sorted(wanted.items()):
@@ -550,7 +583,7 @@ class NodeRuntime:
                             url,
                         )
                     continue
-                self.loop.add_reader(dealer, self._dealer_reader(name, dealer))
+                self._watch_dealer(name, dealer)
                 logger.info("{}: peer {} at {}", self.name, name, url)
         if node.removed and not self._removed_logged:
             self._removed_logged = True

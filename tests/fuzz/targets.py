@@ -174,6 +174,7 @@ class LiveNode:
         }
 
     def close(self) -> None:
+        self.runtime.close_monitors()  # monitor sockets left open would hold up ctx.term()
         self.loop.close()
         self.mesh.close()
         self.clients.close()

@@ -140,6 +140,8 @@ WRITER_STEP_CRASH = 0.01  # power loss between two steps of the snapshot writer 
 # timeouts at worst under the sim's restarts), the new leader's grace (one election timeout), the commit.
 LEASE_REVOKE_BOUND = 20.0
 SLICE_PAUSE = 0.0005  # simulated seconds between two Readies that only carried background work
+CRASH_CLOSES_CONNECTIONS = 0.7  # a crashed process's peers see its connections close (else: its host died)
+FALSE_DISCONNECT = 0.2  # per nemesis step: a follower's connection to a live leader is reset
 CLOCK_ROUNDING = 1e-9  # far above the float error of the clock offsets (< 1e-12 s), far below any timer
 
 
@@ -517,6 +519,8 @@ class SimReport:
     lease_renewals: int = 0  # keepalives answered OK
     lease_revokes: int = 0  # lease revokes applied (expiries of owned leases, and orphans')
     clock_jumps: int = 0  # forward jumps of a follower's clock
+    disconnects: int = 0  # connection closes the nodes were told of (a crashed peer's, or a false alarm)
+    leader_disconnects: int = 0  # ... of which a follower's connection to its leader: it campaigned early
     sessions_opened: int = 0  # client sessions registered (as the clients saw them answered)
     sessions_lost: int = 0  # client sessions the cluster no longer knew (expired or evicted)
     session_expired_writes: int = 0  # writes that ended as SESSION_EXPIRED (outcome unknown)
@@ -590,6 +594,12 @@ class SimCluster:
         self.lease_owners = [SimLeaseOwner(self, i, monitor) for i in range(opts.lease_owners)]
         self.lease_owners_by_id = {o.id: o for o in self.lease_owners}
         self.healed_at = float("inf")
+        # Connection closes that nodes are told of (a crashed process's peers see its connections close,
+        # unless it went down with its host; and now and then a live leader's connection is reset). Its own
+        # generator, seeded apart, so that it shifts none of the other draws of a seed.
+        self._conn_rng = random.Random(f"{seed}/connections")
+        self.disconnects_seen = 0
+        self.leader_disconnects = 0
         self.clock_jumps = 0
         self.clients_cut_off = 0
         self.membership = MembershipOperator(self, random.Random(self.rng.getrandbits(64)))
@@ -661,6 +671,8 @@ class SimCluster:
             lease_renewals=self.lease_monitor.renewals,
             lease_revokes=self.lease_monitor.expiries,
             clock_jumps=self.clock_jumps,
+            disconnects=self.disconnects_seen,
+            leader_disconnects=self.leader_disconnects,
             sessions_opened=sum(c.actor.sessions_opened for c in self.clients),
             sessions_lost=sum(c.actor.sessions_lost for c in self.clients),
             session_expired_writes=sum(c.sessions_expired for c in self.clients),
@@ -847,6 +859,10 @@ class SimCluster:
     def _crash(self, node: SimNode) -> None:
         if not node.up:
             return
+        if self._conn_rng.random() < CRASH_CLOSES_CONNECTIONS:
+            for peer in self.nodes.values():
+                if peer is not node:
+                    self._tell_disconnected(peer, node.id)
         node.up = False
         node.persisting = False
         node.incarnation += 1
@@ -855,6 +871,27 @@ class SimCluster:
         node.service = None
         node.sm = None
         self.crashes += 1
+
+    def _tell_disconnected(self, node: SimNode, peer: str) -> None:
+        """`node` sees its connection to `peer` close, after about a message's delay."""
+        incarnation = node.incarnation
+
+        def tell() -> None:
+            if node.incarnation == incarnation and node.actor is not None:
+                self.disconnects_seen += 1
+                before = node.actor.leader
+                node.actor.peer_disconnected(peer, self._clock(node))
+                self.leader_disconnects += before is not None and node.actor.leader is None
+                self._after_event(node)
+
+        self.scheduler.after(self._conn_rng.uniform(0.0005, self.options.max_delay), tell)
+
+    def _reset_leader_connection(self) -> None:
+        """A follower's connection to its leader is reset while the leader runs on: a false alarm."""
+        node = self.nodes[self._conn_rng.choice(self.node_ids)]
+        leader = node.actor.leader if node.actor is not None else None
+        if leader is not None and leader != node.id and self.nodes[leader].up:
+            self._tell_disconnected(node, leader)
 
     def _restart(self, node: SimNode) -> None:
         if node.up or node.retired:
@@ -1014,6 +1051,8 @@ class SimCluster:
         if self.clients:
             actions.append(self._cut_off_client)
         rng.choice(actions)()
+        if self._conn_rng.random() < FALSE_DISCONNECT:
+            self._reset_leader_connection()
         self._schedule_nemesis()
 
     def _leader(self) -> SimNode | None:

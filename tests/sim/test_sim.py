@@ -66,6 +66,7 @@ def test_faults_really_happen() -> None:
     """The simulator must actually inject what it claims: otherwise passing seeds prove nothing."""
     totals = {"crashes": 0, "dropped": 0, "installs": 0, "unknown": 0, "elections": 0}
     sessions = {"cut_off": 0, "lost": 0, "expired_writes": 0, "resent": 0, "delete_prefixes": 0}
+    disconnects = {"told": 0, "leader": 0}
     for seed in range(30):
         r = _coverage_report(seed)
         totals["crashes"] += r.crashes
@@ -75,6 +76,8 @@ def test_faults_really_happen() -> None:
         totals["elections"] += r.elections
         sessions["cut_off"] += r.clients_cut_off
         sessions["delete_prefixes"] += r.delete_prefixes
+        disconnects["told"] += r.disconnects
+        disconnects["leader"] += r.leader_disconnects
     for seed in range(120):  # the rare session outcomes, over the storage test's seeds (cached)
         r = _coverage_report(seed)
         sessions["lost"] += r.sessions_lost
@@ -94,6 +97,9 @@ def test_faults_really_happen() -> None:
     # (tests/unit/test_client_actor.py, test_a_write_refused_for_its_session_on_its_only_attempt_...).
     assert sessions["cut_off"] > 40 and sessions["lost"] >= 1 and sessions["delete_prefixes"] > 60, sessions
     assert sessions["expired_writes"] >= 1, sessions
+    # Nodes are told when a crashed peer's connections close (and of false alarms about a live leader), and
+    # followers that lose their leader that way campaign early (actors/node.py peer_disconnected).
+    assert disconnects["told"] > 300 and disconnects["leader"] > 100, disconnects
 
 
 def test_the_checker_catches_a_write_applied_twice_or_without_a_session() -> None:

@@ -151,3 +151,59 @@ def test_recovered_entries_newer_than_the_recovered_term_raise_the_term_without_
     assert (node.term, node.role) == (3, Role.FOLLOWER)
     rd = node.ready(0.0)
     assert rd.hard_state is not None and (rd.hard_state.term, rd.hard_state.vote) == (3, None)
+
+
+def test_a_follower_whose_leader_connection_closed_campaigns_within_its_slot() -> None:
+    """A closed connection to the leader (its process died) starts the next election within a few tenths
+    of the timeout instead of a whole one; the followers' slots, by rank, never overlap."""
+    c = Cluster(3)
+    c.elect("n1")
+    c.blocked.add("n1")  # dead: nothing more from it
+    killed = c.now
+    for nid in ("n2", "n3"):
+        c.nodes[nid].peer_disconnected("n1", c.now)
+        assert c.nodes[nid].leader is None
+    n2, n3 = c.nodes["n2"].next_deadline() - killed, c.nodes["n3"].next_deadline() - killed
+    tenth = CONFIG.election_timeout / 10
+    assert tenth <= n2 < 2 * tenth and 3 * tenth <= n3 < 4 * tenth, (n2, n3)
+    c.advance_time(2 * tenth, step=0.01)
+    assert c.leaders() == ["n2"] and c.nodes["n3"].leader == "n2"
+    assert c.nodes["n2"].status()["stats"]["leader_disconnects"] == 1
+
+
+def test_a_closed_connection_to_a_node_that_is_not_our_leader_changes_nothing() -> None:
+    c = Cluster(3)
+    c.elect("n1")
+    n2 = c.nodes["n2"]
+    deadline = n2.next_deadline()
+    n2.peer_disconnected("n3", c.now)
+    assert n2.leader == "n1" and n2.next_deadline() == deadline
+    c.nodes["n1"].peer_disconnected("n2", c.now)  # a leader keeps leading: CheckQuorum judges followers
+    assert c.nodes["n1"].role is Role.LEADER
+
+
+def test_a_false_alarm_about_a_live_leader_deposes_nobody() -> None:
+    """Dissertation 9.6: the other follower, still in the leader's lease, ignores the early pre-vote, and
+    the leader's next heartbeat gives the follower its leader back, in the same term."""
+    c = Cluster(3)
+    c.elect("n1")
+    c.nodes["n3"].peer_disconnected("n1", c.now)  # a reset connection; n1 runs on
+    c.advance_time(1.0, step=0.01)
+    assert c.leaders() == ["n1"] and all(n.term == 1 and n.leader == "n1" for n in c.nodes.values())
+
+
+def test_a_campaign_ignored_by_a_follower_still_in_the_lease_is_retried_a_slot_later() -> None:
+    """Only n2 saw the dead leader's connection close; n3, which did not, ignores pre-votes until the
+    leader's lease (one timeout from its last heartbeat) ends (dissertation 9.6). n2 keeps to its short
+    slot instead of a whole randomized timeout, so it wins soon after the lease ends."""
+    c = Cluster(3)
+    c.elect("n1")
+    c.advance_time(0.2)  # heartbeats reach both followers
+    c.blocked.add("n1")
+    killed = c.now
+    c.nodes["n2"].peer_disconnected("n1", c.now)
+    tenth = CONFIG.election_timeout / 10
+    c.advance_time(CONFIG.election_timeout - 2 * tenth, step=0.01)
+    assert c.leaders() == [] and c.nodes["n2"].term == 1  # n3 still in the lease: no pre-vote granted
+    c.advance_time(4 * tenth, step=0.01)
+    assert c.leaders() == ["n2"], c.now - killed
