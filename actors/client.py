@@ -78,8 +78,15 @@ class _Pending:
 class ClientOptions:
     attempt_timeout: float = 1.0  # resend to another node when a node stays silent this long
     backoff_base: float = 0.02
-    backoff_max: float = 1.0
+    # A request waits at most this long between attempts while no leader is known: after a leader dies a
+    # new one is elected in a fraction of a second (actors/node.py peer_disconnected), and a longer wait
+    # would only add to the client's failover. At a few retries a second per request, a cluster without a
+    # leader answers them at no real cost.
+    backoff_max: float = 0.25
     max_redirects_without_backoff: int = 3
+    # After a node left an attempt unanswered, how long hints naming it are not followed (see _silent): a
+    # follower that has not yet noticed its leader die still names it for a moment.
+    silence_memory: float = 1.0
     # Writes wait (unsent, without a sequence number) while the newest seq would be this far past the
     # oldest open one: the state machine caches a bounded number of answers per session, so a long-stuck
     # write must not be overtaken by more writes than that cache holds. The client facade sets it from
@@ -107,6 +114,11 @@ class ClientActor:
     _outbox: list[ClientRequest] = field(default_factory=list)
     _done: list[Completion] = field(default_factory=list)
     _node_cursor: int = 0
+    # Nodes that let an attempt go unanswered (when) and have not answered anything since: probably down.
+    # For `silence_memory` seconds a hint naming one is not followed and rotation passes it by while
+    # another node is left; after that it is tried again like any other (it may be back, and nothing
+    # else would ever send it a request to answer).
+    _silent: dict[NodeId, float] = field(default_factory=dict)
     _deferred: deque[tuple[int, WriteEncoder, float]] = field(
         default_factory=deque
     )  # handle, encode, deadline
@@ -157,7 +169,7 @@ class ClientActor:
         self._opening = handle
         pending = _Pending(handle, RequestKind.WRITE, hooks.open_command, deadline, 0)
         self._pending[handle] = pending
-        self._send(pending, self._leader or self._rotate(), now)
+        self._send(pending, self._leader or self._rotate(now), now)
 
     def _opened(self, pending: _Pending, outcome: Outcome, result: bytes, now: float) -> None:
         """A registration ended: take its session, or fail the writes waiting for one if it was refused."""
@@ -194,7 +206,7 @@ class ClientActor:
         payload = encode(self.session, seq, self._oldest_open())
         pending = _Pending(handle, RequestKind.WRITE, payload, deadline, seq, encode, self.session)
         self._pending[handle] = pending
-        self._send(pending, self._leader or self._rotate(), now)
+        self._send(pending, self._leader or self._rotate(now), now)
 
     def _release_deferred(self, now: float) -> None:
         while self._deferred:
@@ -234,12 +246,13 @@ class ClientActor:
         pending = _Pending(handle, kind, payload, now + timeout, seq)
         self._pending[handle] = pending
         if send:
-            self._send(pending, self._leader or self._rotate(), now)
+            self._send(pending, self._leader or self._rotate(now), now)
         return handle
 
     # --- inputs -----------------------------------------------------------------------------------
 
     def step(self, msg: ClientResponse, now: float) -> None:
+        self._silent.pop(msg.src, None)
         pending = self._pending.get(msg.req_id)
         if pending is None:
             return  # a late answer to something already finished
@@ -260,7 +273,9 @@ class ClientActor:
             self._leader = msg.src  # only a leader is ever busy
             self._finish(pending, Outcome.BUSY, msg.result, now)
         elif status == Status.NOT_LEADER and msg.src == pending.target:
-            hint = msg.leader_hint if msg.leader_hint in self.nodes and msg.leader_hint != msg.src else ""
+            hint = msg.leader_hint
+            if hint not in self.nodes or hint == msg.src or self._is_silent(hint, now):
+                hint = ""
             self._leader = hint
             if hint and pending.attempts <= self.options.max_redirects_without_backoff:
                 self._send(pending, hint, now)
@@ -283,12 +298,13 @@ class ClientActor:
             elif pending.kind == RequestKind.STATUS and now >= pending.retry_at:
                 self._send(pending, pending.target, now)  # a status is a question to one node: ask it again
             elif not pending.sent and now >= pending.retry_at:
-                self._send(pending, self._leader or self._rotate(), now)
+                self._send(pending, self._leader or self._rotate(now), now)
             elif pending.sent and now >= pending.retry_at:
                 pending.maybe_applied = pending.kind == RequestKind.WRITE
+                self._silent[pending.target] = now
                 if pending.target == self._leader:
                     self._leader = ""  # silent leader: try the others
-                self._send(pending, self._rotate(avoid=pending.target), now)
+                self._send(pending, self._rotate(now, avoid=pending.target), now)
         self._release_deferred(now)
 
     def next_deadline(self) -> float:
@@ -331,12 +347,20 @@ class ClientActor:
         pending.sent = False
         pending.retry_at = min(pending.deadline, now + exp * (0.5 + self.rng.random() / 2))
 
-    def _rotate(self, avoid: NodeId = "") -> NodeId:
-        self._node_cursor = (self._node_cursor + 1) % len(self.nodes)
-        node = self.nodes[self._node_cursor]
-        if node == avoid and len(self.nodes) > 1:
-            return self._rotate()
-        return node
+    def _is_silent(self, node: NodeId, now: float) -> bool:
+        since = self._silent.get(node)
+        return since is not None and now - since < self.options.silence_memory
+
+    def _rotate(self, now: float, avoid: NodeId = "") -> NodeId:
+        """The next node in turn, other than `avoid` and the silent ones while any other is left."""
+        nodes = self.nodes
+        for skip_silent in (True, False):
+            for _ in range(len(nodes)):
+                self._node_cursor = (self._node_cursor + 1) % len(nodes)
+                node = nodes[self._node_cursor]
+                if node != avoid and not (skip_silent and self._is_silent(node, now)):
+                    return node
+        return nodes[self._node_cursor]  # a single node, and it is `avoid`
 
     def _session_refused(self, pending: _Pending, result: bytes, now: float) -> None:
         """A write's session is unknown to the cluster: this attempt was not applied, nor will any be."""

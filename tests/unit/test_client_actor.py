@@ -365,3 +365,40 @@ def test_writes_waiting_for_a_registration_that_never_comes_end_not_applied() ->
         a.take_messages()  # every attempt goes unanswered
     (done,) = a.take_completions()
     assert done.outcome is Outcome.NOT_APPLIED  # never sent: certainly not applied
+
+
+def test_a_hint_naming_a_node_that_went_silent_is_not_followed_for_a_while() -> None:
+    """After a leader dies, a follower that has not noticed yet still names it: going back to it would
+    cost another attempt timeout. The client backs off and asks the nodes still answering instead, until
+    the silent node answers something or its silence is `silence_memory` old."""
+    a = make()
+    memory = a.options.silence_memory
+    h = a.read(b"q", 0.0, 30.0)
+    (first,) = a.take_messages()
+    dead = first.dst
+    a.tick(0.6)  # no answer: silent since 0.6
+    (second,) = a.take_messages()
+    a.step(ClientResponse(second.dst, "c1", h, Status.NOT_LEADER, b"", dead), 0.61)
+    assert a.take_messages() == [] and a.leader_guess == ""
+    now, gaps = 0.61, []
+    while True:  # backing off, never longer than backoff_max, never to the silent node while remembered
+        due = a.next_deadline()
+        gaps.append(due - now)
+        now = due
+        a.tick(now)
+        (retry,) = a.take_messages()
+        if now - 0.6 >= memory:
+            break
+        assert retry.dst != dead
+        a.step(ClientResponse(retry.dst, "c1", h, Status.NOT_LEADER, b"", dead), now)
+    assert max(gaps) <= a.options.backoff_max
+    a.step(ClientResponse(retry.dst, "c1", h, Status.NOT_LEADER, b"", dead), now)  # silence forgotten
+    assert a.leader_guess == dead
+    b = make()
+    h = b.read(b"q", 0.0, 30.0)
+    dead = b.take_messages()[0].dst
+    b.tick(0.6)
+    (second,) = b.take_messages()
+    b.step(ClientResponse(dead, "c1", 999, Status.OK, b"", ""), 0.7)  # it answers something: not silent
+    b.step(ClientResponse(second.dst, "c1", h, Status.NOT_LEADER, b"", dead), 0.7)
+    assert b.leader_guess == dead
