@@ -29,6 +29,7 @@ INSTALL_HINT = (
 )
 FSYNC_METRIC = "etcd_disk_wal_fsync_duration_seconds_count"
 ENTRIES_METRIC = "etcd_server_proposals_committed_total"
+LEADER_CHANGES_METRIC = "etcd_server_leader_changes_seen_total"
 START_TIMEOUT = 30.0
 MEMBERS = 3
 
@@ -157,11 +158,12 @@ class EtcdCluster:
             body = self._get(url, "/metrics")
             if body is None:
                 continue
-            values = parse_metrics(body, (FSYNC_METRIC, ENTRIES_METRIC))
+            values = parse_metrics(body, (FSYNC_METRIC, ENTRIES_METRIC, LEADER_CHANGES_METRIC))
             if FSYNC_METRIC in values and ENTRIES_METRIC in values:
                 out[server.name] = {
                     "fsyncs": int(values[FSYNC_METRIC]),
                     "entries": int(values[ENTRIES_METRIC]),
+                    "terms": int(values.get(LEADER_CHANGES_METRIC, 0)),
                 }
         return out
 

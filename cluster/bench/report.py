@@ -121,6 +121,7 @@ def table_rows(rows: Sequence[dict[str, Any]], compared: Sequence[str]) -> list[
         "peak RSS MB",
         "fsync/s",
         "ent/fsync",
+        "leader chg",
     ]
     header += [f"{BASELINE}/{name}" for name in compared]
     threads = any(client_of(r) == "threads" for r in rows)
@@ -144,6 +145,7 @@ def table_rows(rows: Sequence[dict[str, Any]], compared: Sequence[str]) -> list[
             _per_node(r["nodes"], "peak_rss_mb", 0),
             _fsync_cell(r),
             _num(r.get("entries_per_fsync"), 2),
+            "-" if r.get("leader_changes") is None else str(r["leader_changes"]),
         ]
         ratios = r.get("ratios") or {}
         line += [_ratio(ratios.get(name)) for name in compared]
@@ -183,6 +185,8 @@ def legend(compared: Sequence[str], clients: Sequence[str] = ("async",)) -> str:
         "blocking API (zraft: Client.put/get/cas; etcd: blocking gRPC stub calls) one call after the other.",
         "node CPU s / peak RSS MB: every node process of the system (n1/n2/n3), over the measured window.",
         "fsync/s: fsyncs of all nodes together per second; ent/fsync: log entries written per fsync.",
+        "leader chg: leader changes during the measured window (new Raft terms for zraft, etcd's "
+        "leader_changes_seen), the most any node saw; 0 means no election under that load.",
         "watch: conc = watchers of one writer's prefix (1 put in flight); ops/s = events delivered per s "
         "over all watchers; latency = event arrival - start of its put. lease: conc = leases, each renewed "
         "by one keepalive after the other; latency per keepalive.",

@@ -123,6 +123,13 @@ def make_row(
             start = before.counters.get(name)
             if start is not None:
                 fsync_by_node[name] = {k: end[k] - start[k] for k in ("fsyncs", "entries")}
+    # Leader changes during the cell: the most new terms any node saw (a spurious election under load
+    # shows here). None when the system reports no terms.
+    new_terms = [
+        end["terms"] - before.counters[name]["terms"]
+        for name, end in (after.counters or {}).items()
+        if "terms" in end and before.counters is not None and "terms" in before.counters.get(name, {})
+    ]
     fsyncs = sum(c["fsyncs"] for c in fsync_by_node.values())
     entries = sum(c["entries"] for c in fsync_by_node.values())
     writes = [int(a["writes"]) for a in answers if "writes" in a]  # the watch workload's writer
@@ -148,6 +155,7 @@ def make_row(
         "fsyncs_per_s": round(fsyncs / window, 1) if fsync_by_node else None,
         "entries_per_fsync": round(entries / fsyncs, 2) if fsyncs else None,
         "fsync_by_node": fsync_by_node or None,
+        "leader_changes": max(new_terms) if new_terms else None,
     }
 
 

@@ -1,7 +1,8 @@
 """What the runner needs from a system under test (zraft, etcd, PySyncObj), and server processes.
 
 A System starts its cluster and its load generators (a WorkerPool), reports the pids of its node
-processes, its per-node durability counters ({"fsyncs", "entries"} or None when it does not fsync) and any
+processes, its per-node durability counters ({"fsyncs", "entries", "terms"}: "terms" counts the leader
+changes the node has seen, its Raft term for zraft; None when it does not fsync) and any
 notes for the report, and stops everything it started.
 """
 

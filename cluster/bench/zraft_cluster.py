@@ -132,6 +132,7 @@ class ZraftCluster:
                 out[str(member["name"])] = {
                     "fsyncs": int(storage["fsyncs"]),
                     "entries": int(storage["entries"]),
+                    "terms": int(member.get("term", 0)),  # every election starts a new term
                 }
         return out
 

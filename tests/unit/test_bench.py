@@ -590,13 +590,13 @@ def _row(
         0.0,
         {"n1": 1.0, "n2": 2.0},
         {},
-        {"n1": {"fsyncs": 10, "entries": 10}, "n2": {"fsyncs": 10, "entries": 10}},
+        {"n1": {"fsyncs": 10, "entries": 10, "terms": 3}, "n2": {"fsyncs": 10, "entries": 10, "terms": 3}},
     )
     after = Snapshot(
         2.0,
         {"n1": 1.5, "n2": 2.25},
         {},
-        {"n1": {"fsyncs": 30, "entries": 110}, "n2": {"fsyncs": 30, "entries": 110}},
+        {"n1": {"fsyncs": 30, "entries": 110, "terms": 5}, "n2": {"fsyncs": 30, "entries": 110, "terms": 4}},
     )
     answers = [_answer([0.001] * (ops // 2)), _answer([0.002] * (ops - ops // 2), errors=1)]
     return make_row(
@@ -626,6 +626,7 @@ def test_make_row_combines_workers_and_counters() -> None:
     assert row["fsyncs_per_s"] == 20.0  # 40 fsyncs over the 2 s between the snapshots
     assert row["entries_per_fsync"] == 5.0  # 200 entries / 40 fsyncs
     assert row["durability"] == "fsync"
+    assert row["leader_changes"] == 2  # the most new terms one node saw during the cell
     json.dumps(row, allow_nan=False)
 
 
@@ -634,6 +635,7 @@ def test_make_row_without_durability_counters() -> None:
     row = make_row("pysyncobj", "get", 1, 1.0, [_answer([])], none, none, {}, {}, "cell")
     assert row["ops"] == 0 and row["fsyncs_per_s"] is None and row["entries_per_fsync"] is None
     assert row["durability"] == "none"
+    assert row["leader_changes"] is None
     assert row["latency_ms"]["p50"] is None
     json.dumps(row, allow_nan=False)
 
@@ -686,6 +688,10 @@ def test_table_has_a_line_per_row_and_the_ratio_column() -> None:
     zraft_put_16 = next(ln for ln in body if ln.split()[:3] == ["put", "16", "zraft"])
     assert zraft_put_16.endswith("0.50x")
     assert "0.50/0.25" in zraft_put_16  # CPU seconds of every node
+    assert "leader chg" in lines[0]
+    columns = lines[0].split("  ")
+    column = [c.strip() for c in columns if c.strip()].index("leader chg")
+    assert [c.strip() for c in zraft_put_16.split("  ") if c.strip()][column] == "2"  # the cell's elections
     assert "" in lines  # a blank line between workloads
 
 
