@@ -13,6 +13,7 @@ A snapshot is untrusted bytes (it may come from a peer):
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
 from cluster.kv.keyspace import Record
@@ -34,7 +35,9 @@ class SnapshotJob:
     """A point-in-time snapshot, encoded in slices so that no single step pauses the node for long.
 
     The bytes are exactly what snapshot() gave at the moment the job was made: a msgpack array is its
-    header followed by its items, so the keys and records are packed a slice at a time and joined.
+    header followed by its items, so the keys and records are packed a slice at a time and appended. They
+    go into one growing buffer whose bytes are handed out at the end without a copy (io.BytesIO), so the
+    encoding never holds the snapshot twice (slices plus their join would, at 1M keys ~120 MB more).
     """
 
     def __init__(
@@ -44,7 +47,8 @@ class SnapshotJob:
         self._budget = budget
         self._keys = keys
         self._records = records
-        self._parts: list[bytes] = [b"\x98", head, msgpack_array_header(count)]
+        self._out = io.BytesIO()
+        self._out.write(b"\x98" + head + msgpack_array_header(count))
         self._sessions = sessions
         self._next = 0  # position in keys, then in keys again (offset by count) for the records
         self._count = count
@@ -55,25 +59,26 @@ class SnapshotJob:
 
     def step(self) -> bytes | None:
         """Encode the next slice of keys or records; the snapshot's bytes once all are, else None."""
-        count, pos, budget = self._count, self._next, self._budget
+        count, pos, budget, out = self._count, self._next, self._budget, self._out
         if pos < count:
             end = min(count, pos + budget)
-            self._parts.append(_packed_items(self._keys[pos:end]))
+            out.write(_packed_items(self._keys[pos:end]))
             if end == count:
-                self._parts.append(msgpack_array_header(count))
+                out.write(msgpack_array_header(count))
             self._next = end
         elif pos < 2 * count:
             end = min(2 * count, pos + budget)
             records = self._records
-            self._parts.append(_packed_items([records[k] for k in self._keys[pos - count : end - count]]))
+            out.write(_packed_items([records[k] for k in self._keys[pos - count : end - count]]))
             self._next = end
         if self._next < 2 * count:
             return None
-        if not count and len(self._parts) == 3:
-            self._parts.append(msgpack_array_header(0))
-        self._parts.append(self._sessions)
-        data = b"".join(self._parts)
-        self._parts = []
+        if not count:
+            out.write(msgpack_array_header(0))
+        out.write(self._sessions)
+        data = out.getvalue()
+        self._out = io.BytesIO()
+        self._keys, self._records = [], {}  # the job's point-in-time view is no longer needed
         self._next = 2 * count + 1  # finished: a further step() is a mistake
         return data
 

@@ -3,8 +3,9 @@
     python -m tests.fault.measure_memory --keys 100000 [--page-size 1000]
 
 Prints each node's resident size (and its peak so far, VmHWM) after the writes, with what it holds then
-(log entries above its snapshot, the snapshot's index), and again after a full paged listing of every
-key (linearizable reads: the leader serves them). A measurement, not a test: nothing
+(log entries above its snapshot, the snapshot's index), again after a full paged listing of every key
+(linearizable reads: the leader serves them), and after a follower is killed and started again (its peak
+is then the recovery's: the newest snapshot loaded, the WAL replayed). A measurement, not a test: nothing
 here asserts on size or speed.
 """
 
@@ -15,7 +16,7 @@ import threading
 import time
 
 from cluster import Client
-from tests.integration.util import Cluster, get_status, start_cluster, wait_for_leader, wait_until
+from tests.integration.util import Cluster, get_status, start_cluster, try_status, wait_for_leader, wait_until
 
 
 def rss_kb(pid: int) -> dict[str, int]:
@@ -68,6 +69,15 @@ def main() -> None:
             keys = sum(1 for _ in client.range_all("", page_size=args.page_size))
             print(f"listed {keys} keys through the leader in {time.monotonic() - started:.1f}s")
         report(cluster, "listed")
+        # Recovery: a follower killed and started again loads the newest snapshot and replays the WAL.
+        leader = wait_for_leader(cluster)
+        follower = next(n for n in cluster.nodes if n is not leader)
+        follower.kill()
+        started = time.monotonic()
+        follower.start()
+        wait_until(lambda: (try_status(follower.client_url) or {}).get("applied", 0) >= last, 300, "recovery")
+        print(f"{follower.name} restarted and caught up in {time.monotonic() - started:.1f}s")
+        report(cluster, "restarted")
 
 
 if __name__ == "__main__":
