@@ -141,7 +141,7 @@ def ctl(cluster: Cluster, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_cluster_ctl_lease_commands(cluster: Cluster) -> None:
-    granted = ctl(cluster, "-w", "json", "lease", "grant", "30")
+    granted = ctl(cluster, "-w", "json", "lease", "grant", "300")  # revoked below; 30 s ran out at load 28
     assert granted.returncode == 0, granted.stderr
     lease_id = json.loads(granted.stdout)["id"]
     put = ctl(cluster, "put", "ctl-lease/k", "v", "--lease", str(lease_id))
