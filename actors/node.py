@@ -366,7 +366,10 @@ class NodeActor:
             return
         self._leader = None
         self._stats["leader_disconnects"] += 1
-        self._election.leader_gone(now, [m for m in self._members if m != peer].index(self.id))
+        # A learner or a removed member never campaigns: it only stops redirecting to the lost leader.
+        others = [m for m in self._configuration.voters if m != peer]
+        if self.id in others:
+            self._election.leader_gone(now, others.index(self.id))
 
     def propose(self, data: bytes) -> int | Refusal:
         """Append a command to the log as leader; its index, or why not. Its result comes out in a later

@@ -336,3 +336,20 @@ def test_the_commit_is_told_to_learners_and_not_to_a_member_just_removed(removed
     assert all(isinstance(m, AppendEntries) and not m.entries and m.leader_commit == last for m in told)
     assert sorted(m.dst for m in told) == (["n2", "n3"] if removed else ["n2", "n3", "n4"])
     assert repl.send_commit(ctx(last)) == []  # told once
+
+
+def test_a_learner_whose_leader_connection_closes_forgets_the_leader_and_still_never_campaigns() -> None:
+    """A closed connection to the leader shortens a voter's election timer (actors/election.py
+    leader_gone, by the voter's rank among the others); a learner has no rank and no campaign."""
+    c = Cluster(3)
+    leader = c.elect("n1")
+    write(c, leader, 2)
+    add_learner(c, leader, "n4")
+    n4 = c.nodes["n4"]
+    assert n4.leader == leader
+    n4.peer_disconnected(leader, c.now)
+    assert n4.leader is None and n4.status()["stats"]["leader_disconnects"] == 1
+    term = n4.term
+    c.blocked = {"n1", "n2", "n3"}
+    c.advance_time(10.0)
+    assert n4.role is Role.FOLLOWER and n4.term == term and n4.status()["stats"]["elections"] == 0
