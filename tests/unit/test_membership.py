@@ -338,18 +338,27 @@ def test_the_commit_is_told_to_learners_and_not_to_a_member_just_removed(removed
     assert repl.send_commit(ctx(last)) == []  # told once
 
 
-def test_a_learner_whose_leader_connection_closes_forgets_the_leader_and_still_never_campaigns() -> None:
-    """A closed connection to the leader shortens a voter's election timer (actors/election.py
-    leader_gone, by the voter's rank among the others); a learner has no rank and no campaign."""
+@pytest.mark.parametrize("who", ["learner", "removed"])
+def test_a_non_voter_whose_leader_connection_closes_forgets_the_leader_and_never_campaigns(who: str) -> None:
+    """A closed connection to the leader shortens a voter's election timer by its rank among the other
+    voters (actors/election.py leader_gone); a learner or a removed member has no rank and no campaign."""
     c = Cluster(3)
     leader = c.elect("n1")
     write(c, leader, 2)
-    add_learner(c, leader, "n4")
-    n4 = c.nodes["n4"]
-    assert n4.leader == leader
-    n4.peer_disconnected(leader, c.now)
-    assert n4.leader is None and n4.status()["stats"]["leader_disconnects"] == 1
-    term = n4.term
-    c.blocked = {"n1", "n2", "n3"}
+    if who == "learner":
+        add_learner(c, leader, "n4")
+        name = "n4"
+    else:
+        assert isinstance(c.nodes[leader].propose_change(ConfigChange("remove", "n3"), c.now), int)
+        c.deliver_all()
+        c.advance_time(0.3)
+        name = "n3"
+        assert c.nodes[name].removed
+    node = c.nodes[name]
+    assert node.leader == leader
+    node.peer_disconnected(leader, c.now)
+    assert node.leader is None and node.status()["stats"]["leader_disconnects"] == 1
+    term = node.term
+    c.blocked = set(c.ids)
     c.advance_time(10.0)
-    assert n4.role is Role.FOLLOWER and n4.term == term and n4.status()["stats"]["elections"] == 0
+    assert node.role is Role.FOLLOWER and node.term == term and node.status()["stats"]["elections"] == 0
