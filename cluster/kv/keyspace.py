@@ -13,8 +13,9 @@ retry (cluster/kv/sessions.py), so it must stay a few dozen bytes whatever the v
 from __future__ import annotations
 
 import struct
-from bisect import bisect_left, bisect_right, insort
-from collections.abc import Callable
+from bisect import bisect_left, bisect_right
+from collections.abc import Callable, Iterator
+from heapq import merge
 from typing import Any
 
 import msgpack
@@ -28,7 +29,7 @@ Record = tuple[Value, int, int, int]
 # None when it was absent). The watch history.
 ChangeHook = Callable[[int, str, Record | None, Record | None], None]
 
-MAX_PENDING_KEY_CHANGES = 64  # created/deleted keys patched into the sorted list; beyond, sort again
+MAX_PENDING_KEY_CHANGES = 64  # deleted keys taken out of the sorted list one by one; beyond, filtered
 
 _DOUBLE = struct.Struct(">d")
 # A range answer, {"ok": True, "rev": rev, "kvs": [kv, ...], "more": bool}, in pieces around its kvs.
@@ -47,8 +48,8 @@ class Keyspace:
         self._revision = 0
         self._data: dict[str, Record] = {}
         # Sorted keys for range/snapshot, brought up to date lazily: the last sorted list (never changed
-        # in place: a snapshot job may hold it) plus the keys created and deleted since; None when so
-        # many changed that sorting everything again is cheaper than patching the list.
+        # in place: a snapshot job may hold it) plus the keys created and deleted since; None when more
+        # changed than the list holds, so that sorting everything again is no dearer than patching it.
         self._sorted_keys: list[str] | None = []
         self._keys_added: set[str] = set()
         self._keys_removed: set[str] = set()
@@ -81,13 +82,20 @@ class Keyspace:
         if keys is None:
             keys = sorted(self._data)
         elif self._keys_added or self._keys_removed:
-            keys = keys.copy()  # a fraction of a millisecond at 100k keys, against ~13 ms to sort them
-            for key in self._keys_removed:
-                at = bisect_left(keys, key)
-                if at < len(keys) and keys[at] == key:
-                    del keys[at]
-            for key in self._keys_added:
-                insort(keys, key)
+            removed = self._keys_removed
+            if len(removed) <= MAX_PENDING_KEY_CHANGES:
+                keys = keys.copy()  # a fraction of a millisecond at 100k keys, against ~13 ms to sort them
+                for key in removed:
+                    at = bisect_left(keys, key)
+                    if at < len(keys) and keys[at] == key:
+                        del keys[at]
+            else:
+                keys = [key for key in keys if key not in removed]
+            if self._keys_added:
+                # A sorted run and an unsorted tail: the sort finds the run and merges the sorted tail
+                # into it, about linear in the keys (a busy writer creates thousands between two ranges).
+                keys.extend(self._keys_added)
+                keys.sort()
         else:
             return keys
         self._set_sorted_keys(keys)
@@ -102,19 +110,14 @@ class Keyspace:
 
     def range(self, prefix: str, limit: int, after: str) -> bytes:
         """One page of the keys under `prefix` after `after` (cluster/kv/ops.py says what a page is)."""
-        keys = self.sorted_keys()
         data = self._data
-        start = bisect_left(keys, prefix)
-        if after:
-            start = max(start, bisect_right(keys, after))
         limit = limit or DEFAULT_RANGE_LIMIT
         # Each kv is encoded once, on its own, so the page's size is known before the answer is built.
         items: list[bytes] = []
         size = 0
         more = False
         encode = self._packer.pack
-        for i in range(start, len(keys)):
-            key = keys[i]
+        for key in self._keys_from(prefix, after):
             if not key.startswith(prefix):
                 break
             if len(items) == limit:
@@ -217,6 +220,27 @@ class Keyspace:
 
     # -- the sorted key list -------------------------------------------------------------------------
 
+    def _keys_from(self, prefix: str, after: str) -> Iterator[str]:
+        """Every key from the first under `prefix` that sorts after `after`, in order (callers stop at the
+        first key past the prefix). The sorted list is not brought up to date for it: its keys are merged
+        with the keys created since that fall under the prefix, so a small range on a busy keyspace (the
+        status page reads the members' records ten times a second) costs no sort of every key."""
+        keys = self._sorted_keys
+        added, removed = self._keys_added, self._keys_removed
+        if keys is None or len(added) + len(removed) > max(MAX_PENDING_KEY_CHANGES, len(keys) // 8):
+            keys = self.sorted_keys()  # so many changed that scanning them for each range would cost more
+            added, removed = self._keys_added, self._keys_removed
+        start = bisect_left(keys, prefix)
+        if after:
+            start = max(start, bisect_right(keys, after))
+        if not added and not removed:
+            return (keys[i] for i in range(start, len(keys)))
+        base = (keys[i] for i in range(start, len(keys)) if keys[i] not in removed)
+        # Every key under the prefix sorts before any later key that is not under it, so the merged order
+        # still puts all of them before the first key past the prefix.
+        new = sorted(key for key in added if key.startswith(prefix) and key > after)
+        return merge(base, new) if new else base
+
     def _set_sorted_keys(self, keys: list[str] | None) -> None:
         self._sorted_keys = keys
         self._keys_added.clear()
@@ -241,7 +265,9 @@ class Keyspace:
         self._check_key_changes()
 
     def _check_key_changes(self) -> None:
-        if len(self._keys_added) + len(self._keys_removed) > MAX_PENDING_KEY_CHANGES:
+        keys = self._sorted_keys
+        pending = len(self._keys_added) + len(self._keys_removed)
+        if keys is not None and pending > max(MAX_PENDING_KEY_CHANGES, len(keys)):
             self._set_sorted_keys(None)
 
 

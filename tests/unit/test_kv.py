@@ -1044,6 +1044,36 @@ def test_range_always_lists_exactly_the_keys_present_in_order(ops: list[tuple[st
     assert [kv["key"] for kv in d.range("")["kvs"]] == sorted(present)
 
 
+@pytest.mark.parametrize(("created", "deleted"), [(10, 10), (150, 0), (0, 150), (150, 150), (900, 250)])
+def test_range_after_many_creates_and_deletes_since_the_last_sort(created: int, deleted: int) -> None:
+    """More changes between two ranges than the one-by-one patching takes (more deletes than
+    MAX_PENDING_KEY_CHANGES, creates appended to the sorted run, more changes than the list holds):
+    the range still lists exactly the keys present, in order."""
+    d = Driver()
+    present = {f"k{i * 7 % 400:04d}" for i in range(400)}
+    for key in sorted(present):
+        d.write(["put", key, 1])
+    d.range("k", limit=1)  # sorts now: the changes below are merged in or patched into this list
+    for i in range(deleted):
+        key = f"k{i * 13 % 400:04d}"
+        d.write(["del", key])
+        present.discard(key)
+    for i in range(created):
+        key = f"k{(i * 11) % 2000:04d}x"
+        d.write(["put", key, 1])
+        present.add(key)
+    want = sorted(present)
+    listed: list[str] = []
+    after = ""
+    while True:
+        page = d.range("k", limit=37, after=after)  # pages: `after` in the middle of the merge
+        listed += [kv["key"] for kv in page["kvs"]]
+        if not page["more"]:
+            break
+        after = listed[-1]
+    assert listed == want
+
+
 @pytest.mark.parametrize(
     "bound", ["max_sessions", "max_responses_per_session", "snapshot_step_keys", "max_session_bytes"]
 )
