@@ -49,10 +49,12 @@ def read_members(sm: StateMachine) -> dict[str, dict[str, Any]]:
         after = kvs[-1]["key"]
 
 
-def client_urls(sm: StateMachine) -> dict[str, str]:
+def client_urls(sm: StateMachine, members: dict[str, dict[str, Any]] | None = None) -> dict[str, str]:
+    """name -> advertised client URL, from `members` (what read_members gave) or the state machine."""
+    records = read_members(sm) if members is None else members
     return {
         name: record["client_url"]
-        for name, record in read_members(sm).items()
+        for name, record in records.items()
         if isinstance(record.get("client_url"), str)
     }
 

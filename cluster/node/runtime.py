@@ -419,15 +419,16 @@ class NodeRuntime:
                 status = Status(answer.status).name
                 logger.debug("{}: advertise answer from {}: {}", self.name, peer, status)
 
-    def _status(self) -> dict[str, Any]:
-        """The STATUS answer's facts (the service adds its own)."""
+    def _status(self, members: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+        """The STATUS answer's facts (the service adds its own); `members`: read_members's records, when
+        the caller read them already."""
         return build_status(
             self.node.status(),
             cluster_id=self.config.cluster_id,
             client_url=self.config.client_url,
             peer_url=self.config.peer_url,
             data_dir=self.config.data_dir,
-            client_urls=client_urls(self.sm),
+            client_urls=client_urls(self.sm, members),
             storage=self.storage.stats,
             runtime=self.runtime_counters(),
             uptime=self.loop.clock() - self.started,
@@ -476,14 +477,15 @@ class NodeRuntime:
 
     def status_snapshot(self, now: float) -> dict[str, Any]:
         """Everything the HTTP status server shows of this node, as fresh objects nobody changes later."""
-        status = self._status()
-        status["clients"] = self.service.describe()
         sm = self.sm
+        members = read_members(sm)  # a range of the reserved keys: once per snapshot, not twice
+        status = self._status(members)
+        status["clients"] = self.service.describe()
         return {
             "node": status,
             "http_url": self.config.http_url,
             "election_timeout": self.config.election_timeout_ms / 1000.0,
-            "member_records": read_members(sm),
+            "member_records": members,
             "kv": {
                 "keys": len(sm),
                 "revision": sm.revision,
