@@ -96,6 +96,11 @@ __all__ = [
 ]
 
 
+# What parse_stamped gives: (session, seq, ack_floor, op, stamp).
+Parsed = tuple[int, int, int, list[Any], int | None]
+# Parsed commands held for apply (KVStateMachine.parsed): the leader's uncommitted entries, and more.
+MAX_PARSED = 65536
+
 # Ops whose third element is the leader's log time.
 _STAMPED_OPS = frozenset(("lease_grant", "lease_revoke", "lease_checkpoint", "session_open"))
 
@@ -117,6 +122,7 @@ class KVStateMachine:
         "_keyspace",
         "_sessions",
         "_snapshot_step",
+        "_parsed",
         "history",
         "leases",
     )
@@ -147,6 +153,9 @@ class KVStateMachine:
         self._applied_index = 0
         self._applied_count = 0
         self.leases = LeaseTable(max_leases)  # read by the leader's service; changed only here
+        # index -> (command, its parse): commands the leader's service parsed before proposing them, so
+        # that apply does not parse them again (see parsed()). Held only until that index is applied.
+        self._parsed: dict[int, tuple[bytes, Parsed]] = {}
 
     # -- read-only accessors -----------------------------------------------------------------------------
 
@@ -194,15 +203,29 @@ class KVStateMachine:
 
     # -- StateMachine ------------------------------------------------------------------------------------
 
+    def parsed(self, index: int, command: bytes, parse: Parsed) -> None:
+        """`parse` is what parse_stamped(command) gives, for the command proposed at `index`: apply takes
+        it instead of parsing again if the entry it applies there holds this very bytes object (an entry
+        of another leader at that index is another object, and is parsed). Only the leader calls this,
+        for entries above its applied index; at most MAX_PARSED are held."""
+        if index > self._applied_index:
+            if len(self._parsed) >= MAX_PARSED:
+                self._parsed.clear()  # only a cache: apply parses what it does not find
+            self._parsed[index] = (command, parse)
+
     def apply(self, index: int, command: bytes) -> bytes:
         if index <= self._applied_index:
             raise ApplyOrderError(f"apply index {index} is not above applied index {self._applied_index}")
         self._applied_index = index
         self._applied_count += 1
-        try:
-            session_id, seq, ack_floor, op, stamp = parse_stamped(command)
-        except Invalid as exc:
-            return error(str(exc))
+        held = self._parsed.pop(index, None) if self._parsed else None
+        if held is not None and held[0] is command:
+            session_id, seq, ack_floor, op, stamp = held[1]
+        else:
+            try:
+                session_id, seq, ack_floor, op, stamp = parse_stamped(command)
+            except Invalid as exc:
+                return error(str(exc))
         leases, sessions = self.leases, self._sessions
         if stamp is not None:
             leases.advance_time(stamp)
@@ -327,6 +350,7 @@ class KVStateMachine:
             self._sessions.replace(sessions)
             self.history.reset(revision)
             self.leases.replace(leases)
+            self._parsed.clear()
 
         return swap
 

@@ -55,7 +55,7 @@ from actors.membership import already_done
 from actors.messages import ClientRequest, ClientResponse, NodeId, RequestKind, Status
 from actors.node import ChangeRefused, NodeActor, Role
 from cluster.kv.leases import MAX_TTL_MS, LeaseTable, LeaseTracker, LogClock
-from cluster.kv.machine import KVStateMachine
+from cluster.kv.machine import KVStateMachine, Parsed
 from cluster.kv.members import member_result, parse_member_request
 from cluster.kv.ops import (
     LEASE_EXPIRED_CODE,
@@ -166,6 +166,7 @@ class KVService(Generic[C]):
         self.refused: Counter[str] = Counter()  # by reason
         self.unanswerable = 0  # answers for the node's own requests, dropped by design
         self.watches: WatchRegistry[C] | None = None
+        self._kv = sm if isinstance(sm, KVStateMachine) else None
         if isinstance(sm, KVStateMachine):
             kv = sm
             self.watches = WatchRegistry(
@@ -346,7 +347,7 @@ class KVService(Generic[C]):
 
     def _write(self, req: ClientRequest, conn: C | None, origin: Origin, principal: str = "") -> None:
         try:
-            session, _, _, op, _ = parse_stamped(req.payload)
+            session, seq, ack_floor, op, stamp = parse_stamped(req.payload)
         except Invalid as exc:
             self._bad_request(req, conn, "invalid_command", str(exc))
             return
@@ -364,6 +365,7 @@ class KVService(Generic[C]):
                 self._deny(req, conn, denied)
                 return
         payload = req.payload
+        parsed: Parsed | None = None  # what apply would parse from payload, when we know it
         if op[0] in ("lease_grant", "lease_revoke", "put_lease"):
             stamped = self._lease_write(req, conn, payload, op)
             if stamped is None:
@@ -374,11 +376,18 @@ class KVService(Generic[C]):
             if op[0] == "session_open":
                 payload = encode_command(0, 0, 0, ["session_open", self._session_ttl_ms, self._stamp()])
             elif session != 0:
-                payload = stamp_command(payload, self._stamp())
+                stamp = self._stamp()
+                payload = stamp_command(payload, stamp)
+                if op[0] != "lease_grant" and op[0] != "lease_revoke":  # (their op was stamped too)
+                    parsed = (session, seq, ack_floor, op, stamp)
+            elif payload is req.payload:
+                parsed = (session, seq, ack_floor, op, stamp)
         index = node.propose(payload)
         if isinstance(index, Refusal):
             self._refuse(req, conn, index, "proposals")
             return
+        if parsed is not None and self._kv is not None:
+            self._kv.parsed(index, payload, parsed)  # apply takes it instead of parsing the command again
         self._proposals[index] = _Waiting(conn, req.src, req.req_id, node.term, b"")
 
     def _stamp(self) -> int:

@@ -346,3 +346,59 @@ def test_membership_changes_from_the_client_port_are_for_administrators() -> Non
     assert done.status == Status.OK and c.nodes[leader].configuration.learners == ("n4",)
     n4 = c.nodes[leader].configuration.get("n4")
     assert n4 is not None and n4.curve_key == "K" * 40
+
+
+# --- the leader parses a write once (KVStateMachine.parsed) ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("op", "client_stamp"),
+    [
+        (["put", "k", [1, {"a": b"x"}]], None),
+        (["put", "k", 1], 5),  # a stamp the client sent: the leader replaces it (session writes)
+        (["del", "k"], None),
+        (["cas", "k", None, 2], None),
+        (["lease_grant", 9000, 0], None),
+    ],
+)
+def test_the_parse_the_leader_hands_to_apply_is_the_parse_of_the_proposed_entry(
+    op: list[object], client_stamp: int | None
+) -> None:
+    """Whatever the leader does to a command before proposing it (a session's stamp appended, a client's
+    stamp replaced, a lease op re-encoded), a parse it hands on equals parsing the entry's bytes again."""
+    c, leader, _ = elected()
+    session = _open_session(c, leader)
+    held = c.sms[leader]._parsed
+    node = c.nodes[leader]
+    for sid, seq in ((0, 0), (session, 1)):
+        command = msgpack.packb([sid, seq, 0, op] + ([] if client_stamp is None else [client_stamp]))
+        c.request(ClientRequest("c", leader, seq + 1, RequestKind.WRITE, command))
+        index = node.log.last_index()
+        data = node.log.entry(index).data
+        if index in held:
+            assert held[index][0] is data and held[index][1] == parse_stamped(data)
+        else:
+            assert op[0] == "lease_grant"  # re-encoded with the leader's stamp: apply parses it
+        results = settle(c)["c"]
+        assert results[-1].status == Status.OK
+        assert index not in held  # applied: nothing is kept
+
+
+def test_apply_takes_a_handed_parse_only_for_that_very_command_object() -> None:
+    from cluster.kv.machine import KVStateMachine
+
+    sm = KVStateMachine()
+    command = encode_command(0, 0, 0, ["put", "k", "from-bytes"])
+    # A parse that differs from the bytes shows which one apply used.
+    sm.parsed(1, command, (0, 0, 0, ["put", "k", "handed"], None))
+    sm.apply(1, command)
+    assert msgpack.unpackb(sm.query(encode_query(["get", "k"])))["kv"]["value"] == "handed"
+    equal_but_other = bytes(bytearray(command))  # another leader's entry at the index: same bytes, new object
+    sm.parsed(2, command, (0, 0, 0, ["put", "k", "handed"], None))
+    sm.apply(2, equal_but_other)
+    assert msgpack.unpackb(sm.query(encode_query(["get", "k"])))["kv"]["value"] == "from-bytes"
+    sm.parsed(2, command, (0, 0, 0, ["put", "k", "late"], None))  # at or below the applied index: ignored
+    sm.parsed(5, command, (0, 0, 0, ["put", "k", "x"], None))
+    sm.restore(KVStateMachine().snapshot())  # a snapshot replaces the state: nothing handed survives
+    sm.apply(5, command)
+    assert msgpack.unpackb(sm.query(encode_query(["get", "k"])))["kv"]["value"] == "from-bytes"
