@@ -98,6 +98,7 @@ __all__ = [
 
 # What parse_stamped gives: (session, seq, ack_floor, op, stamp).
 Parsed = tuple[int, int, int, list[Any], int | None]
+MAX_WATCHED_PREFIXES = 8  # prefixes prefix_changes counts: each costs a startswith per change
 # Parsed commands held for apply (KVStateMachine.parsed): the leader's uncommitted entries, and more.
 MAX_PARSED = 65536
 
@@ -123,6 +124,7 @@ class KVStateMachine:
         "_sessions",
         "_snapshot_step",
         "_parsed",
+        "_watched_prefixes",
         "history",
         "leases",
     )
@@ -148,7 +150,8 @@ class KVStateMachine:
         self._snapshot_step = snapshot_step_keys
         # The history bounds are this replica's own: no replica's state depends on them.
         self.history = History(history_events, history_bytes)
-        self._keyspace = Keyspace(self.history.record)
+        self._keyspace = Keyspace(self._changed)
+        self._watched_prefixes: dict[str, int] = {}  # prefix -> changes under it (prefix_changes)
         self._sessions = SessionTable(max_sessions, max_responses_per_session, max_session_bytes)
         self._applied_index = 0
         self._applied_count = 0
@@ -202,6 +205,26 @@ class KVStateMachine:
         return self._sessions.ids()
 
     # -- StateMachine ------------------------------------------------------------------------------------
+
+    def prefix_changes(self, prefix: str) -> int:
+        """A count that changes whenever a key under `prefix` may have changed (counted from the first
+        call for that prefix), so a reader of a small prefix can keep what it read until then. The node's
+        status snapshot rereads the members' records by it (ten times a second otherwise)."""
+        watched = self._watched_prefixes
+        if prefix not in watched:
+            if len(watched) >= MAX_WATCHED_PREFIXES:
+                raise ValueError(f"at most {MAX_WATCHED_PREFIXES} prefixes are counted")
+            watched[prefix] = 0
+        return watched[prefix]
+
+    def _changed(self, revision: int, key: str, new: Record | None, prev: Record | None) -> None:
+        """Every change of a key (the keyspace's hook): the watch history, and the counted prefixes."""
+        self.history.record(revision, key, new, prev)
+        watched = self._watched_prefixes
+        if watched:
+            for prefix in watched:
+                if key.startswith(prefix):
+                    watched[prefix] += 1
 
     def parsed(self, index: int, command: bytes, parse: Parsed) -> None:
         """`parse` is what parse_stamped(command) gives, for the command proposed at `index`: apply takes
@@ -351,6 +374,8 @@ class KVStateMachine:
             self.history.reset(revision)
             self.leases.replace(leases)
             self._parsed.clear()
+            for prefix in self._watched_prefixes:  # anything may have changed
+                self._watched_prefixes[prefix] += 1
 
         return swap
 

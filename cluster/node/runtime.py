@@ -40,7 +40,7 @@ from actors.node import NodeActor, Role
 from cluster.kv.machine import MAX_COMMAND_BYTES, KVStateMachine
 from cluster.kv.service import KVService, Origin
 from cluster.kv.watches import WatchOptions
-from cluster.node.advertise import Advertiser, client_urls, read_members
+from cluster.node.advertise import MEMBER_PREFIX, Advertiser, client_urls, read_members
 from cluster.node.bridge import LoopBridge, LoopCall
 from cluster.node.config import NodeConfig
 from cluster.node.inbound import (
@@ -140,6 +140,7 @@ class NodeRuntime:
         self._bad_frames = LogRateLimiter(BAD_FRAME_LOG_INTERVAL)
         self._invalid_peers = LogRateLimiter(INVALID_PEER_LOG_INTERVAL)
         self._seen: tuple[Role, int, str | None] = (node.role, node.term, node.leader)
+        self._members_read: tuple[int, dict[str, dict[str, Any]]] | None = None  # see _member_records
         # --- status for other threads (HTTP status server, metrics): see cluster/node/bridge.py
         self.instruments = Instruments()
         self.bridge: LoopBridge | None = None  # set by whoever starts an HTTP status server
@@ -419,16 +420,25 @@ class NodeRuntime:
                 status = Status(answer.status).name
                 logger.debug("{}: advertise answer from {}: {}", self.name, peer, status)
 
+    def _member_records(self) -> dict[str, dict[str, Any]]:
+        """The members' advertised records (read_members), read again only when a key under their prefix
+        changed: a range per status snapshot cost the loop several per cent under writes. Shared between
+        snapshots, so nobody may change it."""
+        changes = self.sm.prefix_changes(MEMBER_PREFIX)
+        if self._members_read is None or self._members_read[0] != changes:
+            self._members_read = (changes, read_members(self.sm))
+        return self._members_read[1]
+
     def _status(self, members: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
-        """The STATUS answer's facts (the service adds its own); `members`: read_members's records, when
-        the caller read them already."""
+        """The STATUS answer's facts (the service adds its own); `members`: the members' records, when the
+        caller has them."""
         return build_status(
             self.node.status(),
             cluster_id=self.config.cluster_id,
             client_url=self.config.client_url,
             peer_url=self.config.peer_url,
             data_dir=self.config.data_dir,
-            client_urls=client_urls(self.sm, members),
+            client_urls=client_urls(self.sm, self._member_records() if members is None else members),
             storage=self.storage.stats,
             runtime=self.runtime_counters(),
             uptime=self.loop.clock() - self.started,
@@ -478,7 +488,7 @@ class NodeRuntime:
     def status_snapshot(self, now: float) -> dict[str, Any]:
         """Everything the HTTP status server shows of this node, as fresh objects nobody changes later."""
         sm = self.sm
-        members = read_members(sm)  # a range of the reserved keys: once per snapshot, not twice
+        members = self._member_records()
         status = self._status(members)
         status["clients"] = self.service.describe()
         return {

@@ -1080,3 +1080,27 @@ def test_range_after_many_creates_and_deletes_since_the_last_sort(created: int, 
 def test_bounds_must_be_positive(bound: str) -> None:
     with pytest.raises(ValueError, match=bound):
         KVStateMachine(**{bound: 0})
+
+
+def test_prefix_changes_counts_every_change_under_the_prefix_and_nothing_else() -> None:
+    d = Driver()
+    sm = d.sm
+    d.write(["put", "m/a", 1])
+    seen = sm.prefix_changes("m/")
+    d.write(["put", "other", 1])
+    d.write(["del", "m/zz"])  # absent: nothing changed
+    d.write(["del_prefix", "x"])
+    assert sm.prefix_changes("m/") == seen
+    steps = [
+        ["put", "m/b", 2],  # a new key
+        ["put", "m/a", 3],  # an overwrite
+        ["del", "m/a"],
+        ["del_prefix", "m"],  # a wider prefix that covers it
+    ]
+    for op in steps:
+        d.write(op)
+        now = sm.prefix_changes("m/")
+        assert now != seen, op
+        seen = now
+    sm.restore(KVStateMachine().snapshot())  # a restored snapshot may change anything
+    assert sm.prefix_changes("m/") != seen
