@@ -463,7 +463,7 @@ class NodeActor:
             self._outbox
             or self._broadcast_wanted
             or (self._commit_news and self._role is Role.LEADER)
-            or (self._round_wanted and (self._role is not Role.LEADER or not self._round_in_flight()))
+            or self._round_wanted
             or self._log.last_index() >= self._unstable_from
             or self._pending_truncate is not None
             or self._pending_snapshot is not None
@@ -489,18 +489,16 @@ class NodeActor:
         if self._ready_out:
             raise RuntimeError("ready() called again before advance()")
         self._apply_committed()
+        round_wanted, self._round_wanted = self._round_wanted, False
         broadcast_wanted, self._broadcast_wanted = self._broadcast_wanted, False
         if self._role is Role.LEADER:
-            if self._round_wanted and not self._round_in_flight():
-                self._round_wanted = False
+            if round_wanted:
                 self._send_heartbeats(now)
             self._serve_reads()
             if broadcast_wanted:
                 self._outbox.extend(self._replication.send_all(self._leader_context(now)))
             if self._commit_news:  # after the entries: at most one more message per follower
                 self._outbox.extend(self._replication.send_commit(self._leader_context(now)))
-        else:
-            self._round_wanted = False
         self._commit_news = False
         self._maybe_snapshot()
         hs = self._hard_state()
@@ -999,13 +997,6 @@ class NodeActor:
         return index
 
     # --- reads and lost leadership ------------------------------------------------------------------
-
-    def _round_in_flight(self) -> bool:
-        """Whether our latest ReadIndex round still waits for a majority. Reads that come meanwhile wait
-        for it and share the next round, started once it is confirmed (or by the next heartbeat if it was
-        lost), so the followers answer one round per round trip rather than one per Ready (etcd's
-        read loop also keeps one ReadIndex request in flight)."""
-        return bool(self._peers) and self._replication.quorum_round(self._read_round) < self._read_round
 
     def _serve_reads(self) -> None:
         if not self._reads:
