@@ -31,6 +31,8 @@ REGRESSION_SEEDS: dict[int, str] = {
     9: "same bug as 1",
     300261: "a node that recovered entries newer than its recovered term campaigned with last_log_term equal "
     "to its term; peer-message validation wrongly dropped that RequestVote as impossible",
+    5234570: "keeping one ReadIndex round in flight (reads meanwhile waiting for the next one) stopped this "
+    "seed's progress; that change was reverted before it was merged (branch leaderpath, issue 16)",
     5000000: "while prev_kv was being added, the client's frame check refused events carrying 'prev': a "
     "prev_kv watcher never advanced (found before it was committed; kept as the first prev_kv seed)",
     6000035: "with membership changes: a watch whose node list held removed members (that never answer) "
