@@ -156,10 +156,12 @@ def test_crash_point_under_load_loses_nothing_acknowledged(point: str) -> None:
     exits: dict[str, list[int]] = {}
     with running_cluster(env) as cluster, Client(client_urls(cluster), timeout=10.0) as client:
         with Writers(client) as writers:
-            deadline = time.monotonic() + 60
-            while len(exits) < 3 and time.monotonic() < deadline and not writers.errors:
+
+            def all_crashed_or_a_write_failed() -> bool:
                 restart_dead(cluster, exits)
-                time.sleep(0.02)
+                return len(exits) == 3 or bool(writers.errors)
+
+            wait_until(all_crashed_or_a_write_failed, 60, f"every node to reach crash point {point}", 0.02)
         assert not writers.errors, writers.errors
         assert sorted(exits) == ["n1", "n2", "n3"], f"crash point {point} was not reached on every node"
         assert all(codes == [CRASH_EXIT_CODE] for codes in exits.values()), exits
