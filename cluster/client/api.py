@@ -6,9 +6,10 @@
         c.cas("config/a", {"x": 1}, {"x": 2})   # True
 
 Every call blocks its caller until the answer arrives or the timeout passes, and many threads may call
-at once: requests are pipelined through one background thread (cluster/client/io_thread.py). Writes carry this
-client's session id and a sequence number, so a retried write is applied at most once. Reads are
-linearizable (ReadIndex) unless serializable=True asks for a possibly stale local read.
+at once: requests are pipelined through one background thread (cluster/client/io_thread.py), and a call
+made while no other is in flight runs on its caller's thread, sparing it two thread hand-offs. Writes
+carry this client's session id and a sequence number, so a retried write is applied at most once. Reads
+are linearizable (ReadIndex) unless serializable=True asks for a possibly stale local read.
 
 Errors (cluster/errors.py): InvalidRequest when the client or the node found the request invalid (nothing
 was proposed), Busy when the leader refused it as overloaded, Rejected when the cluster refused it
@@ -458,7 +459,10 @@ class Client:
 
     def _call(self, request: Request) -> dict[str, Any]:
         deadline = time.monotonic() + request.limit
-        return interpret(request, self._wait(self._submit(request.kind, request.body, deadline), deadline))
+        waiter = Waiter()
+        # On this thread when the client is otherwise idle (io_thread.py: the direct path), else queued
+        self._loop.call(Submission(request.kind, request.body, deadline, waiter), waiter)
+        return interpret(request, self._wait(waiter, deadline))
 
     def _call_async(self, request: Request, project: Callable[[dict[str, Any]], T]) -> Future[T]:
         outer: Future[T] = Future()

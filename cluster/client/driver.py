@@ -16,8 +16,9 @@ hooks` note in ClientCore.
 from __future__ import annotations
 
 import itertools
+import math
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Container, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -75,9 +76,11 @@ class DealerLinks:
         ctx: zmq.Context[Any],
         on_open: Callable[[zmq.Socket[Any]], None],
         curve: ClientCurve | None = None,
+        on_monitor: Callable[[zmq.Socket[Any]], None] | None = None,
     ) -> None:
         self._ctx = ctx
         self._on_open = on_open
+        self._on_monitor = on_monitor  # a driver that polls may watch the handshake monitors too
         self._curve = curve
         self.sockets: dict[str, zmq.Socket[Any]] = {}
         self._bad_urls: set[str] = set()
@@ -124,6 +127,8 @@ class DealerLinks:
             return False
         self.sockets[url] = sock
         self._on_open(sock)
+        if self._on_monitor is not None:
+            self._on_monitor(monitor)
         return True
 
     def send(self, url: str, frame: bytes) -> None:
@@ -137,9 +142,17 @@ class DealerLinks:
             if exception is not None:
                 exception()
 
-    def take_handshakes(self) -> None:
-        """Move the handshake events that arrived into `handshakes` (never waits)."""
+    def take_handshakes(self, ready: Container[zmq.Socket[Any]] | None = None) -> None:
+        """Move the handshake events that arrived into `handshakes` (never waits). A driver that polls the
+        monitors (`on_monitor`) passes the ones its poll found readable as `ready`; otherwise each monitor's
+        EVENTS is asked first, which costs less than the zmq.Again a blind receive raises when it is empty
+        (most turns)."""
         for url, monitor in self._monitors.items():
+            if ready is not None:
+                if monitor not in ready:
+                    continue
+            elif not int(monitor.get(zmq.EVENTS)) & zmq.POLLIN:
+                continue
             for _ in range(64):
                 try:
                     frames = monitor.recv_multipart(zmq.NOBLOCK)
@@ -209,6 +222,19 @@ class ClientCore:
     def ready(self) -> bool:
         """Some node answered, so node names are known and requests can be started."""
         return self.actor is not None
+
+    @property
+    def idle(self) -> bool:
+        """Nothing to wait for: names known, no request, registration, watch or probe round in flight, no
+        timer set (next_due() is inf). A driver may then stop polling until it is given something."""
+        actor = self.actor
+        return (
+            actor is not None
+            and not self._pending
+            and not self._followers
+            and actor.in_flight == 0
+            and self._discovery.next_due() == math.inf
+        )
 
     def next_due(self) -> float:
         """When the next turn is needed if nothing arrives (a time.monotonic() value, may be inf)."""

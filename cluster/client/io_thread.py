@@ -9,6 +9,20 @@ the thread calls exactly once, with the actor's Completion or with the exception
 the same way, through a locked list of controls (open, consumed, close). Nothing here interprets
 results: api.py does that (with cluster/client/calls.py), in the caller's thread for a blocking call and
 in the callback itself for an asynchronous one.
+
+Who runs the loop (the direct path). A blocking call made while the client has nothing else to do is run
+by its caller's own thread: it takes the sockets and the core, sends, polls for its answer (with the
+actor's retries and deadline as timers) and hands them back, so a lone caller's request and answer skip
+the two thread wake-ups of the hand-off through the I/O thread. One `runner` at a time drives the core
+and uses the sockets: the I/O thread, one direct caller, or nobody while the I/O thread is parked; it
+changes only under `_lock`, whose release and acquire are the full memory barrier libzmq asks for when a
+socket moves between threads. The I/O thread parks (a condition wait, no poll) when the core is idle
+and its inboxes are empty; a call then finds no runner and runs directly. Everything else goes through
+the I/O thread as before: asynchronous calls, status, watches, and any call made while another is in
+flight. A direct caller that sees another submission, a watch control or close() hands the loop to the
+I/O thread at once (its own request stays in the core, and it waits for it like any caller), so
+completions of other calls and watch events never run on a caller's thread. A direct caller whose own
+call ended leaves the runner empty when the core is idle, else hands the loop to the I/O thread.
 """
 
 from __future__ import annotations
@@ -32,6 +46,7 @@ from cluster.errors import ClientClosed, ZraftError
 __all__ = ["ClientLoop", "OnDone", "Submission", "Waiter"]
 
 _MAX_POLL_MS = 1000
+_IO_THREAD = 0  # the runner id of the I/O thread; a direct caller's is its thread ident (never 0)
 _RECV_BATCH = 4096  # frames taken from one socket per loop turn, so one busy node cannot starve others
 
 
@@ -80,7 +95,12 @@ class ClientLoop:
         self._wake_in.bind(self._wake_addr)
         self._wake_out = self._ctx.socket(zmq.PAIR)
         self._wake_out.connect(self._wake_addr)
-        self._lock = threading.Lock()  # guards _inbox, _wake_signalled, _closed and _wake_out
+        self._lock = threading.Lock()  # guards _inbox, _wake_signalled, _closed, _runner and _wake_out
+        self._parked = threading.Condition(self._lock)  # the I/O thread waits on it while idle
+        # Who drives the core and uses the sockets (see the module docstring); None: nobody, the I/O
+        # thread is parked and a blocking call may run directly.
+        self._runner: int | None = _IO_THREAD
+        self._check_in = False  # the I/O thread's next turn polls without waiting
         self._inbox: list[Submission] = []
         self._taken: list[Submission] = []  # the current turn's submissions, until the core holds them
         self._watch_inbox: list[WatchControl] = []  # watches to open, consumption to report, to close
@@ -90,7 +110,7 @@ class ClientLoop:
         self._ready = threading.Event()
         # Thread-side state
         self._poller = zmq.Poller()
-        self._links = DealerLinks(self._ctx, self._watch, curve)
+        self._links = DealerLinks(self._ctx, self._watch, curve, self._watch)
         self._core = ClientCore(
             client_id, session, endpoints, options, self._links, time.monotonic(), self._ready.set
         )
@@ -122,8 +142,21 @@ class ClientLoop:
             if self._closed:
                 raise ClientClosed()
             self._inbox.append(sub)
-            if threading.get_ident() != self._thread.ident:  # the thread itself polls without waiting
-                self._signal()
+            self._wake()
+
+    def call(self, sub: Submission, waiter: Waiter) -> None:
+        """Start a blocking call whose `sub.on_done` is `waiter`: on this thread when the client has
+        nothing else to do (it returns once the waiter has its outcome, or after handing the loop to the
+        I/O thread, which then completes it), else through the I/O thread like submit()."""
+        with self._lock:
+            if self._closed:
+                raise ClientClosed()
+            if self._runner is not None or self._inbox or self._watch_inbox:
+                self._inbox.append(sub)
+                self._wake()
+                return
+            self._runner = threading.get_ident()
+        self._run_call(sub, waiter)
 
     def watch_control(self, what: str, watch: WatchFeed, n: int = 0) -> None:
         """Open a watch, report `n` of its events consumed, or close it (thread-safe)."""
@@ -133,8 +166,7 @@ class ClientLoop:
                     raise ClientClosed()
                 return
             self._watch_inbox.append((what, watch, n))
-            if threading.get_ident() != self._thread.ident:
-                self._signal()
+            self._wake()
 
     def close(self, timeout: float = 5.0) -> None:
         """Stop the thread and release the sockets and the context; safe to call more than once."""
@@ -144,7 +176,8 @@ class ClientLoop:
             self._released = True
             if not self._closed:
                 self._closed = True
-                self._signal()
+                self._signal()  # a runner in its poll
+                self._parked.notify()  # a parked I/O thread
         if self._thread.ident is None:  # never started: its sockets are ours to close
             self._wake_in.close(linger=0)
         elif threading.current_thread() is not self._thread:
@@ -153,6 +186,16 @@ class ClientLoop:
             self._wake_out.close(linger=0)
         if not self._thread.is_alive():
             self._ctx.term()
+
+    def _wake(self) -> None:
+        """Tell whoever runs the loop that an inbox has something (under _lock)."""
+        runner = self._runner
+        if runner is None:
+            self._parked.notify()
+        elif runner != threading.get_ident() and not (
+            runner == _IO_THREAD and threading.get_ident() == self._thread.ident
+        ):  # the runner itself polls without waiting while an inbox has something
+            self._signal()
 
     def _signal(self) -> None:
         if not self._wake_signalled:
@@ -167,7 +210,7 @@ class ClientLoop:
         failure: BaseException | None = None
         try:
             while self._turn():
-                pass
+                self._park_while_idle()
         except BaseException as exc:  # report to every waiting caller instead of leaving them hanging
             logger.exception("zraft client I/O thread failed")
             failure = exc
@@ -198,16 +241,92 @@ class ClientLoop:
             self._taken, self._inbox = self._inbox, []
             controls, self._watch_inbox = self._watch_inbox, []
             self._wake_signalled = False
-        for sock in list(self._links.sockets.values()):  # an answer may teach us a new URL (a new socket)
-            if sock in events:
-                self._receive(sock, now)
+        self._receive_ready(events, now)
         self._core.turn(self._taken, now, controls)
         self._taken = []
-        self._links.take_handshakes()
+        self._links.take_handshakes(events)
         return True
 
+    def _receive_ready(self, events: dict[Any, int], now: float, limit: int = _RECV_BATCH) -> None:
+        for sock in list(self._links.sockets.values()):  # an answer may teach us a new URL (a new socket)
+            if sock in events:
+                self._receive(sock, now, limit)
+
+    def _park_while_idle(self) -> None:
+        """Give up the loop while the core is idle and nothing was handed in; take it back when a direct
+        caller hands it over, when work arrives while nobody runs it, or after _MAX_POLL_MS to read
+        what may have arrived (late answers, handshake events) in a turn that does not wait."""
+        if not self._core.idle:
+            return
+        with self._lock:
+            if self._closed or self._inbox or self._watch_inbox:
+                return
+            self._runner = None
+            while True:
+                if self._runner == _IO_THREAD:  # handed over by a direct caller
+                    return
+                if self._runner is None and (self._closed or self._inbox or self._watch_inbox):
+                    self._runner = _IO_THREAD
+                    return
+                if not self._parked.wait(_MAX_POLL_MS / 1000) and self._runner is None:
+                    self._runner = _IO_THREAD
+                    self._check_in = True
+                    return
+
+    def _run_call(self, sub: Submission, waiter: Waiter) -> None:
+        """Drive the core on the caller's thread (which is the runner) until `waiter` has an outcome or
+        another thread needs the loop, then give the loop up (see the module docstring)."""
+        try:
+            self._core.turn((sub,), time.monotonic())
+            while waiter.outcome is None:
+                events = dict(self._poller.poll(self._poll_ms(time.monotonic())))
+                now = time.monotonic()
+                if self._wake_in in events:
+                    self._drain_wake()  # with nothing in the inboxes, it was an old one
+                taken: list[Submission] = []
+                if self._closed or self._inbox or self._watch_inbox:
+                    others = self._take_blocking_calls()
+                    if others is None:
+                        return  # the I/O thread takes the loop (finally) and completes our call
+                    taken = others
+                # One frame per socket and poll: most wakes bring just our answer, and a frame left
+                # behind makes the next poll return at once (cheaper than asking EVENTS after each).
+                self._receive_ready(events, now, 1)
+                self._core.turn(taken, now)
+                self._links.take_handshakes(events)
+        finally:
+            with self._lock:
+                if (
+                    waiter.outcome is not None
+                    and not (self._closed or self._inbox or self._watch_inbox)
+                    and self._core.idle
+                ):
+                    self._runner = None  # the parked I/O thread waits on, and the next call may run here
+                else:
+                    self._runner = _IO_THREAD
+                    self._parked.notify()
+
+    def _take_blocking_calls(self) -> list[Submission] | None:
+        """For a direct caller: the inbox, when it holds only other blocking calls (sent at once, in this
+        caller's turns, and ended by whoever runs the loop when their answers come); None when the loop
+        must go to the I/O thread instead (the client is closing, a watch control, an asynchronous call,
+        whose callbacks run on the I/O thread only)."""
+        with self._lock:
+            if (
+                self._closed
+                or self._watch_inbox
+                or not all(isinstance(s.on_done, Waiter) for s in self._inbox)
+            ):
+                return None
+            taken, self._inbox = self._inbox, []
+            self._wake_signalled = False  # a wake still unread is an old one by then
+            return taken
+
     def _poll_ms(self, now: float) -> int:
-        if self._inbox:  # submitted from this thread (a completion callback): no wake was sent
+        # Something in an inbox (submitted by the runner itself, or left by a direct caller that handed
+        # the loop over after taking the wake), a closing client, or a check-in: no waiting.
+        if self._inbox or self._watch_inbox or self._closed or self._check_in:
+            self._check_in = False
             return 0
         due = self._core.next_due()
         if due == math.inf:
@@ -220,16 +339,16 @@ class ClientLoop:
         with suppress(zmq.Again):
             self._wake_in.recv(zmq.NOBLOCK)
 
-    def _receive(self, sock: zmq.Socket[Any], now: float) -> None:
+    def _receive(self, sock: zmq.Socket[Any], now: float, limit: int) -> None:
         # The poll saw input; after each frame the socket's EVENTS tell whether another is waiting, which
         # costs less than the zmq.Again a blind receive raises at the end of every batch.
-        for _ in range(_RECV_BATCH):
+        for left in range(limit - 1, -1, -1):
             try:
                 frame = sock.recv(zmq.NOBLOCK)
             except zmq.Again:
                 return
             self._core.receive(frame, now)
-            if not int(sock.get(zmq.EVENTS)) & zmq.POLLIN:
+            if not left or not int(sock.get(zmq.EVENTS)) & zmq.POLLIN:
                 return
 
     def _watch(self, sock: zmq.Socket[Any]) -> None:
