@@ -1,12 +1,13 @@
 """The blocking Client's direct path (cluster/client/io_thread.py, "Who runs the loop"): a call made while the
-client is idle runs on its caller's thread; anything else (another caller, an asynchronous call, close())
-moves the loop to the I/O thread without losing the call. Against node doubles in this process: each a
-ROUTER on a free loopback port, served by a thread, answering as a leader, redirecting as a follower,
-dropping requests (silent) or holding them until released."""
+client is idle runs on its caller's thread, which also sends and ends the blocking calls made meanwhile;
+an asynchronous call or close() moves the loop to the I/O thread without losing any call. Against node
+doubles in this process: each a ROUTER on a free loopback port, served by a thread, answering as a
+leader, redirecting as a follower, dropping requests (silent) or holding them until released."""
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import Future
 from contextlib import ExitStack, contextmanager
@@ -18,6 +19,7 @@ import zmq
 
 from actors.messages import ClientRequest, ClientResponse, RequestKind, Status
 from cluster import Client, ClientClosed
+from cluster.client import io_thread
 from cluster.client.commands import SESSION_HOOKS
 from cluster.client.io_thread import ClientLoop
 from cluster.errors import OutcomeUnknown, Unavailable
@@ -67,6 +69,11 @@ class NodeDouble:
         with self._control_lock:
             self._control.send(b"release")
 
+    def answer_last(self) -> None:
+        """Answer the newest held request, and go on holding."""
+        with self._control_lock:
+            self._control.send(b"last")
+
     def stop(self) -> None:
         with self._control_lock:
             self._control.send(b"stop")
@@ -86,8 +93,11 @@ class NodeDouble:
                     if command == b"stop":
                         return
                     with self._lock:
-                        held, self._held = self._held, []
-                        self.mode = "leader"
+                        if command == b"last":
+                            held = [self._held.pop()]
+                        else:
+                            held, self._held = self._held, []
+                            self.mode = "leader"
                     for identity, request in held:
                         self._answer(identity, request)
                 if self._router in events:
@@ -153,7 +163,11 @@ def runner(client: Client) -> int | None:
 
 
 def idle(client: Client) -> bool:
-    return runner(client) is None
+    """Nobody drives the loop and a blocking call would run on its caller's thread (no call found the
+    loop busy in the last _BUSY_WINDOW)."""
+    loop: ClientLoop = client._loop
+    with loop._lock:
+        return loop._runner is None and time.monotonic() >= loop._busy_until
 
 
 def in_thread(call: Any) -> tuple[threading.Thread, Future[Any]]:
@@ -181,9 +195,9 @@ def test_a_lone_call_runs_on_its_callers_thread_and_leaves_the_io_thread_parked(
         assert runner(client) == thread.ident  # the caller sent it and waits for the answer itself
         node.release()
         assert put.result(WAIT) == 2
-        assert idle(client)  # given back with nothing in flight: no hand-over to the I/O thread
+        assert runner(client) is None  # given back with nothing in flight: no hand-over to the I/O thread
         assert client.get("a") is None  # the double stores nothing; a read also goes direct
-        assert idle(client)
+        assert runner(client) is None
 
 
 def test_a_second_caller_moves_the_loop_to_the_io_thread_and_every_call_is_answered() -> None:
@@ -211,6 +225,48 @@ def test_a_second_caller_moves_the_loop_to_the_io_thread_and_every_call_is_answe
         assert sorted(sessions_and_seqs) == [(1, seq) for seq in range(1, 6)]  # one session, no seq twice
 
 
+def test_a_direct_caller_sends_and_ends_other_blocking_calls_until_its_own_ends() -> None:
+    with doubles("n1") as [node], Client([node.url], timeout=WAIT) as client:
+        client.put("warm", 0)
+        wait_until(lambda: idle(client), WAIT, "the I/O thread to park")
+        node.mode = "hold"
+        first, first_put = in_thread(lambda: client.put("a", 1))
+        wait_until(lambda: node.held() == 1, WAIT, "the first put to reach the node")
+        second, second_put = in_thread(lambda: client.get("a"))
+        wait_until(lambda: node.held() == 2, WAIT, "the second call to reach the node")
+        assert runner(client) == first.ident  # sent by the first caller, still running the loop
+        node.answer_last()
+        assert second_put.result(WAIT) is None  # ended in the first caller's turn
+        assert not first_put.done() and runner(client) == first.ident
+        node.release()
+        assert first_put.result(WAIT) == 2
+        assert runner(client) is None
+
+
+def test_after_calls_overlapped_the_next_ones_go_through_the_io_thread_for_a_while(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(io_thread, "_BUSY_WINDOW", 60.0)  # "a while" outlasts the test
+    with doubles("n1") as [node], Client([node.url], timeout=WAIT) as client:
+        client.put("warm", 0)
+        wait_until(lambda: runner(client) is None, WAIT, "the I/O thread to park")
+        client._loop._busy_until = 0.0  # forget the constructor's own overlap
+        node.mode = "hold"
+        first, first_put = in_thread(lambda: client.put("a", 1))
+        wait_until(lambda: node.held() == 1, WAIT, "the first put to reach the node")
+        _, second_put = in_thread(lambda: client.put("b", 2))  # finds the loop busy
+        wait_until(lambda: node.held() == 2, WAIT, "the second put to reach the node")
+        node.release()
+        assert {first_put.result(WAIT), second_put.result(WAIT)} == {2, 3}
+        wait_until(lambda: runner(client) is None, WAIT, "the I/O thread to park")
+        node.mode = "hold"
+        third, third_put = in_thread(lambda: client.put("c", 3))
+        wait_until(lambda: node.held() == 1, WAIT, "the third put to reach the node")
+        assert runner(client) == 0  # queued to the I/O thread, which batches concurrent callers
+        node.release()
+        assert third_put.result(WAIT) == 4
+
+
 def test_a_direct_call_times_out_as_a_queued_one_does_and_the_client_goes_on() -> None:
     with doubles("n1") as [node], Client([node.url], timeout=WAIT, attempt_timeout=0.1) as client:
         client.put("warm", 0)
@@ -223,10 +279,10 @@ def test_a_direct_call_times_out_as_a_queued_one_does_and_the_client_goes_on() -
         assert len({w.payload for w in attempts}) == 1  # every attempt with the same session and seq
         with pytest.raises(Unavailable):
             client.get("k", timeout=0.3)
-        assert idle(client)
+        assert runner(client) is None
         node.mode = "leader"
         assert client.put("k", 1) == 2
-        assert idle(client)
+        assert runner(client) is None
 
 
 def test_a_write_whose_leader_goes_silent_is_retried_at_the_next_on_the_callers_thread() -> None:
@@ -243,7 +299,7 @@ def test_a_write_whose_leader_goes_silent_is_retried_at_the_next_on_the_callers_
         )
         assert at_n1 and at_n2  # tried at the leader it knew, then at the other
         assert len({w.payload for w in at_n1 + at_n2}) == 1  # the same session and seq: applied at most once
-        assert idle(c)
+        assert runner(c) is None
 
 
 def test_close_while_a_direct_caller_waits_ends_its_call_with_client_closed() -> None:
