@@ -154,6 +154,7 @@ class NodeActor:
         self._lost_leadership: int | None = None
         self._uncommitted_bytes = 0  # leader only: bytes of entries above the commit index
         self._read_round = 0
+        self._acked = (0, 0, 0)  # follower: the term, and the highest read round and match answered in it
         self._round_wanted = False
         self._broadcast_wanted = False
         self._commit_news = False  # leader: the commit or a match point moved; followers may need telling
@@ -835,6 +836,16 @@ class NodeActor:
         new_commit = min(msg.leader_commit, last_new)
         if new_commit > self._commit:
             self._commit = new_commit
+        term, acked_round, acked_match = self._acked
+        told = term == self._term and msg.read_round <= acked_round and last_new <= acked_match
+        if told and not msg.entries:
+            # A commit notice (ReplicationActor.send_commit): the answer would tell the leader nothing it
+            # was not told in this term already. Heartbeats always start a new round, so they are answered.
+            return
+        if term == self._term:
+            self._acked = (term, max(acked_round, msg.read_round), max(acked_match, last_new))
+        else:
+            self._acked = (self._term, msg.read_round, last_new)
         self._outbox.append(
             AppendEntriesResponse(
                 src=self.id,

@@ -14,7 +14,9 @@ This is the only place where Raft meets I/O. Each event-loop turn (DESIGN.md rul
    a later turn), compact the WAL once a snapshot is durable, then send its messages (peer messages
    through our DEALER to the destination; the service's answers, built from the Ready, back along the
    connection their request came in on, all of one connection's answers in one batch frame, before the
-   fsync), then advance;
+   fsync), then advance. Of the messages that may leave before the fsync, AppendEntries carrying entries
+   go first (the followers' fsyncs overlap ours), then the answers (a client waits on them), then the
+   rest (commit notices, heartbeats: nothing waits on them as closely);
 4. the peer messages the node dropped as invalid (they decoded but made no sense against its state) are
    logged, at most one line per peer per INVALID_PEER_LOG_INTERVAL; the node's status counts them all;
 5. with an HTTP status server (cluster/node/http/), the bridge's loop calls (read-only requests of other
@@ -35,7 +37,7 @@ from typing import Any, Final
 from loguru import logger
 
 from actors.membership import Configuration
-from actors.messages import ClientRequest, ClientResponse, Message, Status
+from actors.messages import AppendEntries, ClientRequest, ClientResponse, Message, Status
 from actors.node import NodeActor, Role
 from cluster.kv.machine import MAX_COMMAND_BYTES, KVStateMachine
 from cluster.kv.service import KVService, Origin
@@ -217,11 +219,17 @@ class NodeRuntime:
             if node.applied_index != applied_before:
                 self.instruments.apply_seconds.observe(self.loop.clock() - started)
             self.instruments.proposals_committed += len(rd.applied)
-            for msg in rd.early_messages:  # replication runs in parallel with our own fsync
-                self._send(msg)
+            after_answers: list[Message] = []
+            for msg in rd.early_messages:
+                if isinstance(msg, AppendEntries) and msg.entries:
+                    self._send(msg)  # new entries: the followers' fsyncs run in parallel with ours
+                else:
+                    after_answers.append(msg)  # commit notices, heartbeats: the answers are waited on
             service.set_time(now)  # a keepalive confirmed in this Ready renews from now
             service.on_ready(rd)
             self._send_answers()  # they report committed or applied state: no need to wait for the fsync
+            for msg in after_answers:
+                self._send(msg)
             if rd.needs_persist():
                 storage = self.storage
                 durable_before = storage.snapshot_index

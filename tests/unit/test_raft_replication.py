@@ -365,6 +365,33 @@ def test_followers_learn_a_new_commit_without_a_further_proposal_or_heartbeat() 
         assert decode_result(c.sms[nid].query(encode_query(["get", "k"])))["kv"]["value"] == "v"
 
 
+def test_a_follower_answers_entries_and_heartbeats_but_not_a_commit_notice_that_tells_nothing_new() -> None:
+    """A commit notice (an empty AppendEntries at the follower's match point, in a read round it already
+    answered) gets no answer: the answer would tell the leader nothing new, and at one write at a time it
+    doubled the messages each write costs. The follower still takes the commit. Entries, a heartbeat's new
+    round and the first message of a term are answered."""
+    c = Cluster(3)
+    leader = c.elect("n1")
+    c.deliver_all()
+    c.sent.clear()
+    c.request(write(leader, 1, value="v"))
+    c.deliver_all()  # entries out, answers back, the commit advances, commit notices out: no clock tick
+    index = c.nodes[leader].commit_index
+    notices = [m for m in c.sent if isinstance(m, AppendEntries) and not m.entries and m.src == leader]
+    assert {m.dst for m in notices} == {"n2", "n3"} and all(m.leader_commit == index for m in notices)
+    answers = [m for m in c.sent if isinstance(m, AppendEntriesResponse)]
+    assert sorted((m.src, m.match_index) for m in answers) == [("n2", index), ("n3", index)]  # the entries'
+    for nid in ("n2", "n3"):
+        assert c.nodes[nid].commit_index == index and c.nodes[nid].applied_index == index
+    c.sent.clear()
+    c.advance_time(CONFIG.heartbeat_interval)  # a heartbeat starts a new read round: answered
+    c.deliver_all()
+    answers = [m for m in c.sent if isinstance(m, AppendEntriesResponse)]
+    assert {m.src for m in answers} == {"n2", "n3"}
+    heartbeats = [m for m in c.sent if isinstance(m, AppendEntries) and m.src == leader]
+    assert {m.read_round for m in answers} == {m.read_round for m in heartbeats} != {notices[0].read_round}
+
+
 def test_the_commit_is_told_once_per_follower_and_not_when_the_entries_carried_it() -> None:
     """DESIGN rule 6: a follower gets at most one commit-only AppendEntries per advance of the commit,
     and none when an AppendEntries with entries already carried the new commit index to it."""
