@@ -489,7 +489,10 @@ class NodeActor:
         """Everything to persist and send since the last Ready. Call advance() once it is durable."""
         if self._ready_out:
             raise RuntimeError("ready() called again before advance()")
-        self._apply_committed()
+        if self._role is Role.LEADER or self._log.last_index() < self._unstable_from:
+            # A follower with new entries to persist applies in the next Ready instead: its acknowledgement,
+            # which the leader's commit waits on, then leaves before the apply work.
+            self._apply_committed()
         round_wanted, self._round_wanted = self._round_wanted, False
         broadcast_wanted, self._broadcast_wanted = self._broadcast_wanted, False
         if self._role is Role.LEADER:

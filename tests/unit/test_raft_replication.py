@@ -392,6 +392,43 @@ def test_a_follower_answers_entries_and_heartbeats_but_not_a_commit_notice_that_
     assert {m.read_round for m in answers} == {m.read_round for m in heartbeats} != {notices[0].read_round}
 
 
+def test_a_follower_acknowledges_new_entries_before_it_applies_committed_ones() -> None:
+    """With new entries to persist, a follower's Ready carries their acknowledgement and applies nothing;
+    the entries that were committed meanwhile are applied by the next Ready. The leader's commit waits on
+    that acknowledgement, not on the follower's apply work."""
+    c = Cluster(3)
+    leader = c.elect("n1")
+    c.deliver_all()
+    follower = c.nodes["n2"]
+    c.request(write(leader, 1, key="a"))
+    rd = c.nodes[leader].ready(c.now)
+    first = [m for m in rd.early_messages if isinstance(m, AppendEntries) and m.dst == "n2"]
+    c.disks[leader].persist(rd)
+    c.nodes[leader].advance(rd, c.now)
+    follower.step(first[0], c.now)
+    rd = follower.ready(c.now)  # persist and acknowledge the first entry
+    c.disks["n2"].persist(rd)
+    follower.advance(rd, c.now)
+    index = first[0].entries[-1].index
+    assert follower.applied_index < index
+    # The leader's next AppendEntries carries a new entry and the commit of the first one.
+    lead = c.nodes[leader]
+    lead.step(AppendEntriesResponse("n2", leader, lead.term, True, index, 0, 0, 0), c.now)
+    c.request(write(leader, 2, key="b"))
+    second = [m for m in c.nodes[leader].take_replication(c.now) if m.dst == "n2"]
+    assert second[0].entries and second[0].leader_commit == index
+    follower.step(second[0], c.now)
+    rd = follower.ready(c.now)
+    assert rd.entries and [m for m in rd.messages if isinstance(m, AppendEntriesResponse)]
+    assert follower.applied_index < index  # acknowledged first
+    c.disks["n2"].persist(rd)
+    follower.advance(rd, c.now)
+    assert follower.has_ready()
+    rd = follower.ready(c.now)
+    assert follower.applied_index == index and not rd.entries
+    assert decode_result(c.sms["n2"].query(encode_query(["get", "a"])))["kv"]["value"] == 1
+
+
 def test_the_commit_is_told_once_per_follower_and_not_when_the_entries_carried_it() -> None:
     """DESIGN rule 6: a follower gets at most one commit-only AppendEntries per advance of the commit,
     and none when an AppendEntries with entries already carried the new commit index to it."""
