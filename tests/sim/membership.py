@@ -8,8 +8,9 @@ for good. Changes are proposed straight to the leader's NodeActor, as the KV ser
 requests; refusals (busy, a learner too far behind, a leader that must hand over first) are part of the mix.
 
 Checked after every event (`check_configurations`): consecutive configurations in any node's log differ
-by at most one voter (so no two majorities of consecutive configurations are disjoint), a leader has at
-most one uncommitted configuration, and a leader is a voter of the configuration it leads under.
+by at most one voter (so no two majorities of consecutive configurations are disjoint), a leader never
+proposes a configuration while another one in its log is uncommitted, and a leader is a voter of the
+configuration it leads under.
 """
 
 from __future__ import annotations
@@ -45,9 +46,18 @@ def check_configurations(actor: NodeActor, joined: bool) -> None:
                 f"{actor.id}: configuration at {index} changes more than one voter: {a.voters} -> {b.voters}"
             )
     if actor.role is Role.LEADER:
-        pending = [i for i, _ in history if i > actor.commit_index]
-        if len(pending) > 1:
-            raise ConfigViolation(f"leader {actor.id} holds {len(pending)} uncommitted configurations")
+        # A leader proposes a configuration only once an entry of its own term committed and no other
+        # configuration waits (dissertation 4.1 and its single-server fix), so at most one configuration
+        # above its commit index is its own, and then none older is there. Configurations of earlier
+        # terms above it are legal: a new leader's commit index can lag what the old one committed (a
+        # restarted node recovers the last commit index that was synced), until its first entry commits.
+        pending = [(i, actor.log.term_at(i)) for i, _ in history if i > actor.commit_index]
+        own = [i for i, term in pending if term == actor.term]
+        if len(own) > 1 or (own and len(pending) > len(own)):
+            raise ConfigViolation(
+                f"leader {actor.id} proposed a configuration at {own[-1]} while {len(pending) - 1} other "
+                "configuration(s) in its log were uncommitted"
+            )
         if not actor.configuration.is_voter(actor.id):
             raise ConfigViolation(f"leader {actor.id} is not a voter of {actor.configuration.voters}")
 
