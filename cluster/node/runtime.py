@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable
 from typing import Any, Final
 
 from loguru import logger
@@ -147,7 +146,6 @@ class NodeRuntime:
         # --- status for other threads (HTTP status server, metrics): see cluster/node/bridge.py
         self.instruments = Instruments()
         self.bridge: LoopBridge | None = None  # set by whoever starts an HTTP status server
-        self.gc_report: Callable[[], dict[str, Any]] | None = None  # cluster-node's collector policy
         self._refusals = LogRateLimiter(REFUSAL_LOG_INTERVAL)
         self.monitors: list[HandshakeMonitor] = []
         if self.security.secure:
@@ -525,8 +523,6 @@ class NodeRuntime:
         out["turns"] = self.loop.turns
         out["advertise_sent"] = self.advertiser.sent
         out["security"] = self.security.describe()
-        if self.gc_report is not None:
-            out["gc"] = self.gc_report()
         return out
 
     def close_monitors(self) -> None:

@@ -22,7 +22,6 @@ from actors.node import NodeActor
 from cluster.kv.machine import KVStateMachine
 from cluster.node.bridge import LoopBridge
 from cluster.node.config import ConfigError, NodeConfig, http_host_port, load_config
-from cluster.node.gcpolicy import FullCollectionFreezer
 from cluster.node.http.server import HttpBindError, StatusHttpServer
 from cluster.node.instruments import TimedFS
 from cluster.node.join import initial_configuration, joined_configuration
@@ -48,14 +47,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     configure_logging(config.log_level, config.log_json)
-    freezer = FullCollectionFreezer()  # this process is the node's own (cluster/node/gcpolicy.py)
-    freezer.install()
-
-    def report_gc(runtime: NodeRuntime) -> None:
-        runtime.gc_report = freezer.describe
-
     try:
-        return serve(config, on_start=report_gc)
+        return serve(config)
     except (BindError, DataDirLocked, HttpBindError, ConfigError) as exc:
         logger.error("{}: {}", config.name, exc)
         print(f"{PROG}: error: {exc}", file=sys.stderr)
