@@ -7,10 +7,14 @@
 
 The calls are the blocking Client's (cluster/client/api.py), awaited: the same arguments, results and
 exceptions, checked by a test that compares the two signatures. Requests go through the same ClientCore
-and ClientActor (cluster/client/driver.py) as the Client's I/O thread, here over zmq.asyncio DEALER sockets:
-calls append to an inbox and schedule one turn of the driver with call_soon, so the calls made in one
-event-loop pass (asyncio.gather of many puts) leave as one batch frame per node. A receive task per socket
-hands frames to the next turn; a timer handle runs the turn when the actor or discovery next needs it.
+and ClientActor (cluster/client/driver.py) as the Client's I/O thread, here over DEALER sockets read by the
+event loop itself: calls append to an inbox and schedule one turn of the driver with call_soon, so the
+calls made in one event-loop pass (asyncio.gather of many puts) leave as one batch frame per node. Each
+socket's ZeroMQ file descriptor is a reader of the loop (no task, no future per frame): when it fires, the
+frames waiting on that socket are taken and a turn runs at once, so an answer reaches its caller one loop
+pass after it arrived. That descriptor only signals edges, and a send can consume one: after every turn,
+a socket that still holds input is read again. A timer handle runs the turn when the actor or discovery
+next needs it.
 
 Cancelling a task that awaits a call only stops the wait: the request goes on inside the actor until it
 is answered or its deadline passes (so a write keeps its seq and its retries stay the same write), and its
@@ -37,7 +41,6 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 import zmq
-import zmq.asyncio
 from loguru import logger
 
 from actors.client import Completion, Outcome, WriteEncoder
@@ -106,7 +109,7 @@ class AsyncClient:
         self._session = 0  # registered through the log by the first write (ClientOptions.sessions)
         self._options = settings.options
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._ctx: zmq.asyncio.Context | None = None
+        self._ctx: zmq.Context[zmq.Socket[bytes]] | None = None
         self._links: DealerLinks | None = None
         self._core: ClientCore | None = None
         self._ready = asyncio.Event()
@@ -116,7 +119,7 @@ class AsyncClient:
         self._kept: set[AsyncKeptLease] = set()  # leases renewed by tasks of this client
         self._turn_handle: asyncio.Handle | None = None
         self._timer: asyncio.TimerHandle | None = None
-        self._receivers: list[asyncio.Task[None]] = []
+        self._readers: dict[int, zmq.Socket[Any]] = {}  # each DEALER by its file descriptor
         self._closed = False  # no more calls (closing, or the driver failed)
         self._released = False  # close() ran: sockets and context released
 
@@ -134,7 +137,7 @@ class AsyncClient:
         if self._core is not None:
             return
         self._loop = asyncio.get_running_loop()
-        self._ctx = zmq.asyncio.Context()
+        self._ctx = zmq.Context()
         self._links = DealerLinks(self._ctx, self._watch, self._curve)
         self._core = ClientCore(
             self.client_id,
@@ -164,9 +167,10 @@ class AsyncClient:
             return
         self._released = True
         self._fail(ClientClosed())
-        for task in self._receivers:
-            task.cancel()
-        await asyncio.gather(*self._receivers, return_exceptions=True)
+        if self._loop is not None:
+            for fd in self._readers:
+                self._loop.remove_reader(fd)
+        self._readers.clear()
         if self._links is not None:
             self._links.close()
         if self._ctx is not None:
@@ -512,6 +516,7 @@ class AsyncClient:
         due = core.next_due()
         if due != float("inf") and not self._closed:
             self._timer = loop.call_later(max(0.0, due - time.monotonic()), self._on_timer)
+        self._recheck_input()
 
     def _on_timer(self) -> None:
         self._timer = None
@@ -519,17 +524,44 @@ class AsyncClient:
 
     def _watch(self, sock: zmq.Socket[Any]) -> None:
         assert self._loop is not None
-        assert isinstance(sock, zmq.asyncio.Socket)
-        self._receivers.append(self._loop.create_task(self._receive(sock)))
+        fd = int(sock.getsockopt(zmq.FD))
+        self._readers[fd] = sock
+        self._loop.add_reader(fd, self._on_readable, sock)
+        self._loop.call_soon(self._on_readable, sock)  # input queued before now raised no edge
 
-    async def _receive(self, sock: zmq.asyncio.Socket) -> None:
-        """Hand every frame of one socket to the next turn."""
-        while True:
-            for _ in range(_RECV_BATCH):
-                frame: bytes = await sock.recv()  # done at once while frames are queued
-                self._received.append(frame)
-                self._schedule_turn()
-            await asyncio.sleep(0)  # let the turn and the other sockets run
+    def _on_readable(self, sock: zmq.Socket[Any]) -> None:
+        """Take the frames waiting on `sock` (a batch at most) and run a turn with them now."""
+        if self._released:
+            return
+        taken = 0
+        try:
+            while taken < _RECV_BATCH:
+                self._received.append(sock.recv(zmq.NOBLOCK))
+                taken += 1
+        except zmq.Again:
+            pass
+        if taken:
+            self._turn_now()
+        if taken == _RECV_BATCH and not self._released:
+            self._loop_soon(self._on_readable, sock)  # more is queued: after the other sockets' turn
+
+    def _recheck_input(self) -> None:
+        """A send may take a socket's edge with input still queued: read such a socket in the next pass."""
+        for sock in self._readers.values():
+            if int(sock.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
+                self._loop_soon(self._on_readable, sock)
+
+    def _loop_soon(self, callback: Callable[[zmq.Socket[Any]], None], sock: zmq.Socket[Any]) -> None:
+        assert self._loop is not None
+        self._loop.call_soon(callback, sock)
+
+    def _turn_now(self) -> None:
+        """Run the turn now instead of at the next pass of the loop."""
+        handle, self._turn_handle = self._turn_handle, None
+        if handle is not None:
+            handle.cancel()
+        if not self._closed:
+            self._turn()
 
 
 def _completer(fut: asyncio.Future[Completion]) -> Callable[[Completion | BaseException], None]:

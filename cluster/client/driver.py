@@ -6,7 +6,7 @@ retries), the callbacks of the requests in flight, the decoding and checking of 
 batching of outgoing requests into one frame per node per turn. It waits for nothing and reads no clock: a
 driver hands it frames, submissions and the time, asks it when it next needs a turn (`next_due`), and gives it
 `Links` that keep one socket per URL and send without blocking. DealerLinks is those links over ZeroMQ DEALER
-sockets with the options both drivers use (a plain or a zmq.asyncio context).
+sockets with the options both drivers use (each driver's own plain ZeroMQ context).
 
 Streaming calls plug in here, beside the request callbacks: watches (watch events pushed by a node) are
 told apart in `receive` by their stream id and driven by a WatchFollower per watch; see the `stream
@@ -135,12 +135,7 @@ class DealerLinks:
         if not self.open(url):
             return
         with suppress(zmq.Again):  # queue full: dropped, and the actor's retry timer covers it
-            sent = self.sockets[url].send(frame, zmq.NOBLOCK)
-            # A zmq.asyncio socket answers a non-blocking send with a finished future instead of raising;
-            # look at its exception so a dropped frame is not reported as "never retrieved".
-            exception = getattr(sent, "exception", None)
-            if exception is not None:
-                exception()
+            self.sockets[url].send(frame, zmq.NOBLOCK)
 
     def take_handshakes(self, ready: Container[zmq.Socket[Any]] | None = None) -> None:
         """Move the handshake events that arrived into `handshakes` (never waits). A driver that polls the
