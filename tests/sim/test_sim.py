@@ -50,6 +50,12 @@ def _coverage_report(seed: int) -> SimReport:
     return run_seed(seed, SimOptions.for_seed(seed))
 
 
+def _totals(seeds: range, *fields: str) -> list[int]:
+    """Each SimReport field summed over the CI-mix runs of `seeds`."""
+    reports = [_coverage_report(seed) for seed in seeds]
+    return [sum(getattr(r, name) for r in reports) for name in fields]
+
+
 def _run(seed: int) -> None:
     report = _coverage_report(seed)
     assert report.operations > 0
@@ -121,12 +127,7 @@ def test_the_checker_catches_a_write_applied_twice_or_without_a_session() -> Non
 def test_membership_changes_really_happen() -> None:
     """The operator of tests/sim/membership.py really changes the members under the faults: learners
     added and promoted, members removed (the leader too, after handing over) and shut down."""
-    changes = retired = handovers = 0
-    for seed in range(30):
-        r = _coverage_report(seed)
-        changes += r.member_changes
-        retired += r.members_retired
-        handovers += r.leader_handovers
+    changes, retired, handovers = _totals(range(30), "member_changes", "members_retired", "leader_handovers")
     assert changes > 100 and retired > 10 and handovers > 0, (changes, retired, handovers)
 
 
@@ -151,12 +152,7 @@ def test_storage_faults_really_happen() -> None:
 def test_leases_really_renew_expire_and_clocks_jump() -> None:
     """Lease owners renew, leases expire (abandoned ones, and ones the faults kept from being renewed)
     and followers' clocks jump: what the lease checks claim to cover, covered."""
-    renewals = revokes = jumps = 0
-    for seed in range(30):
-        r = _coverage_report(seed)
-        renewals += r.lease_renewals
-        revokes += r.lease_revokes
-        jumps += r.clock_jumps
+    renewals, revokes, jumps = _totals(range(30), "lease_renewals", "lease_revokes", "clock_jumps")
     assert renewals > 60 and revokes > 45 and jumps > 30, (renewals, revokes, jumps)
 
 

@@ -185,13 +185,22 @@ def in_thread(call: Any) -> tuple[threading.Thread, Future[Any]]:
     return thread, out
 
 
+def hold_a_direct_put(
+    node: Any, client: Client, key: str, value: int
+) -> tuple[threading.Thread, Future[Any]]:
+    """Once the client is idle, make the node hold its answers and start a blocking put in a new thread;
+    returns once the node holds that put."""
+    wait_until(lambda: idle(client), WAIT, "the I/O thread to park")
+    node.mode = "hold"
+    thread, put = in_thread(lambda: client.put(key, value))
+    wait_until(lambda: node.held() == 1, WAIT, "the put to reach the node")
+    return thread, put
+
+
 def test_a_lone_call_runs_on_its_callers_thread_and_leaves_the_io_thread_parked() -> None:
     with doubles("n1") as [node], Client([node.url], timeout=WAIT) as client:
         assert client.put("a", 1) == 1  # the session registration, then the put
-        wait_until(lambda: idle(client), WAIT, "the I/O thread to park once the client is idle")
-        node.mode = "hold"
-        thread, put = in_thread(lambda: client.put("b", 2))
-        wait_until(lambda: node.held() == 1, WAIT, "the put to reach the node")
+        thread, put = hold_a_direct_put(node, client, "b", 2)
         assert runner(client) == thread.ident  # the caller sent it and waits for the answer itself
         node.release()
         assert put.result(WAIT) == 2
@@ -203,10 +212,7 @@ def test_a_lone_call_runs_on_its_callers_thread_and_leaves_the_io_thread_parked(
 def test_a_second_caller_moves_the_loop_to_the_io_thread_and_every_call_is_answered() -> None:
     with doubles("n1") as [node], Client([node.url], timeout=WAIT) as client:
         client.put("warm", 0)
-        wait_until(lambda: idle(client), WAIT, "the I/O thread to park")
-        node.mode = "hold"
-        first, first_put = in_thread(lambda: client.put("a", 1))
-        wait_until(lambda: node.held() == 1, WAIT, "the first put to reach the node")
+        first, first_put = hold_a_direct_put(node, client, "a", 1)
         assert runner(client) == first.ident
         _, second_put = in_thread(lambda: client.put("b", 2))
         callback_threads: list[str] = []
@@ -228,10 +234,7 @@ def test_a_second_caller_moves_the_loop_to_the_io_thread_and_every_call_is_answe
 def test_a_direct_caller_sends_and_ends_other_blocking_calls_until_its_own_ends() -> None:
     with doubles("n1") as [node], Client([node.url], timeout=WAIT) as client:
         client.put("warm", 0)
-        wait_until(lambda: idle(client), WAIT, "the I/O thread to park")
-        node.mode = "hold"
-        first, first_put = in_thread(lambda: client.put("a", 1))
-        wait_until(lambda: node.held() == 1, WAIT, "the first put to reach the node")
+        first, first_put = hold_a_direct_put(node, client, "a", 1)
         second, second_put = in_thread(lambda: client.get("a"))
         wait_until(lambda: node.held() == 2, WAIT, "the second call to reach the node")
         assert runner(client) == first.ident  # sent by the first caller, still running the loop
@@ -306,10 +309,7 @@ def test_close_while_a_direct_caller_waits_ends_its_call_with_client_closed() ->
     with doubles("n1") as [node]:
         client = Client([node.url], timeout=WAIT)
         client.put("warm", 0)
-        wait_until(lambda: idle(client), WAIT, "the I/O thread to park")
-        node.mode = "hold"
-        thread, put = in_thread(lambda: client.put("a", 1))
-        wait_until(lambda: node.held() == 1, WAIT, "the put to reach the node")
+        thread, put = hold_a_direct_put(node, client, "a", 1)
         assert runner(client) == thread.ident
         client.close()
         with pytest.raises(ClientClosed):
